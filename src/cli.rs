@@ -1,0 +1,128 @@
+//! Command-line definitions (clap derive). Parsing only; `main.rs` acts on them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::Listen;
+
+/// A realtime messaging server: TCP, UDP, WebSocket, SSE and HTTP joined in one hub of rooms.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, propagate_version = true)]
+pub struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SWITCHBOARD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// Log filter, e.g. `info`, `debug`, `switchboard=trace` (RUST_LOG syntax).
+    #[arg(long, global = true, default_value = "info", env = "SWITCHBOARD_LOG")]
+    pub log: String,
+
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the chat server: TCP and UDP chat, HTTP and WebSocket, all on one hub.
+    ///
+    /// Every setting comes from, in order of precedence: its flag, its SWITCHBOARD_* environment
+    /// variable, the TOML file given by --config (same names, in snake_case; see README), the default.
+    Serve(ServeArgs),
+    /// Run the seed's echo server: returns exactly the bytes it receives (TCP and UDP).
+    EchoServer(EchoArgs),
+    /// Terminal client: prints what arrives while you type; `exit` or end of input quits.
+    ///
+    /// URL schemes: tcp://HOST:PORT (chat or echo), udp://HOST:PORT.
+    Connect(ConnectArgs),
+}
+
+/// Options of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TCP chat address, or `off` [default: 127.0.0.1:12345].
+    #[arg(long, value_name = "ADDR", env = "SWITCHBOARD_TCP")]
+    pub tcp: Option<Listen>,
+
+    /// UDP chat address, or `off` [default: 127.0.0.1:12345].
+    #[arg(long, value_name = "ADDR", env = "SWITCHBOARD_UDP")]
+    pub udp: Option<Listen>,
+
+    /// HTTP and WebSocket address, or `off` [default: 127.0.0.1:8000].
+    #[arg(long, value_name = "ADDR", env = "SWITCHBOARD_HTTP")]
+    pub http: Option<Listen>,
+
+    /// TOML file with settings; flags and environment variables override it.
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Connections across all transports at once [default: 100000].
+    #[arg(long, value_name = "N", env = "SWITCHBOARD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Connections from one IP address at once [default: 1000].
+    #[arg(long, value_name = "N", env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// Longest TCP chat line in bytes [default: 65536].
+    #[arg(long, value_name = "BYTES", env = "SWITCHBOARD_MAX_LINE_BYTES")]
+    pub max_line_bytes: Option<usize>,
+
+    /// Close TCP chat connections silent this long; 0 = never [default: 0].
+    #[arg(long, value_name = "SECS", env = "SWITCHBOARD_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<u64>,
+
+    /// Events queued for one client before it is dropped as a slow consumer [default: 1024].
+    #[arg(long, value_name = "N", env = "SWITCHBOARD_QUEUE_CAPACITY")]
+    pub queue_capacity: Option<usize>,
+
+    /// Deliver text sent without a newline after this pause [default: 50].
+    #[arg(long, value_name = "MS", env = "SWITCHBOARD_LINE_FLUSH_MS")]
+    pub line_flush_ms: Option<u64>,
+
+    /// A silent UDP client leaves its room after this long [default: 60].
+    #[arg(long, value_name = "SECS", env = "SWITCHBOARD_UDP_TTL")]
+    pub udp_ttl: Option<u64>,
+
+    /// Largest datagram accepted from a UDP client [default: 65536].
+    #[arg(long, value_name = "BYTES", env = "SWITCHBOARD_UDP_MAX_IN")]
+    pub udp_max_in: Option<usize>,
+
+    /// Largest datagram sent to a UDP client [default: 1200].
+    #[arg(long, value_name = "BYTES", env = "SWITCHBOARD_UDP_MAX_OUT")]
+    pub udp_max_out: Option<usize>,
+}
+
+/// Options of `echo-server`.
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    /// TCP echo address, or `off`.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:12345")]
+    pub tcp: Listen,
+
+    /// UDP echo address, or `off`.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:12345")]
+    pub udp: Listen,
+}
+
+/// Options of `connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Where to connect: tcp://HOST:PORT or udp://HOST:PORT.
+    pub url: String,
+
+    /// After end of input on UDP, keep printing replies for this many milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub linger_ms: u64,
+}

@@ -1,0 +1,156 @@
+//! The terminal client behind `switchboard connect`: prints what arrives while the user types.
+//!
+//! Input is read on a plain thread rather than `tokio::io::stdin`, whose blocking read cannot
+//! be cancelled and would hold the runtime open at exit until the user pressed Enter.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket, lookup_host};
+use tokio::sync::mpsc;
+
+/// Why `connect` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The URL is not one we can connect to.
+    #[error("unsupported URL {0:?}: expected tcp://HOST:PORT or udp://HOST:PORT")]
+    BadUrl(String),
+    /// The host did not resolve.
+    #[error("cannot resolve {0}")]
+    Resolve(String),
+    /// The connection failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClientError {
+    let context = context.into();
+    move |source| ClientError::Io { context, source }
+}
+
+/// Connects to `url` and relays stdin lines to it and its output to stdout until `exit`, end of
+/// input, or the server closing.
+pub async fn connect(url: &str, linger: Duration) -> Result<(), ClientError> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| ClientError::BadUrl(url.to_owned()))?;
+    let host_port = rest.split('/').next().unwrap_or(rest);
+    let addr = resolve(host_port).await?;
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!("connected to {url}; type exit or press Ctrl-D to quit");
+    }
+    match scheme {
+        "tcp" => tcp(addr).await,
+        "udp" => udp(addr, linger).await,
+        _ => Err(ClientError::BadUrl(url.to_owned())),
+    }
+}
+
+async fn resolve(host_port: &str) -> Result<SocketAddr, ClientError> {
+    lookup_host(host_port)
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| ClientError::Resolve(host_port.to_owned()))
+}
+
+/// Lines typed by the user, ending at `exit` (any case, as in the seed) or end of input.
+fn input_lines() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(64);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if line.trim().eq_ignore_ascii_case("exit") {
+                break;
+            }
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+async fn tcp(addr: SocketAddr) -> Result<(), ClientError> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(io(format!("cannot connect to {addr}")))?;
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let mut printer = tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut stdout = std::io::stdout();
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let _ = stdout.write_all(&buf[..n]);
+                    let _ = stdout.flush();
+                }
+            }
+        }
+    });
+    let mut lines = input_lines();
+    loop {
+        tokio::select! {
+            line = lines.recv() => {
+                let Some(mut line) = line else { break };
+                line.push('\n');
+                writer.write_all(line.as_bytes()).await.map_err(io("send failed"))?;
+            }
+            _ = &mut printer => {
+                eprintln!("connection closed by server");
+                return Ok(());
+            }
+        }
+    }
+    // Half-close so the server sees the end, then print what it still sends until it closes.
+    let _ = writer.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), printer).await;
+    Ok(())
+}
+
+async fn udp(addr: SocketAddr, linger: Duration) -> Result<(), ClientError> {
+    let local: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal address")
+    } else {
+        "[::]:0".parse().expect("literal address")
+    };
+    let socket = UdpSocket::bind(local)
+        .await
+        .map_err(io("cannot bind UDP"))?;
+    socket
+        .connect(addr)
+        .await
+        .map_err(io(format!("cannot reach {addr}")))?;
+    let socket = std::sync::Arc::new(socket);
+    let receiver = std::sync::Arc::clone(&socket);
+    let printer = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        let mut stdout = std::io::stdout();
+        while let Ok(n) = receiver.recv(&mut buf).await {
+            let _ = stdout.write_all(&buf[..n]);
+            let _ = stdout.write_all(b"\n");
+            let _ = stdout.flush();
+        }
+    });
+    let mut lines = input_lines();
+    while let Some(line) = lines.recv().await {
+        socket
+            .send(line.as_bytes())
+            .await
+            .map_err(io("send failed"))?;
+    }
+    // UDP has no close: wait a little for the answers to what was just sent.
+    tokio::time::sleep(linger).await;
+    printer.abort();
+    Ok(())
+}

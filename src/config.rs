@@ -1,0 +1,320 @@
+//! One `Config` for `serve`, resolved from flags, `SWITCHBOARD_*` environment variables, an
+//! optional TOML file and defaults, in that order of precedence.
+//!
+//! clap already merges flags over environment variables (both land in `ServeArgs` as `Some`),
+//! so resolving is: the argument if given, else the file's value, else the default below.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::ServeArgs;
+
+/// Default TCP chat address, the seed's.
+pub const DEFAULT_TCP: &str = "127.0.0.1:12345";
+/// Default UDP chat address, the seed's port on UDP.
+pub const DEFAULT_UDP: &str = "127.0.0.1:12345";
+/// Default HTTP/WebSocket address, the seed's.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8000";
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file named by `--config`.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for our keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file named by `--config`.
+        path: PathBuf,
+        /// What the TOML parser said, with line and column.
+        message: String,
+    },
+    /// A value is out of its allowed range.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The setting's name as written in the file.
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// A listening address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+impl FromStr for Listen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if matches!(
+            s.to_ascii_lowercase().as_str(),
+            "off" | "none" | "false" | "no"
+        ) {
+            return Ok(Listen(None));
+        }
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(Listen(Some(addr)));
+        }
+        match s.to_socket_addrs() {
+            Ok(mut addrs) => addrs
+                .next()
+                .map(|a| Listen(Some(a)))
+                .ok_or_else(|| format!("{s:?} resolves to no address")),
+            Err(_) => Err(format!(
+                "{s:?} is not an address: expected HOST:PORT (e.g. 127.0.0.1:8000) or off"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Everything `serve` needs, fully resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// TCP chat listener; `None` when switched off.
+    pub tcp: Option<SocketAddr>,
+    /// UDP chat socket; `None` when switched off.
+    pub udp: Option<SocketAddr>,
+    /// HTTP and WebSocket listener; `None` when switched off.
+    pub http: Option<SocketAddr>,
+    /// Connections across all transports at once; past it new ones get `ERR server full`.
+    pub max_connections: usize,
+    /// Connections from one IP address at once.
+    pub max_connections_per_ip: usize,
+    /// Longest TCP line in bytes.
+    pub max_line_bytes: usize,
+    /// Close a TCP connection silent for this long; `None` (the default) never does.
+    pub idle_timeout: Option<Duration>,
+    /// Events a subscriber may have queued before it is disconnected as a slow consumer.
+    pub queue_capacity: usize,
+    /// Text with no newline is delivered once the sender pauses this long.
+    pub line_flush: Duration,
+    /// A UDP member that sends nothing for this long leaves its room.
+    pub udp_ttl: Duration,
+    /// Largest datagram accepted from a UDP client, in bytes.
+    pub udp_max_in: usize,
+    /// Largest datagram sent to a UDP client, in bytes.
+    pub udp_max_out: usize,
+    /// How long shutdown waits for connections to close after telling them.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            tcp: DEFAULT_TCP.parse().ok(),
+            udp: DEFAULT_UDP.parse().ok(),
+            http: DEFAULT_HTTP.parse().ok(),
+            max_connections: 100_000,
+            max_connections_per_ip: 1_000,
+            max_line_bytes: 64 * 1024,
+            idle_timeout: None,
+            // 1,024 events is about a second of a busy room at 1,000 msg/s: enough to ride out
+            // a scheduling hiccup, small enough that a stalled client is noticed quickly and
+            // costs at most ~16 KiB of queue slots.
+            queue_capacity: 1024,
+            line_flush: Duration::from_millis(50),
+            udp_ttl: Duration::from_secs(60),
+            udp_max_in: 64 * 1024,
+            udp_max_out: 1200,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The TOML file: every key optional, unknown keys refused so that typos are caught.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    tcp: Option<Listen>,
+    udp: Option<Listen>,
+    http: Option<Listen>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    max_line_bytes: Option<usize>,
+    idle_timeout_secs: Option<u64>,
+    queue_capacity: Option<usize>,
+    line_flush_ms: Option<u64>,
+    udp_ttl_secs: Option<u64>,
+    udp_max_in: Option<usize>,
+    udp_max_out: Option<usize>,
+}
+
+impl FileConfig {
+    fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+impl Config {
+    /// Resolves flags and environment (already merged by clap) over the file over defaults.
+    pub fn resolve(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let d = Config::default();
+        let secs = Duration::from_secs;
+        let config = Config {
+            tcp: args.tcp.or(file.tcp).map_or(d.tcp, |l| l.0),
+            udp: args.udp.or(file.udp).map_or(d.udp, |l| l.0),
+            http: args.http.or(file.http).map_or(d.http, |l| l.0),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(d.max_connections),
+            max_connections_per_ip: args
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(d.max_connections_per_ip),
+            max_line_bytes: args
+                .max_line_bytes
+                .or(file.max_line_bytes)
+                .unwrap_or(d.max_line_bytes),
+            idle_timeout: match args.idle_timeout.or(file.idle_timeout_secs) {
+                Some(0) | None => None,
+                Some(s) => Some(secs(s)),
+            },
+            queue_capacity: args
+                .queue_capacity
+                .or(file.queue_capacity)
+                .unwrap_or(d.queue_capacity),
+            line_flush: args
+                .line_flush_ms
+                .or(file.line_flush_ms)
+                .map_or(d.line_flush, Duration::from_millis),
+            udp_ttl: args.udp_ttl.or(file.udp_ttl_secs).map_or(d.udp_ttl, secs),
+            udp_max_in: args.udp_max_in.or(file.udp_max_in).unwrap_or(d.udp_max_in),
+            udp_max_out: args
+                .udp_max_out
+                .or(file.udp_max_out)
+                .unwrap_or(d.udp_max_out),
+            shutdown_grace: d.shutdown_grace,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("max_connections", self.max_connections),
+            ("max_connections_per_ip", self.max_connections_per_ip),
+            ("max_line_bytes", self.max_line_bytes),
+            ("queue_capacity", self.queue_capacity),
+            ("udp_max_in", self.udp_max_in),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        if !(64..=65_507).contains(&self.udp_max_out) {
+            return Err(ConfigError::Invalid {
+                key: "udp_max_out",
+                message: format!(
+                    "{} is outside 64..=65507 (the largest UDP payload)",
+                    self.udp_max_out
+                ),
+            });
+        }
+        if self.tcp.is_none() && self.udp.is_none() && self.http.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "tcp/udp/http",
+                message: "every listener is off; nothing to serve".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(argv: &[&str]) -> ServeArgs {
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let mut full = vec!["x"];
+        full.extend_from_slice(argv);
+        Wrap::parse_from(full).serve
+    }
+
+    #[test]
+    fn defaults_are_the_seeds_ports() {
+        let c = Config::resolve(&args(&[])).unwrap();
+        assert_eq!(c.tcp, Some("127.0.0.1:12345".parse().unwrap()));
+        assert_eq!(c.http, Some("127.0.0.1:8000".parse().unwrap()));
+        assert_eq!(c.idle_timeout, None);
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sb.toml");
+        std::fs::write(
+            &path,
+            "tcp = \"127.0.0.1:1000\"\nudp = \"off\"\nmax_line_bytes = 10\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = Config::resolve(&args(&["--config", p, "--tcp", "127.0.0.1:2000"])).unwrap();
+        assert_eq!(c.tcp, Some("127.0.0.1:2000".parse().unwrap()));
+        assert_eq!(c.udp, None);
+        assert_eq!(c.max_line_bytes, 10);
+        assert_eq!(c.queue_capacity, Config::default().queue_capacity);
+    }
+
+    #[test]
+    fn unknown_file_key_is_refused_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sb.toml");
+        std::fs::write(&path, "tpc = \"127.0.0.1:1\"\n").unwrap();
+        let err = Config::resolve(&args(&["--config", path.to_str().unwrap()])).unwrap_err();
+        assert!(err.to_string().contains("tpc"), "{err}");
+    }
+
+    #[test]
+    fn all_off_is_refused() {
+        let err =
+            Config::resolve(&args(&["--tcp", "off", "--udp", "off", "--http", "off"])).unwrap_err();
+        assert!(err.to_string().contains("nothing to serve"));
+    }
+
+    #[test]
+    fn bad_address_says_what_is_expected() {
+        let err = "nonsense".parse::<Listen>().unwrap_err();
+        assert!(err.contains("HOST:PORT"), "{err}");
+    }
+}

@@ -1,0 +1,275 @@
+//! The hub: rooms by name, subscribers, nicks, and the publish path every transport shares.
+//!
+//! Transports are thin: they turn bytes into calls on `Hub` and drain a subscriber's queue back
+//! into bytes. The room map is sharded (`DashMap`), each room has its own lock, and publishing
+//! touches one shard read lock and one room lock: there is no global lock on the publish path.
+
+mod event;
+mod room;
+mod subscriber;
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use tokio::sync::mpsc;
+
+pub use event::{BadMessageId, Event, EventKind, MessageId, now_ms};
+pub use room::{MemberInfo, Room};
+pub use subscriber::{Delivery, Disconnect, Subscriber, SubscriberId, Transport};
+
+/// Errors the hub reports to a client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    /// Another connected client already holds this nick (compared case-insensitively).
+    #[error("nick {0} is taken")]
+    NickTaken(String),
+}
+
+/// Settings the hub needs.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Capacity of each subscriber's outbound queue, in events.
+    pub queue_capacity: usize,
+}
+
+/// The shared state of one server: all rooms and nicks.
+#[derive(Debug)]
+pub struct Hub {
+    rooms: DashMap<Arc<str>, Arc<Room>>,
+    /// Nicks held by connected clients, lowercased, so two people cannot pose as one.
+    nicks: DashMap<String, SubscriberId>,
+    next_id: AtomicU64,
+    /// Seeds room epochs so that each process run gets new ones.
+    epochs: RandomState,
+    config: HubConfig,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(config: HubConfig) -> Arc<Self> {
+        Arc::new(Self {
+            rooms: DashMap::new(),
+            nicks: DashMap::new(),
+            next_id: AtomicU64::new(1),
+            epochs: RandomState::new(),
+            config,
+        })
+    }
+
+    /// Registers a new client and gives it its bounded outbound queue.
+    pub fn subscribe(
+        &self,
+        transport: Transport,
+        echo_own: bool,
+        addr: Option<SocketAddr>,
+    ) -> (Arc<Subscriber>, mpsc::Receiver<Delivery>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.config.queue_capacity);
+        (
+            Arc::new(Subscriber::new(id, transport, echo_own, addr, tx)),
+            rx,
+        )
+    }
+
+    /// Claims a generated nick, `guest-N`, for a new client.
+    pub fn claim_generated_nick(&self, id: SubscriberId) -> Arc<str> {
+        let mut n = id;
+        loop {
+            let nick = format!("guest-{n}");
+            if self.claim_nick(id, &nick).is_ok() {
+                return nick.into();
+            }
+            n = n.wrapping_add(self.next_id.load(Ordering::Relaxed));
+        }
+    }
+
+    /// Claims `nick` for subscriber `id`. Claiming the nick one already holds succeeds.
+    pub fn claim_nick(&self, id: SubscriberId, nick: &str) -> Result<(), HubError> {
+        match self.nicks.entry(nick.to_lowercase()) {
+            Entry::Occupied(held) if *held.get() == id => Ok(()),
+            Entry::Occupied(_) => Err(HubError::NickTaken(nick.to_owned())),
+            Entry::Vacant(free) => {
+                free.insert(id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Releases a nick held by `id`.
+    pub fn release_nick(&self, id: SubscriberId, nick: &str) {
+        self.nicks
+            .remove_if(&nick.to_lowercase(), |_, holder| *holder == id);
+    }
+
+    /// The room called `name`, created on first use.
+    pub fn room(&self, name: &str) -> Arc<Room> {
+        if let Some(room) = self.rooms.get(name) {
+            return Arc::clone(&room);
+        }
+        let name: Arc<str> = name.into();
+        let epoch = (self.epochs.hash_one(&name) as u32).max(1);
+        Arc::clone(
+            self.rooms
+                .entry(Arc::clone(&name))
+                .or_insert_with(|| Arc::new(Room::new(name, epoch)))
+                .value(),
+        )
+    }
+
+    /// The room called `name` if it exists.
+    pub fn existing_room(&self, name: &str) -> Option<Arc<Room>> {
+        self.rooms.get(name).map(|r| Arc::clone(&r))
+    }
+
+    /// Adds `sub` to room `name` under `nick` and tells the room.
+    pub fn join(&self, name: &str, sub: &Arc<Subscriber>, nick: Arc<str>) -> Arc<Room> {
+        loop {
+            let room = self.room(name);
+            if room.add(sub, Arc::clone(&nick)) {
+                return room;
+            }
+            // The room was retired between lookup and add; the next lookup creates it anew.
+        }
+    }
+
+    /// Removes `sub` from `room` and tells the room; an empty room is dropped.
+    pub fn leave(&self, room: &Arc<Room>, id: SubscriberId, reason: Option<&'static str>) {
+        if room.remove(id, reason) {
+            self.rooms.remove_if(room.name(), |_, current| {
+                Arc::ptr_eq(current, room) && current.retire_if_empty()
+            });
+        }
+    }
+
+    /// Publishes `text` from `nick` to `room`; `origin` is the sending subscriber, if any.
+    pub fn publish(
+        &self,
+        room: &Room,
+        origin: Option<SubscriberId>,
+        nick: Arc<str>,
+        text: &str,
+    ) -> Arc<Event> {
+        room.publish(origin, nick, text)
+    }
+
+    /// Changes a member's nick in `room` and tells the room.
+    pub fn rename(&self, room: &Room, id: SubscriberId, nick: Arc<str>) {
+        room.rename(id, nick);
+    }
+
+    /// Every room with its member count, sorted by name.
+    pub fn rooms(&self) -> Vec<(Arc<str>, usize)> {
+        let rooms: Vec<Arc<Room>> = self.rooms.iter().map(|r| Arc::clone(r.value())).collect();
+        let mut out: Vec<_> = rooms
+            .iter()
+            .map(|r| (Arc::clone(r.name()), r.member_count()))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(queue_capacity: usize) -> Arc<Hub> {
+        Hub::new(HubConfig { queue_capacity })
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Delivery>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(d) = rx.try_recv() {
+            if let Delivery::Event(ev) = d {
+                out.push(String::from_utf8_lossy(ev.line()).into_owned());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn publish_reaches_others_not_sender_and_ids_count_up() {
+        let hub = hub(16);
+        let (a, mut ra) = hub.subscribe(Transport::Tcp, false, None);
+        let (b, mut rb) = hub.subscribe(Transport::Tcp, false, None);
+        let room = hub.join("lobby", &a, "a".into());
+        hub.join("lobby", &b, "b".into());
+        let first = hub.publish(&room, Some(a.id), "a".into(), "hi");
+        let second = hub.publish(&room, Some(a.id), "a".into(), "again");
+        assert_eq!(first.id.unwrap().seq, 1);
+        assert_eq!(second.id.unwrap().seq, 2);
+        assert_eq!(drain(&mut rb), ["a: hi\n", "a: again\n"]);
+        assert_eq!(drain(&mut ra), ["* b joined lobby\n"]);
+    }
+
+    #[test]
+    fn echo_own_subscriber_gets_its_own_message() {
+        let hub = hub(16);
+        let (a, mut ra) = hub.subscribe(Transport::Ws, true, None);
+        let room = hub.join("r", &a, "a".into());
+        hub.publish(&room, Some(a.id), "a".into(), "x");
+        assert_eq!(drain(&mut ra), ["* a joined r\n", "a: x\n"]);
+    }
+
+    #[test]
+    fn overflowing_subscriber_is_kicked_and_room_carries_on() {
+        let hub = hub(4);
+        let (slow, _slow_rx) = hub.subscribe(Transport::Tcp, false, None);
+        let (fast, mut fast_rx) = hub.subscribe(Transport::Tcp, false, None);
+        let room = hub.join("r", &slow, "slow".into());
+        hub.join("r", &fast, "fast".into());
+        for i in 0..10 {
+            hub.publish(&room, None, "pub".into(), &i.to_string());
+            drain(&mut fast_rx);
+        }
+        assert_eq!(slow.kick_reason(), Some(Disconnect::SlowConsumer));
+        assert_eq!(room.member_count(), 1);
+        assert!(!fast.is_gone());
+    }
+
+    #[test]
+    fn slow_consumer_leave_is_announced_with_reason() {
+        let hub = hub(2);
+        let (slow, _slow_rx) = hub.subscribe(Transport::Tcp, false, None);
+        let (fast, mut fast_rx) = hub.subscribe(Transport::Tcp, false, None);
+        let room = hub.join("r", &slow, "slow".into());
+        hub.join("r", &fast, "fast".into());
+        let mut seen = Vec::new();
+        for i in 0..4 {
+            hub.publish(&room, None, "pub".into(), &i.to_string());
+            seen.extend(drain(&mut fast_rx));
+        }
+        assert!(seen.contains(&"* slow left r (slow consumer)\n".to_owned()));
+    }
+
+    #[test]
+    fn empty_room_is_dropped_and_recreated() {
+        let hub = hub(4);
+        let (a, _ra) = hub.subscribe(Transport::Tcp, false, None);
+        let room = hub.join("r", &a, "a".into());
+        assert_eq!(hub.rooms().len(), 1);
+        hub.leave(&room, a.id, None);
+        assert!(hub.rooms().is_empty());
+        let again = hub.join("r", &a, "a".into());
+        assert!(!Arc::ptr_eq(&room, &again));
+        assert_eq!(again.member_count(), 1);
+    }
+
+    #[test]
+    fn nicks_are_unique_case_insensitively() {
+        let hub = hub(4);
+        assert!(hub.claim_nick(1, "Alice").is_ok());
+        assert!(hub.claim_nick(1, "alice").is_ok());
+        assert_eq!(
+            hub.claim_nick(2, "ALICE"),
+            Err(HubError::NickTaken("ALICE".into()))
+        );
+        hub.release_nick(1, "alice");
+        assert!(hub.claim_nick(2, "ALICE").is_ok());
+    }
+}

@@ -1,0 +1,150 @@
+//! A subscriber: one client connection's seat in the hub, whatever its transport.
+//!
+//! It owns the sending half of the connection's bounded outbound queue. Rooms push into it with
+//! `try_send` and never wait; a full queue means the client is not keeping up, and the hub
+//! disconnects it with a stated reason instead of slowing the room.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::event::Event;
+
+/// A subscriber's id, unique within one hub.
+pub type SubscriberId = u64;
+
+/// Which transport a subscriber arrived on; shown in presence and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// Line-oriented TCP chat.
+    Tcp,
+    /// UDP datagram chat.
+    Udp,
+    /// WebSocket.
+    Ws,
+    /// Server-Sent Events.
+    Sse,
+}
+
+impl Transport {
+    /// Lowercase name for logs and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+            Transport::Ws => "ws",
+            Transport::Sse => "sse",
+        }
+    }
+}
+
+/// One item in a subscriber's outbound queue.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// A room event, shared with every other receiver.
+    Event(Arc<Event>),
+    /// Bytes meant for this subscriber alone (a command's answer, an error line).
+    Direct(Bytes),
+}
+
+/// Why the hub disconnected a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disconnect {
+    /// Its outbound queue overflowed: it reads slower than its rooms publish.
+    SlowConsumer,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl Disconnect {
+    /// The reason as said to the client and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disconnect::SlowConsumer => "slow consumer",
+            Disconnect::Shutdown => "server shutting down",
+        }
+    }
+}
+
+/// The hub's handle on one client.
+#[derive(Debug)]
+pub struct Subscriber {
+    /// Unique within the hub; used to skip the sender and to find the member in a room.
+    pub id: SubscriberId,
+    /// Shown in presence.
+    pub transport: Transport,
+    /// Whether the client receives its own messages (WebSocket chat does, TCP chat does not).
+    pub echo_own: bool,
+    /// The peer's address, for logs and per-IP limits.
+    pub addr: Option<SocketAddr>,
+    /// Bounded: see `Config::queue_capacity` for how the bound was chosen.
+    tx: mpsc::Sender<Delivery>,
+    /// Cancelled when the hub disconnects the client; the connection task selects on it.
+    kicked: CancellationToken,
+    /// Set once, before `kicked` is cancelled.
+    reason: OnceLock<Disconnect>,
+}
+
+impl Subscriber {
+    pub(crate) fn new(
+        id: SubscriberId,
+        transport: Transport,
+        echo_own: bool,
+        addr: Option<SocketAddr>,
+        tx: mpsc::Sender<Delivery>,
+    ) -> Self {
+        Self {
+            id,
+            transport,
+            echo_own,
+            addr,
+            tx,
+            kicked: CancellationToken::new(),
+            reason: OnceLock::new(),
+        }
+    }
+
+    /// Queues a delivery without waiting. On a full queue the subscriber is kicked as a slow
+    /// consumer and `false` is returned; `false` also when the connection is already gone.
+    pub fn offer(&self, delivery: Delivery) -> bool {
+        match self.tx.try_send(delivery) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.kick(Disconnect::SlowConsumer);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Disconnects the subscriber; the first reason given wins.
+    pub fn kick(&self, reason: Disconnect) {
+        if self.reason.set(reason).is_ok() {
+            tracing::info!(id = self.id, transport = self.transport.as_str(), addr = ?self.addr, reason = reason.as_str(), "disconnecting subscriber");
+        }
+        self.kicked.cancel();
+    }
+
+    /// True once kicked or once its connection dropped its queue.
+    pub fn is_gone(&self) -> bool {
+        self.kicked.is_cancelled() || self.tx.is_closed()
+    }
+
+    /// Resolves when the hub kicks the subscriber.
+    pub fn kicked(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.kicked.cancelled()
+    }
+
+    /// Why it was kicked, if it was.
+    pub fn kick_reason(&self) -> Option<Disconnect> {
+        self.reason.get().copied()
+    }
+
+    /// Messages waiting in the queue; for metrics.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}

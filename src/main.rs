@@ -1,0 +1,71 @@
+//! The `switchboard` binary: parse the command line, set up logging, call the library.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use switchboard::cli::{Cli, Command, LogFormat};
+use switchboard::config::Config;
+use switchboard::server::{Server, shutdown_signal};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchboard: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => {
+            let config = Config::resolve(&args)?;
+            let server = Server::bind(config).await?;
+            server.run(shutdown_signal()).await?;
+        }
+        Command::EchoServer(args) => {
+            let config = Config {
+                tcp: args.tcp.0,
+                udp: args.udp.0,
+                http: None,
+                ..Config::default()
+            };
+            anyhow::ensure!(
+                config.tcp.is_some() || config.udp.is_some(),
+                "both --tcp and --udp are off; nothing to serve"
+            );
+            let server = Server::bind_echo(config).await?;
+            server.run(shutdown_signal()).await?;
+        }
+        Command::Connect(args) => {
+            switchboard::client::connect(&args.url, Duration::from_millis(args.linger_ms))
+                .await
+                .with_context(|| format!("connect {}", args.url))?;
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,131 @@
+//! The chat command language shared by TCP and UDP: a line is either text or a `/command`.
+//!
+//! A line starting with `//` is text that begins with one `/`, so anything can be said.
+
+use super::names::{NameError, check_nick, check_room};
+
+/// One parsed input line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// Nothing to do (an empty line).
+    Empty,
+    /// Text to publish to the current room.
+    Text(&'a str),
+    /// A command.
+    Command(Command),
+}
+
+/// A chat command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `/nick NAME`: change nick.
+    Nick(String),
+    /// `/join ROOM`: move to a room, creating it on first use.
+    Join(String),
+    /// `/who`: list the members of the current room.
+    Who,
+    /// `/rooms`: list rooms with their member counts.
+    Rooms,
+    /// `/help`: list the commands.
+    Help,
+    /// `/quit`: say goodbye and close.
+    Quit,
+}
+
+/// Why a command line was refused; the text becomes an `ERR` line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The command word is not one we know.
+    #[error("unknown command /{0} (try /help)")]
+    Unknown(String),
+    /// The command needs an argument that was not given.
+    #[error("usage: {0}")]
+    Usage(&'static str),
+    /// The argument was not a valid name.
+    #[error(transparent)]
+    Name(#[from] NameError),
+}
+
+/// The `/help` text, one command per line.
+pub const HELP: &[&str] = &[
+    "/nick NAME   change your nick",
+    "/join ROOM   move to ROOM (created on first use)",
+    "/who         list the members of your room",
+    "/rooms       list rooms and their member counts",
+    "/help        this list",
+    "/quit        leave",
+    "//text       send text that starts with /",
+];
+
+/// Parses one line of input.
+pub fn parse(line: &str) -> Result<Input<'_>, CommandError> {
+    if line.trim().is_empty() {
+        return Ok(Input::Empty);
+    }
+    let Some(rest) = line.strip_prefix('/') else {
+        return Ok(Input::Text(line));
+    };
+    if rest.starts_with('/') {
+        return Ok(Input::Text(rest));
+    }
+    let mut words = rest.split_whitespace();
+    let word = words.next().unwrap_or("");
+    let arg = words.next();
+    let extra = words.next().is_some();
+    let command = match word.to_ascii_lowercase().as_str() {
+        "nick" => match (arg, extra) {
+            (Some(name), false) => {
+                check_nick(name)?;
+                Command::Nick(name.to_owned())
+            }
+            _ => return Err(CommandError::Usage("/nick NAME")),
+        },
+        "join" => match (arg, extra) {
+            (Some(room), false) => {
+                check_room(room)?;
+                Command::Join(room.to_owned())
+            }
+            _ => return Err(CommandError::Usage("/join ROOM")),
+        },
+        "who" => Command::Who,
+        "rooms" => Command::Rooms,
+        "help" => Command::Help,
+        "quit" | "exit" => Command::Quit,
+        _ => return Err(CommandError::Unknown(word.to_owned())),
+    };
+    Ok(Input::Command(command))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_and_escaped_slash() {
+        assert_eq!(parse("hi there"), Ok(Input::Text("hi there")));
+        assert_eq!(parse("//etc/passwd"), Ok(Input::Text("/etc/passwd")));
+        assert_eq!(parse("   "), Ok(Input::Empty));
+    }
+
+    #[test]
+    fn commands() {
+        assert_eq!(
+            parse("/nick bob"),
+            Ok(Input::Command(Command::Nick("bob".into())))
+        );
+        assert_eq!(
+            parse("/JOIN dev"),
+            Ok(Input::Command(Command::Join("dev".into())))
+        );
+        assert_eq!(parse("/who"), Ok(Input::Command(Command::Who)));
+        assert_eq!(parse("/quit"), Ok(Input::Command(Command::Quit)));
+    }
+
+    #[test]
+    fn command_errors() {
+        assert_eq!(parse("/frob"), Err(CommandError::Unknown("frob".into())));
+        assert_eq!(parse("/nick"), Err(CommandError::Usage("/nick NAME")));
+        assert_eq!(parse("/nick a b"), Err(CommandError::Usage("/nick NAME")));
+        assert!(matches!(parse("/join a/b"), Err(CommandError::Name(_))));
+    }
+}

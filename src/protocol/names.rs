@@ -1,0 +1,90 @@
+//! Rules for nick and room names, shared by every transport.
+//!
+//! Room names appear in URL paths and nicks in every other line, so both are kept to printable
+//! text with no whitespace and a bounded length.
+
+/// Longest nick in characters.
+pub const MAX_NICK_CHARS: usize = 32;
+/// Longest room name in characters.
+pub const MAX_ROOM_CHARS: usize = 64;
+
+/// Why a proposed name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// The name was empty.
+    #[error("{what} must not be empty")]
+    Empty {
+        /// "nick" or "room".
+        what: &'static str,
+    },
+    /// The name was longer than allowed.
+    #[error("{what} longer than {max} characters")]
+    TooLong {
+        /// "nick" or "room".
+        what: &'static str,
+        /// The maximum in characters.
+        max: usize,
+    },
+    /// The name held a character outside the allowed set.
+    #[error("{what} may contain only letters, digits and - _ . (got {ch:?})")]
+    BadChar {
+        /// "nick" or "room".
+        what: &'static str,
+        /// The first refused character.
+        ch: char,
+    },
+}
+
+/// Checks a nick: 1–32 letters, digits, `-`, `_` or `.`.
+pub fn check_nick(name: &str) -> Result<(), NameError> {
+    check("nick", name, MAX_NICK_CHARS)
+}
+
+/// Checks a room name: 1–64 letters, digits, `-`, `_` or `.`.
+pub fn check_room(name: &str) -> Result<(), NameError> {
+    check("room", name, MAX_ROOM_CHARS)
+}
+
+fn check(what: &'static str, name: &str, max: usize) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty { what });
+    }
+    if name.chars().count() > max {
+        return Err(NameError::TooLong { what, max });
+    }
+    if let Some(ch) = name
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(NameError::BadChar { what, ch });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_plain_and_unicode_names() {
+        assert!(check_nick("alice_1").is_ok());
+        assert!(check_room("кімната-2").is_ok());
+    }
+
+    #[test]
+    fn refuses_bad_names() {
+        assert_eq!(check_nick(""), Err(NameError::Empty { what: "nick" }));
+        assert!(matches!(
+            check_nick("a b"),
+            Err(NameError::BadChar { ch: ' ', .. })
+        ));
+        assert!(matches!(
+            check_room(&"x".repeat(65)),
+            Err(NameError::TooLong { max: 64, .. })
+        ));
+        assert!(matches!(
+            check_room("a/b"),
+            Err(NameError::BadChar { ch: '/', .. })
+        ));
+    }
+}

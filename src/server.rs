@@ -1,0 +1,235 @@
+//! Binding listeners and running them until shutdown, for `serve` and `echo-server`.
+//!
+//! `bind` is separate from `run` so that tests bind port 0 and learn the real addresses before
+//! the server starts. Shutdown follows mini-redis: cancel one token (listeners stop accepting,
+//! every connection tells its client and closes), then wait for the tracked tasks, bounded by a
+//! grace period.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::hub::{Hub, HubConfig};
+use crate::transport::{self, limits::Limiter};
+use crate::{Error, http};
+
+/// What every connection task shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) config: Config,
+    pub(crate) limiter: Arc<Limiter>,
+    /// Cancelled once, when the server starts shutting down.
+    pub(crate) shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    pub(crate) tasks: TaskTracker,
+}
+
+/// The addresses a server actually listens on (useful after binding port 0).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Addrs {
+    /// TCP listener, if on.
+    pub tcp: Option<SocketAddr>,
+    /// UDP socket, if on.
+    pub udp: Option<SocketAddr>,
+    /// HTTP listener, if on.
+    pub http: Option<SocketAddr>,
+}
+
+/// Which service the listeners provide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Chat,
+    Echo,
+}
+
+/// A bound, not yet running server.
+#[derive(Debug)]
+pub struct Server {
+    mode: Mode,
+    shared: Arc<Shared>,
+    tcp: Option<TcpListener>,
+    udp: Option<UdpSocket>,
+    http: Option<TcpListener>,
+}
+
+impl Server {
+    /// Binds the chat server's listeners.
+    pub async fn bind(config: Config) -> Result<Self, Error> {
+        Self::bind_mode(Mode::Chat, config).await
+    }
+
+    /// Binds the echo server's listeners (`config.tcp` and `config.udp`; HTTP is ignored).
+    pub async fn bind_echo(mut config: Config) -> Result<Self, Error> {
+        config.http = None;
+        Self::bind_mode(Mode::Echo, config).await
+    }
+
+    async fn bind_mode(mode: Mode, config: Config) -> Result<Self, Error> {
+        let tcp = match config.tcp {
+            Some(addr) => Some(bind_tcp("tcp", addr).await?),
+            None => None,
+        };
+        let udp = match config.udp {
+            Some(addr) => Some(UdpSocket::bind(addr).await.map_err(|source| Error::Bind {
+                what: "udp",
+                addr,
+                source,
+            })?),
+            None => None,
+        };
+        let http = match config.http {
+            Some(addr) => Some(bind_tcp("http", addr).await?),
+            None => None,
+        };
+        let hub = Hub::new(HubConfig {
+            queue_capacity: config.queue_capacity,
+        });
+        let limiter = Limiter::new(config.max_connections, config.max_connections_per_ip);
+        Ok(Self {
+            mode,
+            shared: Arc::new(Shared {
+                hub,
+                config,
+                limiter,
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+            tcp,
+            udp,
+            http,
+        })
+    }
+
+    /// The bound addresses.
+    pub fn addrs(&self) -> Addrs {
+        Addrs {
+            tcp: self.tcp.as_ref().and_then(|l| l.local_addr().ok()),
+            udp: self.udp.as_ref().and_then(|s| s.local_addr().ok()),
+            http: self.http.as_ref().and_then(|l| l.local_addr().ok()),
+        }
+    }
+
+    /// The hub, for embedding and tests.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.shared.hub
+    }
+
+    /// Serves until `shutdown` resolves, then closes every connection cleanly.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let shared = self.shared;
+        let addrs = Addrs {
+            tcp: self.tcp.as_ref().and_then(|l| l.local_addr().ok()),
+            udp: self.udp.as_ref().and_then(|s| s.local_addr().ok()),
+            http: self.http.as_ref().and_then(|l| l.local_addr().ok()),
+        };
+        let mode = self.mode;
+        if let Some(listener) = self.tcp {
+            tracing::info!(addr = ?addrs.tcp, "tcp {} listening", mode_name(mode));
+            let shared2 = Arc::clone(&shared);
+            match mode {
+                Mode::Chat => shared.tasks.spawn(transport::accept_loop(
+                    listener,
+                    shared2,
+                    transport::tcp::handle,
+                )),
+                Mode::Echo => shared.tasks.spawn(transport::accept_loop(
+                    listener,
+                    shared2,
+                    transport::echo::handle_tcp,
+                )),
+            };
+        }
+        if let Some(socket) = self.udp {
+            tracing::info!(addr = ?addrs.udp, "udp {} listening", mode_name(mode));
+            match mode {
+                Mode::Chat => shared
+                    .tasks
+                    .spawn(transport::udp::serve(socket, Arc::clone(&shared))),
+                Mode::Echo => shared
+                    .tasks
+                    .spawn(transport::echo::serve_udp(socket, Arc::clone(&shared))),
+            };
+        }
+        if let Some(listener) = self.http {
+            tracing::info!(addr = ?addrs.http, "http listening");
+            let router = http::router(Arc::clone(&shared));
+            let stop = shared.shutdown.clone();
+            shared.tasks.spawn(async move {
+                let served = axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "http server failed");
+                }
+            });
+        }
+
+        shutdown.await;
+        tracing::info!("shutting down: closing listeners and telling clients");
+        shared.shutdown.cancel();
+        shared.tasks.close();
+        if tokio::time::timeout(shared.config.shutdown_grace, shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = shared.tasks.len(),
+                "connections still open after the grace period; closing them"
+            );
+        }
+        Ok(())
+    }
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Chat => "chat",
+        Mode::Echo => "echo",
+    }
+}
+
+async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(|source| Error::Bind { what, addr, source })?;
+    // Restarting right after a stop must not fail on sockets still in TIME_WAIT.
+    let _ = socket.set_reuseaddr(true);
+    socket
+        .bind(addr)
+        .and_then(|()| socket.listen(1024))
+        .map_err(|source| Error::Bind { what, addr, source })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

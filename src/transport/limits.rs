@@ -1,0 +1,94 @@
+//! Connection limits: a global cap and a per-IP cap, shared by every transport.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use dashmap::DashMap;
+
+/// Counts open connections, in total and per IP address.
+#[derive(Debug)]
+pub struct Limiter {
+    max_total: usize,
+    max_per_ip: usize,
+    total: AtomicUsize,
+    per_ip: DashMap<IpAddr, usize>,
+}
+
+/// One admitted connection; dropping it frees its place.
+#[derive(Debug)]
+pub struct Permit {
+    limiter: Arc<Limiter>,
+    ip: IpAddr,
+}
+
+impl Limiter {
+    /// A limiter admitting `max_total` connections, at most `max_per_ip` from one address.
+    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max_total,
+            max_per_ip,
+            total: AtomicUsize::new(0),
+            per_ip: DashMap::new(),
+        })
+    }
+
+    /// Admits a connection from `ip`, or returns `None` when a cap is reached.
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<Permit> {
+        let admitted = self
+            .total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_total).then_some(n + 1)
+            })
+            .is_ok();
+        if !admitted {
+            return None;
+        }
+        let mut count = self.per_ip.entry(ip).or_insert(0);
+        if *count >= self.max_per_ip {
+            drop(count);
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        *count += 1;
+        Some(Permit {
+            limiter: Arc::clone(self),
+            ip,
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.limiter.per_ip.remove_if_mut(&self.ip, |_, count| {
+            *count -= 1;
+            *count == 0
+        });
+        self.limiter.total.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_total_and_per_ip_and_frees_on_drop() {
+        let limiter = Limiter::new(3, 2);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let p1 = limiter.try_acquire(a).unwrap();
+        let _p2 = limiter.try_acquire(a).unwrap();
+        assert!(limiter.try_acquire(a).is_none(), "per-IP cap");
+        let _p3 = limiter.try_acquire(b).unwrap();
+        assert!(limiter.try_acquire(b).is_none(), "total cap");
+        drop(p1);
+        let _p4 = limiter.try_acquire(a).expect("a place was freed");
+        assert_eq!(limiter.open(), 3);
+    }
+}

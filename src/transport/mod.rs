@@ -1,0 +1,69 @@
+//! Transports: thin adapters between sockets and the hub.
+//!
+//! Each decodes bytes with `protocol/`, calls the `Hub`, and drains its subscriber's queue
+//! back into bytes. Room logic never lives here.
+
+pub mod chat;
+pub mod echo;
+pub mod limits;
+pub mod tcp;
+pub mod udp;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::server::Shared;
+use limits::Permit;
+
+/// Accepts connections until shutdown, admitting each through the connection limits.
+///
+/// A refused client gets `ERR server full` and is closed. `accept` errors (out of file
+/// descriptors, say) are logged and retried with a doubling pause, as mini-redis does, so the
+/// listener survives a burst instead of spinning or dying.
+pub(crate) async fn accept_loop<F, Fut>(listener: TcpListener, shared: Arc<Shared>, handler: F)
+where
+    F: Fn(TcpStream, SocketAddr, Permit, Arc<Shared>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (mut stream, addr) = match accepted {
+            Ok(pair) => {
+                backoff = Duration::from_millis(5);
+                pair
+            }
+            Err(error) => {
+                tracing::warn!(%error, ?backoff, "accept failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        match shared.limiter.try_acquire(addr.ip()) {
+            Some(permit) => {
+                shared
+                    .tasks
+                    .spawn(handler(stream, addr, permit, Arc::clone(&shared)));
+            }
+            None => {
+                tracing::info!(%addr, "refusing connection: server full");
+                shared.tasks.spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        stream.write_all(b"ERR server full\n").await?;
+                        stream.shutdown().await
+                    })
+                    .await;
+                });
+            }
+        }
+    }
+}
