@@ -130,7 +130,9 @@ impl Server {
         };
         let mode = self.mode;
         if let Some(listener) = self.tcp {
-            tracing::info!(addr = ?addrs.tcp, "tcp {} listening", mode_name(mode));
+            if let Some(addr) = addrs.tcp {
+                tracing::info!(%addr, "tcp {} listening", mode_name(mode));
+            }
             let shared2 = Arc::clone(&shared);
             match mode {
                 Mode::Chat => shared.tasks.spawn(transport::accept_loop(
@@ -146,7 +148,9 @@ impl Server {
             };
         }
         if let Some(socket) = self.udp {
-            tracing::info!(addr = ?addrs.udp, "udp {} listening", mode_name(mode));
+            if let Some(addr) = addrs.udp {
+                tracing::info!(%addr, "udp {} listening", mode_name(mode));
+            }
             match mode {
                 Mode::Chat => shared
                     .tasks
@@ -157,7 +161,9 @@ impl Server {
             };
         }
         if let Some(listener) = self.http {
-            tracing::info!(addr = ?addrs.http, "http listening");
+            if let Some(addr) = addrs.http {
+                tracing::info!(%addr, "http listening");
+            }
             let router = http::router(Arc::clone(&shared));
             let stop = shared.shutdown.clone();
             shared.tasks.spawn(async move {

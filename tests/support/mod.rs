@@ -1,0 +1,178 @@
+//! Shared test helpers: start a real server on port 0 and talk to it with real sockets.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use switchboard::{Addrs, Config, Server};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::sync::CancellationToken;
+
+/// Every wait in a test is bounded by this.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running server; dropping it stops it.
+pub struct TestServer {
+    pub addrs: Addrs,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn tcp(&self) -> SocketAddr {
+        self.addrs.tcp.expect("tcp on")
+    }
+    pub fn udp(&self) -> SocketAddr {
+        self.addrs.udp.expect("udp on")
+    }
+    pub fn http(&self) -> SocketAddr {
+        self.addrs.http.expect("http on")
+    }
+
+    /// Stops the server and waits until it has shut down.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(TIMEOUT, task)
+                .await
+                .expect("server stops in time")
+                .expect("server task");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A config listening on port 0 for everything.
+pub fn test_config() -> Config {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    Config {
+        tcp: Some(any),
+        udp: Some(any),
+        http: Some(any),
+        ..Config::default()
+    }
+}
+
+pub async fn start_server() -> TestServer {
+    start_with(test_config()).await
+}
+
+pub async fn start_with(config: Config) -> TestServer {
+    start_bound(Server::bind(config).await.expect("bind")).await
+}
+
+pub async fn start_echo() -> TestServer {
+    start_bound(Server::bind_echo(test_config()).await.expect("bind")).await
+}
+
+async fn start_bound(server: Server) -> TestServer {
+    let addrs = server.addrs();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let task = tokio::spawn(async move {
+        server.run(token.cancelled_owned()).await.expect("run");
+    });
+    TestServer {
+        addrs,
+        stop,
+        task: Some(task),
+    }
+}
+
+/// A line-oriented TCP chat client.
+pub struct Line {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
+
+impl Line {
+    /// Connects and consumes the welcome line, returning the generated nick.
+    pub async fn connect(addr: SocketAddr) -> (Self, String) {
+        let mut client = Self::connect_raw(addr).await;
+        let welcome = client.line().await;
+        let nick = welcome
+            .strip_prefix("* welcome ")
+            .and_then(|r| r.split(',').next())
+            .unwrap_or_else(|| panic!("unexpected welcome {welcome:?}"))
+            .to_owned();
+        (client, nick)
+    }
+
+    /// Connects without reading anything.
+    pub async fn connect_raw(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (r, w) = stream.into_split();
+        Self {
+            reader: BufReader::new(r),
+            writer: w,
+        }
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        self.writer.write_all(text.as_bytes()).await.expect("send");
+    }
+
+    /// Sends `text` followed by a newline.
+    pub async fn say(&mut self, text: &str) {
+        self.send(&format!("{text}\n")).await;
+    }
+
+    /// The next line, without its newline; panics after `TIMEOUT`.
+    pub async fn line(&mut self) -> String {
+        self.try_line(TIMEOUT)
+            .await
+            .expect("a line within the timeout")
+    }
+
+    /// The next line, or `None` on timeout or end of stream.
+    pub async fn try_line(&mut self, wait: Duration) -> Option<String> {
+        let mut line = String::new();
+        match tokio::time::timeout(wait, self.reader.read_line(&mut line)).await {
+            Ok(Ok(0)) | Err(_) => None,
+            Ok(Ok(_)) => Some(line.trim_end_matches('\n').to_owned()),
+            Ok(Err(e)) => panic!("read failed: {e}"),
+        }
+    }
+
+    /// Reads lines until one satisfies `pred`; returns it. Bounded by `TIMEOUT` and 10,000 lines.
+    pub async fn line_where(&mut self, pred: impl Fn(&str) -> bool) -> String {
+        for _ in 0..10_000 {
+            let line = self.line().await;
+            if pred(&line) {
+                return line;
+            }
+        }
+        panic!("no matching line in 10,000");
+    }
+
+    /// Asserts nothing arrives for `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Some(line) = self.try_line(wait).await {
+            panic!("expected silence, got {line:?}");
+        }
+    }
+
+    /// True once the server closed the connection (within `TIMEOUT`), skipping lines before it.
+    pub async fn closed(&mut self) -> bool {
+        for _ in 0..10_000 {
+            let mut line = String::new();
+            match tokio::time::timeout(TIMEOUT, self.reader.read_line(&mut line)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    pub fn into_parts(self) -> (BufReader<OwnedReadHalf>, OwnedWriteHalf) {
+        (self.reader, self.writer)
+    }
+}
