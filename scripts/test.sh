@@ -16,3 +16,5 @@ echo "== cargo clippy -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --locked --all-targets
+echo "== autobahn testsuite 1-11 against /echo"
+./scripts/autobahn.sh

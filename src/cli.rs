@@ -39,12 +39,12 @@ pub enum Command {
     ///
     /// Every setting comes from, in order of precedence: its flag, its SWITCHBOARD_* environment
     /// variable, the TOML file given by --config (same names, in snake_case; see README), the default.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the seed's echo server: returns exactly the bytes it receives (TCP and UDP).
     EchoServer(EchoArgs),
     /// Terminal client: prints what arrives while you type; `exit` or end of input quits.
     ///
-    /// URL schemes: tcp://HOST:PORT (chat or echo), udp://HOST:PORT.
+    /// URL schemes: tcp://HOST:PORT (chat or echo), udp://HOST:PORT, ws://HOST:PORT/PATH.
     Connect(ConnectArgs),
 }
 
@@ -102,6 +102,29 @@ pub struct ServeArgs {
     /// Largest datagram sent to a UDP client [default: 1200].
     #[arg(long, value_name = "BYTES", env = "SWITCHBOARD_UDP_MAX_OUT")]
     pub udp_max_out: Option<usize>,
+
+    /// Largest WebSocket chat message; larger ones close with 1009 [default: 65536].
+    #[arg(long, value_name = "BYTES", env = "SWITCHBOARD_WS_MAX_MESSAGE")]
+    pub ws_max_message: Option<usize>,
+
+    /// Ping quiet WebSocket clients this often; 0 = never [default: 30].
+    #[arg(long, value_name = "SECS", env = "SWITCHBOARD_WS_PING_INTERVAL")]
+    pub ws_ping_interval: Option<u64>,
+
+    /// Offer permessage-deflate compression to WebSocket clients [default: true].
+    #[arg(long, value_name = "BOOL", env = "SWITCHBOARD_WS_DEFLATE")]
+    pub ws_deflate: Option<bool>,
+
+    /// A browser origin allowed to open WebSockets (repeatable; `*` = any). The server's own
+    /// host and localhost are always allowed; `null` (a page opened from disk) is allowed while
+    /// HTTP listens on loopback.
+    #[arg(
+        long = "allowed-origin",
+        value_name = "ORIGIN",
+        env = "SWITCHBOARD_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
 }
 
 /// Options of `echo-server`.

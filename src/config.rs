@@ -113,6 +113,20 @@ pub struct Config {
     pub udp_max_in: usize,
     /// Largest datagram sent to a UDP client, in bytes.
     pub udp_max_out: usize,
+    /// Largest WebSocket chat message (after reassembly and decompression); larger closes 1009.
+    pub ws_max_message: usize,
+    /// Largest message on `/echo`. Larger than the chat's because the conformance suite sends
+    /// messages up to 16 MiB there.
+    pub ws_echo_max_message: usize,
+    /// Ping a WebSocket client after this long without traffic from it; 0 turns pings off.
+    pub ws_ping_interval: Duration,
+    /// Close a WebSocket client that does not answer a ping within this long.
+    pub ws_pong_timeout: Duration,
+    /// Offer permessage-deflate to WebSocket clients that ask for it.
+    pub ws_deflate: bool,
+    /// Browser origins allowed to open WebSockets besides the server's own host and localhost;
+    /// `*` allows any.
+    pub allowed_origins: Vec<String>,
     /// How long shutdown waits for connections to close after telling them.
     pub shutdown_grace: Duration,
 }
@@ -135,6 +149,12 @@ impl Default for Config {
             udp_ttl: Duration::from_secs(60),
             udp_max_in: 64 * 1024,
             udp_max_out: 1200,
+            ws_max_message: 64 * 1024,
+            ws_echo_max_message: 16 * 1024 * 1024 + 1024,
+            ws_ping_interval: Duration::from_secs(30),
+            ws_pong_timeout: Duration::from_secs(10),
+            ws_deflate: true,
+            allowed_origins: Vec::new(),
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -156,6 +176,12 @@ struct FileConfig {
     udp_ttl_secs: Option<u64>,
     udp_max_in: Option<usize>,
     udp_max_out: Option<usize>,
+    ws_max_message: Option<usize>,
+    ws_echo_max_message: Option<usize>,
+    ws_ping_interval_secs: Option<u64>,
+    ws_pong_timeout_secs: Option<u64>,
+    ws_deflate: Option<bool>,
+    allowed_origins: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -214,6 +240,22 @@ impl Config {
                 .udp_max_out
                 .or(file.udp_max_out)
                 .unwrap_or(d.udp_max_out),
+            ws_max_message: args
+                .ws_max_message
+                .or(file.ws_max_message)
+                .unwrap_or(d.ws_max_message),
+            ws_echo_max_message: file.ws_echo_max_message.unwrap_or(d.ws_echo_max_message),
+            ws_ping_interval: args
+                .ws_ping_interval
+                .or(file.ws_ping_interval_secs)
+                .map_or(d.ws_ping_interval, secs),
+            ws_pong_timeout: file.ws_pong_timeout_secs.map_or(d.ws_pong_timeout, secs),
+            ws_deflate: args.ws_deflate.or(file.ws_deflate).unwrap_or(d.ws_deflate),
+            allowed_origins: if args.allowed_origins.is_empty() {
+                file.allowed_origins.unwrap_or_default()
+            } else {
+                args.allowed_origins.clone()
+            },
             shutdown_grace: d.shutdown_grace,
         };
         config.validate()?;
@@ -227,6 +269,8 @@ impl Config {
             ("max_line_bytes", self.max_line_bytes),
             ("queue_capacity", self.queue_capacity),
             ("udp_max_in", self.udp_max_in),
+            ("ws_max_message", self.ws_max_message),
+            ("ws_echo_max_message", self.ws_echo_max_message),
         ];
         for (key, value) in positive {
             if value == 0 {

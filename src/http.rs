@@ -3,15 +3,34 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
 use crate::server::Shared;
+use crate::transport;
+
+/// The chat page, embedded so the binary needs no files beside it.
+const INDEX_HTML: &str = include_str!("../web/index.html");
+
+async fn index() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        INDEX_HTML,
+    )
+}
 
 /// All HTTP routes.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route("/", get(index))
+        .route("/ws", get(transport::ws::chat))
+        .route("/echo", get(transport::ws::echo))
         .route("/healthz", get(healthz))
         .with_state(shared)
 }

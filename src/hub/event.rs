@@ -88,6 +88,10 @@ pub struct Event {
     pub origin: Option<SubscriberId>,
     /// The `nick: text\n` line for TCP and UDP, encoded on first use.
     line: OnceLock<Bytes>,
+    /// The `nick: text` WebSocket text frame payload of the seed's chat, encoded on first use.
+    plain: OnceLock<Bytes>,
+    /// The JSON envelope of the structured protocol, encoded on first use.
+    json: OnceLock<Bytes>,
 }
 
 impl Event {
@@ -109,6 +113,8 @@ impl Event {
             time_ms: now_ms(),
             origin,
             line: OnceLock::new(),
+            plain: OnceLock::new(),
+            json: OnceLock::new(),
         }
     }
 
@@ -149,6 +155,56 @@ impl Event {
     }
 }
 
+impl Event {
+    /// The payload of a plain WebSocket text frame: `nick: text` as the seed's chat sends it,
+    /// and `* nick joined room` style notices for presence.
+    pub fn plain(&self) -> &Bytes {
+        self.plain.get_or_init(|| match self.kind {
+            EventKind::Message => {
+                let mut out = BytesMut::with_capacity(self.nick.len() + 2 + self.text.len());
+                out.put_slice(self.nick.as_bytes());
+                out.put_slice(b": ");
+                out.put_slice(self.text.as_bytes());
+                out.freeze()
+            }
+            _ => {
+                let line = self.line();
+                line.slice(..line.len() - 1)
+            }
+        })
+    }
+
+    /// The JSON envelope of the structured protocol (see docs/PROTOCOL.md).
+    pub fn json(&self) -> &Bytes {
+        self.json.get_or_init(|| {
+            let mut v = serde_json::json!({
+                "room": &*self.room,
+                "nick": &*self.nick,
+                "time": self.time_ms,
+            });
+            match &self.kind {
+                EventKind::Message => {
+                    v["type"] = "message".into();
+                    v["id"] = self.id.map(|id| id.to_string()).into();
+                    v["text"] = (&*self.text).into();
+                }
+                EventKind::Join => v["type"] = "join".into(),
+                EventKind::Leave { reason } => {
+                    v["type"] = "leave".into();
+                    if let Some(reason) = reason {
+                        v["reason"] = (*reason).into();
+                    }
+                }
+                EventKind::Nick { old } => {
+                    v["type"] = "nick".into();
+                    v["old"] = (&**old).into();
+                }
+            }
+            Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+        })
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -172,6 +228,37 @@ mod tests {
         assert!("42".parse::<MessageId>().is_err());
         assert!("zz-1".parse::<MessageId>().is_err());
         assert!("123456789-1".parse::<MessageId>().is_err());
+    }
+
+    #[test]
+    fn plain_and_json_forms() {
+        let id = MessageId { epoch: 1, seq: 2 };
+        let ev = Event::new(
+            EventKind::Message,
+            "lobby".into(),
+            Some(id),
+            "ann".into(),
+            "hi \"you\"".into(),
+            None,
+        );
+        assert_eq!(&ev.plain()[..], b"ann: hi \"you\"");
+        let v: serde_json::Value = serde_json::from_slice(ev.json()).unwrap();
+        assert_eq!(v["type"], "message");
+        assert_eq!(v["id"], "00000001-2");
+        assert_eq!(v["text"], "hi \"you\"");
+        let leave = Event::new(
+            EventKind::Leave {
+                reason: Some("slow consumer"),
+            },
+            "lobby".into(),
+            None,
+            "bob".into(),
+            "".into(),
+            None,
+        );
+        assert_eq!(&leave.plain()[..], b"* bob left lobby (slow consumer)");
+        let v: serde_json::Value = serde_json::from_slice(leave.json()).unwrap();
+        assert_eq!(v["reason"], "slow consumer");
     }
 
     #[test]

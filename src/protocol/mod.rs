@@ -4,5 +4,6 @@
 //! literals. Transports feed bytes in and get typed values out.
 
 pub mod command;
+pub mod envelope;
 pub mod line;
 pub mod names;

@@ -8,6 +8,8 @@ pub mod echo;
 pub mod limits;
 pub mod tcp;
 pub mod udp;
+pub mod ws;
+pub mod ws_socket;
 
 use std::future::Future;
 use std::net::SocketAddr;

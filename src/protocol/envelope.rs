@@ -1,0 +1,180 @@
+//! The structured WebSocket protocol (`switchboard.v1`): JSON frames from the client, and the
+//! server frames that are not room events (those are `Event::json`). Specified in
+//! docs/PROTOCOL.md.
+
+use serde::{Deserialize, Serialize};
+
+/// The subprotocol name a client offers in `Sec-WebSocket-Protocol` to get JSON envelopes.
+pub const SUBPROTOCOL: &str = "switchboard.v1";
+
+/// A frame a structured client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// Publish text to a room the connection has joined. `room` may be left out when exactly
+    /// one room is joined; `ref` is echoed in the ack or error so the client can match them.
+    Publish {
+        /// Target room.
+        #[serde(default)]
+        room: Option<String>,
+        /// The message.
+        text: String,
+        /// Client-chosen correlation id.
+        #[serde(default, rename = "ref")]
+        reference: Option<String>,
+    },
+    /// Join a room (several can be joined at once).
+    Join {
+        /// Room to join.
+        room: String,
+        /// Client-chosen correlation id.
+        #[serde(default, rename = "ref")]
+        reference: Option<String>,
+    },
+    /// Leave a room.
+    Leave {
+        /// Room to leave.
+        room: String,
+        /// Client-chosen correlation id.
+        #[serde(default, rename = "ref")]
+        reference: Option<String>,
+    },
+}
+
+impl ClientFrame {
+    /// The client's correlation id, if any.
+    pub fn reference(&self) -> Option<&str> {
+        match self {
+            ClientFrame::Publish { reference, .. }
+            | ClientFrame::Join { reference, .. }
+            | ClientFrame::Leave { reference, .. } => reference.as_deref(),
+        }
+    }
+}
+
+/// Machine-readable error codes sent in `{"type":"error"}` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame was not valid JSON or not a known frame.
+    BadFrame,
+    /// A room or nick name broke the naming rules.
+    BadName,
+    /// Publish or leave for a room the connection has not joined, or publish with no room
+    /// while several are joined.
+    NotJoined,
+    /// Binary frames carry no meaning in the chat protocol.
+    Unsupported,
+}
+
+/// A server frame other than a room event.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    /// First frame on a structured connection: who you are and where you are.
+    Welcome {
+        /// The nick the server gave this connection (the asked one, or it with a suffix).
+        nick: &'a str,
+        /// Rooms joined.
+        rooms: Vec<&'a str>,
+    },
+    /// A publish was accepted.
+    Ack {
+        /// The client's correlation id.
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+        /// The room it went to.
+        room: &'a str,
+        /// The message's id.
+        id: String,
+    },
+    /// A join or leave was done.
+    Joined {
+        /// The client's correlation id.
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+        /// The room.
+        room: &'a str,
+        /// Members now in it.
+        members: Vec<&'a str>,
+    },
+    /// A leave was done.
+    Left {
+        /// The client's correlation id.
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+        /// The room.
+        room: &'a str,
+    },
+    /// A frame was refused; the connection stays open.
+    Error {
+        /// The client's correlation id, when the bad frame had one.
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+        /// What kind of mistake.
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
+}
+
+impl ServerFrame<'_> {
+    /// The frame as JSON text.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Parses a client frame, saying exactly what is wrong when it cannot.
+pub fn parse(text: &str) -> Result<ClientFrame, String> {
+    serde_json::from_str(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_frames() {
+        assert_eq!(
+            parse(r#"{"type":"publish","text":"hi","ref":"1"}"#),
+            Ok(ClientFrame::Publish {
+                room: None,
+                text: "hi".into(),
+                reference: Some("1".into())
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"join","room":"dev"}"#),
+            Ok(ClientFrame::Join {
+                room: "dev".into(),
+                reference: None
+            })
+        );
+    }
+
+    #[test]
+    fn explains_bad_frames() {
+        assert!(parse("{").unwrap_err().contains("EOF"));
+        assert!(parse(r#"{"type":"dance"}"#).unwrap_err().contains("dance"));
+        assert!(parse(r#"{"type":"publish"}"#).unwrap_err().contains("text"));
+        assert!(
+            parse(r#"{"type":"join","room":"a","x":1}"#)
+                .unwrap_err()
+                .contains("x")
+        );
+    }
+
+    #[test]
+    fn encodes_server_frames() {
+        let ack = ServerFrame::Ack {
+            reference: Some("7"),
+            room: "lobby",
+            id: "00000001-3".into(),
+        };
+        assert_eq!(
+            ack.encode(),
+            r#"{"type":"ack","ref":"7","room":"lobby","id":"00000001-3"}"#
+        );
+    }
+}
