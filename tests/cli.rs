@@ -290,7 +290,7 @@ fn seed_fixtures_match_the_seed_document() {
         eprintln!("seed document not found at {seed}; fixture check not run");
         return;
     };
-    for fixture in ["echo_client.py", "chat_client.py"] {
+    for fixture in ["echo_client.py", "chat_client.py", "chat.html"] {
         let text = std::fs::read_to_string(format!(
             "{}/tests/seed/{fixture}",
             env!("CARGO_MANIFEST_DIR")
@@ -298,4 +298,18 @@ fn seed_fixtures_match_the_seed_document() {
         .unwrap();
         assert!(doc.contains(&text), "{fixture} is verbatim from the seed");
     }
+}
+
+#[tokio::test]
+async fn connect_speaks_websocket_to_echo_and_chat() {
+    let server = start_server().await;
+    let (out, _) = connect(format!("ws://{}/echo", server.http()), "one\ntwo\n").await;
+    assert_eq!(out, "one\ntwo\n");
+    let (mut watcher, _) = Line::connect(server.tcp()).await;
+    let (out, _) = connect(format!("ws://{}/ws?nick=wsbot", server.http()), "hi\n").await;
+    watcher.line_where(|l| l == "wsbot: hi").await;
+    assert!(
+        out.starts_with("* wsbot joined lobby\nwsbot: hi\n"),
+        "{out}"
+    );
 }

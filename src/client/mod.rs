@@ -15,11 +15,16 @@ use tokio::sync::mpsc;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The URL is not one we can connect to.
-    #[error("unsupported URL {0:?}: expected tcp://HOST:PORT or udp://HOST:PORT")]
+    #[error(
+        "unsupported URL {0:?}: expected tcp://HOST:PORT, udp://HOST:PORT or ws://HOST:PORT/PATH"
+    )]
     BadUrl(String),
     /// The host did not resolve.
     #[error("cannot resolve {0}")]
     Resolve(String),
+    /// The WebSocket handshake or connection failed.
+    #[error("websocket: {0}")]
+    Ws(String),
     /// The connection failed.
     #[error("{context}: {source}")]
     Io {
@@ -41,6 +46,12 @@ pub async fn connect(url: &str, linger: Duration) -> Result<(), ClientError> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| ClientError::BadUrl(url.to_owned()))?;
+    if matches!(scheme, "ws" | "wss") {
+        if std::io::stdin().is_terminal() {
+            eprintln!("connecting to {url}; type exit or press Ctrl-D to quit");
+        }
+        return ws(url).await;
+    }
     let host_port = rest.split('/').next().unwrap_or(rest);
     let addr = resolve(host_port).await?;
     let interactive = std::io::stdin().is_terminal();
@@ -114,6 +125,60 @@ async fn tcp(addr: SocketAddr) -> Result<(), ClientError> {
     }
     // Half-close so the server sees the end, then print what it still sends until it closes.
     let _ = writer.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), printer).await;
+    Ok(())
+}
+
+async fn ws(url: &str) -> Result<(), ClientError> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .map_err(|e| ClientError::Ws(e.to_string()))?;
+    let (mut sink, mut stream) = socket.split();
+    let mut printer = tokio::spawn(async move {
+        let mut stdout = std::io::stdout();
+        while let Some(message) = stream.next().await {
+            match message {
+                Ok(Message::Text(text)) => {
+                    let _ = writeln!(stdout, "{text}");
+                }
+                Ok(Message::Binary(bytes)) => {
+                    let _ = stdout.write_all(&bytes);
+                    let _ = stdout.write_all(b"\n");
+                }
+                Ok(Message::Close(frame)) => {
+                    if let Some(frame) = frame.filter(|f| u16::from(f.code) != 1000) {
+                        eprintln!(
+                            "closed by server: {} {}",
+                            u16::from(frame.code),
+                            frame.reason
+                        );
+                    }
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("connection error: {e}");
+                    break;
+                }
+            }
+            let _ = stdout.flush();
+        }
+    });
+    let mut lines = input_lines();
+    loop {
+        tokio::select! {
+            line = lines.recv() => {
+                let Some(line) = line else { break };
+                sink.send(Message::text(line)).await.map_err(|e| ClientError::Ws(e.to_string()))?;
+            }
+            _ = &mut printer => return Ok(()),
+        }
+    }
+    // Close, and keep printing until the server answers the close.
+    let _ = sink.send(Message::Close(None)).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), printer).await;
     Ok(())
 }
