@@ -115,6 +115,22 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BOOL", env = "SWITCHBOARD_WS_DEFLATE")]
     pub ws_deflate: Option<bool>,
 
+    /// HTTP publishes per second per client IP; 0 = unlimited [default: 20].
+    #[arg(long, value_name = "N", env = "SWITCHBOARD_PUBLISH_RATE")]
+    pub publish_rate: Option<f64>,
+
+    /// HTTP publishes one client IP may burst before the rate applies [default: 50].
+    #[arg(long, value_name = "N", env = "SWITCHBOARD_PUBLISH_BURST")]
+    pub publish_burst: Option<f64>,
+
+    /// Most messages each room keeps for history and resume [default: 1000].
+    #[arg(long, value_name = "N", env = "SWITCHBOARD_HISTORY_MAX_MESSAGES")]
+    pub history_max_messages: Option<usize>,
+
+    /// Oldest message each room keeps, in seconds [default: 86400].
+    #[arg(long, value_name = "SECS", env = "SWITCHBOARD_HISTORY_MAX_AGE")]
+    pub history_max_age: Option<u64>,
+
     /// A browser origin allowed to open WebSockets (repeatable; `*` = any). The server's own
     /// host and localhost are always allowed; `null` (a page opened from disk) is allowed while
     /// HTTP listens on loopback.

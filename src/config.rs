@@ -127,6 +127,14 @@ pub struct Config {
     /// Browser origins allowed to open WebSockets besides the server's own host and localhost;
     /// `*` allows any.
     pub allowed_origins: Vec<String>,
+    /// HTTP publishes per second per client IP, on average; 0 = unlimited.
+    pub publish_rate: f64,
+    /// HTTP publishes one client IP may make at once before the rate applies.
+    pub publish_burst: f64,
+    /// Most messages each room keeps for resume and history.
+    pub history_max_messages: usize,
+    /// Oldest message each room keeps.
+    pub history_max_age: Duration,
     /// How long shutdown waits for connections to close after telling them.
     pub shutdown_grace: Duration,
 }
@@ -155,6 +163,10 @@ impl Default for Config {
             ws_pong_timeout: Duration::from_secs(10),
             ws_deflate: true,
             allowed_origins: Vec::new(),
+            publish_rate: 20.0,
+            publish_burst: 50.0,
+            history_max_messages: 1_000,
+            history_max_age: Duration::from_secs(24 * 60 * 60),
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -182,6 +194,10 @@ struct FileConfig {
     ws_pong_timeout_secs: Option<u64>,
     ws_deflate: Option<bool>,
     allowed_origins: Option<Vec<String>>,
+    history_max_messages: Option<usize>,
+    history_max_age_secs: Option<u64>,
+    publish_rate: Option<f64>,
+    publish_burst: Option<f64>,
 }
 
 impl FileConfig {
@@ -256,6 +272,22 @@ impl Config {
             } else {
                 args.allowed_origins.clone()
             },
+            history_max_messages: args
+                .history_max_messages
+                .or(file.history_max_messages)
+                .unwrap_or(d.history_max_messages),
+            history_max_age: args
+                .history_max_age
+                .or(file.history_max_age_secs)
+                .map_or(d.history_max_age, secs),
+            publish_rate: args
+                .publish_rate
+                .or(file.publish_rate)
+                .unwrap_or(d.publish_rate),
+            publish_burst: args
+                .publish_burst
+                .or(file.publish_burst)
+                .unwrap_or(d.publish_burst),
             shutdown_grace: d.shutdown_grace,
         };
         config.validate()?;
@@ -271,6 +303,7 @@ impl Config {
             ("udp_max_in", self.udp_max_in),
             ("ws_max_message", self.ws_max_message),
             ("ws_echo_max_message", self.ws_echo_max_message),
+            ("history_max_messages", self.history_max_messages),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -287,6 +320,12 @@ impl Config {
                     "{} is outside 64..=65507 (the largest UDP payload)",
                     self.udp_max_out
                 ),
+            });
+        }
+        if !(self.publish_rate >= 0.0 && self.publish_burst >= 1.0) {
+            return Err(ConfigError::Invalid {
+                key: "publish_rate/publish_burst",
+                message: "rate must be 0 or more and burst at least 1".into(),
             });
         }
         if self.tcp.is_none() && self.udp.is_none() && self.http.is_none() {

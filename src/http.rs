@@ -2,9 +2,11 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
@@ -31,7 +33,15 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/", get(index))
         .route("/ws", get(transport::ws::chat))
         .route("/echo", get(transport::ws::echo))
+        .route("/events", get(transport::sse::events))
+        .route("/rooms", get(transport::poll::rooms))
+        .route(
+            "/rooms/{room}/messages",
+            get(transport::poll::messages).post(transport::poll::publish),
+        )
+        .route("/rooms/{room}/presence", get(transport::poll::presence))
         .route("/healthz", get(healthz))
+        .fallback(not_found)
         .with_state(shared)
 }
 
@@ -42,4 +52,82 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
         "connections": shared.limiter.open(),
         "rooms": shared.hub.rooms().len(),
     }))
+}
+
+async fn not_found() -> AppError {
+    AppError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint (see docs/PROTOCOL.md)",
+    )
+}
+
+/// An HTTP error answered as JSON: `{"error": message, "code": code}`.
+#[derive(Debug)]
+pub(crate) struct AppError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<Duration>,
+}
+
+impl AppError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 400 with what is wrong.
+    pub(crate) fn bad_request(message: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message.to_string())
+    }
+
+    /// 413 for a body over the limit.
+    pub(crate) fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body larger than {limit} bytes"),
+        )
+    }
+
+    /// 429 with `Retry-After`.
+    pub(crate) fn rate_limited(wait: Duration) -> Self {
+        Self {
+            retry_after: Some(wait),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many messages; slow down",
+            )
+        }
+    }
+
+    /// 503 when the connection limits are reached.
+    pub(crate) fn server_full() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_full",
+            "server full",
+        )
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        tracing::debug!(status = %self.status, code = self.code, message = %self.message, "http error");
+        let body = Json(serde_json::json!({"error": self.message, "code": self.code}));
+        let mut res = (self.status, body).into_response();
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                res.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        res
+    }
 }

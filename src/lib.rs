@@ -18,6 +18,7 @@ mod http;
 pub mod hub;
 pub mod protocol;
 pub mod server;
+pub mod store;
 pub mod transport;
 
 use std::net::SocketAddr;

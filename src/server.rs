@@ -15,8 +15,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::hub::{Hub, HubConfig};
-use crate::transport::{self, limits::Limiter};
-use crate::{Error, http};
+use crate::transport::{
+    self,
+    limits::{Limiter, RateLimiter},
+};
+use crate::{Error, http, store};
+
+/// How often idle rooms are looked for.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What every connection task shares.
 #[derive(Debug)]
@@ -24,6 +30,8 @@ pub(crate) struct Shared {
     pub(crate) hub: Arc<Hub>,
     pub(crate) config: Config,
     pub(crate) limiter: Arc<Limiter>,
+    /// Token buckets for HTTP publishers, per IP.
+    pub(crate) publish_rate: RateLimiter,
     /// Cancelled once, when the server starts shutting down.
     pub(crate) shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
@@ -89,12 +97,17 @@ impl Server {
         };
         let hub = Hub::new(HubConfig {
             queue_capacity: config.queue_capacity,
+            history: store::memory(store::Retention {
+                max_messages: config.history_max_messages,
+                max_age: config.history_max_age,
+            }),
         });
         let limiter = Limiter::new(config.max_connections, config.max_connections_per_ip);
         Ok(Self {
             mode,
             shared: Arc::new(Shared {
                 hub,
+                publish_rate: RateLimiter::new(config.publish_rate, config.publish_burst),
                 config,
                 limiter,
                 shutdown: CancellationToken::new(),
@@ -178,6 +191,26 @@ impl Server {
                 }
             });
         }
+
+        // Rooms nobody uses any more (no members, no history, no holder) are dropped.
+        let shared2 = Arc::clone(&shared);
+        let hub = Arc::clone(&shared.hub);
+        let stop = shared.shutdown.clone();
+        shared.tasks.spawn(async move {
+            let mut every = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = every.tick() => {
+                        shared2.publish_rate.prune();
+                        let dropped = hub.sweep();
+                        if dropped > 0 {
+                            tracing::debug!(dropped, "idle rooms dropped");
+                        }
+                    }
+                }
+            }
+        });
 
         shutdown.await;
         tracing::info!("shutting down: closing listeners and telling clients");

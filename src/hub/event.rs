@@ -92,6 +92,8 @@ pub struct Event {
     plain: OnceLock<Bytes>,
     /// The JSON envelope of the structured protocol, encoded on first use.
     json: OnceLock<Bytes>,
+    /// The Server-Sent Events block (`id:`, `event:`, `data:`), encoded on first use.
+    sse: OnceLock<Bytes>,
 }
 
 impl Event {
@@ -115,6 +117,7 @@ impl Event {
             line: OnceLock::new(),
             plain: OnceLock::new(),
             json: OnceLock::new(),
+            sse: OnceLock::new(),
         }
     }
 
@@ -156,6 +159,23 @@ impl Event {
 }
 
 impl Event {
+    /// The TCP/UDP line prefixed with the message id, `[EPOCH-SEQ] nick: text\n`, as shown
+    /// in replays so that a line client can resume with `/since`. Not cached: replays are
+    /// per client, not the broadcast path.
+    pub fn line_with_id(&self) -> Bytes {
+        match self.id {
+            Some(id) => {
+                let mut out = BytesMut::with_capacity(self.line().len() + 24);
+                for line in self.line().split_inclusive(|&b| b == b'\n') {
+                    out.put_slice(format!("[{id}] ").as_bytes());
+                    out.put_slice(line);
+                }
+                out.freeze()
+            }
+            None => self.line().clone(),
+        }
+    }
+
     /// The payload of a plain WebSocket text frame: `nick: text` as the seed's chat sends it,
     /// and `* nick joined room` style notices for presence.
     pub fn plain(&self) -> &Bytes {
@@ -171,6 +191,29 @@ impl Event {
                 let line = self.line();
                 line.slice(..line.len() - 1)
             }
+        })
+    }
+
+    /// The event as one Server-Sent Events block: `id:` (messages only, so that a browser's
+    /// `Last-Event-ID` is always a message id), `event:` naming the kind, and the JSON
+    /// envelope as `data:` (JSON has no raw newlines, so it is one line).
+    pub fn sse(&self) -> &Bytes {
+        self.sse.get_or_init(|| {
+            let json = self.json();
+            let mut out = BytesMut::with_capacity(json.len() + 64);
+            if let Some(id) = self.id {
+                out.put_slice(format!("id: {id}\n").as_bytes());
+            }
+            let kind = match self.kind {
+                EventKind::Message => "message",
+                EventKind::Join => "join",
+                EventKind::Leave { .. } => "leave",
+                EventKind::Nick { .. } => "nick",
+            };
+            out.put_slice(format!("event: {kind}\ndata: ").as_bytes());
+            out.put_slice(json);
+            out.put_slice(b"\n\n");
+            out.freeze()
         })
     }
 

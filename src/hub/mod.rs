@@ -19,8 +19,10 @@ use dashmap::mapref::entry::Entry;
 use tokio::sync::mpsc;
 
 pub use event::{BadMessageId, Event, EventKind, MessageId, now_ms};
-pub use room::{MemberInfo, Room};
-pub use subscriber::{Delivery, Disconnect, Subscriber, SubscriberId, Transport};
+pub use room::{Lookback, MemberInfo, Page, Published, Room};
+pub use subscriber::{Delivery, Disconnect, Gap, Replay, Subscriber, SubscriberId, Transport};
+
+use crate::store::HistoryFactory;
 
 /// Errors the hub reports to a client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,10 +33,20 @@ pub enum HubError {
 }
 
 /// Settings the hub needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HubConfig {
     /// Capacity of each subscriber's outbound queue, in events.
     pub queue_capacity: usize,
+    /// Makes each new room's history.
+    pub history: HistoryFactory,
+}
+
+impl std::fmt::Debug for HubConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubConfig")
+            .field("queue_capacity", &self.queue_capacity)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The shared state of one server: all rooms and nicks.
@@ -112,11 +124,17 @@ impl Hub {
             return Arc::clone(&room);
         }
         let name: Arc<str> = name.into();
-        let epoch = (self.epochs.hash_one(&name) as u32).max(1);
+        // A new room (never seen, or retired and now recreated) has lost any history, so
+        // it gets a new epoch.
+        let created = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let epoch = (self.epochs.hash_one((&name, created)) as u32).max(1);
         Arc::clone(
             self.rooms
                 .entry(Arc::clone(&name))
-                .or_insert_with(|| Arc::new(Room::new(name, epoch)))
+                .or_insert_with(|| {
+                    let history = (self.config.history)(&name);
+                    Arc::new(Room::new(name, epoch, history))
+                })
                 .value(),
         )
     }
@@ -128,22 +146,38 @@ impl Hub {
 
     /// Adds `sub` to room `name` under `nick` and tells the room.
     pub fn join(&self, name: &str, sub: &Arc<Subscriber>, nick: Arc<str>) -> Arc<Room> {
+        self.join_since(name, sub, nick, None)
+    }
+
+    /// Joins like `join`, first queuing to `sub` everything after `since` (see `Room::add`).
+    pub fn join_since(
+        &self,
+        name: &str,
+        sub: &Arc<Subscriber>,
+        nick: Arc<str>,
+        since: Option<MessageId>,
+    ) -> Arc<Room> {
         loop {
             let room = self.room(name);
-            if room.add(sub, Arc::clone(&nick)) {
+            if room.add(sub, Arc::clone(&nick), since) {
                 return room;
             }
             // The room was retired between lookup and add; the next lookup creates it anew.
         }
     }
 
-    /// Removes `sub` from `room` and tells the room; an empty room is dropped.
+    /// Removes `sub` from `room` and tells the room.
     pub fn leave(&self, room: &Arc<Room>, id: SubscriberId, reason: Option<&'static str>) {
-        if room.remove(id, reason) {
-            self.rooms.remove_if(room.name(), |_, current| {
-                Arc::ptr_eq(current, room) && current.retire_if_empty()
-            });
-        }
+        room.remove(id, reason);
+    }
+
+    /// Drops rooms nobody uses: no members, no history, and no other holder (a connection or
+    /// a long-poll). Run periodically by the server; returns how many were dropped.
+    pub fn sweep(&self) -> usize {
+        let before = self.rooms.len();
+        self.rooms
+            .retain(|_, room| !(Arc::strong_count(room) == 1 && room.retire_if_idle()));
+        before - self.rooms.len()
     }
 
     /// Publishes `text` from `nick` to `room`; `origin` is the sending subscriber, if any.
@@ -155,6 +189,18 @@ impl Hub {
         text: &str,
     ) -> Arc<Event> {
         room.publish(origin, nick, text)
+    }
+
+    /// Publishes like `publish`, once per idempotency `key` in this room (see `Published`).
+    pub fn publish_once(
+        &self,
+        room: &Room,
+        origin: Option<SubscriberId>,
+        nick: Arc<str>,
+        text: &str,
+        key: Option<&str>,
+    ) -> Published {
+        room.publish_once(origin, nick, text, key)
     }
 
     /// Changes a member's nick in `room` and tells the room.
@@ -179,14 +225,24 @@ mod tests {
     use super::*;
 
     fn hub(queue_capacity: usize) -> Arc<Hub> {
-        Hub::new(HubConfig { queue_capacity })
+        Hub::new(HubConfig {
+            queue_capacity,
+            history: crate::store::memory(crate::store::Retention::default()),
+        })
     }
 
     fn drain(rx: &mut mpsc::Receiver<Delivery>) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(d) = rx.try_recv() {
-            if let Delivery::Event(ev) = d {
-                out.push(String::from_utf8_lossy(ev.line()).into_owned());
+            match d {
+                Delivery::Event(ev) => out.push(String::from_utf8_lossy(ev.line()).into_owned()),
+                Delivery::Replay(r) => {
+                    out.extend(r.gap_text().map(|g| g + "\n"));
+                    for ev in &r.events {
+                        out.push(String::from_utf8_lossy(ev.line()).into_owned());
+                    }
+                }
+                Delivery::Direct(_) => {}
             }
         }
         out
@@ -248,16 +304,93 @@ mod tests {
     }
 
     #[test]
-    fn empty_room_is_dropped_and_recreated() {
+    fn idle_room_is_swept_and_recreated_with_a_new_epoch() {
         let hub = hub(4);
         let (a, _ra) = hub.subscribe(Transport::Tcp, false, None);
         let room = hub.join("r", &a, "a".into());
-        assert_eq!(hub.rooms().len(), 1);
+        let epoch = room.epoch();
         hub.leave(&room, a.id, None);
+        assert_eq!(hub.sweep(), 0, "still held by a connection");
+        drop(room);
+        assert_eq!(hub.sweep(), 1);
         assert!(hub.rooms().is_empty());
         let again = hub.join("r", &a, "a".into());
-        assert!(!Arc::ptr_eq(&room, &again));
+        assert_ne!(again.epoch(), epoch);
         assert_eq!(again.member_count(), 1);
+    }
+
+    #[test]
+    fn room_with_history_survives_the_sweep() {
+        let hub = hub(4);
+        let room = hub.room("r");
+        hub.publish(&room, None, "x".into(), "kept");
+        drop(room);
+        assert_eq!(hub.sweep(), 0);
+        assert_eq!(hub.existing_room("r").unwrap().history_len(), 1);
+    }
+
+    #[test]
+    fn join_since_replays_exactly_the_missed_messages_before_live_ones() {
+        let hub = hub(16);
+        let room = hub.room("r");
+        let first = hub.publish(&room, None, "p".into(), "1").id.unwrap();
+        hub.publish(&room, None, "p".into(), "2");
+        hub.publish(&room, None, "p".into(), "3");
+        let (a, mut ra) = hub.subscribe(Transport::Tcp, false, None);
+        hub.join_since("r", &a, "a".into(), Some(first));
+        hub.publish(&room, None, "p".into(), "4");
+        assert_eq!(drain(&mut ra), ["p: 2\n", "p: 3\n", "p: 4\n"]);
+    }
+
+    #[test]
+    fn an_idempotency_key_publishes_once() {
+        let hub = hub(16);
+        let room = hub.room("r");
+        let (a, mut ra) = hub.subscribe(Transport::Tcp, false, None);
+        hub.join("r", &a, "a".into());
+        let first = hub.publish_once(&room, None, "p".into(), "x", Some("k1"));
+        let again = hub.publish_once(&room, None, "p".into(), "x", Some("k1"));
+        assert!(matches!(first, Published::New(_)));
+        assert!(matches!(again, Published::Duplicate(id) if id == first.id()));
+        assert_eq!(drain(&mut ra), ["p: x\n"]);
+        assert_eq!(room.history_len(), 1);
+    }
+
+    #[test]
+    fn cursor_from_another_epoch_is_a_reset_gap() {
+        let hub = hub(16);
+        let room = hub.room("r");
+        hub.publish(&room, None, "p".into(), "1");
+        let stale = MessageId {
+            epoch: room.epoch().wrapping_add(1),
+            seq: 1,
+        };
+        let page = room.page(Some(stale), 10);
+        assert_eq!(page.gap, Some(Gap::Reset));
+        assert_eq!(page.events.len(), 1);
+        let fresh = room.page(page.last_id, 10);
+        assert_eq!(fresh.gap, None);
+        assert!(fresh.events.is_empty());
+    }
+
+    #[test]
+    fn expired_history_is_an_expired_gap() {
+        let hub = Hub::new(HubConfig {
+            queue_capacity: 4,
+            history: crate::store::memory(crate::store::Retention {
+                max_messages: 2,
+                ..Default::default()
+            }),
+        });
+        let room = hub.room("r");
+        let first = hub.publish(&room, None, "p".into(), "1").id.unwrap();
+        for t in ["2", "3", "4"] {
+            hub.publish(&room, None, "p".into(), t);
+        }
+        let page = room.page(Some(first), 10);
+        assert_eq!(page.gap, Some(Gap::Expired));
+        let texts: Vec<_> = page.events.iter().map(|e| &*e.text).collect();
+        assert_eq!(texts, ["3", "4"]);
     }
 
     #[test]

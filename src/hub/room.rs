@@ -8,8 +8,33 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tokio::sync::Notify;
+
 use super::event::{Event, EventKind, MessageId};
-use super::subscriber::{Delivery, Subscriber, SubscriberId, Transport};
+use super::subscriber::{Delivery, Gap, Replay, Subscriber, SubscriberId, Transport};
+use crate::store::History;
+
+/// How far back a replay reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookback {
+    /// The last N messages.
+    Last(usize),
+    /// Every kept message after this id.
+    Since(MessageId),
+}
+
+/// A page of history read without joining.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// Oldest first.
+    pub events: Vec<Arc<Event>>,
+    /// Set when history does not reach back to the cursor.
+    pub gap: Option<Gap>,
+    /// True when more messages follow this page.
+    pub more: bool,
+    /// The room's latest message id, if it has had any in this epoch.
+    pub last_id: Option<MessageId>,
+}
 
 /// A member as seen by presence queries.
 #[derive(Debug, Clone)]
@@ -26,8 +51,10 @@ struct Member {
     nick: Arc<str>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RoomState {
+    /// Recent messages, written under this lock in sequence order.
+    history: Box<dyn History>,
     /// The last sequence number handed out.
     last_seq: u64,
     /// Dense so that fan-out walks a slice.
@@ -36,6 +63,33 @@ struct RoomState {
     index: HashMap<SubscriberId, usize>,
     /// Set when the hub removed the room from its map; a joiner holding a stale `Arc` retries.
     retired: bool,
+    /// Idempotency keys of recent publishes and the ids they got, so that a client retrying a
+    /// publish (after a reconnect, or over another transport) does not post it twice.
+    keys: HashMap<Box<str>, MessageId>,
+    /// The same keys in arrival order, to forget the oldest past `MAX_KEYS`.
+    key_order: std::collections::VecDeque<Box<str>>,
+}
+
+/// Idempotency keys remembered per room.
+const MAX_KEYS: usize = 4096;
+
+/// The outcome of a publish.
+#[derive(Debug, Clone)]
+pub enum Published {
+    /// A new message.
+    New(Arc<Event>),
+    /// The idempotency key was seen before: nothing was published; this is the earlier id.
+    Duplicate(MessageId),
+}
+
+impl Published {
+    /// The message's id, new or earlier.
+    pub fn id(&self) -> MessageId {
+        match self {
+            Published::New(event) => event.id.unwrap_or(MessageId { epoch: 0, seq: 0 }),
+            Published::Duplicate(id) => *id,
+        }
+    }
 }
 
 impl RoomState {
@@ -57,15 +111,37 @@ pub struct Room {
     /// See `MessageId::epoch`.
     epoch: u32,
     state: Mutex<RoomState>,
+    /// Woken on every message, for long-polls (which are not members).
+    changed: Notify,
 }
 
 impl Room {
-    pub(crate) fn new(name: Arc<str>, epoch: u32) -> Self {
+    pub(crate) fn new(name: Arc<str>, epoch: u32, history: Box<dyn History>) -> Self {
         Self {
             name,
             epoch,
-            state: Mutex::new(RoomState::default()),
+            state: Mutex::new(RoomState {
+                history,
+                last_seq: 0,
+                members: Vec::new(),
+                index: HashMap::new(),
+                retired: false,
+                keys: HashMap::new(),
+                key_order: std::collections::VecDeque::new(),
+            }),
+            changed: Notify::new(),
         }
+    }
+
+    /// The room's current epoch.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Resolves after the next message; create it before checking history so that nothing
+    /// published in between is missed (`Notified::enable`).
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     /// The room's name.
@@ -79,12 +155,27 @@ impl Room {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a member and tells the room. Returns false if the room was retired meanwhile; the
-    /// caller looks the room up again.
-    pub(crate) fn add(&self, sub: &Arc<Subscriber>, nick: Arc<str>) -> bool {
+    /// Adds a member and tells the room. With a cursor, first queues to the member what it
+    /// missed since then; both happen under the room lock, so the replay ends exactly where
+    /// the live stream begins. Returns false if the room was retired meanwhile; the caller
+    /// looks the room up again.
+    pub(crate) fn add(
+        &self,
+        sub: &Arc<Subscriber>,
+        nick: Arc<str>,
+        since: Option<MessageId>,
+    ) -> bool {
         let mut state = self.lock();
         if state.retired {
             return false;
+        }
+        if let Some(since) = since {
+            let page = self.read(&mut state, since, usize::MAX);
+            sub.offer(Delivery::Replay(Box::new(Replay {
+                room: Arc::clone(&self.name),
+                events: page.events,
+                gap: page.gap,
+            })));
         }
         if state.index.contains_key(&sub.id) {
             return true;
@@ -110,13 +201,93 @@ impl Room {
         state.members.is_empty()
     }
 
-    /// Marks the room retired if it is empty; called by the hub under its map's shard lock.
-    pub(crate) fn retire_if_empty(&self) -> bool {
+    /// Marks the room retired if it has no members and no history; called by the hub under
+    /// its map's shard lock, only when nobody else holds the room.
+    pub(crate) fn retire_if_idle(&self) -> bool {
         let mut state = self.lock();
-        if state.members.is_empty() {
+        if state.members.is_empty() && state.history.is_empty() {
             state.retired = true;
         }
         state.retired
+    }
+
+    /// Messages after `since`, at most `limit`.
+    pub fn page(&self, since: Option<MessageId>, limit: usize) -> Page {
+        let mut state = self.lock();
+        match since {
+            Some(since) => self.read(&mut state, since, limit),
+            None => {
+                let after = state.history.after(0, limit);
+                Page {
+                    events: after.events,
+                    gap: None,
+                    more: after.more,
+                    last_id: self.last_id(&state),
+                }
+            }
+        }
+    }
+
+    /// The last `n` messages, oldest first.
+    pub fn last(&self, n: usize) -> Vec<Arc<Event>> {
+        self.lock().history.last(n)
+    }
+
+    /// Queues history to `sub` (the last `n` messages, or everything after a cursor) under
+    /// the room lock, so that it lines up with the live events around it.
+    pub fn replay(&self, sub: &Subscriber, lookback: Lookback) {
+        let mut state = self.lock();
+        let (events, gap) = match lookback {
+            Lookback::Last(n) => (state.history.last(n), None),
+            Lookback::Since(id) => {
+                let page = self.read(&mut state, id, usize::MAX);
+                (page.events, page.gap)
+            }
+        };
+        sub.offer(Delivery::Replay(Box::new(Replay {
+            room: Arc::clone(&self.name),
+            events,
+            gap,
+        })));
+    }
+
+    /// Messages held in history now.
+    pub fn history_len(&self) -> usize {
+        self.lock().history.len()
+    }
+
+    /// The latest message id of this epoch.
+    pub fn latest(&self) -> Option<MessageId> {
+        self.last_id(&self.lock())
+    }
+
+    fn last_id(&self, state: &RoomState) -> Option<MessageId> {
+        (state.last_seq > 0).then_some(MessageId {
+            epoch: self.epoch,
+            seq: state.last_seq,
+        })
+    }
+
+    fn read(&self, state: &mut RoomState, since: MessageId, limit: usize) -> Page {
+        // A cursor from another epoch, or from beyond this epoch's end, cannot be placed:
+        // say so and give everything held.
+        let placed = since.epoch == self.epoch && since.seq <= state.last_seq;
+        let after = state
+            .history
+            .after(if placed { since.seq } else { 0 }, limit);
+        let gap = if !placed {
+            Some(Gap::Reset)
+        } else if after.gap {
+            Some(Gap::Expired)
+        } else {
+            None
+        };
+        Page {
+            events: after.events,
+            gap,
+            more: after.more,
+            last_id: self.last_id(state),
+        }
     }
 
     /// Publishes a message: gives it the next id and offers it to every member.
@@ -126,15 +297,48 @@ impl Room {
         nick: Arc<str>,
         text: &str,
     ) -> Arc<Event> {
+        match self.publish_once(origin, nick, text, None) {
+            Published::New(event) => event,
+            Published::Duplicate(_) => unreachable!("no key, no duplicate"),
+        }
+    }
+
+    /// Publishes unless `key` was already used in this room, in which case nothing is sent
+    /// and the earlier id is returned.
+    pub(crate) fn publish_once(
+        &self,
+        origin: Option<SubscriberId>,
+        nick: Arc<str>,
+        text: &str,
+        key: Option<&str>,
+    ) -> Published {
         let mut state = self.lock();
+        if let Some(key) = key
+            && let Some(id) = state.keys.get(key)
+        {
+            return Published::Duplicate(*id);
+        }
         state.last_seq += 1;
         let id = MessageId {
             epoch: self.epoch,
             seq: state.last_seq,
         };
+        if let Some(key) = key {
+            let key: Box<str> = key.into();
+            state.keys.insert(key.clone(), id);
+            state.key_order.push_back(key);
+            if state.key_order.len() > MAX_KEYS
+                && let Some(old) = state.key_order.pop_front()
+            {
+                state.keys.remove(&old);
+            }
+        }
         let event = self.event(EventKind::Message, Some(id), nick, text, origin);
+        state.history.append(&event);
         self.deliver(&mut state, Arc::clone(&event));
-        event
+        drop(state);
+        self.changed.notify_waiters();
+        Published::New(event)
     }
 
     /// Changes a member's nick and tells the room.

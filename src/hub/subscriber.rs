@@ -48,6 +48,79 @@ pub enum Delivery {
     Event(Arc<Event>),
     /// Bytes meant for this subscriber alone (a command's answer, an error line).
     Direct(Bytes),
+    /// History replayed to this subscriber, queued under the room lock ahead of every live
+    /// event that follows it: one queue slot however long it is.
+    Replay(Box<Replay>),
+}
+
+/// Messages a client missed, and whether they are all of them.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    /// The room replayed.
+    pub room: Arc<str>,
+    /// Oldest first.
+    pub events: Vec<Arc<Event>>,
+    /// Set when history does not reach back to the client's cursor.
+    pub gap: Option<Gap>,
+}
+
+/// Why a replay cannot be complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gap {
+    /// Messages after the cursor were dropped by retention.
+    Expired,
+    /// The cursor is from another epoch of the room (its history was lost): what was missed
+    /// is unknown, and everything held now is replayed.
+    Reset,
+}
+
+impl Gap {
+    /// Lowercase name for the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Gap::Expired => "expired",
+            Gap::Reset => "reset",
+        }
+    }
+}
+
+impl Replay {
+    /// The notice a line-oriented client gets for a gap, without newline.
+    pub fn gap_text(&self) -> Option<String> {
+        let first = self
+            .events
+            .first()
+            .and_then(|e| e.id)
+            .map_or_else(|| "none".to_owned(), |id| id.to_string());
+        self.gap.map(|gap| match gap {
+            Gap::Expired => format!(
+                "* gap in {}: older messages expired; history resumes at {first}",
+                self.room
+            ),
+            Gap::Reset => format!(
+                "* gap in {}: its history was reset; replaying all {} kept messages",
+                self.room,
+                self.events.len()
+            ),
+        })
+    }
+
+    /// The gap as a JSON frame of the structured protocol.
+    pub fn gap_json(&self) -> Option<Bytes> {
+        let gap = self.gap?;
+        let first = self
+            .events
+            .first()
+            .and_then(|e| e.id)
+            .map(|id| id.to_string());
+        let v = serde_json::json!({
+            "type": "gap",
+            "room": &*self.room,
+            "reason": gap.as_str(),
+            "first": first,
+        });
+        Some(Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
+    }
 }
 
 /// Why the hub disconnected a subscriber.

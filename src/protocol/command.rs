@@ -28,6 +28,10 @@ pub enum Command {
     Rooms,
     /// `/help`: list the commands.
     Help,
+    /// `/history [N]`: the last N messages of the room (default 20).
+    History(usize),
+    /// `/since ID`: every kept message after the id, then a note if some were lost.
+    Since(String),
     /// `/quit`: say goodbye and close.
     Quit,
 }
@@ -52,6 +56,8 @@ pub const HELP: &[&str] = &[
     "/join ROOM   move to ROOM (created on first use)",
     "/who         list the members of your room",
     "/rooms       list rooms and their member counts",
+    "/history N   show the last N messages (default 20, at most 1000)",
+    "/since ID    show every message after ID (ids are shown by /history)",
     "/help        this list",
     "/quit        leave",
     "//text       send text that starts with /",
@@ -87,6 +93,18 @@ pub fn parse(line: &str) -> Result<Input<'_>, CommandError> {
             }
             _ => return Err(CommandError::Usage("/join ROOM")),
         },
+        "history" => match (arg, extra) {
+            (None, _) => Command::History(20),
+            (Some(n), false) => match n.parse::<usize>() {
+                Ok(n @ 1..=1000) => Command::History(n),
+                _ => return Err(CommandError::Usage("/history N (1 to 1000)")),
+            },
+            _ => return Err(CommandError::Usage("/history N (1 to 1000)")),
+        },
+        "since" => match (arg, extra) {
+            (Some(id), false) => Command::Since(id.to_owned()),
+            _ => return Err(CommandError::Usage("/since ID")),
+        },
         "who" => Command::Who,
         "rooms" => Command::Rooms,
         "help" => Command::Help,
@@ -119,6 +137,13 @@ mod tests {
         );
         assert_eq!(parse("/who"), Ok(Input::Command(Command::Who)));
         assert_eq!(parse("/quit"), Ok(Input::Command(Command::Quit)));
+        assert_eq!(parse("/history"), Ok(Input::Command(Command::History(20))));
+        assert_eq!(parse("/history 5"), Ok(Input::Command(Command::History(5))));
+        assert!(parse("/history 0").is_err());
+        assert_eq!(
+            parse("/since 0000abcd-3"),
+            Ok(Input::Command(Command::Since("0000abcd-3".into())))
+        );
     }
 
     #[test]

@@ -22,11 +22,17 @@ pub enum ClientFrame {
         /// Client-chosen correlation id.
         #[serde(default, rename = "ref")]
         reference: Option<String>,
+        /// Idempotency key: a retried publish with the same key is not posted twice.
+        #[serde(default)]
+        key: Option<String>,
     },
     /// Join a room (several can be joined at once).
     Join {
         /// Room to join.
         room: String,
+        /// Replay every message after this id first (resume after a disconnect).
+        #[serde(default)]
+        since: Option<String>,
         /// Client-chosen correlation id.
         #[serde(default, rename = "ref")]
         reference: Option<String>,
@@ -87,6 +93,9 @@ pub enum ServerFrame<'a> {
         room: &'a str,
         /// The message's id.
         id: String,
+        /// True when the idempotency key was seen before and nothing new was published.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        duplicate: bool,
     },
     /// A join or leave was done.
     Joined {
@@ -141,13 +150,15 @@ mod tests {
             Ok(ClientFrame::Publish {
                 room: None,
                 text: "hi".into(),
-                reference: Some("1".into())
+                reference: Some("1".into()),
+                key: None,
             })
         );
         assert_eq!(
             parse(r#"{"type":"join","room":"dev"}"#),
             Ok(ClientFrame::Join {
                 room: "dev".into(),
+                since: None,
                 reference: None
             })
         );
@@ -171,6 +182,7 @@ mod tests {
             reference: Some("7"),
             room: "lobby",
             id: "00000001-3".into(),
+            duplicate: false,
         };
         assert_eq!(
             ack.encode(),

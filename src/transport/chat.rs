@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::hub::{Delivery, Hub, Room, Subscriber};
+use crate::hub::{Delivery, Hub, Lookback, MessageId, Room, Subscriber};
 use crate::protocol::command::{self, Command, Input};
 
 /// The room every chat client starts in.
@@ -100,6 +100,17 @@ impl ChatSession {
                 out.push('\n');
                 self.reply(out);
             }
+            Input::Command(Command::History(n)) => {
+                self.room.replay(&self.sub, Lookback::Last(n));
+                self.reply(format!("* end of history of {}\n", self.room.name()));
+            }
+            Input::Command(Command::Since(id)) => match id.parse::<MessageId>() {
+                Ok(id) => {
+                    self.room.replay(&self.sub, Lookback::Since(id));
+                    self.reply(format!("* end of history of {}\n", self.room.name()));
+                }
+                Err(e) => self.error(e),
+            },
             Input::Command(Command::Help) => {
                 let mut out = String::new();
                 for line in command::HELP {

@@ -6,6 +6,8 @@
 pub mod chat;
 pub mod echo;
 pub mod limits;
+pub mod poll;
+pub mod sse;
 pub mod tcp;
 pub mod udp;
 pub mod ws;

@@ -213,6 +213,15 @@ fn encode(batch: &mut Vec<Delivery>, out: &mut BytesMut) {
         match delivery {
             Delivery::Event(event) => out.extend_from_slice(event.line()),
             Delivery::Direct(bytes) => out.extend_from_slice(&bytes),
+            Delivery::Replay(replay) => {
+                if let Some(gap) = replay.gap_text() {
+                    out.extend_from_slice(gap.as_bytes());
+                    out.extend_from_slice(b"\n");
+                }
+                for event in &replay.events {
+                    out.extend_from_slice(&event.line_with_id());
+                }
+            }
         }
     }
 }

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::chat::{ChatSession, Flow};
 use super::limits::Permit;
-use crate::hub::{Delivery, Subscriber, Transport};
+use crate::hub::{Delivery, MessageId, Subscriber, Transport};
 use crate::server::Shared;
 
 #[derive(Debug)]
@@ -167,23 +167,37 @@ async fn write_loop(
     }
 }
 
-/// Sends one delivery as one datagram, without its final newline. A datagram that would be
-/// over `max_out` is replaced by an `ERR` naming the message, so the member knows it missed
-/// something rather than receiving a truncated or fragmented datagram.
+/// Sends one delivery: an event or an answer as one datagram, a replay as one per message.
 async fn send(socket: &UdpSocket, addr: SocketAddr, delivery: &Delivery, max_out: usize) {
-    let bytes = match delivery {
-        Delivery::Event(event) => event.line(),
-        Delivery::Direct(bytes) => bytes,
-    };
+    match delivery {
+        Delivery::Event(event) => send_one(socket, addr, event.line(), event.id, max_out).await,
+        Delivery::Direct(bytes) => send_one(socket, addr, bytes, None, max_out).await,
+        Delivery::Replay(replay) => {
+            if let Some(gap) = replay.gap_text() {
+                send_one(socket, addr, gap.as_bytes(), None, max_out).await;
+            }
+            for event in &replay.events {
+                send_one(socket, addr, &event.line_with_id(), event.id, max_out).await;
+            }
+        }
+    }
+}
+
+/// Sends one datagram, without its final newline. One that would be over `max_out` is
+/// replaced by an `ERR` naming the message, so the member knows it missed something rather
+/// than receiving a truncated or fragmented datagram.
+async fn send_one(
+    socket: &UdpSocket,
+    addr: SocketAddr,
+    bytes: &[u8],
+    id: Option<MessageId>,
+    max_out: usize,
+) {
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     let result = if body.len() > max_out {
-        let id = match delivery {
-            Delivery::Event(event) => event.id.map(|id| id.to_string()),
-            Delivery::Direct(_) => None,
-        };
+        let id = id.map_or_else(|| "-".to_owned(), |id| id.to_string());
         let message = format!(
-            "ERR message {} too large for UDP ({} bytes > {max_out})",
-            id.as_deref().unwrap_or("-"),
+            "ERR message {id} too large for UDP ({} bytes > {max_out})",
             body.len()
         );
         socket.send_to(message.as_bytes(), addr).await

@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::chat::DEFAULT_ROOM;
 use super::ws_socket::{Deflate, WsLimits, WsMessage, WsSocket, negotiate_deflate};
-use crate::hub::{Delivery, Disconnect, Hub, Room, Subscriber, Transport};
+use crate::hub::{Delivery, Disconnect, Hub, MessageId, Published, Room, Subscriber, Transport};
 use crate::protocol::envelope::{self, ClientFrame, ErrorCode, SUBPROTOCOL, ServerFrame};
 use crate::protocol::names::{check_nick, check_room};
 use crate::server::Shared;
@@ -37,6 +37,7 @@ pub(crate) struct ChatQuery {
     room: Option<String>,
     nick: Option<String>,
     format: Option<String>,
+    since: Option<String>,
 }
 
 /// A refused handshake: a status and the reason, as plain text.
@@ -306,6 +307,13 @@ pub(crate) async fn chat(
     {
         return refuse(StatusCode::BAD_REQUEST, e.to_string());
     }
+    let since = match &query.since {
+        Some(id) => match id.parse::<MessageId>() {
+            Ok(id) => Some(id),
+            Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
+        },
+        None => None,
+    };
     let json_query = match query.format.as_deref() {
         None | Some("text") => false,
         Some("json") => true,
@@ -328,7 +336,14 @@ pub(crate) async fn chat(
     let shared2 = Arc::clone(&shared);
     handshake.upgrade(&shared, limits, move |ws| async move {
         let _permit = permit;
-        let session = Session::start(shared2, addr, structured, query.nick.as_deref(), &room);
+        let session = Session::start(
+            shared2,
+            addr,
+            structured,
+            query.nick.as_deref(),
+            &room,
+            since,
+        );
         session.run(ws).await;
     })
 }
@@ -358,6 +373,7 @@ impl Session {
         structured: bool,
         nick: Option<&str>,
         room: &str,
+        since: Option<MessageId>,
     ) -> Self {
         let hub = &shared.hub;
         let (sub, rx) = hub.subscribe(Transport::Ws, true, Some(addr));
@@ -370,7 +386,7 @@ impl Session {
             };
             sub.offer(Delivery::Direct(Bytes::from(welcome.encode())));
         }
-        let room = hub.join(room, &sub, Arc::clone(&nick));
+        let room = hub.join_since(room, &sub, Arc::clone(&nick), since);
         tracing::debug!(id = sub.id, %addr, %nick, structured, "websocket chat connected");
         Self {
             shared,
@@ -437,7 +453,7 @@ impl Session {
                     if self.structured {
                         self.handle_frame(&text);
                     } else {
-                        self.publish(0, &text);
+                        self.publish(0, &text, None);
                     }
                 }
             }
@@ -459,12 +475,23 @@ impl Session {
     async fn send_batch(&self, ws: &mut WsSocket, batch: &mut Vec<Delivery>) -> bool {
         let write = async {
             for delivery in batch.drain(..) {
-                let payload = match delivery {
-                    Delivery::Event(event) if self.structured => event.json().clone(),
-                    Delivery::Event(event) => event.plain().clone(),
-                    Delivery::Direct(bytes) => bytes,
-                };
-                ws.feed(WsMessage::Text(payload)).await?;
+                match delivery {
+                    Delivery::Event(event) => ws.feed(WsMessage::Text(self.encode(&event))).await?,
+                    Delivery::Direct(bytes) => ws.feed(WsMessage::Text(bytes)).await?,
+                    Delivery::Replay(replay) => {
+                        let gap = if self.structured {
+                            replay.gap_json()
+                        } else {
+                            replay.gap_text().map(Bytes::from)
+                        };
+                        if let Some(gap) = gap {
+                            ws.feed(WsMessage::Text(gap)).await?;
+                        }
+                        for event in &replay.events {
+                            ws.feed(WsMessage::Text(self.encode(event))).await?;
+                        }
+                    }
+                }
             }
             ws.flush().await
         };
@@ -482,13 +509,24 @@ impl Session {
         }
     }
 
-    fn publish(&self, room: usize, text: &str) -> Option<String> {
+    /// The event's shared payload for this connection's mode.
+    fn encode(&self, event: &crate::hub::Event) -> Bytes {
+        if self.structured {
+            event.json().clone()
+        } else {
+            event.plain().clone()
+        }
+    }
+
+    fn publish(&self, room: usize, text: &str, key: Option<&str>) -> Option<Published> {
         let room = self.rooms.get(room)?;
-        let event = self
-            .shared
-            .hub
-            .publish(room, Some(self.sub.id), Arc::clone(&self.nick), text);
-        event.id.map(|id| id.to_string())
+        Some(self.shared.hub.publish_once(
+            room,
+            Some(self.sub.id),
+            Arc::clone(&self.nick),
+            text,
+            key,
+        ))
     }
 
     fn room_index(&self, name: &str) -> Option<usize> {
@@ -503,7 +541,9 @@ impl Session {
         let reference = frame.reference().map(str::to_owned);
         let reference = reference.as_deref();
         match frame {
-            ClientFrame::Publish { room, text, .. } => {
+            ClientFrame::Publish {
+                room, text, key, ..
+            } => {
                 let index = match room.as_deref() {
                     Some(name) => self.room_index(name),
                     None if self.rooms.len() == 1 => Some(0),
@@ -516,12 +556,13 @@ impl Session {
                     };
                     return self.error(reference, ErrorCode::NotJoined, message);
                 };
-                if let Some(id) = self.publish(index, &text) {
+                if let Some(published) = self.publish(index, &text, key.as_deref()) {
                     let room = Arc::clone(self.rooms[index].name());
                     self.direct(ServerFrame::Ack {
                         reference,
                         room: &room,
-                        id,
+                        id: published.id().to_string(),
+                        duplicate: matches!(published, Published::Duplicate(_)),
                     });
                 }
             }
@@ -565,7 +606,7 @@ impl Session {
 
 /// Claims the asked-for nick, or it with a `-2`, `-3`… suffix when taken (so a reconnecting
 /// browser whose old connection is not yet gone still gets in), or a generated one.
-fn claim_nick(hub: &Hub, sub: &Subscriber, asked: Option<&str>) -> Arc<str> {
+pub(crate) fn claim_nick(hub: &Hub, sub: &Subscriber, asked: Option<&str>) -> Arc<str> {
     if let Some(asked) = asked {
         if hub.claim_nick(sub.id, asked).is_ok() {
             return asked.into();
