@@ -115,6 +115,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BOOL", env = "SWITCHBOARD_WS_DEFLATE")]
     pub ws_deflate: Option<bool>,
 
+    /// End SSE streams after this long so clients reconnect and resume; 0 = never [default: 0].
+    #[arg(long, value_name = "SECS", env = "SWITCHBOARD_SSE_MAX_LIFETIME")]
+    pub sse_max_lifetime: Option<u64>,
+
     /// HTTP publishes per second per client IP; 0 = unlimited [default: 20].
     #[arg(long, value_name = "N", env = "SWITCHBOARD_PUBLISH_RATE")]
     pub publish_rate: Option<f64>,

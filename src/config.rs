@@ -127,6 +127,9 @@ pub struct Config {
     /// Browser origins allowed to open WebSockets besides the server's own host and localhost;
     /// `*` allows any.
     pub allowed_origins: Vec<String>,
+    /// End each SSE stream after this long so clients reconnect (resuming with
+    /// `Last-Event-ID`), e.g. to spread them over nodes; `None` (the default) never does.
+    pub sse_max_lifetime: Option<Duration>,
     /// HTTP publishes per second per client IP, on average; 0 = unlimited.
     pub publish_rate: f64,
     /// HTTP publishes one client IP may make at once before the rate applies.
@@ -163,6 +166,7 @@ impl Default for Config {
             ws_pong_timeout: Duration::from_secs(10),
             ws_deflate: true,
             allowed_origins: Vec::new(),
+            sse_max_lifetime: None,
             publish_rate: 20.0,
             publish_burst: 50.0,
             history_max_messages: 1_000,
@@ -198,6 +202,7 @@ struct FileConfig {
     history_max_age_secs: Option<u64>,
     publish_rate: Option<f64>,
     publish_burst: Option<f64>,
+    sse_max_lifetime_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -280,6 +285,10 @@ impl Config {
                 .history_max_age
                 .or(file.history_max_age_secs)
                 .map_or(d.history_max_age, secs),
+            sse_max_lifetime: match args.sse_max_lifetime.or(file.sse_max_lifetime_secs) {
+                Some(0) | None => None,
+                Some(s) => Some(secs(s)),
+            },
             publish_rate: args
                 .publish_rate
                 .or(file.publish_rate)

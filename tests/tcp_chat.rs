@@ -208,6 +208,11 @@ async fn a_client_that_never_reads_is_cut_and_the_others_get_everything() {
                 .write_all(format!("{i} {payload}\n").as_bytes())
                 .await
                 .unwrap();
+            // A short pause every 32 messages keeps a loaded CI box's fast reader in step;
+            // the stalled client overflows regardless.
+            if i % 32 == 31 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
         p_write
     });

@@ -433,6 +433,11 @@ async fn a_websocket_client_that_never_reads_is_closed_1008_and_others_get_every
                 .write_all(format!("{i} {payload}\n").as_bytes())
                 .await
                 .unwrap();
+            // A short pause every 32 messages keeps a loaded CI box's fast reader in step;
+            // the stalled client overflows regardless.
+            if i % 32 == 31 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
     });
     let mut next = 0;

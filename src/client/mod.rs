@@ -46,6 +46,9 @@ pub async fn connect(url: &str, linger: Duration) -> Result<(), ClientError> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| ClientError::BadUrl(url.to_owned()))?;
+    if matches!(scheme, "http" | "https") {
+        return sse(url).await;
+    }
     if matches!(scheme, "ws" | "wss") {
         if std::io::stdin().is_terminal() {
             eprintln!("connecting to {url}; type exit or press Ctrl-D to quit");
@@ -181,6 +184,50 @@ async fn ws(url: &str) -> Result<(), ClientError> {
     let _ = sink.send(Message::Close(None)).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), printer).await;
     Ok(())
+}
+
+/// Prints a Server-Sent Events stream, one line per event, until the server ends it.
+async fn sse(url: &str) -> Result<(), ClientError> {
+    use eventsource_stream::Eventsource;
+    use futures_util::StreamExt;
+
+    let res = reqwest::Client::new()
+        .get(url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .map_err(|e| ClientError::Ws(format!("GET {url}: {e}")))?;
+    if !res.status().is_success() {
+        let status = res.status();
+        let body = res.text().await.unwrap_or_default();
+        return Err(ClientError::Ws(format!("GET {url}: {status} {body}")));
+    }
+    let mut events = res.bytes_stream().eventsource();
+    let mut stdout = std::io::stdout();
+    while let Some(event) = events.next().await {
+        let event = event.map_err(|e| ClientError::Ws(e.to_string()))?;
+        let _ = writeln!(stdout, "{}", describe(&event.event, &event.data));
+        let _ = stdout.flush();
+        if event.event == "close" {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// One SSE event as a line a person reads: `nick: text`, `* nick joined room`, …
+fn describe(kind: &str, data: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
+    let s = |k: &str| v[k].as_str().unwrap_or("").to_owned();
+    match kind {
+        "message" => format!("{}: {}", s("nick"), s("text")),
+        "join" => format!("* {} joined {}", s("nick"), s("room")),
+        "leave" => format!("* {} left {}", s("nick"), s("room")),
+        "nick" => format!("* {} is now known as {}", s("old"), s("nick")),
+        "gap" => format!("* gap in {}: {}", s("room"), s("reason")),
+        "close" => format!("* closed: {}", s("reason")),
+        other => format!("{other}: {data}"),
+    }
 }
 
 async fn udp(addr: SocketAddr, linger: Duration) -> Result<(), ClientError> {

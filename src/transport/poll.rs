@@ -111,7 +111,11 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<(String, Option<Strin
         let parsed: PublishBody = serde_json::from_slice(body)
             .map_err(|e| AppError::bad_request(format!("invalid JSON body: {e}")))?;
         Ok((parsed.text, parsed.nick))
-    } else if mime.is_empty() || mime == "text/plain" {
+    } else if mime.is_empty()
+        || mime == "text/plain"
+        // `curl --data 'hi'` labels its raw body as a form; take it as the text it is.
+        || mime == "application/x-www-form-urlencoded"
+    {
         let text = std::str::from_utf8(body)
             .map_err(|_| AppError::bad_request("the body is not valid UTF-8"))?;
         Ok((text.to_owned(), None))

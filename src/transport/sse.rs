@@ -85,6 +85,10 @@ pub(crate) async fn events(
         batch: Vec::new(),
         shutdown: shared.shutdown.clone(),
         keep_alive: tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE),
+        ends_at: shared
+            .config
+            .sse_max_lifetime
+            .map(|life| tokio::time::Instant::now() + life),
         started: false,
         done: false,
     };
@@ -124,6 +128,9 @@ struct EventStream {
     batch: Vec<Delivery>,
     shutdown: CancellationToken,
     keep_alive: tokio::time::Interval,
+    /// When the stream ends so the client reconnects (with `Last-Event-ID`) and can land on
+    /// another node; `None` keeps it open.
+    ends_at: Option<tokio::time::Instant>,
     started: bool,
     done: bool,
 }
@@ -159,6 +166,7 @@ impl EventStream {
                 encode(&mut self.batch)
             }
             _ = self.keep_alive.tick() => Bytes::from_static(b": keep-alive\n\n"),
+            _ = super::tcp::sleep_until(self.ends_at) => return None,
         };
         self.keep_alive.reset();
         Some((Ok(chunk), self))

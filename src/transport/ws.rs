@@ -19,7 +19,9 @@ use serde::Deserialize;
 
 use super::chat::DEFAULT_ROOM;
 use super::ws_socket::{Deflate, WsLimits, WsMessage, WsSocket, negotiate_deflate};
-use crate::hub::{Delivery, Disconnect, Hub, MessageId, Published, Room, Subscriber, Transport};
+use crate::hub::{
+    Delivery, Disconnect, Hub, Lookback, MessageId, Published, Room, Subscriber, Transport,
+};
 use crate::protocol::envelope::{self, ClientFrame, ErrorCode, SUBPROTOCOL, ServerFrame};
 use crate::protocol::names::{check_nick, check_room};
 use crate::server::Shared;
@@ -566,16 +568,29 @@ impl Session {
                     });
                 }
             }
-            ClientFrame::Join { room, .. } => {
+            ClientFrame::Join { room, since, .. } => {
                 if let Err(e) = check_room(&room) {
                     return self.error(reference, ErrorCode::BadName, e.to_string());
                 }
-                if self.room_index(&room).is_none() {
-                    let joined = self
-                        .shared
-                        .hub
-                        .join(&room, &self.sub, Arc::clone(&self.nick));
-                    self.rooms.push(joined);
+                let since = match since.map(|s| s.parse::<MessageId>()).transpose() {
+                    Ok(since) => since,
+                    Err(e) => return self.error(reference, ErrorCode::BadFrame, e.to_string()),
+                };
+                match self.room_index(&room) {
+                    None => {
+                        let joined = self.shared.hub.join_since(
+                            &room,
+                            &self.sub,
+                            Arc::clone(&self.nick),
+                            since,
+                        );
+                        self.rooms.push(joined);
+                    }
+                    Some(index) => {
+                        if let Some(since) = since {
+                            self.rooms[index].replay(&self.sub, Lookback::Since(since));
+                        }
+                    }
                 }
                 let index = self.room_index(&room).unwrap_or(0);
                 let members = self.rooms[index].members();
