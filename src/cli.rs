@@ -63,6 +63,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", env = "SWITCHBOARD_HTTP")]
     pub http: Option<Listen>,
 
+    /// Where history is kept: sqlite (durable, under --data-dir) or memory [default: sqlite].
+    #[arg(long, value_enum, env = "SWITCHBOARD_STORE")]
+    pub store: Option<crate::config::StoreKind>,
+
+    /// Directory of the durable store [default: ./switchboard-data].
+    #[arg(long, value_name = "DIR", env = "SWITCHBOARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
     /// TOML file with settings; flags and environment variables override it.
     #[arg(long, value_name = "FILE", env = "SWITCHBOARD_CONFIG")]
     pub config: Option<PathBuf>,

@@ -86,6 +86,19 @@ impl<'de> Deserialize<'de> for Listen {
     }
 }
 
+/// Where room history is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// SQLite under the data directory: history survives restarts and crashes.
+    Sqlite,
+    /// In memory: lost when the process ends (throw-away runs, tests).
+    Memory,
+}
+
+/// Default data directory, relative to where the server is started.
+pub const DEFAULT_DATA_DIR: &str = "switchboard-data";
+
 /// Everything `serve` needs, fully resolved.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -95,6 +108,10 @@ pub struct Config {
     pub udp: Option<SocketAddr>,
     /// HTTP and WebSocket listener; `None` when switched off.
     pub http: Option<SocketAddr>,
+    /// Where history is kept.
+    pub store: StoreKind,
+    /// Directory of the SQLite store.
+    pub data_dir: PathBuf,
     /// Connections across all transports at once; past it new ones get `ERR server full`.
     pub max_connections: usize,
     /// Connections from one IP address at once.
@@ -148,6 +165,8 @@ impl Default for Config {
             tcp: DEFAULT_TCP.parse().ok(),
             udp: DEFAULT_UDP.parse().ok(),
             http: DEFAULT_HTTP.parse().ok(),
+            store: StoreKind::Sqlite,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             max_connections: 100_000,
             max_connections_per_ip: 1_000,
             max_line_bytes: 64 * 1024,
@@ -183,6 +202,8 @@ struct FileConfig {
     tcp: Option<Listen>,
     udp: Option<Listen>,
     http: Option<Listen>,
+    store: Option<StoreKind>,
+    data_dir: Option<PathBuf>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     max_line_bytes: Option<usize>,
@@ -231,6 +252,12 @@ impl Config {
             tcp: args.tcp.or(file.tcp).map_or(d.tcp, |l| l.0),
             udp: args.udp.or(file.udp).map_or(d.udp, |l| l.0),
             http: args.http.or(file.http).map_or(d.http, |l| l.0),
+            store: args.store.or(file.store).unwrap_or(d.store),
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or(d.data_dir),
             max_connections: args
                 .max_connections
                 .or(file.max_connections)

@@ -107,6 +107,15 @@ impl AppError {
         }
     }
 
+    /// 503 when a message cannot be stored.
+    pub(crate) fn unavailable(error: crate::store::StoreError) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("message not stored: {error}"),
+        )
+    }
+
     /// 503 when the connection limits are reached.
     pub(crate) fn server_full() -> Self {
         Self::new(

@@ -6,6 +6,7 @@
 //! - `cli`, `config`: command line and the resolved `Config` (flag > env > file > default).
 //! - `protocol`: sans-IO framing and parsing (lines, chat commands, names); no tokio.
 //! - `hub`: rooms, subscribers with bounded queues, events encoded once and shared.
+//! - `store`: room history behind the `History` seam (memory, SQLite).
 //! - `transport`: TCP chat, UDP chat, echo; thin adapters between sockets and the hub.
 //! - `http`: the axum router.
 //! - `server`: binds listeners, runs them, shuts down cleanly.
@@ -42,6 +43,9 @@ pub enum Error {
     /// The configuration is unusable.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
 }
 
 /// Shorthand for results with the library's `Error`.

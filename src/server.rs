@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::hub::{Hub, HubConfig};
 use crate::transport::{
     self,
@@ -60,6 +60,8 @@ enum Mode {
 #[derive(Debug)]
 pub struct Server {
     mode: Mode,
+    /// Closed last, after every connection, so that the store is marked cleanly shut down.
+    sqlite: Option<Arc<store::SqliteStore>>,
     shared: Arc<Shared>,
     tcp: Option<TcpListener>,
     udp: Option<UdpSocket>,
@@ -95,16 +97,35 @@ impl Server {
             Some(addr) => Some(bind_tcp("http", addr).await?),
             None => None,
         };
+        let retention = store::Retention {
+            max_messages: config.history_max_messages,
+            max_age: config.history_max_age,
+        };
+        // The echo server keeps no history, so it opens no store.
+        let (history, sqlite) = match (mode, config.store) {
+            (Mode::Chat, StoreKind::Sqlite) => {
+                let sqlite = store::SqliteStore::open(&config.data_dir, retention)?;
+                (sqlite.factory(), Some(sqlite))
+            }
+            _ => (store::memory(retention), None),
+        };
         let hub = Hub::new(HubConfig {
             queue_capacity: config.queue_capacity,
-            history: store::memory(store::Retention {
-                max_messages: config.history_max_messages,
-                max_age: config.history_max_age,
-            }),
+            history,
         });
+        if let Some(sqlite) = &sqlite {
+            // Rooms are otherwise created on first use; those with history must be readable
+            // (and resumable) right after a restart.
+            let rooms = sqlite.rooms_with_history()?;
+            for room in &rooms {
+                hub.room(room);
+            }
+            tracing::info!(rooms = rooms.len(), "rooms with history loaded");
+        }
         let limiter = Limiter::new(config.max_connections, config.max_connections_per_ip);
         Ok(Self {
             mode,
+            sqlite,
             shared: Arc::new(Shared {
                 hub,
                 publish_rate: RateLimiter::new(config.publish_rate, config.publish_burst),
@@ -224,6 +245,9 @@ impl Server {
                 remaining = shared.tasks.len(),
                 "connections still open after the grace period; closing them"
             );
+        }
+        if let Some(sqlite) = self.sqlite {
+            sqlite.close().await;
         }
         Ok(())
     }

@@ -196,6 +196,8 @@ fn seed_chat_clients_talk_through_serve_binary() {
         "off",
         "--http",
         "off",
+        "--store",
+        "memory",
     ]);
     let port = addr_of(&addrs, "tcp").port();
     let mut a = seed_python("chat_client.py", port);
@@ -232,6 +234,8 @@ fn sigterm_tells_clients_and_exits_cleanly() {
         "127.0.0.1:0",
         "--http",
         "127.0.0.1:0",
+        "--store",
+        "memory",
     ]);
     let tcp = addr_of(&addrs, "tcp");
     let stream = std::net::TcpStream::connect(tcp).unwrap();

@@ -121,6 +121,20 @@ impl Event {
         }
     }
 
+    /// A message read back from storage, with its original id and time.
+    pub fn stored(
+        room: Arc<str>,
+        id: MessageId,
+        nick: Arc<str>,
+        text: Box<str>,
+        time_ms: u64,
+    ) -> Self {
+        Self {
+            time_ms,
+            ..Self::new(EventKind::Message, room, Some(id), nick, text, None)
+        }
+    }
+
     /// The event as newline-terminated text lines, the TCP and UDP wire form.
     ///
     /// A message with several lines of text becomes one `nick: line` per line, so a

@@ -22,7 +22,7 @@ pub use event::{BadMessageId, Event, EventKind, MessageId, now_ms};
 pub use room::{Lookback, MemberInfo, Page, Published, Room};
 pub use subscriber::{Delivery, Disconnect, Gap, Replay, Subscriber, SubscriberId, Transport};
 
-use crate::store::HistoryFactory;
+use crate::store::{HistoryFactory, StoreError};
 
 /// Errors the hub reports to a client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -124,17 +124,17 @@ impl Hub {
             return Arc::clone(&room);
         }
         let name: Arc<str> = name.into();
-        // A new room (never seen, or retired and now recreated) has lost any history, so
-        // it gets a new epoch.
-        let created = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let epoch = (self.epochs.hash_one((&name, created)) as u32).max(1);
+        // Made outside the map's lock: a durable store reads the room's state from disk.
+        let init = (self.config.history)(&name);
+        // A room the store does not know has no history, so it gets a new epoch.
+        let epoch = init.epoch.unwrap_or_else(|| {
+            let created = self.next_id.fetch_add(1, Ordering::Relaxed);
+            (self.epochs.hash_one((&name, created)) as u32).max(1)
+        });
         Arc::clone(
             self.rooms
                 .entry(Arc::clone(&name))
-                .or_insert_with(|| {
-                    let history = (self.config.history)(&name);
-                    Arc::new(Room::new(name, epoch, history))
-                })
+                .or_insert_with(|| Arc::new(Room::new(name, epoch, init)))
                 .value(),
         )
     }
@@ -181,26 +181,16 @@ impl Hub {
     }
 
     /// Publishes `text` from `nick` to `room`; `origin` is the sending subscriber, if any.
+    /// With an idempotency `key`, a repeat publishes nothing (see `Published`).
     pub fn publish(
         &self,
         room: &Room,
         origin: Option<SubscriberId>,
         nick: Arc<str>,
         text: &str,
-    ) -> Arc<Event> {
-        room.publish(origin, nick, text)
-    }
-
-    /// Publishes like `publish`, once per idempotency `key` in this room (see `Published`).
-    pub fn publish_once(
-        &self,
-        room: &Room,
-        origin: Option<SubscriberId>,
-        nick: Arc<str>,
-        text: &str,
         key: Option<&str>,
-    ) -> Published {
-        room.publish_once(origin, nick, text, key)
+    ) -> Result<Published, StoreError> {
+        room.publish(origin, nick, text, key)
     }
 
     /// Changes a member's nick in `room` and tells the room.
@@ -223,6 +213,20 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Publishes without a key and returns the event.
+    fn say(
+        hub: &Hub,
+        room: &Room,
+        origin: Option<SubscriberId>,
+        nick: &str,
+        text: &str,
+    ) -> Arc<Event> {
+        match hub.publish(room, origin, nick.into(), text, None).unwrap() {
+            Published::New(event, _) => event,
+            Published::Duplicate(_) => panic!("no key, no duplicate"),
+        }
+    }
 
     fn hub(queue_capacity: usize) -> Arc<Hub> {
         Hub::new(HubConfig {
@@ -255,8 +259,8 @@ mod tests {
         let (b, mut rb) = hub.subscribe(Transport::Tcp, false, None);
         let room = hub.join("lobby", &a, "a".into());
         hub.join("lobby", &b, "b".into());
-        let first = hub.publish(&room, Some(a.id), "a".into(), "hi");
-        let second = hub.publish(&room, Some(a.id), "a".into(), "again");
+        let first = say(&hub, &room, Some(a.id), "a", "hi");
+        let second = say(&hub, &room, Some(a.id), "a", "again");
         assert_eq!(first.id.unwrap().seq, 1);
         assert_eq!(second.id.unwrap().seq, 2);
         assert_eq!(drain(&mut rb), ["a: hi\n", "a: again\n"]);
@@ -268,7 +272,7 @@ mod tests {
         let hub = hub(16);
         let (a, mut ra) = hub.subscribe(Transport::Ws, true, None);
         let room = hub.join("r", &a, "a".into());
-        hub.publish(&room, Some(a.id), "a".into(), "x");
+        say(&hub, &room, Some(a.id), "a", "x");
         assert_eq!(drain(&mut ra), ["* a joined r\n", "a: x\n"]);
     }
 
@@ -280,7 +284,7 @@ mod tests {
         let room = hub.join("r", &slow, "slow".into());
         hub.join("r", &fast, "fast".into());
         for i in 0..10 {
-            hub.publish(&room, None, "pub".into(), &i.to_string());
+            say(&hub, &room, None, "pub", &i.to_string());
             drain(&mut fast_rx);
         }
         assert_eq!(slow.kick_reason(), Some(Disconnect::SlowConsumer));
@@ -297,7 +301,7 @@ mod tests {
         hub.join("r", &fast, "fast".into());
         let mut seen = Vec::new();
         for i in 0..4 {
-            hub.publish(&room, None, "pub".into(), &i.to_string());
+            say(&hub, &room, None, "pub", &i.to_string());
             seen.extend(drain(&mut fast_rx));
         }
         assert!(seen.contains(&"* slow left r (slow consumer)\n".to_owned()));
@@ -323,7 +327,7 @@ mod tests {
     fn room_with_history_survives_the_sweep() {
         let hub = hub(4);
         let room = hub.room("r");
-        hub.publish(&room, None, "x".into(), "kept");
+        say(&hub, &room, None, "x", "kept");
         drop(room);
         assert_eq!(hub.sweep(), 0);
         assert_eq!(hub.existing_room("r").unwrap().history_len(), 1);
@@ -333,12 +337,12 @@ mod tests {
     fn join_since_replays_exactly_the_missed_messages_before_live_ones() {
         let hub = hub(16);
         let room = hub.room("r");
-        let first = hub.publish(&room, None, "p".into(), "1").id.unwrap();
-        hub.publish(&room, None, "p".into(), "2");
-        hub.publish(&room, None, "p".into(), "3");
+        let first = say(&hub, &room, None, "p", "1").id.unwrap();
+        say(&hub, &room, None, "p", "2");
+        say(&hub, &room, None, "p", "3");
         let (a, mut ra) = hub.subscribe(Transport::Tcp, false, None);
         hub.join_since("r", &a, "a".into(), Some(first));
-        hub.publish(&room, None, "p".into(), "4");
+        say(&hub, &room, None, "p", "4");
         assert_eq!(drain(&mut ra), ["p: 2\n", "p: 3\n", "p: 4\n"]);
     }
 
@@ -348,9 +352,13 @@ mod tests {
         let room = hub.room("r");
         let (a, mut ra) = hub.subscribe(Transport::Tcp, false, None);
         hub.join("r", &a, "a".into());
-        let first = hub.publish_once(&room, None, "p".into(), "x", Some("k1"));
-        let again = hub.publish_once(&room, None, "p".into(), "x", Some("k1"));
-        assert!(matches!(first, Published::New(_)));
+        let first = hub
+            .publish(&room, None, "p".into(), "x", Some("k1"))
+            .unwrap();
+        let again = hub
+            .publish(&room, None, "p".into(), "x", Some("k1"))
+            .unwrap();
+        assert!(matches!(first, Published::New(..)));
         assert!(matches!(again, Published::Duplicate(id) if id == first.id()));
         assert_eq!(drain(&mut ra), ["p: x\n"]);
         assert_eq!(room.history_len(), 1);
@@ -360,7 +368,7 @@ mod tests {
     fn cursor_from_another_epoch_is_a_reset_gap() {
         let hub = hub(16);
         let room = hub.room("r");
-        hub.publish(&room, None, "p".into(), "1");
+        say(&hub, &room, None, "p", "1");
         let stale = MessageId {
             epoch: room.epoch().wrapping_add(1),
             seq: 1,
@@ -383,9 +391,9 @@ mod tests {
             }),
         });
         let room = hub.room("r");
-        let first = hub.publish(&room, None, "p".into(), "1").id.unwrap();
+        let first = say(&hub, &room, None, "p", "1").id.unwrap();
         for t in ["2", "3", "4"] {
-            hub.publish(&room, None, "p".into(), t);
+            say(&hub, &room, None, "p", t);
         }
         let page = room.page(Some(first), 10);
         assert_eq!(page.gap, Some(Gap::Expired));

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use super::event::{Event, EventKind, MessageId};
 use super::subscriber::{Delivery, Gap, Replay, Subscriber, SubscriberId, Transport};
-use crate::store::History;
+use crate::store::{Durability, RoomInit, StoreError};
 
 /// How far back a replay reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +54,7 @@ struct Member {
 #[derive(Debug)]
 struct RoomState {
     /// Recent messages, written under this lock in sequence order.
-    history: Box<dyn History>,
+    history: Box<dyn crate::store::History>,
     /// The last sequence number handed out.
     last_seq: u64,
     /// Dense so that fan-out walks a slice.
@@ -74,10 +74,10 @@ struct RoomState {
 const MAX_KEYS: usize = 4096;
 
 /// The outcome of a publish.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Published {
-    /// A new message.
-    New(Arc<Event>),
+    /// A new message, delivered to the room; durable once `Durability` says so.
+    New(Arc<Event>, Durability),
     /// The idempotency key was seen before: nothing was published; this is the earlier id.
     Duplicate(MessageId),
 }
@@ -86,8 +86,20 @@ impl Published {
     /// The message's id, new or earlier.
     pub fn id(&self) -> MessageId {
         match self {
-            Published::New(event) => event.id.unwrap_or(MessageId { epoch: 0, seq: 0 }),
+            Published::New(event, _) => event.id.unwrap_or(MessageId { epoch: 0, seq: 0 }),
             Published::Duplicate(id) => *id,
+        }
+    }
+
+    /// Waits until the message is durable (at once for a duplicate: it was acknowledged
+    /// before).
+    pub async fn durable(self) -> Result<MessageId, StoreError> {
+        match self {
+            Published::New(event, durability) => {
+                durability.wait().await?;
+                Ok(event.id.unwrap_or(MessageId { epoch: 0, seq: 0 }))
+            }
+            Published::Duplicate(id) => Ok(id),
         }
     }
 }
@@ -116,13 +128,13 @@ pub struct Room {
 }
 
 impl Room {
-    pub(crate) fn new(name: Arc<str>, epoch: u32, history: Box<dyn History>) -> Self {
+    pub(crate) fn new(name: Arc<str>, epoch: u32, init: RoomInit) -> Self {
         Self {
             name,
             epoch,
             state: Mutex::new(RoomState {
-                history,
-                last_seq: 0,
+                history: init.history,
+                last_seq: init.last_seq,
                 members: Vec::new(),
                 index: HashMap::new(),
                 retired: false,
@@ -290,39 +302,28 @@ impl Room {
         }
     }
 
-    /// Publishes a message: gives it the next id and offers it to every member.
+    /// Publishes unless `key` was already used in this room, in which case nothing is sent
+    /// and the earlier id is returned. A message the store refuses is not published at all.
     pub(crate) fn publish(
         &self,
         origin: Option<SubscriberId>,
         nick: Arc<str>,
         text: &str,
-    ) -> Arc<Event> {
-        match self.publish_once(origin, nick, text, None) {
-            Published::New(event) => event,
-            Published::Duplicate(_) => unreachable!("no key, no duplicate"),
-        }
-    }
-
-    /// Publishes unless `key` was already used in this room, in which case nothing is sent
-    /// and the earlier id is returned.
-    pub(crate) fn publish_once(
-        &self,
-        origin: Option<SubscriberId>,
-        nick: Arc<str>,
-        text: &str,
         key: Option<&str>,
-    ) -> Published {
+    ) -> Result<Published, StoreError> {
         let mut state = self.lock();
         if let Some(key) = key
             && let Some(id) = state.keys.get(key)
         {
-            return Published::Duplicate(*id);
+            return Ok(Published::Duplicate(*id));
         }
-        state.last_seq += 1;
         let id = MessageId {
             epoch: self.epoch,
-            seq: state.last_seq,
+            seq: state.last_seq + 1,
         };
+        let event = self.event(EventKind::Message, Some(id), nick, text, origin);
+        let durability = state.history.append(&event)?;
+        state.last_seq = id.seq;
         if let Some(key) = key {
             let key: Box<str> = key.into();
             state.keys.insert(key.clone(), id);
@@ -333,12 +334,10 @@ impl Room {
                 state.keys.remove(&old);
             }
         }
-        let event = self.event(EventKind::Message, Some(id), nick, text, origin);
-        state.history.append(&event);
         self.deliver(&mut state, Arc::clone(&event));
         drop(state);
         self.changed.notify_waiters();
-        Published::New(event)
+        Ok(Published::New(event, durability))
     }
 
     /// Changes a member's nick and tells the room.

@@ -71,6 +71,8 @@ pub enum ErrorCode {
     NotJoined,
     /// Binary frames carry no meaning in the chat protocol.
     Unsupported,
+    /// The message could not be stored (storage busy or failing); it was not published.
+    Unavailable,
 }
 
 /// A server frame other than a room event.

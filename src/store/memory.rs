@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::{After, History, Retention};
+use super::{After, Durability, History, Retention, StoreError};
 use crate::hub::{Event, now_ms};
 
 /// Recent messages of one room, oldest first.
@@ -26,6 +26,18 @@ impl MemoryHistory {
         }
     }
 
+    /// Puts already stored messages (oldest first) into an empty history.
+    pub fn preload(&mut self, events: impl IntoIterator<Item = Arc<Event>>) {
+        self.events.extend(events);
+        self.trim();
+    }
+
+    /// Appends without the `History` result, for backends that wrap this one as a cache.
+    pub fn push(&mut self, event: &Arc<Event>) {
+        self.events.push_back(Arc::clone(event));
+        self.trim();
+    }
+
     fn trim(&mut self) {
         let oldest_ok = now_ms().saturating_sub(self.retention.max_age.as_millis() as u64);
         while let Some(front) = self.events.front() {
@@ -44,9 +56,9 @@ fn seq(event: &Event) -> u64 {
 }
 
 impl History for MemoryHistory {
-    fn append(&mut self, event: &Arc<Event>) {
-        self.events.push_back(Arc::clone(event));
-        self.trim();
+    fn append(&mut self, event: &Arc<Event>) -> Result<Durability, StoreError> {
+        self.push(event);
+        Ok(Durability::Now)
     }
 
     fn after(&mut self, after: u64, limit: usize) -> After {

@@ -5,11 +5,15 @@
 //! snapshot taken under that lock lines up exactly with the live stream that follows it.
 
 mod memory;
+mod sqlite;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
+
 pub use memory::MemoryHistory;
+pub use sqlite::SqliteStore;
 
 use crate::hub::Event;
 
@@ -43,10 +47,55 @@ pub struct After {
     pub more: bool,
 }
 
+/// Why a message could not be stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store's write queue is full: the disk is behind. The message was not published.
+    #[error("storage is busy; try again")]
+    Busy,
+    /// The store has shut down.
+    #[error("storage is closed")]
+    Closed,
+    /// Writing failed; the text says why.
+    #[error("storage failed: {0}")]
+    Failed(String),
+}
+
+/// When an appended message is durable.
+#[derive(Debug)]
+pub enum Durability {
+    /// Already (the memory store has nothing more to do).
+    Now,
+    /// Once this resolves with `Ok`; the batch it was in has committed.
+    Pending(oneshot::Receiver<Result<(), StoreError>>),
+}
+
+impl Durability {
+    /// Waits until the message is durable.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self {
+            Durability::Now => Ok(()),
+            Durability::Pending(rx) => rx.await.unwrap_or(Err(StoreError::Closed)),
+        }
+    }
+}
+
+/// What a room starts from: its history and where its sequence stands.
+#[derive(Debug)]
+pub struct RoomInit {
+    /// The room's history, already holding what was kept.
+    pub history: Box<dyn History>,
+    /// The room's epoch if it has one already; otherwise the hub picks a new one.
+    pub epoch: Option<u32>,
+    /// The last sequence number handed out in this epoch.
+    pub last_seq: u64,
+}
+
 /// One room's history.
 pub trait History: Send + Sync + std::fmt::Debug {
-    /// Stores a message. Called under the room lock in sequence order; must not block.
-    fn append(&mut self, event: &Arc<Event>);
+    /// Stores a message. Called under the room lock in sequence order; must not block. An
+    /// error means the message must not be published.
+    fn append(&mut self, event: &Arc<Event>) -> Result<Durability, StoreError>;
 
     /// Messages with a sequence number above `seq`, oldest first, at most `limit`.
     fn after(&mut self, seq: u64, limit: usize) -> After;
@@ -63,10 +112,14 @@ pub trait History: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// Makes a new, empty history for a room.
-pub type HistoryFactory = Arc<dyn Fn(&str) -> Box<dyn History> + Send + Sync>;
+/// Makes a room's history when the room is created (or created again after being idle).
+pub type HistoryFactory = Arc<dyn Fn(&str) -> RoomInit + Send + Sync>;
 
-/// The in-memory backend.
+/// The in-memory backend: history is lost when the process ends.
 pub fn memory(retention: Retention) -> HistoryFactory {
-    Arc::new(move |_room| Box::new(MemoryHistory::new(retention)))
+    Arc::new(move |_room| RoomInit {
+        history: Box::new(MemoryHistory::new(retention)),
+        epoch: None,
+        last_seq: 0,
+    })
 }

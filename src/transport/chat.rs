@@ -77,8 +77,16 @@ impl ChatSession {
         match input {
             Input::Empty => {}
             Input::Text(text) => {
-                self.hub
-                    .publish(&self.room, Some(self.sub.id), Arc::clone(&self.nick), text);
+                let published = self.hub.publish(
+                    &self.room,
+                    Some(self.sub.id),
+                    Arc::clone(&self.nick),
+                    text,
+                    None,
+                );
+                if let Err(e) = published {
+                    self.error(format!("message not sent: {e}"));
+                }
             }
             Input::Command(Command::Nick(new)) => self.rename(new),
             Input::Command(Command::Join(room)) => self.join(&room),

@@ -79,13 +79,16 @@ pub(crate) async fn publish(
     let room = shared.hub.room(&room);
     let published = shared
         .hub
-        .publish_once(&room, None, nick.into(), &text, key.as_deref());
+        .publish(&room, None, nick.into(), &text, key.as_deref())
+        .map_err(AppError::unavailable)?;
     let (status, replayed) = match &published {
-        Published::New(_) => (StatusCode::CREATED, false),
+        Published::New(..) => (StatusCode::CREATED, false),
         Published::Duplicate(_) => (StatusCode::OK, true),
     };
+    // 201 only once the message is durable.
+    let id = published.durable().await.map_err(AppError::unavailable)?;
     let body = json!({
-        "id": published.id().to_string(),
+        "id": id.to_string(),
         "room": &**room.name(),
         "duplicate": replayed,
     });

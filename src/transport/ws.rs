@@ -25,6 +25,7 @@ use crate::hub::{
 use crate::protocol::envelope::{self, ClientFrame, ErrorCode, SUBPROTOCOL, ServerFrame};
 use crate::protocol::names::{check_nick, check_room};
 use crate::server::Shared;
+use crate::store::StoreError;
 
 /// Close codes we send (RFC 6455 section 7.4.1).
 mod close {
@@ -455,7 +456,10 @@ impl Session {
                     if self.structured {
                         self.handle_frame(&text);
                     } else {
-                        self.publish(0, &text, None);
+                        if let Some(Err(e)) = self.publish(0, &text, None) {
+                            let line = format!("ERR message not sent: {e}");
+                            self.sub.offer(Delivery::Direct(Bytes::from(line)));
+                        }
                     }
                 }
             }
@@ -520,15 +524,18 @@ impl Session {
         }
     }
 
-    fn publish(&self, room: usize, text: &str, key: Option<&str>) -> Option<Published> {
+    fn publish(
+        &self,
+        room: usize,
+        text: &str,
+        key: Option<&str>,
+    ) -> Option<Result<Published, StoreError>> {
         let room = self.rooms.get(room)?;
-        Some(self.shared.hub.publish_once(
-            room,
-            Some(self.sub.id),
-            Arc::clone(&self.nick),
-            text,
-            key,
-        ))
+        Some(
+            self.shared
+                .hub
+                .publish(room, Some(self.sub.id), Arc::clone(&self.nick), text, key),
+        )
     }
 
     fn room_index(&self, name: &str) -> Option<usize> {
@@ -558,14 +565,40 @@ impl Session {
                     };
                     return self.error(reference, ErrorCode::NotJoined, message);
                 };
-                if let Some(published) = self.publish(index, &text, key.as_deref()) {
-                    let room = Arc::clone(self.rooms[index].name());
-                    self.direct(ServerFrame::Ack {
-                        reference,
-                        room: &room,
-                        id: published.id().to_string(),
-                        duplicate: matches!(published, Published::Duplicate(_)),
-                    });
+                let room = Arc::clone(self.rooms[index].name());
+                match self.publish(index, &text, key.as_deref()) {
+                    None => {}
+                    Some(Err(e)) => {
+                        self.error(
+                            reference,
+                            ErrorCode::Unavailable,
+                            format!("message not sent: {e}"),
+                        );
+                    }
+                    Some(Ok(published)) => {
+                        // The ack waits until the message is durable, without holding up
+                        // this connection's other traffic.
+                        let duplicate = matches!(published, Published::Duplicate(_));
+                        let sub = Arc::clone(&self.sub);
+                        let reference = reference.map(str::to_owned);
+                        self.shared.tasks.spawn(async move {
+                            let reference = reference.as_deref();
+                            let frame = match published.durable().await {
+                                Ok(id) => ServerFrame::Ack {
+                                    reference,
+                                    room: &room,
+                                    id: id.to_string(),
+                                    duplicate,
+                                },
+                                Err(e) => ServerFrame::Error {
+                                    reference,
+                                    code: ErrorCode::Unavailable,
+                                    message: format!("message not stored: {e}"),
+                                },
+                            };
+                            sub.offer(Delivery::Direct(Bytes::from(frame.encode())));
+                        });
+                    }
                 }
             }
             ClientFrame::Join { room, since, .. } => {

@@ -15,8 +15,9 @@ const BIN = process.env.SWITCHBOARD_BIN || path.join(ROOT, "target", "debug", "s
 
 /** Starts `switchboard serve` on port 0 and resolves with its addresses once it listens. */
 export function startServer(extraArgs = []) {
+  const store = extraArgs.includes("--data-dir") ? [] : ["--store", "memory"];
   const args = ["serve", "--tcp", "127.0.0.1:0", "--udp", "off", "--http", "127.0.0.1:0",
-    "--log-format", "json", ...extraArgs];
+    "--log-format", "json", ...store, ...extraArgs];
   const child = spawn(BIN, args, { stdio: ["ignore", "ignore", "pipe"] });
   const addrs = {};
   return new Promise((resolve, reject) => {

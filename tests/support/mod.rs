@@ -56,6 +56,7 @@ pub fn test_config() -> Config {
         tcp: Some(any),
         udp: Some(any),
         http: Some(any),
+        store: switchboard::config::StoreKind::Memory,
         ..Config::default()
     }
 }
