@@ -21,6 +21,8 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --locked --all-targets
 echo "== browser tests (playwright-core + Debian chromium)"
-(cd tests/e2e && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund --loglevel=error; } && node --test)
+# A hung test fails after two minutes instead of stalling the run.
+(cd tests/e2e && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund --loglevel=error; } \
+  && timeout 900 node --test --test-timeout=120000)
 echo "== autobahn testsuite 1-11 against /echo"
 ./scripts/autobahn.sh

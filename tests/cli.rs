@@ -105,8 +105,29 @@ async fn connect_refuses_unknown_schemes_clearly() {
     assert!(err.contains("unsupported URL"), "{err}");
 }
 
+/// A spawned server, killed when dropped so that a failing test does not leak it.
+struct Spawned(Option<Child>);
+
+impl Spawned {
+    fn take(mut self) -> Child {
+        self.0.take().expect("child present")
+    }
+    fn kill(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Spawns the binary and reads the addresses it logs as JSON on stderr.
-fn spawn_logged(args: &[&str]) -> (Child, Vec<(String, SocketAddr)>) {
+fn spawn_logged(args: &[&str]) -> (Spawned, Vec<(String, SocketAddr)>) {
     let mut child = Command::new(BIN)
         .args(args)
         .args(["--log-format", "json"])
@@ -135,7 +156,7 @@ fn spawn_logged(args: &[&str]) -> (Child, Vec<(String, SocketAddr)>) {
     }
     // Keep draining stderr so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addrs)
+    (Spawned(Some(child)), addrs)
 }
 
 fn addr_of(addrs: &[(String, SocketAddr)], what: &str) -> SocketAddr {
@@ -179,8 +200,7 @@ fn seed_echo_client_works_against_echo_server_binary() {
     stdin.write_all(b"exit\n").unwrap();
     drop(stdin);
     let (out, err, code) = wait_output(client, Duration::from_secs(10));
-    let _ = server.kill();
-    let _ = server.wait();
+    server.kill();
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("Сервер відповів: hello seed"), "{out}");
     assert!(out.contains("Сервер відповів: привіт"), "{out}");
@@ -214,8 +234,7 @@ fn seed_chat_clients_talk_through_serve_binary() {
     drop((a_in, b_in));
     let a_out = kill_output(a);
     let b_out = kill_output(b);
-    let _ = server.kill();
-    let _ = server.wait();
+    server.kill();
     assert!(b_out.contains(": hello from A"), "B saw A: {b_out}");
     assert!(a_out.contains(": hello from B"), "A saw B: {a_out}");
     assert!(
@@ -246,6 +265,7 @@ fn sigterm_tells_clients_and_exits_cleanly() {
     let mut welcome = String::new();
     reader.read_line(&mut welcome).unwrap();
     assert!(welcome.starts_with("* welcome"));
+    let server = server.take();
     let status = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status()

@@ -18,6 +18,16 @@ struct Node {
     http: SocketAddr,
 }
 
+/// A server left running by a failing test is killed, not leaked.
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Node {
     fn start(dir: &Path, extra: &[&str]) -> Node {
         let mut child = Command::new(BIN)

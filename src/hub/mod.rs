@@ -146,21 +146,22 @@ impl Hub {
 
     /// Adds `sub` to room `name` under `nick` and tells the room.
     pub fn join(&self, name: &str, sub: &Arc<Subscriber>, nick: Arc<str>) -> Arc<Room> {
-        self.join_since(name, sub, nick, None)
+        self.join_since(name, sub, nick, None).0
     }
 
     /// Joins like `join`, first queuing to `sub` everything after `since` (see `Room::add`).
+    /// Also returns the cursor at which the member's live stream starts.
     pub fn join_since(
         &self,
         name: &str,
         sub: &Arc<Subscriber>,
         nick: Arc<str>,
         since: Option<MessageId>,
-    ) -> Arc<Room> {
+    ) -> (Arc<Room>, MessageId) {
         loop {
             let room = self.room(name);
-            if room.add(sub, Arc::clone(&nick), since) {
-                return room;
+            if let Some(cursor) = room.add(sub, Arc::clone(&nick), since) {
+                return (room, cursor);
             }
             // The room was retired between lookup and add; the next lookup creates it anew.
         }

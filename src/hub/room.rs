@@ -176,11 +176,17 @@ impl Room {
         sub: &Arc<Subscriber>,
         nick: Arc<str>,
         since: Option<MessageId>,
-    ) -> bool {
+    ) -> Option<MessageId> {
         let mut state = self.lock();
         if state.retired {
-            return false;
+            return None;
         }
+        // Where this member's live stream starts: a client that has seen no message yet
+        // resumes from here.
+        let cursor = MessageId {
+            epoch: self.epoch,
+            seq: state.last_seq,
+        };
         if let Some(since) = since {
             let page = self.read(&mut state, since, usize::MAX);
             sub.offer(Delivery::Replay(Box::new(Replay {
@@ -190,7 +196,7 @@ impl Room {
             })));
         }
         if state.index.contains_key(&sub.id) {
-            return true;
+            return Some(cursor);
         }
         let at = state.members.len();
         state.members.push(Member {
@@ -200,7 +206,7 @@ impl Room {
         state.index.insert(sub.id, at);
         let event = self.event(EventKind::Join, None, nick, "", Some(sub.id));
         self.deliver(&mut state, event);
-        true
+        Some(cursor)
     }
 
     /// Removes a member and tells the room. Returns true if the room is now empty.
@@ -271,6 +277,15 @@ impl Room {
     /// The latest message id of this epoch.
     pub fn latest(&self) -> Option<MessageId> {
         self.last_id(&self.lock())
+    }
+
+    /// A resume point for someone who has seen everything so far: the room's epoch and last
+    /// sequence number (`EPOCH-0` in a room without messages).
+    pub fn cursor(&self) -> MessageId {
+        MessageId {
+            epoch: self.epoch,
+            seq: self.lock().last_seq,
+        }
     }
 
     fn last_id(&self, state: &RoomState) -> Option<MessageId> {

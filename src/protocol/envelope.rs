@@ -108,6 +108,9 @@ pub enum ServerFrame<'a> {
         room: &'a str,
         /// Members now in it.
         members: Vec<&'a str>,
+        /// Where this connection's live stream of the room starts: resume from here (with
+        /// `since`) if no message of the room has arrived yet.
+        cursor: String,
     },
     /// A leave was done.
     Left {

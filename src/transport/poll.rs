@@ -137,10 +137,12 @@ pub(crate) struct MessagesQuery {
     since: Option<String>,
     limit: Option<usize>,
     wait: Option<u64>,
+    last: Option<usize>,
 }
 
 /// `GET /rooms/{room}/messages`: history after `since` (from the oldest kept without it), at
-/// most `limit` (default 100); with `wait=S`, holds up to S seconds for the first new message.
+/// most `limit` (default 100); with `wait=S`, holds up to S seconds for the first new message;
+/// `last=N` instead gives the newest N.
 /// A room that does not exist is an empty room: rooms are created on first use.
 pub(crate) async fn messages(
     State(shared): State<Arc<Shared>>,
@@ -158,6 +160,29 @@ pub(crate) async fn messages(
             "limit must be 1 to {MAX_LIMIT}"
         )));
     }
+    if let Some(last) = query.last {
+        if query.since.is_some() || query.wait.is_some() {
+            return Err(AppError::bad_request(
+                "last cannot be combined with since or wait",
+            ));
+        }
+        if !(1..=MAX_LIMIT).contains(&last) {
+            return Err(AppError::bad_request(format!(
+                "last must be 1 to {MAX_LIMIT}"
+            )));
+        }
+        let page = match shared.hub.existing_room(&room) {
+            Some(r) => Page {
+                events: r.last(last),
+                gap: None,
+                more: false,
+                last_id: r.latest(),
+            },
+            None => empty_page(),
+        };
+        let cursor = shared.hub.existing_room(&room).map(|r| r.cursor());
+        return Ok(page_response(&room, None, &page, cursor));
+    }
     let wait = Duration::from_secs(query.wait.unwrap_or(0));
     if wait.as_secs() > MAX_WAIT_SECS {
         return Err(AppError::bad_request(format!(
@@ -172,7 +197,8 @@ pub(crate) async fn messages(
     } else {
         long_poll(&shared, &shared.hub.room(&room), since, limit, wait).await
     };
-    Ok(page_response(&room, since, &page))
+    let cursor = shared.hub.existing_room(&room).map(|r| r.cursor());
+    Ok(page_response(&room, since, &page, cursor))
 }
 
 fn empty_page() -> Page {
@@ -210,7 +236,12 @@ async fn long_poll(
 }
 
 /// Builds the JSON answer from each event's cached envelope, without re-encoding them.
-fn page_response(room: &str, since: Option<MessageId>, page: &Page) -> Response {
+fn page_response(
+    room: &str,
+    since: Option<MessageId>,
+    page: &Page,
+    cursor: Option<MessageId>,
+) -> Response {
     let mut out = BytesMut::with_capacity(
         64 + page
             .events
@@ -237,6 +268,7 @@ fn page_response(room: &str, since: Option<MessageId>, page: &Page) -> Response 
         .or(page.last_id);
     let tail = json!({
         "next": next.map(|id| id.to_string()),
+        "cursor": cursor.map(|id| id.to_string()),
         "last_id": page.last_id.map(|id| id.to_string()),
         "gap": page.gap.map(|g| g.as_str()),
         "more": page.more,

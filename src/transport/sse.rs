@@ -70,7 +70,7 @@ pub(crate) async fn events(
     let hub = Arc::clone(&shared.hub);
     let (sub, rx) = hub.subscribe(Transport::Sse, true, Some(addr));
     let nick = claim_nick(&hub, &sub, query.nick.as_deref());
-    let room = hub.join_since(&room, &sub, Arc::clone(&nick), since);
+    let (room, cursor) = hub.join_since(&room, &sub, Arc::clone(&nick), since);
     tracing::debug!(id = sub.id, %addr, %nick, room = %room.name(), ?since, "sse connected");
 
     let stream = EventStream {
@@ -89,6 +89,7 @@ pub(crate) async fn events(
             .config
             .sse_max_lifetime
             .map(|life| tokio::time::Instant::now() + life),
+        cursor,
         started: false,
         done: false,
     };
@@ -131,6 +132,9 @@ struct EventStream {
     /// When the stream ends so the client reconnects (with `Last-Event-ID`) and can land on
     /// another node; `None` keeps it open.
     ends_at: Option<tokio::time::Instant>,
+    /// Where the live stream starts; sent first as an `id:` so that even a browser that gets
+    /// no message before reconnecting resumes from here.
+    cursor: MessageId,
     started: bool,
     done: bool,
 }
@@ -142,9 +146,17 @@ impl EventStream {
         }
         if !self.started {
             self.started = true;
+            let joined = serde_json::json!({
+                "type": "joined",
+                "room": &**self.member.room.name(),
+                "nick": &*self.member.nick,
+                "cursor": self.cursor.to_string(),
+            });
+            // Without `since`, the cursor is where this stream starts; with it, any replayed
+            // message's own id follows and takes over.
             let hello = format!(
-                "retry: {RETRY_MS}\n: connected to {}\n\n",
-                self.member.room.name()
+                "retry: {RETRY_MS}\nid: {}\nevent: joined\ndata: {joined}\n\n",
+                self.cursor
             );
             return Some((Ok(Bytes::from(hello)), self));
         }

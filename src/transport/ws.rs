@@ -389,8 +389,18 @@ impl Session {
             };
             sub.offer(Delivery::Direct(Bytes::from(welcome.encode())));
         }
-        let room = hub.join_since(room, &sub, Arc::clone(&nick), since);
+        let (room, cursor) = hub.join_since(room, &sub, Arc::clone(&nick), since);
         tracing::debug!(id = sub.id, %addr, %nick, structured, "websocket chat connected");
+        if structured {
+            let members = room.members();
+            let joined = ServerFrame::Joined {
+                reference: None,
+                room: room.name(),
+                members: members.iter().map(|m| &*m.nick).collect(),
+                cursor: cursor.to_string(),
+            };
+            sub.offer(Delivery::Direct(Bytes::from(joined.encode())));
+        }
         Self {
             shared,
             sub,
@@ -609,28 +619,31 @@ impl Session {
                     Ok(since) => since,
                     Err(e) => return self.error(reference, ErrorCode::BadFrame, e.to_string()),
                 };
-                match self.room_index(&room) {
+                let cursor = match self.room_index(&room) {
                     None => {
-                        let joined = self.shared.hub.join_since(
+                        let (joined, cursor) = self.shared.hub.join_since(
                             &room,
                             &self.sub,
                             Arc::clone(&self.nick),
                             since,
                         );
                         self.rooms.push(joined);
+                        cursor
                     }
                     Some(index) => {
                         if let Some(since) = since {
                             self.rooms[index].replay(&self.sub, Lookback::Since(since));
                         }
+                        self.rooms[index].cursor()
                     }
-                }
+                };
                 let index = self.room_index(&room).unwrap_or(0);
                 let members = self.rooms[index].members();
                 self.direct(ServerFrame::Joined {
                     reference,
                     room: &room,
                     members: members.iter().map(|m| &*m.nick).collect(),
+                    cursor: cursor.to_string(),
                 });
             }
             ClientFrame::Leave { room, .. } => {

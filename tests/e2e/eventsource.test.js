@@ -10,7 +10,7 @@ let browser;
 
 before(async () => {
   // Streams end every second, so the page goes through several reconnects.
-  server = await startServer(["--sse-max-lifetime", "1", "--publish-rate", "0"]);
+  server = await startServer(["--sse-max-lifetime", "1"]);
   browser = await launch();
 });
 
