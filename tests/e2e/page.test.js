@@ -157,3 +157,24 @@ test("phone width", async () => {
   await page.screenshot({ path: path.join(SHOTS, "page-phone.png") });
   await page.context().close();
 });
+
+test("two windows of one browser are two users; a reload keeps the nick and resumes", async () => {
+  const context = await browser.newContext();
+  const one = await context.newPage();
+  await one.goto(`http://${server.http}/?room=windows`);
+  await one.locator("#status", { hasText: /^connected/ }).waitFor();
+  const two = await context.newPage();
+  await two.goto(`http://${server.http}/?room=windows`);
+  await two.locator("#status", { hasText: /^connected/ }).waitFor();
+  const nickOne = await one.inputValue("#nick");
+  const nickTwo = await two.inputValue("#nick");
+  assert.notEqual(nickOne, nickTwo);
+  await say(one, "from window one");
+  assert.equal(await shown(two, "from window one"), 1);
+  assert.equal(await two.locator(".msg.own").count(), 0, "not shown as two's own message");
+  await one.reload();
+  await one.locator("#status", { hasText: /^connected/ }).waitFor();
+  assert.equal(await one.inputValue("#nick"), nickOne);
+  assert.equal(await shown(one, "from window one"), 1, "history shown once after a reload");
+  await context.close();
+});
