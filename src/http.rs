@@ -41,6 +41,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/rooms/{room}/presence", get(transport::poll::presence))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(shared)
 }
@@ -52,6 +53,17 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
         "connections": shared.limiter.open(),
         "rooms": shared.hub.rooms().len(),
     }))
+}
+
+/// Prometheus exposition of `crate::metrics`.
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::METRICS.render(&shared.hub),
+    )
 }
 
 async fn not_found() -> AppError {
@@ -97,6 +109,7 @@ impl AppError {
 
     /// 429 with `Retry-After`.
     pub(crate) fn rate_limited(wait: Duration) -> Self {
+        crate::metrics::METRICS.refuse("rate_limited");
         Self {
             retry_after: Some(wait),
             ..Self::new(
@@ -109,6 +122,7 @@ impl AppError {
 
     /// 503 when a message cannot be stored.
     pub(crate) fn unavailable(error: crate::store::StoreError) -> Self {
+        crate::metrics::METRICS.refuse("storage");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",

@@ -9,6 +9,7 @@
 //! - `store`: room history behind the `History` seam (memory, SQLite).
 //! - `transport`: TCP chat, UDP chat, echo; thin adapters between sockets and the hub.
 //! - `http`: the axum router.
+//! - `metrics`: Prometheus counters and gauges behind `/metrics`.
 //! - `server`: binds listeners, runs them, shuts down cleanly.
 //! - `client`: the terminal client behind `switchboard connect`.
 
@@ -17,6 +18,7 @@ pub mod client;
 pub mod config;
 mod http;
 pub mod hub;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod store;

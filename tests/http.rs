@@ -691,3 +691,44 @@ async fn connect_prints_an_sse_stream() {
     );
     assert!(text.contains("* closed: server shutting down"), "{text}");
 }
+
+#[tokio::test]
+async fn metrics_and_health_report_what_happened() {
+    let server = start_with(unlimited()).await;
+    let addr = server.http();
+    let (mut tcp, _) = Line::connect(server.tcp()).await;
+    post(addr, "lobby", "counted").await;
+    tcp.line_where(|l| l == "poster: counted").await;
+    let res = client()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = res.text().await.unwrap();
+    // Metrics are process-wide and other tests run alongside, so check presence and lower bounds.
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in\n{text}"))
+    };
+    assert!(value("switchboard_connections{transport=\"tcp\"}") >= 1.0);
+    assert!(value("switchboard_messages_published_total") >= 1.0);
+    assert!(value("switchboard_deliveries_total") >= 1.0);
+    assert!(value("switchboard_delivery_latency_seconds_count") >= 1.0);
+    assert!(value("switchboard_history_messages") >= 1.0);
+    assert!(text.contains("switchboard_queued_events"));
+    assert!(text.contains("switchboard_slow_consumer_disconnects_total"));
+    let (status, health) = get(addr, "/healthz").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "ok");
+    assert!(health["connections"].as_u64().unwrap() >= 1);
+}

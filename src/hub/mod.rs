@@ -32,6 +32,17 @@ pub enum HubError {
     NickTaken(String),
 }
 
+/// Totals reported by `Hub::stats`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HubStats {
+    /// Rooms in memory.
+    pub rooms: usize,
+    /// Messages held in histories.
+    pub history: usize,
+    /// Events waiting in subscriber queues (a subscriber in several rooms counts once each).
+    pub queued: usize,
+}
+
 /// Settings the hub needs.
 #[derive(Clone)]
 pub struct HubConfig {
@@ -82,6 +93,12 @@ impl Hub {
     ) -> (Arc<Subscriber>, mpsc::Receiver<Delivery>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.config.queue_capacity);
+        crate::metrics::METRICS
+            .connections
+            .get_or_create(&crate::metrics::TransportLabel {
+                transport: transport.as_str(),
+            })
+            .inc();
         (
             Arc::new(Subscriber::new(id, transport, echo_own, addr, tx)),
             rx,
@@ -197,6 +214,20 @@ impl Hub {
     /// Changes a member's nick in `room` and tells the room.
     pub fn rename(&self, room: &Room, id: SubscriberId, nick: Arc<str>) {
         room.rename(id, nick);
+    }
+
+    /// Totals over every room, for metrics: rooms, messages in history, events queued.
+    pub fn stats(&self) -> HubStats {
+        let rooms: Vec<Arc<Room>> = self.rooms.iter().map(|r| Arc::clone(r.value())).collect();
+        let mut stats = HubStats {
+            rooms: rooms.len(),
+            ..HubStats::default()
+        };
+        for room in &rooms {
+            stats.history += room.history_len();
+            stats.queued += room.queued();
+        }
+        stats
     }
 
     /// Every room with its member count, sorted by name.

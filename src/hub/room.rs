@@ -352,6 +352,7 @@ impl Room {
         self.deliver(&mut state, Arc::clone(&event));
         drop(state);
         self.changed.notify_waiters();
+        crate::metrics::METRICS.published.inc();
         Ok(Published::New(event, durability))
     }
 
@@ -376,6 +377,11 @@ impl Room {
                 transport: m.sub.transport,
             })
             .collect()
+    }
+
+    /// Events waiting in the members' queues.
+    pub fn queued(&self) -> usize {
+        self.lock().members.iter().map(|m| m.sub.queued()).sum()
     }
 
     /// How many members the room has.
@@ -420,12 +426,17 @@ impl Room {
 }
 
 fn offer_all(state: &RoomState, event: &Arc<Event>, gone: &mut Vec<SubscriberId>) {
+    let mut delivered = 0u64;
     for member in &state.members {
         if event.origin == Some(member.sub.id) && !member.sub.echo_own {
             continue;
         }
-        if !member.sub.offer(Delivery::Event(Arc::clone(event))) && !gone.contains(&member.sub.id) {
+        if member.sub.offer(Delivery::Event(Arc::clone(event))) {
+            delivered += 1;
+        } else if !gone.contains(&member.sub.id) {
             gone.push(member.sub.id);
         }
     }
+    // One atomic add per event, not one per subscriber.
+    crate::metrics::METRICS.deliveries.inc_by(delivered);
 }

@@ -196,6 +196,9 @@ impl Subscriber {
     /// Disconnects the subscriber; the first reason given wins.
     pub fn kick(&self, reason: Disconnect) {
         if self.reason.set(reason).is_ok() {
+            if reason == Disconnect::SlowConsumer {
+                crate::metrics::METRICS.slow_consumers.inc();
+            }
             tracing::info!(id = self.id, transport = self.transport.as_str(), addr = ?self.addr, reason = reason.as_str(), "disconnecting subscriber");
         }
         self.kicked.cancel();
@@ -219,5 +222,16 @@ impl Subscriber {
     /// Messages waiting in the queue; for metrics.
     pub fn queued(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        crate::metrics::METRICS
+            .connections
+            .get_or_create(&crate::metrics::TransportLabel {
+                transport: self.transport.as_str(),
+            })
+            .dec();
     }
 }

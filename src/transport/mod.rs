@@ -60,6 +60,7 @@ where
             }
             None => {
                 tracing::info!(%addr, "refusing connection: server full");
+                crate::metrics::METRICS.refuse("server_full");
                 shared.tasks.spawn(async move {
                     let _ = tokio::time::timeout(Duration::from_secs(1), async {
                         stream.write_all(b"ERR server full\n").await?;

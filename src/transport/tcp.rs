@@ -209,6 +209,9 @@ async fn write_loop(
 }
 
 fn encode(batch: &mut Vec<Delivery>, out: &mut BytesMut) {
+    if let Some(Delivery::Event(event)) = batch.first() {
+        crate::metrics::METRICS.observe_delivery(event.time_ms);
+    }
     for delivery in batch.drain(..) {
         match delivery {
             Delivery::Event(event) => out.extend_from_slice(event.line()),

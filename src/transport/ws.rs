@@ -489,6 +489,9 @@ impl Session {
     /// Sends a batch in one flush. Returns false when the connection was kicked or is
     /// shutting down mid-write; the main loop then sees why and closes.
     async fn send_batch(&self, ws: &mut WsSocket, batch: &mut Vec<Delivery>) -> bool {
+        if let Some(Delivery::Event(event)) = batch.first() {
+            crate::metrics::METRICS.observe_delivery(event.time_ms);
+        }
         let write = async {
             for delivery in batch.drain(..) {
                 match delivery {

@@ -1,0 +1,145 @@
+//! Process-wide metrics in Prometheus form, served at `GET /metrics`.
+//!
+//! Hot-path counters are updated once per publish or once per write batch, never once per
+//! subscriber, so that fan-out does not bounce one cache line between cores. Gauges that
+//! would need per-connection bookkeeping (queue depth, history size) are computed when
+//! scraped.
+
+use std::sync::LazyLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::hub::Hub;
+
+/// A transport label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    /// tcp, udp, ws or sse.
+    pub transport: &'static str,
+}
+
+/// A reason label for refusals.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why something was refused or dropped.
+    pub reason: &'static str,
+}
+
+/// Every metric switchboard keeps.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Open client connections (hub subscribers), by transport.
+    pub connections: Family<TransportLabel, Gauge>,
+    /// Messages published into rooms.
+    pub published: Counter,
+    /// Messages handed to subscriber queues (one publish to N members counts N).
+    pub deliveries: Counter,
+    /// Subscribers cut because their queue overflowed.
+    pub slow_consumers: Counter,
+    /// Things refused or dropped, by reason (server_full, rate_limited, storage_busy, …).
+    pub refused: Family<ReasonLabel, Counter>,
+    /// Seconds from publish to the write of a batch that carried it (one sample per batch).
+    pub delivery_latency: Histogram,
+    queued: Gauge,
+    history: Gauge,
+    rooms: Gauge,
+    registry: Registry,
+}
+
+/// The process's metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("switchboard");
+        let connections = Family::<TransportLabel, Gauge>::default();
+        let published = Counter::default();
+        let deliveries = Counter::default();
+        let slow_consumers = Counter::default();
+        let refused = Family::<ReasonLabel, Counter>::default();
+        let delivery_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let queued = Gauge::default();
+        let history = Gauge::default();
+        let rooms = Gauge::default();
+        registry.register(
+            "connections",
+            "Open client connections by transport",
+            connections.clone(),
+        );
+        registry.register(
+            "messages_published",
+            "Messages published into rooms",
+            published.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Messages handed to subscriber queues",
+            deliveries.clone(),
+        );
+        registry.register(
+            "slow_consumer_disconnects",
+            "Clients cut because their queue overflowed",
+            slow_consumers.clone(),
+        );
+        registry.register(
+            "refused",
+            "Requests or messages refused, by reason",
+            refused.clone(),
+        );
+        registry.register(
+            "delivery_latency_seconds",
+            "Publish-to-write latency, sampled once per write batch",
+            delivery_latency.clone(),
+        );
+        registry.register(
+            "queued_events",
+            "Events waiting in subscriber queues",
+            queued.clone(),
+        );
+        registry.register(
+            "history_messages",
+            "Messages held in room histories",
+            history.clone(),
+        );
+        registry.register("rooms", "Rooms in memory", rooms.clone());
+        Self {
+            connections,
+            published,
+            deliveries,
+            slow_consumers,
+            refused,
+            delivery_latency,
+            queued,
+            history,
+            rooms,
+            registry,
+        }
+    }
+
+    /// Counts a refusal.
+    pub fn refuse(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Records the latency of an event written now.
+    pub fn observe_delivery(&self, event_time_ms: u64) {
+        let age_ms = crate::hub::now_ms().saturating_sub(event_time_ms);
+        self.delivery_latency.observe(age_ms as f64 / 1000.0);
+    }
+
+    /// The exposition text, with the scrape-time gauges refreshed from `hub`.
+    pub fn render(&self, hub: &Hub) -> String {
+        let stats = hub.stats();
+        self.queued.set(stats.queued as i64);
+        self.history.set(stats.history as i64);
+        self.rooms.set(stats.rooms as i64);
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
