@@ -50,6 +50,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let server = Server::bind_echo(config).await?;
             server.run(shutdown_signal()).await?;
         }
+        Command::Bench(args) => {
+            let report = switchboard::bench::run(switchboard::bench::Options {
+                url: args.url,
+                mode: args.mode,
+                connections: args.connections,
+                publishers: args.publishers,
+                rate: args.rate,
+                window: args.window,
+                duration: Duration::from_secs(args.duration),
+                warmup: Duration::from_secs(args.warmup),
+                size: args.size,
+                sources: args.sources,
+                server_pid: args.server_pid,
+                allow_remote: args.allow_remote,
+            })
+            .await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.text());
+            }
+        }
         Command::Connect(args) => {
             switchboard::client::connect(&args.url, Duration::from_millis(args.linger_ms))
                 .await

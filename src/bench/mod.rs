@@ -1,0 +1,506 @@
+//! `switchboard bench`: the load generator.
+//!
+//! Modes: `broadcast` (N WebSocket clients in one room of `/ws`, P of them publishing; every
+//! message reaches all N) and `echo` (each client sends to `/echo` and waits for its copy).
+//! Every payload carries its publisher, sequence number and send time (microseconds since
+//! one `Instant` shared by all clients), so a receiver knows the exact latency and which
+//! messages fall in the measured window. Loops are bounded by the duration; targets must be
+//! loopback unless `--allow-remote`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::net::TcpSocket;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How the load is shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Chat fan-out: publishers' messages reach every connection in the room.
+    Broadcast,
+    /// Request/response: each connection sends and waits for its own copy (`/echo`).
+    Echo,
+}
+
+/// Options of one run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `ws://HOST:PORT/PATH` (`/ws?room=…` for broadcast, `/echo` for echo).
+    pub url: String,
+    /// Broadcast or echo.
+    pub mode: Mode,
+    /// Connections to open.
+    pub connections: usize,
+    /// How many of them publish (broadcast mode).
+    pub publishers: usize,
+    /// Messages per second across all publishers; 0 = as fast as the window allows.
+    pub rate: u64,
+    /// Messages a publisher may have in flight when `rate` is 0.
+    pub window: usize,
+    /// Measured time.
+    pub duration: Duration,
+    /// Time before measuring.
+    pub warmup: Duration,
+    /// Payload bytes (at least what the header needs).
+    pub size: usize,
+    /// Spread connections over this many source addresses 127.0.0.1, .2, ….
+    pub sources: u8,
+    /// The server's pid, to read its CPU time and memory from /proc.
+    pub server_pid: Option<u32>,
+    /// Allow a non-loopback target.
+    pub allow_remote: bool,
+}
+
+/// Why a run could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Bad URL or options.
+    #[error("{0}")]
+    Usage(String),
+    /// The target is not on this machine.
+    #[error("{0} is not a loopback address; pass --allow-remote to load a remote server")]
+    Remote(IpAddr),
+    /// Too few connections could be opened.
+    #[error("only {opened} of {wanted} connections opened; first error: {error}")]
+    Connect {
+        /// Connections opened.
+        opened: usize,
+        /// Connections asked for.
+        wanted: usize,
+        /// The first failure.
+        error: String,
+    },
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// What a run measured.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Broadcast or echo.
+    pub mode: Mode,
+    /// Connections open.
+    pub connections: usize,
+    /// Publishing connections.
+    pub publishers: usize,
+    /// Seconds to open every connection.
+    pub connect_secs: f64,
+    /// Connections opened per second.
+    pub connect_rate: f64,
+    /// Messages sent in the measured window.
+    pub sent: u64,
+    /// Deliveries expected for them.
+    pub expected: u64,
+    /// Deliveries that arrived.
+    pub delivered: u64,
+    /// `delivered / expected`.
+    pub delivered_ratio: f64,
+    /// Deliveries per second over the measured window.
+    pub deliveries_per_sec: f64,
+    /// Publish-to-receive latency of those deliveries.
+    pub latency_ms: Latency,
+    /// Connections that closed or failed during the run.
+    pub errors: u64,
+    /// Server CPU time per delivery, when `--server-pid` was given.
+    pub server_cpu_ns_per_delivery: Option<f64>,
+    /// Server RSS growth per open (idle) connection, when `--server-pid` was given.
+    pub server_rss_bytes_per_connection: Option<f64>,
+}
+
+struct Shared {
+    start: Instant,
+    /// Send times inside [from, to) microseconds are measured.
+    from_us: u64,
+    to_us: u64,
+    stop_sending: AtomicBool,
+    sent: AtomicU64,
+    errors: AtomicU64,
+    mode: Mode,
+    /// Tells receivers to stop and hand in what they measured.
+    done: tokio_util::sync::CancellationToken,
+}
+
+impl Shared {
+    fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+    fn measured(&self, t: u64) -> bool {
+        (self.from_us..self.to_us).contains(&t)
+    }
+}
+
+/// Runs a benchmark and returns its report.
+pub async fn run(opts: Options) -> Result<Report, BenchError> {
+    let (target, host_header) = parse_target(&opts.url)?;
+    if !target.ip().is_loopback() && !opts.allow_remote {
+        return Err(BenchError::Remote(target.ip()));
+    }
+    if opts.connections == 0 {
+        return Err(BenchError::Usage("--connections must be at least 1".into()));
+    }
+    let publishers = match opts.mode {
+        Mode::Broadcast => opts.publishers.clamp(1, opts.connections),
+        Mode::Echo => opts.connections,
+    };
+    let rss_before = opts.server_pid.and_then(rss_bytes);
+
+    // Connect everyone, 256 handshakes at a time.
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(256));
+    let mut handshakes = Vec::with_capacity(opts.connections);
+    for i in 0..opts.connections {
+        let gate = Arc::clone(&gate);
+        let url = opts.url.clone();
+        let host_header = host_header.clone();
+        let source = if target.ip().is_loopback() && target.is_ipv4() {
+            Some(IpAddr::V4(Ipv4Addr::new(
+                127,
+                0,
+                0,
+                1 + (i % opts.sources.max(1) as usize) as u8,
+            )))
+        } else {
+            None
+        };
+        handshakes.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
+            connect(&url, &host_header, target, source).await
+        }));
+    }
+    let mut sockets = Vec::with_capacity(opts.connections);
+    let mut first_error = None;
+    for h in handshakes {
+        match h.await {
+            Ok(Ok(ws)) => sockets.push(ws),
+            Ok(Err(e)) => first_error = first_error.or(Some(e)),
+            Err(e) => first_error = first_error.or(Some(e.to_string())),
+        }
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    if sockets.len() < opts.connections {
+        return Err(BenchError::Connect {
+            opened: sockets.len(),
+            wanted: opts.connections,
+            error: first_error.unwrap_or_default(),
+        });
+    }
+    // Let join notices and the server's per-connection setup settle before measuring memory.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_after = opts.server_pid.and_then(rss_bytes);
+
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        start,
+        from_us: opts.warmup.as_micros() as u64,
+        to_us: (opts.warmup + opts.duration).as_micros() as u64,
+        stop_sending: AtomicBool::new(false),
+        sent: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        mode: opts.mode,
+        done: tokio_util::sync::CancellationToken::new(),
+    });
+    let per_publisher_rate = (opts.rate > 0).then(|| opts.rate as f64 / publishers as f64);
+    let mut receivers = Vec::with_capacity(sockets.len());
+    for (i, ws) in sockets.into_iter().enumerate() {
+        let (sink, stream) = ws.split();
+        let window = Arc::new(Semaphore::new(opts.window.max(1)));
+        if i < publishers {
+            tokio::spawn(publish(
+                sink,
+                i as u32,
+                Arc::clone(&shared),
+                Arc::clone(&window),
+                per_publisher_rate,
+                opts.size,
+            ));
+        } else {
+            // Receivers keep their write half so the connection stays open.
+            tokio::spawn(async move {
+                let _sink = sink;
+                std::future::pending::<()>().await;
+            });
+        }
+        receivers.push(tokio::spawn(receive(
+            stream,
+            i as u32,
+            Arc::clone(&shared),
+            window,
+        )));
+    }
+
+    let cpu_from = tokio::time::sleep_until((start + opts.warmup).into());
+    cpu_from.await;
+    let cpu_before = opts.server_pid.and_then(cpu_ticks);
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let end = start + opts.warmup + opts.duration;
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_secs(1).min(end - Instant::now())).await;
+        if progress {
+            eprint!(
+                "\r  {:>4.0} s  sent {:>10}",
+                start.elapsed().as_secs_f64(),
+                shared.sent.load(Ordering::Relaxed)
+            );
+        }
+    }
+    let cpu_after = opts.server_pid.and_then(cpu_ticks);
+    shared.stop_sending.store(true, Ordering::Relaxed);
+    if progress {
+        eprintln!();
+    }
+    // Deliveries of messages sent near the end are still on their way.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
+    let mut delivered = 0u64;
+    shared.done.cancel();
+    for r in receivers {
+        if let Ok(Ok((h, n))) = r.await {
+            let _ = histogram.add(&h);
+            delivered += n;
+        }
+    }
+    let sent = shared.sent.load(Ordering::Relaxed);
+    let expected = match opts.mode {
+        Mode::Broadcast => sent * opts.connections as u64,
+        Mode::Echo => sent,
+    };
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    let ticks_per_sec = 100.0; // USER_HZ on Linux
+    Ok(Report {
+        mode: opts.mode,
+        connections: opts.connections,
+        publishers,
+        connect_secs,
+        connect_rate: opts.connections as f64 / connect_secs.max(1e-9),
+        sent,
+        expected,
+        delivered,
+        delivered_ratio: if expected == 0 {
+            0.0
+        } else {
+            delivered as f64 / expected as f64
+        },
+        deliveries_per_sec: delivered as f64 / opts.duration.as_secs_f64(),
+        latency_ms: Latency {
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            max: histogram.max() as f64 / 1000.0,
+        },
+        errors: shared.errors.load(Ordering::Relaxed),
+        server_cpu_ns_per_delivery: match (cpu_before, cpu_after) {
+            (Some(a), Some(b)) if delivered > 0 => {
+                Some((b - a) as f64 / ticks_per_sec * 1e9 / delivered as f64)
+            }
+            _ => None,
+        },
+        server_rss_bytes_per_connection: match (rss_before, rss_after) {
+            (Some(a), Some(b)) => Some((b as f64 - a as f64) / opts.connections as f64),
+            _ => None,
+        },
+    })
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+fn parse_target(url: &str) -> Result<(SocketAddr, String), BenchError> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| BenchError::Usage(format!("{url}: expected ws://HOST:PORT/PATH")))?;
+    let host = rest.split('/').next().unwrap_or(rest);
+    use std::net::ToSocketAddrs;
+    let addr = host
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| BenchError::Usage(format!("cannot resolve {host}")))?;
+    Ok((addr, host.to_owned()))
+}
+
+async fn connect(
+    url: &str,
+    _host: &str,
+    target: SocketAddr,
+    source: Option<IpAddr>,
+) -> Result<Ws, String> {
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(|e| e.to_string())?;
+    if let Some(ip) = source {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .map_err(|e| format!("bind {ip}: {e}"))?;
+    }
+    let stream = socket
+        .connect(target)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (ws, _) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    Ok(ws)
+}
+
+async fn publish(
+    mut sink: futures_util::stream::SplitSink<Ws, Message>,
+    me: u32,
+    shared: Arc<Shared>,
+    window: Arc<Semaphore>,
+    rate: Option<f64>,
+    size: usize,
+) {
+    let padding = "x".repeat(size.saturating_sub(40));
+    let mut ticker = rate.map(|r| {
+        let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / r.max(0.001)));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        t
+    });
+    let mut seq = 0u64;
+    while !shared.stop_sending.load(Ordering::Relaxed) {
+        match ticker.as_mut() {
+            Some(t) => {
+                t.tick().await;
+            }
+            None => match window.acquire().await {
+                Ok(permit) => permit.forget(),
+                Err(_) => return,
+            },
+        }
+        let t = shared.now_us();
+        let payload = format!("b {me} {seq} {t} {padding}");
+        seq += 1;
+        if sink.send(Message::text(payload)).await.is_err() {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if shared.measured(t) {
+            shared.sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn receive(
+    mut stream: futures_util::stream::SplitStream<Ws>,
+    me: u32,
+    shared: Arc<Shared>,
+    window: Arc<Semaphore>,
+) -> Result<(Histogram<u64>, u64), ()> {
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|_| ())?;
+    let mut count = 0u64;
+    loop {
+        let message = tokio::select! {
+            _ = shared.done.cancelled() => break,
+            m = stream.next() => match m {
+                Some(m) => m,
+                None => break,
+            },
+        };
+        let text = match message {
+            Ok(Message::Text(t)) => t,
+            Ok(Message::Close(_)) | Err(_) => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            Ok(_) => continue,
+        };
+        // "nick: b PUB SEQ T …" on /ws, "b PUB SEQ T …" on /echo.
+        let Some(at) = text.find("b ") else { continue };
+        let mut fields = text[at + 2..].split(' ');
+        let (Some(publisher), Some(_seq), Some(t)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let (Ok(publisher), Ok(t)) = (publisher.parse::<u32>(), t.parse::<u64>()) else {
+            continue;
+        };
+        if publisher == me {
+            window.add_permits(1);
+        }
+        if shared.measured(t) && (shared.mode == Mode::Broadcast || publisher == me) {
+            let _ = histogram.record(shared.now_us().saturating_sub(t).max(1));
+            count += 1;
+        }
+    }
+    Ok((histogram, count))
+}
+
+/// The process's CPU time (user + system) in clock ticks, from /proc.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After the command name: state is field 3; utime and stime are fields 14 and 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The process's resident memory in bytes, from /proc.
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+impl Report {
+    /// A human-readable summary.
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "mode {:?}, {} connections ({} publishing), connected in {:.2} s ({:.0}/s)\n\
+             sent {}  delivered {}/{} ({:.2} %)  {:.0} deliveries/s  errors {}\n\
+             latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n",
+            self.mode,
+            self.connections,
+            self.publishers,
+            self.connect_secs,
+            self.connect_rate,
+            self.sent,
+            self.delivered,
+            self.expected,
+            self.delivered_ratio * 100.0,
+            self.deliveries_per_sec,
+            self.errors,
+            self.latency_ms.p50,
+            self.latency_ms.p90,
+            self.latency_ms.p99,
+            self.latency_ms.p999,
+            self.latency_ms.max,
+        );
+        if let Some(ns) = self.server_cpu_ns_per_delivery {
+            out.push_str(&format!("server CPU per delivery {ns:.0} ns\n"));
+        }
+        if let Some(b) = self.server_rss_bytes_per_connection {
+            out.push_str(&format!(
+                "server RSS per connection {:.1} KiB\n",
+                b / 1024.0
+            ));
+        }
+        out
+    }
+}

@@ -1,0 +1,68 @@
+//! The load generator against a real server: every expected delivery is counted, latencies
+//! are recorded, and non-loopback targets are refused. Speed itself is not asserted here.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{start_with, test_config};
+use switchboard::Config;
+use switchboard::bench::{self, BenchError, Mode, Options};
+
+fn options(url: String, mode: Mode) -> Options {
+    Options {
+        url,
+        mode,
+        connections: 20,
+        publishers: 2,
+        rate: 200,
+        window: 8,
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_millis(200),
+        size: 64,
+        sources: 2,
+        server_pid: Some(std::process::id()),
+        allow_remote: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_run_counts_every_delivery() {
+    let server = start_with(Config {
+        publish_rate: 0.0,
+        ..test_config()
+    })
+    .await;
+    let report = bench::run(options(
+        format!("ws://{}/ws?room=bench", server.http()),
+        Mode::Broadcast,
+    ))
+    .await
+    .unwrap();
+    assert!(report.sent > 50, "{report:?}");
+    assert_eq!(report.expected, report.sent * 20);
+    assert_eq!(report.delivered, report.expected, "{}", report.text());
+    assert_eq!(report.errors, 0);
+    assert!(report.latency_ms.p50 > 0.0 && report.latency_ms.p50 <= report.latency_ms.max);
+    assert!(report.server_cpu_ns_per_delivery.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_run_counts_each_clients_own_copies() {
+    let server = start_with(test_config()).await;
+    let mut opts = options(format!("ws://{}/echo", server.http()), Mode::Echo);
+    opts.rate = 0;
+    opts.window = 1;
+    let report = bench::run(opts).await.unwrap();
+    assert!(report.sent > 100, "{report:?}");
+    assert_eq!(report.delivered, report.sent, "{}", report.text());
+}
+
+#[tokio::test]
+async fn non_loopback_targets_are_refused() {
+    let err = bench::run(options("ws://192.0.2.1:80/ws".into(), Mode::Broadcast))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BenchError::Remote(_)), "{err}");
+    assert!(err.to_string().contains("--allow-remote"));
+}
