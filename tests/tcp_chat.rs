@@ -200,22 +200,8 @@ async fn a_client_that_never_reads_is_cut_and_the_others_get_everything() {
 
     // ~16 MB: far more than loopback socket buffers hold, so the stalled queue must overflow.
     const COUNT: usize = 8_000;
-    let payload = "p".repeat(2_000);
-    let (p_read, mut p_write) = publisher.into_parts();
-    let writer = tokio::spawn(async move {
-        for i in 0..COUNT {
-            p_write
-                .write_all(format!("{i} {payload}\n").as_bytes())
-                .await
-                .unwrap();
-            // A short pause every 32 messages keeps a loaded CI box's fast reader in step;
-            // the stalled client overflows regardless.
-            if i % 32 == 31 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-        p_write
-    });
+    let (p_read, p_write) = publisher.into_parts();
+    let writer = support::flood(p_write, COUNT, 2_000);
     let mut next = 0;
     let mut saw_cut = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

@@ -425,21 +425,8 @@ async fn a_websocket_client_that_never_reads_is_closed_1008_and_others_get_every
     text(&mut fast).await; // publisher's join
 
     const COUNT: usize = 6_000;
-    let payload = "p".repeat(4_000);
-    let (p_read, mut p_write) = publisher.into_parts();
-    let writer = tokio::spawn(async move {
-        for i in 0..COUNT {
-            p_write
-                .write_all(format!("{i} {payload}\n").as_bytes())
-                .await
-                .unwrap();
-            // A short pause every 32 messages keeps a loaded CI box's fast reader in step;
-            // the stalled client overflows regardless.
-            if i % 32 == 31 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-    });
+    let (p_read, p_write) = publisher.into_parts();
+    let writer = support::flood(p_write, COUNT, 4_000);
     let mut next = 0;
     let mut saw_cut = false;
     while next < COUNT {

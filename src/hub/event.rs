@@ -34,6 +34,13 @@ impl fmt::Display for MessageId {
 #[error("invalid message id {0:?}: expected EPOCH-SEQ, e.g. 1a2b3c4d-17")]
 pub struct BadMessageId(pub String);
 
+impl MessageId {
+    /// Parses an optional cursor, as given in a `since` parameter.
+    pub fn parse_opt(text: Option<&str>) -> Result<Option<MessageId>, BadMessageId> {
+        text.map(str::parse).transpose()
+    }
+}
+
 impl std::str::FromStr for MessageId {
     type Err = BadMessageId;
 

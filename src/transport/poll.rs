@@ -150,10 +150,7 @@ pub(crate) async fn messages(
     Query(query): Query<MessagesQuery>,
 ) -> Result<Response, AppError> {
     check_room(&room).map_err(AppError::bad_request)?;
-    let since = match &query.since {
-        Some(id) => Some(id.parse::<MessageId>().map_err(AppError::bad_request)?),
-        None => None,
-    };
+    let since = MessageId::parse_opt(query.since.as_deref()).map_err(AppError::bad_request)?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(AppError::bad_request(format!(

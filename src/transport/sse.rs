@@ -58,10 +58,8 @@ pub(crate) async fn events(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty());
-    let since = match last_event_id.or(query.since.as_deref()) {
-        Some(id) => Some(id.parse::<MessageId>().map_err(AppError::bad_request)?),
-        None => None,
-    };
+    let since = MessageId::parse_opt(last_event_id.or(query.since.as_deref()))
+        .map_err(AppError::bad_request)?;
     let permit = shared
         .limiter
         .try_acquire(addr.ip())

@@ -310,12 +310,9 @@ pub(crate) async fn chat(
     {
         return refuse(StatusCode::BAD_REQUEST, e.to_string());
     }
-    let since = match &query.since {
-        Some(id) => match id.parse::<MessageId>() {
-            Ok(id) => Some(id),
-            Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
-        },
-        None => None,
+    let since = match MessageId::parse_opt(query.since.as_deref()) {
+        Ok(since) => since,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let json_query = match query.format.as_deref() {
         None | Some("text") => false,
@@ -618,7 +615,7 @@ impl Session {
                 if let Err(e) = check_room(&room) {
                     return self.error(reference, ErrorCode::BadName, e.to_string());
                 }
-                let since = match since.map(|s| s.parse::<MessageId>()).transpose() {
+                let since = match MessageId::parse_opt(since.as_deref()) {
                     Ok(since) => since,
                     Err(e) => return self.error(reference, ErrorCode::BadFrame, e.to_string()),
                 };

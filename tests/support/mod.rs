@@ -177,3 +177,26 @@ impl Line {
         (self.reader, self.writer)
     }
 }
+
+/// Writes `count` numbered lines of `size` bytes as a TCP chat client, pausing 1 ms every 32
+/// lines so that a loaded CI machine's fast readers keep in step (a stalled reader overflows
+/// regardless). Returns the write half when done.
+pub fn flood(
+    mut writer: OwnedWriteHalf,
+    count: usize,
+    size: usize,
+) -> tokio::task::JoinHandle<OwnedWriteHalf> {
+    let payload = "p".repeat(size);
+    tokio::spawn(async move {
+        for i in 0..count {
+            writer
+                .write_all(format!("{i} {payload}\n").as_bytes())
+                .await
+                .unwrap();
+            if i % 32 == 31 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        writer
+    })
+}
