@@ -310,3 +310,80 @@ pub(crate) async fn presence(
         .collect();
     Ok(Json(json!({"room": room, "members": members})))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    use super::long_poll;
+    use crate::config::Config;
+    use crate::hub::{Hub, HubConfig};
+    use crate::server::Shared;
+    use crate::store::{self, Retention};
+    use crate::transport::limits::{Limiter, RateLimiter};
+
+    fn shared() -> Shared {
+        Shared {
+            hub: Hub::new(HubConfig {
+                queue_capacity: 16,
+                history: store::memory(Retention::default()),
+            }),
+            config: Config::default(),
+            limiter: Limiter::new(10, 10),
+            publish_rate: RateLimiter::new(0.0, 1.0),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn long_poll_answers_empty_exactly_when_the_wait_is_over() {
+        let shared = shared();
+        let room = shared.hub.room("r");
+        let started = Instant::now();
+        let page = long_poll(&shared, &room, None, 10, Duration::from_secs(30)).await;
+        assert!(page.events.is_empty());
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn long_poll_answers_at_the_moment_of_the_publish() {
+        let shared = Arc::new(shared());
+        let room = shared.hub.room("r");
+        let started = Instant::now();
+        let waiting = {
+            let (shared, room) = (Arc::clone(&shared), Arc::clone(&room));
+            tokio::spawn(async move {
+                long_poll(&shared, &room, None, 10, Duration::from_secs(30)).await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        shared
+            .hub
+            .publish(&room, None, "p".into(), "now", None)
+            .expect("memory store accepts");
+        let page = waiting.await.expect("long-poll task");
+        assert_eq!(page.events.len(), 1);
+        assert_eq!(&*page.events[0].text, "now");
+        assert_eq!(started.elapsed(), Duration::from_secs(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn long_poll_returns_at_once_when_history_already_has_news() {
+        let shared = shared();
+        let room = shared.hub.room("r");
+        shared
+            .hub
+            .publish(&room, None, "p".into(), "old", None)
+            .expect("memory store accepts");
+        let started = Instant::now();
+        let page = long_poll(&shared, &room, None, 10, Duration::from_secs(30)).await;
+        assert_eq!(page.events.len(), 1);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+}
