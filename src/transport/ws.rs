@@ -358,6 +358,16 @@ struct Session {
     structured: bool,
 }
 
+/// How a batch write ended.
+enum Sent {
+    /// Written and flushed.
+    Done,
+    /// Abandoned because the client was kicked or the server is stopping.
+    Interrupted,
+    /// The write failed: the peer is gone.
+    PeerGone,
+}
+
 /// What woke the connection task.
 enum Wake {
     Frame(Option<Result<WsMessage, super::ws_socket::WsError>>),
@@ -440,11 +450,11 @@ impl Session {
                     break (Some(close::POLICY_VIOLATION), reason.as_str());
                 }
                 Wake::Queue(0) => break (None, ""),
-                Wake::Queue(_) => {
-                    if !self.send_batch(&mut ws, &mut batch).await {
-                        continue;
-                    }
-                }
+                Wake::Queue(_) => match self.send_batch(&mut ws, &mut batch).await {
+                    // The loop's next turn sees the kick or the shutdown and closes.
+                    Sent::Done | Sent::Interrupted => {}
+                    Sent::PeerGone => break (None, ""),
+                },
                 Wake::Frame(None) | Wake::Frame(Some(Ok(WsMessage::Close))) => break (None, ""),
                 Wake::Frame(Some(Err(error))) => {
                     tracing::debug!(id = self.sub.id, %error, "websocket read ended");
@@ -483,9 +493,9 @@ impl Session {
         tracing::debug!(id = self.sub.id, "websocket chat closed");
     }
 
-    /// Sends a batch in one flush. Returns false when the connection was kicked or is
-    /// shutting down mid-write; the main loop then sees why and closes.
-    async fn send_batch(&self, ws: &mut WsSocket, batch: &mut Vec<Delivery>) -> bool {
+    /// Sends a batch in one flush, giving up if the connection is kicked or the server stops
+    /// while the write waits on a client that does not read.
+    async fn send_batch(&self, ws: &mut WsSocket, batch: &mut Vec<Delivery>) -> Sent {
         if let Some(Delivery::Event(event)) = batch.first() {
             crate::metrics::METRICS.observe_delivery(event.time_ms);
         }
@@ -513,15 +523,15 @@ impl Session {
         };
         tokio::select! {
             biased;
-            _ = self.sub.kicked() => false,
-            _ = self.shared.shutdown.cancelled() => false,
-            written = write => {
-                if written.is_err() {
-                    // The peer is gone; make the main loop end on its next read.
-                    self.sub.kick(Disconnect::SlowConsumer);
+            _ = self.sub.kicked() => Sent::Interrupted,
+            _ = self.shared.shutdown.cancelled() => Sent::Interrupted,
+            written = write => match written {
+                Ok(()) => Sent::Done,
+                Err(error) => {
+                    tracing::debug!(id = self.sub.id, %error, "websocket write failed");
+                    Sent::PeerGone
                 }
-                written.is_ok()
-            }
+            },
         }
     }
 
