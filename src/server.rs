@@ -156,12 +156,8 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then closes every connection cleanly.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let addrs = self.addrs();
         let shared = self.shared;
-        let addrs = Addrs {
-            tcp: self.tcp.as_ref().and_then(|l| l.local_addr().ok()),
-            udp: self.udp.as_ref().and_then(|s| s.local_addr().ok()),
-            http: self.http.as_ref().and_then(|l| l.local_addr().ok()),
-        };
         let mode = self.mode;
         if let Some(listener) = self.tcp {
             if let Some(addr) = addrs.tcp {

@@ -151,7 +151,7 @@ impl Shared {
 
 /// Runs a benchmark and returns its report.
 pub async fn run(opts: Options) -> Result<Report, BenchError> {
-    let (target, host_header) = parse_target(&opts.url)?;
+    let target = parse_target(&opts.url)?;
     if !target.ip().is_loopback() && !opts.allow_remote {
         return Err(BenchError::Remote(target.ip()));
     }
@@ -171,7 +171,6 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
     for i in 0..opts.connections {
         let gate = Arc::clone(&gate);
         let url = opts.url.clone();
-        let host_header = host_header.clone();
         let source = if target.ip().is_loopback() && target.is_ipv4() {
             Some(IpAddr::V4(Ipv4Addr::new(
                 127,
@@ -184,7 +183,7 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
         };
         handshakes.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
-            connect(&url, &host_header, target, source).await
+            connect(&url, target, source).await
         }));
     }
     let mut sockets = Vec::with_capacity(opts.connections);
@@ -324,7 +323,7 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
-fn parse_target(url: &str) -> Result<(SocketAddr, String), BenchError> {
+fn parse_target(url: &str) -> Result<SocketAddr, BenchError> {
     let rest = url
         .strip_prefix("ws://")
         .ok_or_else(|| BenchError::Usage(format!("{url}: expected ws://HOST:PORT/PATH")))?;
@@ -335,15 +334,10 @@ fn parse_target(url: &str) -> Result<(SocketAddr, String), BenchError> {
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| BenchError::Usage(format!("cannot resolve {host}")))?;
-    Ok((addr, host.to_owned()))
+    Ok(addr)
 }
 
-async fn connect(
-    url: &str,
-    _host: &str,
-    target: SocketAddr,
-    source: Option<IpAddr>,
-) -> Result<Ws, String> {
+async fn connect(url: &str, target: SocketAddr, source: Option<IpAddr>) -> Result<Ws, String> {
     let socket = if target.is_ipv4() {
         TcpSocket::new_v4()
     } else {

@@ -24,6 +24,14 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::server::Shared;
 use limits::Permit;
 
+/// Sleeps until `deadline`, or forever when there is none (an optional timer in `select!`).
+pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Accepts connections until shutdown, admitting each through the connection limits.
 ///
 /// A refused client gets `ERR server full` and is closed. `accept` errors (out of file

@@ -56,9 +56,10 @@ pub(crate) async fn publish(
     if let Err(wait) = shared.publish_rate.check(addr.ip()) {
         return Err(AppError::rate_limited(wait));
     }
-    let headers = req.headers().clone();
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
     let limit = shared.config.ws_max_message;
-    let body = axum::body::to_bytes(req.into_body(), limit)
+    let body = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| AppError::too_large(limit))?;
     let (text, nick) = parse_body(&headers, &body)?;

@@ -176,7 +176,7 @@ impl EventStream {
                 encode(&mut self.batch)
             }
             _ = self.keep_alive.tick() => Bytes::from_static(b": keep-alive\n\n"),
-            _ = super::tcp::sleep_until(self.ends_at) => return None,
+            _ = super::sleep_until(self.ends_at) => return None,
         };
         self.keep_alive.reset();
         Some((Ok(chunk), self))

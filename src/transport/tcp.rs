@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::chat::{ChatSession, Flow};
 use super::limits::Permit;
+use super::sleep_until;
 use crate::hub::{Delivery, Disconnect, Subscriber, Transport};
 use crate::protocol::line::LineDecoder;
 use crate::server::Shared;
@@ -142,14 +143,6 @@ async fn read_some(
 ) -> std::io::Result<usize> {
     buf.reserve(4096);
     reader.read_buf(buf).await
-}
-
-/// Sleeps until `deadline`, or forever when there is none.
-pub(crate) async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 async fn write_loop(

@@ -1,27 +1,16 @@
 // A browser's EventSource on /events reconnects after the server ends its stream and shows
 // every message exactly once, resuming with Last-Event-ID.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { SHOTS, startServer, launch } from "./support.js";
+import { SHOTS, serverAndBrowser } from "./support.js";
 
-let server;
-let browser;
-
-before(async () => {
-  // Streams end every second, so the page goes through several reconnects.
-  server = await startServer(["--sse-max-lifetime", "1"]);
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+// Streams end every second, so the page goes through several reconnects.
+const env = serverAndBrowser(["--sse-max-lifetime", "1"]);
 
 test("EventSource resumes across server-side drops with every message exactly once", async () => {
-  const page = await browser.newPage();
-  await page.goto(`http://${server.http}/`);
+  const page = await env.browser.newPage();
+  await page.goto(`http://${env.server.http}/`);
   await page.evaluate(() => {
     window.received = [];
     window.opens = 0;
@@ -32,7 +21,7 @@ test("EventSource resumes across server-side drops with every message exactly on
   await page.waitForFunction(() => window.opens >= 1);
   const total = 40;
   for (let i = 0; i < total; i++) {
-    const res = await fetch(`http://${server.http}/rooms/sse-e2e/messages`, { method: "POST", body: `m${i}` });
+    const res = await fetch(`http://${env.server.http}/rooms/sse-e2e/messages`, { method: "POST", body: `m${i}` });
     assert.equal(res.status, 201);
     await new Promise((r) => setTimeout(r, 100)); // ~4 s of publishing, through several drops
   }

@@ -1,28 +1,17 @@
 // The chat page at / in a real browser: chatting, TCP in the same room, a network cut while
 // others publish, a server restart, a proxy that blocks WebSockets, escaping, screenshots.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { SHOTS, startServer, startProxy, launch, tcpClient, freePort } from "./support.js";
+import { SHOTS, startProxy, tcpClient, freePort, serverAndBrowser, startServer } from "./support.js";
 
-let server;
-let browser;
+const env = serverAndBrowser();
 
-before(async () => {
-  server = await startServer();
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
-
-/** A page in its own browser context (its own localStorage), as a separate user. */
+/** A page in its own browser context (its own storage and cookies), as a separate user. */
 async function open(addr, query, viewport = { width: 1100, height: 720 }) {
-  const context = await browser.newContext({ viewport });
+  const context = await env.browser.newContext({ viewport });
   const page = await context.newPage();
   await page.goto(`http://${addr}/${query}`);
   await page.locator("#status", { hasText: /^connected/ }).waitFor({ timeout: 15_000 });
@@ -42,9 +31,9 @@ async function shown(page, text, timeout = 20_000) {
 }
 
 test("two pages chat both ways, and a TCP client is in the same room", async () => {
-  const alice = await open(server.http, "?nick=alice&room=lobby");
-  const bob = await open(server.http, "?nick=bob&room=lobby");
-  const tcp = tcpClient(server.tcp);
+  const alice = await open(env.server.http, "?nick=alice&room=lobby");
+  const bob = await open(env.server.http, "?nick=bob&room=lobby");
+  const tcp = tcpClient(env.server.tcp);
   await say(alice, "hi bob");
   assert.equal(await shown(bob, "hi bob"), 1);
   assert.equal(await shown(alice, "hi bob"), 1);
@@ -62,8 +51,8 @@ test("two pages chat both ways, and a TCP client is in the same room", async () 
 });
 
 test("rooms: create, switch, unread marker; user text is never HTML", async () => {
-  const carol = await open(server.http, "?nick=carol&room=lobby");
-  const dave = await open(server.http, "?nick=dave&room=lobby");
+  const carol = await open(env.server.http, "?nick=carol&room=lobby");
+  const dave = await open(env.server.http, "?nick=dave&room=lobby");
   await carol.fill("#newroom", "design");
   await carol.keyboard.press("Enter");
   await carol.locator("#roomtitle", { hasText: "# design" }).waitFor();
@@ -86,9 +75,9 @@ test("rooms: create, switch, unread marker; user text is never HTML", async () =
 });
 
 test("a cut connection comes back by itself and shows what it missed exactly once", async () => {
-  const proxy = await startProxy(server.http);
+  const proxy = await startProxy(env.server.http);
   const erin = await open(proxy.addr, "?nick=erin&room=cut");
-  const tcp = tcpClient(server.tcp);
+  const tcp = tcpClient(env.server.tcp);
   tcp.say("/join cut");
   await tcp.waitFor("you joined cut");
   const cut = proxy.cut(4000);
@@ -131,12 +120,12 @@ test("the page reconnects by itself when the server is stopped and started again
 });
 
 test("with WebSockets blocked the page falls back to SSE + POST and still chats", async () => {
-  const proxy = await startProxy(server.http, { blockWebSocket: true });
-  const context = await browser.newContext();
+  const proxy = await startProxy(env.server.http, { blockWebSocket: true });
+  const context = await env.browser.newContext();
   const gina = await context.newPage();
   await gina.goto(`http://${proxy.addr}/?nick=gina&room=fallback`);
   await gina.locator("#status", { hasText: "fallback" }).waitFor({ timeout: 20_000 });
-  const hank = await open(server.http, "?nick=hank&room=fallback");
+  const hank = await open(env.server.http, "?nick=hank&room=fallback");
   await say(hank, "can you hear me");
   assert.equal(await shown(gina, "can you hear me"), 1);
   await say(gina, "yes, over SSE");
@@ -149,7 +138,7 @@ test("with WebSockets blocked the page falls back to SSE + POST and still chats"
 });
 
 test("phone width", async () => {
-  const page = await open(server.http, "?nick=ivy&room=lobby", { width: 390, height: 780 });
+  const page = await open(env.server.http, "?nick=ivy&room=lobby", { width: 390, height: 780 });
   await say(page, "hello from a phone");
   await shown(page, "hello from a phone");
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
@@ -159,12 +148,12 @@ test("phone width", async () => {
 });
 
 test("two windows of one browser are two users; a reload keeps the nick and resumes", async () => {
-  const context = await browser.newContext();
+  const context = await env.browser.newContext();
   const one = await context.newPage();
-  await one.goto(`http://${server.http}/?room=windows`);
+  await one.goto(`http://${env.server.http}/?room=windows`);
   await one.locator("#status", { hasText: /^connected/ }).waitFor();
   const two = await context.newPage();
-  await two.goto(`http://${server.http}/?room=windows`);
+  await two.goto(`http://${env.server.http}/?room=windows`);
   await two.locator("#status", { hasText: /^connected/ }).waitFor();
   const nickOne = await one.inputValue("#nick");
   const nickTwo = await two.inputValue("#nick");

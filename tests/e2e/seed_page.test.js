@@ -1,40 +1,29 @@
 // The seed's own chat page, unchanged but for its port, chats through /ws in a real browser,
 // with a TCP client in the same room.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, writeFileSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { ROOT, SHOTS, startServer, launch, tcpClient } from "./support.js";
+import { ROOT, SHOTS, tcpClient, serverAndBrowser } from "./support.js";
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const env = serverAndBrowser();
 
 async function items(page) {
   return page.locator("#messages li").allTextContents();
 }
 
 test("the seed's chat page, opened from disk, chats through /ws", async () => {
-  const port = server.http.split(":").pop();
+  const port = env.server.http.split(":").pop();
   const seed = readFileSync(path.join(ROOT, "tests/seed/chat.html"), "utf8");
   assert.ok(seed.includes("ws://localhost:8000/ws"));
   const dir = mkdtempSync(path.join(tmpdir(), "sb-seed-"));
   const file = path.join(dir, "chat.html");
   writeFileSync(file, seed.replace("ws://localhost:8000/ws", `ws://localhost:${port}/ws`));
 
-  const tcp = tcpClient(server.tcp);
-  const a = await browser.newPage();
-  const b = await browser.newPage();
+  const tcp = tcpClient(env.server.tcp);
+  const a = await env.browser.newPage();
+  const b = await env.browser.newPage();
   await a.goto("file://" + file);
   await a.locator("#messages li").first().waitFor(); // its own join notice: the socket is open
   await b.goto("file://" + file);

@@ -6,6 +6,7 @@ import { createInterface } from "node:readline";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { before, after } from "node:test";
 import { chromium } from "playwright-core";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -128,4 +129,21 @@ export async function launch() {
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
+}
+
+/**
+ * One server and one browser for a test file: started before its tests, stopped after them.
+ * The returned object's `server` and `browser` are set once the tests run.
+ */
+export function serverAndBrowser(extraArgs = []) {
+  const env = {};
+  before(async () => {
+    env.server = await startServer(extraArgs);
+    env.browser = await launch();
+  });
+  after(async () => {
+    await env.browser?.close();
+    await env.server?.stop();
+  });
+  return env;
 }
