@@ -69,8 +69,6 @@ pub enum ErrorCode {
     /// Publish or leave for a room the connection has not joined, or publish with no room
     /// while several are joined.
     NotJoined,
-    /// Binary frames carry no meaning in the chat protocol.
-    Unsupported,
     /// The message could not be stored (storage busy or failing); it was not published.
     Unavailable,
 }
