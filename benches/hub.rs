@@ -19,6 +19,7 @@ fn fan_out(c: &mut Criterion) {
         let hub = Hub::new(HubConfig {
             queue_capacity: 1_024,
             history: store::memory(Retention::default()),
+            cluster: None,
         });
         let mut receivers = Vec::new();
         let mut subs = Vec::new();

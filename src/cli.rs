@@ -65,13 +65,24 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", env = "SWITCHBOARD_HTTP")]
     pub http: Option<Listen>,
 
-    /// Where history is kept: sqlite (durable, under --data-dir) or memory [default: sqlite].
+    /// Where history is kept: sqlite (durable, under --data-dir), memory, or redis (implied
+    /// by --redis) [default: sqlite].
     #[arg(long, value_enum, env = "SWITCHBOARD_STORE")]
     pub store: Option<crate::config::StoreKind>,
 
     /// Directory of the durable store [default: ./switchboard-data].
     #[arg(long, value_name = "DIR", env = "SWITCHBOARD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Share rooms with every node that uses this Redis: ids, order, history, presence
+    /// (e.g. redis://127.0.0.1:6379).
+    #[arg(long, value_name = "URL", env = "SWITCHBOARD_REDIS")]
+    pub redis: Option<String>,
+
+    /// Prefix of the Redis keys, so that several clusters can share one Redis
+    /// [default: switchboard].
+    #[arg(long, value_name = "PREFIX", env = "SWITCHBOARD_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
 
     /// TOML file with settings; flags and environment variables override it.
     #[arg(long, value_name = "FILE", env = "SWITCHBOARD_CONFIG")]

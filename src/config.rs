@@ -94,7 +94,12 @@ pub enum StoreKind {
     Sqlite,
     /// In memory: lost when the process ends (throw-away runs, tests).
     Memory,
+    /// Redis Streams, shared by every node given the same `--redis` (implied by it).
+    Redis,
 }
+
+/// Default prefix of every Redis key switchboard writes.
+pub const DEFAULT_REDIS_PREFIX: &str = "switchboard";
 
 /// Default data directory, relative to where the server is started.
 pub const DEFAULT_DATA_DIR: &str = "switchboard-data";
@@ -112,6 +117,10 @@ pub struct Config {
     pub store: StoreKind,
     /// Directory of the SQLite store.
     pub data_dir: PathBuf,
+    /// Redis shared by every node of a cluster, as `redis://host:port[/db]`.
+    pub redis: Option<String>,
+    /// Prefix of every Redis key, so that several clusters can share one Redis.
+    pub redis_prefix: String,
     /// Connections across all transports at once; past it new ones get `ERR server full`.
     pub max_connections: usize,
     /// Connections from one IP address at once.
@@ -167,6 +176,8 @@ impl Default for Config {
             http: DEFAULT_HTTP.parse().ok(),
             store: StoreKind::Sqlite,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            redis: None,
+            redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
             max_connections: 100_000,
             max_connections_per_ip: 1_000,
             max_line_bytes: 64 * 1024,
@@ -204,6 +215,8 @@ struct FileConfig {
     http: Option<Listen>,
     store: Option<StoreKind>,
     data_dir: Option<PathBuf>,
+    redis: Option<String>,
+    redis_prefix: Option<String>,
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     max_line_bytes: Option<usize>,
@@ -248,16 +261,28 @@ impl Config {
         };
         let d = Config::default();
         let secs = Duration::from_secs;
+        let redis = args.redis.clone().or(file.redis.clone());
         let config = Config {
             tcp: args.tcp.or(file.tcp).map_or(d.tcp, |l| l.0),
             udp: args.udp.or(file.udp).map_or(d.udp, |l| l.0),
             http: args.http.or(file.http).map_or(d.http, |l| l.0),
-            store: args.store.or(file.store).unwrap_or(d.store),
+            store: match (args.store.or(file.store), &redis) {
+                (Some(store), _) => store,
+                // `--redis` alone means history lives there too.
+                (None, Some(_)) => StoreKind::Redis,
+                (None, None) => d.store,
+            },
             data_dir: args
                 .data_dir
                 .clone()
                 .or(file.data_dir)
                 .unwrap_or(d.data_dir),
+            redis,
+            redis_prefix: args
+                .redis_prefix
+                .clone()
+                .or(file.redis_prefix)
+                .unwrap_or(d.redis_prefix),
             max_connections: args
                 .max_connections
                 .or(file.max_connections)
@@ -348,6 +373,29 @@ impl Config {
                     message: "must be at least 1".into(),
                 });
             }
+        }
+        match (self.store, &self.redis) {
+            (StoreKind::Redis, None) => {
+                return Err(ConfigError::Invalid {
+                    key: "store",
+                    message: "redis needs --redis URL (or SWITCHBOARD_REDIS)".into(),
+                });
+            }
+            (StoreKind::Sqlite | StoreKind::Memory, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "store",
+                    message: "with --redis, history lives in Redis so that every node can \
+                              serve a resume; drop --store or set it to redis"
+                        .into(),
+                });
+            }
+            _ => {}
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
+            return Err(ConfigError::Invalid {
+                key: "redis_prefix",
+                message: "must be non-empty and without spaces".into(),
+            });
         }
         if !(64..=65_507).contains(&self.udp_max_out) {
             return Err(ConfigError::Invalid {

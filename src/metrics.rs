@@ -45,6 +45,8 @@ pub struct Metrics {
     pub refused: Family<ReasonLabel, Counter>,
     /// Seconds from publish to the write of a batch that carried it (one sample per batch).
     pub delivery_latency: Histogram,
+    /// 1 while this node receives the Redis bus (cluster mode only).
+    pub redis_up: Gauge,
     queued: Gauge,
     history: Gauge,
     rooms: Gauge,
@@ -63,6 +65,7 @@ impl Metrics {
         let slow_consumers = Counter::default();
         let refused = Family::<ReasonLabel, Counter>::default();
         let delivery_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let redis_up = Gauge::default();
         let queued = Gauge::default();
         let history = Gauge::default();
         let rooms = Gauge::default();
@@ -107,6 +110,11 @@ impl Metrics {
             history.clone(),
         );
         registry.register("rooms", "Rooms in memory", rooms.clone());
+        registry.register(
+            "redis_up",
+            "1 while this node receives the Redis bus (with --redis)",
+            redis_up.clone(),
+        );
         Self {
             connections,
             published,
@@ -114,6 +122,7 @@ impl Metrics {
             slow_consumers,
             refused,
             delivery_latency,
+            redis_up,
             queued,
             history,
             rooms,

@@ -62,6 +62,8 @@ pub struct Server {
     mode: Mode,
     /// Closed last, after every connection, so that the store is marked cleanly shut down.
     sqlite: Option<Arc<store::SqliteStore>>,
+    /// Set in a cluster: the bus task runs while the server does.
+    redis: Option<Arc<store::RedisStore>>,
     shared: Arc<Shared>,
     tcp: Option<TcpListener>,
     udp: Option<UdpSocket>,
@@ -102,16 +104,26 @@ impl Server {
             max_age: config.history_max_age,
         };
         // The echo server keeps no history, so it opens no store.
-        let (history, sqlite) = match (mode, config.store) {
-            (Mode::Chat, StoreKind::Sqlite) => {
-                let sqlite = store::SqliteStore::open(&config.data_dir, retention)?;
-                (sqlite.factory(), Some(sqlite))
+        let (mut sqlite, mut redis) = (None, None);
+        let history = match (mode, config.store, &config.redis) {
+            (Mode::Chat, StoreKind::Sqlite, _) => {
+                let store = store::SqliteStore::open(&config.data_dir, retention)?;
+                let factory = store.factory();
+                sqlite = Some(store);
+                factory
             }
-            _ => (store::memory(retention), None),
+            (Mode::Chat, StoreKind::Redis, Some(url)) => {
+                let store = store::RedisStore::connect(url, &config.redis_prefix, retention)?;
+                let factory = store.factory();
+                redis = Some(store);
+                factory
+            }
+            _ => store::memory(retention),
         };
         let hub = Hub::new(HubConfig {
             queue_capacity: config.queue_capacity,
             history,
+            cluster: redis.clone(),
         });
         if let Some(sqlite) = &sqlite {
             // Rooms are otherwise created on first use; those with history must be readable
@@ -126,6 +138,7 @@ impl Server {
         Ok(Self {
             mode,
             sqlite,
+            redis,
             shared: Arc::new(Shared {
                 hub,
                 publish_rate: RateLimiter::new(config.publish_rate, config.publish_burst),
@@ -209,6 +222,12 @@ impl Server {
             });
         }
 
+        if let Some(redis) = &self.redis {
+            shared
+                .tasks
+                .spawn(Arc::clone(redis).run_bus(Arc::clone(&shared.hub), shared.shutdown.clone()));
+        }
+
         // Rooms nobody uses any more (no members, no history, no holder) are dropped.
         let shared2 = Arc::clone(&shared);
         let hub = Arc::clone(&shared.hub);
@@ -244,6 +263,9 @@ impl Server {
         }
         if let Some(sqlite) = self.sqlite {
             sqlite.close().await;
+        }
+        if let Some(redis) = self.redis {
+            redis.close().await;
         }
         Ok(())
     }

@@ -1,5 +1,10 @@
 //! One conformance suite for every `History` backend: each backend is one line in
-//! `backends!` at the bottom. Backends run for real (SQLite on a temporary directory).
+//! `backends!` at the bottom. Backends run for real (SQLite on a temporary directory, Redis as
+//! a real `redis-server` on a free port). Durable backends are also read back through a fresh
+//! load, so what they kept on disk or in Redis is checked, not just their cache.
+
+#[path = "support/redis.rs"]
+mod redis_server;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,13 +15,18 @@ use switchboard::store::{self, HistoryFactory, Retention, RoomInit};
 /// A backend under test; keeps whatever it needs alive (a temporary directory).
 struct Backend {
     factory: HistoryFactory,
-    _keep: Option<tempfile::TempDir>,
+    /// True when a fresh load sees what was appended before.
+    durable: bool,
+    _dir: Option<tempfile::TempDir>,
+    _redis: Option<redis_server::Redis>,
 }
 
 fn memory(retention: Retention) -> Backend {
     Backend {
         factory: store::memory(retention),
-        _keep: None,
+        durable: false,
+        _dir: None,
+        _redis: None,
     }
 }
 
@@ -25,8 +35,26 @@ fn sqlite(retention: Retention) -> Backend {
     let store = store::SqliteStore::open(dir.path(), retention).unwrap();
     Backend {
         factory: store.factory(),
-        _keep: Some(dir),
+        durable: true,
+        _dir: Some(dir),
+        _redis: None,
     }
+}
+
+fn redis(retention: Retention) -> Backend {
+    let server = redis_server::Redis::start();
+    let store = store::RedisStore::connect(&server.url(), "test", retention).unwrap();
+    Backend {
+        factory: store.factory(),
+        durable: true,
+        _dir: None,
+        _redis: Some(server),
+    }
+}
+
+/// The room as a fresh load sees it, for durable backends.
+fn reloaded(backend: &Backend, room: &str) -> Option<RoomInit> {
+    backend.durable.then(|| (backend.factory)(room))
 }
 
 fn event(room: &str, seq: u64, age: Duration) -> Arc<Event> {
@@ -69,6 +97,11 @@ async fn pages_after_a_cursor(make: fn(Retention) -> Backend) {
     assert!(room.history.after(10, 100).events.is_empty());
     assert_eq!(seqs(&room.history.last(2)), [9, 10]);
     assert_eq!(room.history.len(), 10);
+    if let Some(mut again) = reloaded(&backend, "r") {
+        assert_eq!(again.last_seq, 10);
+        assert_eq!(seqs(&again.history.after(3, 4).events), [4, 5, 6, 7]);
+        assert_eq!(again.history.last(1)[0].text.as_ref(), "m10");
+    }
 }
 
 async fn count_retention_reports_a_gap(make: fn(Retention) -> Backend) {
@@ -85,6 +118,11 @@ async fn count_retention_reports_a_gap(make: fn(Retention) -> Backend) {
     assert!(page.gap, "messages 2 and 3 were dropped");
     assert_eq!(seqs(&page.events), [4, 5, 6]);
     assert!(!room.history.after(3, 100).gap);
+    if let Some(mut again) = reloaded(&backend, "r") {
+        let page = again.history.after(1, 100);
+        assert_eq!(seqs(&page.events), [4, 5, 6], "the store itself is trimmed");
+        assert!(page.gap);
+    }
 }
 
 async fn age_retention_drops_old_messages(make: fn(Retention) -> Backend) {
@@ -97,6 +135,9 @@ async fn age_retention_drops_old_messages(make: fn(Retention) -> Backend) {
     append(&mut room, event("r", 2, Duration::ZERO)).await;
     assert_eq!(seqs(&room.history.last(10)), [2]);
     assert!(room.history.after(0, 10).gap);
+    if let Some(mut again) = reloaded(&backend, "r") {
+        assert_eq!(seqs(&again.history.last(10)), [2]);
+    }
 }
 
 async fn rooms_are_separate(make: fn(Retention) -> Backend) {
@@ -127,7 +168,7 @@ macro_rules! backends {
     };
 }
 
-backends!(memory, sqlite);
+backends!(memory, sqlite, redis);
 
 #[tokio::test]
 async fn sqlite_reopens_with_history_epoch_and_sequence() {

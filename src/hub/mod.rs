@@ -19,10 +19,10 @@ use dashmap::mapref::entry::Entry;
 use tokio::sync::mpsc;
 
 pub use event::{BadMessageId, Event, EventKind, MessageId, now_ms};
-pub use room::{Lookback, MemberInfo, Page, Published, Room};
+pub use room::{Acked, Applied, Lookback, MemberInfo, Page, Published, Room};
 pub use subscriber::{Delivery, Disconnect, Gap, Replay, Subscriber, SubscriberId, Transport};
 
-use crate::store::{HistoryFactory, StoreError};
+use crate::store::{HistoryFactory, RedisStore, StoreError};
 
 /// Errors the hub reports to a client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +50,9 @@ pub struct HubConfig {
     pub queue_capacity: usize,
     /// Makes each new room's history.
     pub history: HistoryFactory,
+    /// Set when rooms are shared with other nodes through Redis: publishes are numbered and
+    /// fanned out there.
+    pub cluster: Option<Arc<RedisStore>>,
 }
 
 impl std::fmt::Debug for HubConfig {
@@ -148,12 +151,45 @@ impl Hub {
             let created = self.next_id.fetch_add(1, Ordering::Relaxed);
             (self.epochs.hash_one((&name, created)) as u32).max(1)
         });
+        let cluster = self.config.cluster.clone();
         Arc::clone(
             self.rooms
                 .entry(Arc::clone(&name))
-                .or_insert_with(|| Arc::new(Room::new(name, epoch, init)))
+                .or_insert_with(|| Arc::new(Room::new(name, epoch, init, cluster)))
                 .value(),
         )
+    }
+
+    /// The room called `name` for reading its history: the one in memory, or in a cluster
+    /// the one Redis holds (loaded now), since other nodes may have written to it.
+    pub fn room_to_read(&self, name: &str) -> Option<Arc<Room>> {
+        match &self.config.cluster {
+            Some(_) => Some(self.room(name)),
+            None => self.existing_room(name),
+        }
+    }
+
+    /// Every room in memory.
+    pub fn all_rooms(&self) -> Vec<Arc<Room>> {
+        self.rooms.iter().map(|r| Arc::clone(r.value())).collect()
+    }
+
+    /// The cluster this hub shares rooms through, if any.
+    pub fn cluster(&self) -> Option<&Arc<RedisStore>> {
+        self.config.cluster.as_ref()
+    }
+
+    /// Members of room `name` on every node: the local ones, then (in a cluster) those on
+    /// other live nodes. An unreachable Redis is an error.
+    pub async fn members(&self, name: &str) -> Result<Vec<MemberInfo>, StoreError> {
+        let mut members = self
+            .existing_room(name)
+            .map(|r| r.members())
+            .unwrap_or_default();
+        if let Some(cluster) = &self.config.cluster {
+            members.extend(cluster.remote_members(name).await?);
+        }
+        Ok(members)
     }
 
     /// The room called `name` if it exists.
@@ -208,7 +244,14 @@ impl Hub {
         text: &str,
         key: Option<&str>,
     ) -> Result<Published, StoreError> {
-        room.publish(origin, nick, text, key)
+        match &self.config.cluster {
+            Some(cluster) => {
+                let pending = cluster.publish(room, origin, &nick, text, key)?;
+                crate::metrics::METRICS.published.inc();
+                Ok(Published::Remote(pending))
+            }
+            None => room.publish(origin, nick, text, key),
+        }
     }
 
     /// Changes a member's nick in `room` and tells the room.
@@ -256,7 +299,7 @@ mod tests {
     ) -> Arc<Event> {
         match hub.publish(room, origin, nick.into(), text, None).unwrap() {
             Published::New(event, _) => event,
-            Published::Duplicate(_) => panic!("no key, no duplicate"),
+            other => panic!("no key and no cluster, yet {other:?}"),
         }
     }
 
@@ -264,6 +307,7 @@ mod tests {
         Hub::new(HubConfig {
             queue_capacity,
             history: crate::store::memory(crate::store::Retention::default()),
+            cluster: None,
         })
     }
 
@@ -391,7 +435,10 @@ mod tests {
             .publish(&room, None, "p".into(), "x", Some("k1"))
             .unwrap();
         assert!(matches!(first, Published::New(..)));
-        assert!(matches!(again, Published::Duplicate(id) if id == first.id()));
+        let Published::New(first, _) = first else {
+            panic!("first publish is new")
+        };
+        assert!(matches!(again, Published::Duplicate(id) if Some(id) == first.id));
         assert_eq!(drain(&mut ra), ["p: x\n"]);
         assert_eq!(room.history_len(), 1);
     }
@@ -421,6 +468,7 @@ mod tests {
                 max_messages: 2,
                 ..Default::default()
             }),
+            cluster: None,
         });
         let room = hub.room("r");
         let first = say(&hub, &room, None, "p", "1").id.unwrap();

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use super::event::{Event, EventKind, MessageId};
 use super::subscriber::{Delivery, Gap, Replay, Subscriber, SubscriberId, Transport};
-use crate::store::{Durability, RoomInit, StoreError};
+use crate::store::{Durability, PendingStore, RedisStore, RoomInit, StoreError};
 
 /// How far back a replay reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +53,9 @@ struct Member {
 
 #[derive(Debug)]
 struct RoomState {
+    /// See `MessageId::epoch`. Fixed for the room's life, except when a cluster room finds
+    /// that Redis holds another epoch (`Room::reset`).
+    epoch: u32,
     /// Recent messages, written under this lock in sequence order.
     history: Box<dyn crate::store::History>,
     /// The last sequence number handed out.
@@ -80,26 +83,71 @@ pub enum Published {
     New(Arc<Event>, Durability),
     /// The idempotency key was seen before: nothing was published; this is the earlier id.
     Duplicate(MessageId),
+    /// Handed to the cluster (Redis), which numbers and stores it; local members get it from
+    /// the bus like every other node's.
+    Remote(PendingStore),
+}
+
+/// A publish once it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acked {
+    /// The message's id (the earlier one for a duplicate).
+    pub id: MessageId,
+    /// True when an idempotency key had been used before: nothing new was published.
+    pub duplicate: bool,
+}
+
+/// What `Room::apply` did with a message from the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Delivered, or already seen.
+    Done,
+    /// Messages before it are missing here; read them from the store first.
+    Behind,
+    /// It belongs to another epoch than the room's: reload the room.
+    OtherEpoch,
 }
 
 impl Published {
-    /// The message's id, new or earlier.
-    pub fn id(&self) -> MessageId {
-        match self {
-            Published::New(event, _) => event.id.unwrap_or(MessageId { epoch: 0, seq: 0 }),
-            Published::Duplicate(id) => *id,
-        }
-    }
-
     /// Waits until the message is durable (at once for a duplicate: it was acknowledged
     /// before).
-    pub async fn durable(self) -> Result<MessageId, StoreError> {
+    pub async fn durable(self) -> Result<Acked, StoreError> {
         match self {
             Published::New(event, durability) => {
                 durability.wait().await?;
-                Ok(event.id.unwrap_or(MessageId { epoch: 0, seq: 0 }))
+                Ok(Acked {
+                    id: event.id.unwrap_or(MessageId { epoch: 0, seq: 0 }),
+                    duplicate: false,
+                })
             }
-            Published::Duplicate(id) => Ok(id),
+            Published::Duplicate(id) => Ok(Acked {
+                id,
+                duplicate: true,
+            }),
+            Published::Remote(pending) => {
+                let stored = pending.wait().await?;
+                Ok(Acked {
+                    id: stored.id,
+                    duplicate: stored.duplicate,
+                })
+            }
+        }
+    }
+
+    /// For transports that do not acknowledge publishes: if storing fails later (a publish
+    /// handed to Redis), sends `sub` the bytes `error` makes from the reason.
+    pub fn report_failure(
+        self,
+        sub: &Arc<Subscriber>,
+        error: impl FnOnce(StoreError) -> bytes::Bytes + Send + 'static,
+    ) {
+        if let Published::Remote(pending) = self {
+            let sub = Arc::clone(sub);
+            tokio::spawn(async move {
+                if let Err(e) = pending.wait().await {
+                    sub.offer(Delivery::Direct(error(e)));
+                }
+            });
         }
     }
 }
@@ -120,19 +168,25 @@ impl RoomState {
 pub struct Room {
     /// The room's name, shared with every event it produces.
     name: Arc<str>,
-    /// See `MessageId::epoch`.
-    epoch: u32,
     state: Mutex<RoomState>,
+    /// Set when nodes share rooms through Redis: local presence changes are announced there.
+    cluster: Option<Arc<RedisStore>>,
     /// Woken on every message, for long-polls (which are not members).
     changed: Notify,
 }
 
 impl Room {
-    pub(crate) fn new(name: Arc<str>, epoch: u32, init: RoomInit) -> Self {
+    pub(crate) fn new(
+        name: Arc<str>,
+        epoch: u32,
+        init: RoomInit,
+        cluster: Option<Arc<RedisStore>>,
+    ) -> Self {
         Self {
             name,
-            epoch,
+            cluster,
             state: Mutex::new(RoomState {
+                epoch,
                 history: init.history,
                 last_seq: init.last_seq,
                 members: Vec::new(),
@@ -147,7 +201,13 @@ impl Room {
 
     /// The room's current epoch.
     pub fn epoch(&self) -> u32 {
-        self.epoch
+        self.lock().epoch
+    }
+
+    /// The room's epoch and last sequence number.
+    pub fn position(&self) -> (u32, u64) {
+        let state = self.lock();
+        (state.epoch, state.last_seq)
     }
 
     /// Resolves after the next message; create it before checking history so that nothing
@@ -184,11 +244,11 @@ impl Room {
         // Where this member's live stream starts: a client that has seen no message yet
         // resumes from here.
         let cursor = MessageId {
-            epoch: self.epoch,
+            epoch: state.epoch,
             seq: state.last_seq,
         };
         if let Some(since) = since {
-            let page = self.read(&mut state, since, usize::MAX);
+            let page = Self::read(&mut state, since, usize::MAX);
             sub.offer(Delivery::Replay(Box::new(Replay {
                 room: Arc::clone(&self.name),
                 events: page.events,
@@ -205,6 +265,7 @@ impl Room {
         });
         state.index.insert(sub.id, at);
         let event = self.event(EventKind::Join, None, nick, "", Some(sub.id));
+        self.announce(&event, sub);
         self.deliver(&mut state, event);
         Some(cursor)
     }
@@ -214,6 +275,7 @@ impl Room {
         let mut state = self.lock();
         if let Some(member) = state.remove(id) {
             let event = self.event(EventKind::Leave { reason }, None, member.nick, "", Some(id));
+            self.announce(&event, &member.sub);
             self.deliver(&mut state, event);
         }
         state.members.is_empty()
@@ -233,14 +295,14 @@ impl Room {
     pub fn page(&self, since: Option<MessageId>, limit: usize) -> Page {
         let mut state = self.lock();
         match since {
-            Some(since) => self.read(&mut state, since, limit),
+            Some(since) => Self::read(&mut state, since, limit),
             None => {
                 let after = state.history.after(0, limit);
                 Page {
                     events: after.events,
                     gap: None,
                     more: after.more,
-                    last_id: self.last_id(&state),
+                    last_id: Self::last_id(&state),
                 }
             }
         }
@@ -258,7 +320,7 @@ impl Room {
         let (events, gap) = match lookback {
             Lookback::Last(n) => (state.history.last(n), None),
             Lookback::Since(id) => {
-                let page = self.read(&mut state, id, usize::MAX);
+                let page = Self::read(&mut state, id, usize::MAX);
                 (page.events, page.gap)
             }
         };
@@ -276,29 +338,27 @@ impl Room {
 
     /// The latest message id of this epoch.
     pub fn latest(&self) -> Option<MessageId> {
-        self.last_id(&self.lock())
+        Self::last_id(&self.lock())
     }
 
     /// A resume point for someone who has seen everything so far: the room's epoch and last
     /// sequence number (`EPOCH-0` in a room without messages).
     pub fn cursor(&self) -> MessageId {
-        MessageId {
-            epoch: self.epoch,
-            seq: self.lock().last_seq,
-        }
+        let (epoch, seq) = self.position();
+        MessageId { epoch, seq }
     }
 
-    fn last_id(&self, state: &RoomState) -> Option<MessageId> {
+    fn last_id(state: &RoomState) -> Option<MessageId> {
         (state.last_seq > 0).then_some(MessageId {
-            epoch: self.epoch,
+            epoch: state.epoch,
             seq: state.last_seq,
         })
     }
 
-    fn read(&self, state: &mut RoomState, since: MessageId, limit: usize) -> Page {
+    fn read(state: &mut RoomState, since: MessageId, limit: usize) -> Page {
         // A cursor from another epoch, or from beyond this epoch's end, cannot be placed:
         // say so and give everything held.
-        let placed = since.epoch == self.epoch && since.seq <= state.last_seq;
+        let placed = since.epoch == state.epoch && since.seq <= state.last_seq;
         let after = state
             .history
             .after(if placed { since.seq } else { 0 }, limit);
@@ -313,7 +373,7 @@ impl Room {
             events: after.events,
             gap,
             more: after.more,
-            last_id: self.last_id(state),
+            last_id: Self::last_id(state),
         }
     }
 
@@ -333,7 +393,7 @@ impl Room {
             return Ok(Published::Duplicate(*id));
         }
         let id = MessageId {
-            epoch: self.epoch,
+            epoch: state.epoch,
             seq: state.last_seq + 1,
         };
         let event = self.event(EventKind::Message, Some(id), nick, text, origin);
@@ -356,6 +416,57 @@ impl Room {
         Ok(Published::New(event, durability))
     }
 
+    /// Takes a message numbered by the cluster: keeps it in history and delivers it, if it
+    /// is the next one. With `jump`, a message further ahead is taken too (catching up after
+    /// retention dropped what this node missed).
+    pub(crate) fn apply(&self, event: Arc<Event>, jump: bool) -> Applied {
+        let Some(id) = event.id else {
+            return Applied::Done;
+        };
+        let mut state = self.lock();
+        if id.epoch != state.epoch {
+            return Applied::OtherEpoch;
+        }
+        if id.seq <= state.last_seq {
+            return Applied::Done;
+        }
+        if id.seq != state.last_seq + 1 && !jump {
+            return Applied::Behind;
+        }
+        state.history.record(&event);
+        state.last_seq = id.seq;
+        self.deliver(&mut state, event);
+        drop(state);
+        self.changed.notify_waiters();
+        Applied::Done
+    }
+
+    /// Delivers a presence change from another node to the local members.
+    pub(crate) fn deliver_remote(&self, event: Arc<Event>) {
+        let mut state = self.lock();
+        self.deliver(&mut state, event);
+    }
+
+    /// Starts the room over from what the store holds now (a cluster room whose epoch
+    /// changed in Redis). Members stay; their next resume sees a reset.
+    pub(crate) fn reset(&self, init: RoomInit) {
+        let mut state = self.lock();
+        if let Some(epoch) = init.epoch {
+            state.epoch = epoch;
+        }
+        state.history = init.history;
+        state.last_seq = init.last_seq;
+        drop(state);
+        self.changed.notify_waiters();
+    }
+
+    /// Shares a local member's presence change with the other nodes.
+    fn announce(&self, event: &Event, sub: &Subscriber) {
+        if let Some(cluster) = &self.cluster {
+            cluster.announce(event, sub.transport, sub.id);
+        }
+    }
+
     /// Changes a member's nick and tells the room.
     pub(crate) fn rename(&self, id: SubscriberId, nick: Arc<str>) {
         let mut state = self.lock();
@@ -364,6 +475,8 @@ impl Room {
         };
         let old = std::mem::replace(&mut state.members[at].nick, Arc::clone(&nick));
         let event = self.event(EventKind::Nick { old }, None, nick, "", Some(id));
+        let sub = Arc::clone(&state.members[at].sub);
+        self.announce(&event, &sub);
         self.deliver(&mut state, event);
     }
 
@@ -420,6 +533,7 @@ impl Room {
             };
             let reason = member.sub.kick_reason().map(|r| r.as_str());
             let leave = self.event(EventKind::Leave { reason }, None, member.nick, "", Some(id));
+            self.announce(&leave, &member.sub);
             offer_all(state, &leave, &mut gone);
         }
     }

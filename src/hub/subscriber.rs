@@ -39,6 +39,18 @@ impl Transport {
             Transport::Sse => "sse",
         }
     }
+
+    /// The transport called `name` (as `as_str` writes it).
+    pub fn parse(name: &str) -> Option<Transport> {
+        [
+            Transport::Tcp,
+            Transport::Udp,
+            Transport::Ws,
+            Transport::Sse,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == name)
+    }
 }
 
 /// One item in a subscriber's outbound queue.

@@ -29,6 +29,10 @@ impl MemoryHistory {
     /// Puts already stored messages (oldest first) into an empty history.
     pub fn preload(&mut self, events: impl IntoIterator<Item = Arc<Event>>) {
         self.events.extend(events);
+        // Whatever came before the oldest kept message was dropped by retention.
+        if let Some(first) = self.events.front().and_then(|e| e.id) {
+            self.dropped_up_to = self.dropped_up_to.max(first.seq.saturating_sub(1));
+        }
         self.trim();
     }
 

@@ -5,6 +5,7 @@
 //! snapshot taken under that lock lines up exactly with the live stream that follows it.
 
 mod memory;
+mod redis;
 mod sqlite;
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use memory::MemoryHistory;
+pub use redis::{PendingStore, RedisHistory, RedisStore, Stored};
 pub use sqlite::SqliteStore;
 
 use crate::hub::Event;
@@ -59,6 +61,9 @@ pub enum StoreError {
     /// Writing failed; the text says why.
     #[error("storage failed: {0}")]
     Failed(String),
+    /// The shared store (Redis) cannot be reached; the text says why. Nothing was published.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// When an appended message is durable.
@@ -96,6 +101,14 @@ pub trait History: Send + Sync + std::fmt::Debug {
     /// Stores a message. Called under the room lock in sequence order; must not block. An
     /// error means the message must not be published.
     fn append(&mut self, event: &Arc<Event>) -> Result<Durability, StoreError>;
+
+    /// Keeps a message that is already stored elsewhere (numbered and written by the
+    /// cluster), for reads. Called under the room lock in sequence order.
+    fn record(&mut self, event: &Arc<Event>) {
+        if let Err(error) = self.append(event) {
+            tracing::warn!(%error, "message not kept in history");
+        }
+    }
 
     /// Messages with a sequence number above `seq`, oldest first, at most `limit`.
     fn after(&mut self, seq: u64, limit: usize) -> After;

@@ -7,11 +7,22 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::hub::{Delivery, Hub, Lookback, MessageId, Room, Subscriber};
+use crate::hub::{Delivery, Hub, Lookback, MemberInfo, MessageId, Room, Subscriber};
 use crate::protocol::command::{self, Command, Input};
 
 /// The room every chat client starts in.
 pub const DEFAULT_ROOM: &str = "lobby";
+
+/// The answer to `/who`: `* in ROOM: nick (transport), ...`.
+fn who_line(room: &str, members: &[MemberInfo]) -> String {
+    let mut out = format!("* in {room}:");
+    for (i, m) in members.iter().enumerate() {
+        let sep = if i == 0 { " " } else { ", " };
+        let _ = write!(out, "{sep}{} ({})", m.nick, m.transport.as_str());
+    }
+    out.push('\n');
+    out
+}
 
 /// What the transport should do after a line.
 #[derive(Debug, PartialEq, Eq)]
@@ -84,20 +95,31 @@ impl ChatSession {
                     text,
                     None,
                 );
-                if let Err(e) = published {
-                    self.error(format!("message not sent: {e}"));
+                match published {
+                    Err(e) => self.error(format!("message not sent: {e}")),
+                    Ok(published) => published.report_failure(&self.sub, |e| {
+                        Bytes::from(format!("ERR message not sent: {e}\n"))
+                    }),
                 }
             }
             Input::Command(Command::Nick(new)) => self.rename(new),
             Input::Command(Command::Join(room)) => self.join(&room),
             Input::Command(Command::Who) => {
-                let mut out = format!("* in {}:", self.room.name());
-                for (i, m) in self.room.members().iter().enumerate() {
-                    let sep = if i == 0 { " " } else { ", " };
-                    let _ = write!(out, "{sep}{} ({})", m.nick, m.transport.as_str());
+                if self.hub.cluster().is_none() {
+                    self.reply(who_line(self.room.name(), &self.room.members()));
+                } else {
+                    // Members on other nodes are asked of Redis; the answer joins this
+                    // client's queue when it comes.
+                    let (hub, sub) = (Arc::clone(&self.hub), Arc::clone(&self.sub));
+                    let room = Arc::clone(self.room.name());
+                    tokio::spawn(async move {
+                        let line = match hub.members(&room).await {
+                            Ok(members) => who_line(&room, &members),
+                            Err(e) => format!("ERR cannot list members: {e}\n"),
+                        };
+                        sub.offer(Delivery::Direct(Bytes::from(line)));
+                    });
                 }
-                out.push('\n');
-                self.reply(out);
             }
             Input::Command(Command::Rooms) => {
                 let mut out = String::from("* rooms:");

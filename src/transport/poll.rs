@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::http::AppError;
-use crate::hub::{MessageId, Page, Published, Room};
+use crate::hub::{MessageId, Page, Room};
 use crate::protocol::names::{check_nick, check_room};
 use crate::server::Shared;
 
@@ -82,16 +82,17 @@ pub(crate) async fn publish(
         .hub
         .publish(&room, None, nick.into(), &text, key.as_deref())
         .map_err(AppError::unavailable)?;
-    let (status, replayed) = match &published {
-        Published::New(..) => (StatusCode::CREATED, false),
-        Published::Duplicate(_) => (StatusCode::OK, true),
-    };
     // 201 only once the message is durable.
-    let id = published.durable().await.map_err(AppError::unavailable)?;
+    let acked = published.durable().await.map_err(AppError::unavailable)?;
+    let status = if acked.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     let body = json!({
-        "id": id.to_string(),
+        "id": acked.id.to_string(),
         "room": &**room.name(),
-        "duplicate": replayed,
+        "duplicate": acked.duplicate,
     });
     Ok((status, Json(body)).into_response())
 }
@@ -169,7 +170,7 @@ pub(crate) async fn messages(
                 "last must be 1 to {MAX_LIMIT}"
             )));
         }
-        let page = match shared.hub.existing_room(&room) {
+        let page = match shared.hub.room_to_read(&room) {
             Some(r) => Page {
                 events: r.last(last),
                 gap: None,
@@ -188,7 +189,7 @@ pub(crate) async fn messages(
         )));
     }
     let page = if wait.is_zero() {
-        match shared.hub.existing_room(&room) {
+        match shared.hub.room_to_read(&room) {
             Some(r) => r.page(since, limit),
             None => empty_page(),
         }
@@ -303,9 +304,9 @@ pub(crate) async fn presence(
     check_room(&room).map_err(AppError::bad_request)?;
     let members: Vec<_> = shared
         .hub
-        .existing_room(&room)
-        .map(|r| r.members())
-        .unwrap_or_default()
+        .members(&room)
+        .await
+        .map_err(AppError::unavailable)?
         .into_iter()
         .map(|m| json!({"nick": &*m.nick, "transport": m.transport.as_str()}))
         .collect();
@@ -333,6 +334,7 @@ mod tests {
             hub: Hub::new(HubConfig {
                 queue_capacity: 16,
                 history: store::memory(Retention::default()),
+                cluster: None,
             }),
             config: Config::default(),
             limiter: Limiter::new(10, 10),

@@ -473,9 +473,14 @@ impl Session {
                     if self.structured {
                         self.handle_frame(&text);
                     } else {
-                        if let Some(Err(e)) = self.publish(0, &text, None) {
-                            let line = format!("ERR message not sent: {e}");
-                            self.sub.offer(Delivery::Direct(Bytes::from(line)));
+                        let not_sent =
+                            |e: StoreError| Bytes::from(format!("ERR message not sent: {e}"));
+                        match self.publish(0, &text, None) {
+                            Some(Err(e)) => {
+                                self.sub.offer(Delivery::Direct(not_sent(e)));
+                            }
+                            Some(Ok(published)) => published.report_failure(&self.sub, not_sent),
+                            None => {}
                         }
                     }
                 }
@@ -598,17 +603,16 @@ impl Session {
                     Some(Ok(published)) => {
                         // The ack waits until the message is durable, without holding up
                         // this connection's other traffic.
-                        let duplicate = matches!(published, Published::Duplicate(_));
                         let sub = Arc::clone(&self.sub);
                         let reference = reference.map(str::to_owned);
                         self.shared.tasks.spawn(async move {
                             let reference = reference.as_deref();
                             let frame = match published.durable().await {
-                                Ok(id) => ServerFrame::Ack {
+                                Ok(acked) => ServerFrame::Ack {
                                     reference,
                                     room: &room,
-                                    id: id.to_string(),
-                                    duplicate,
+                                    id: acked.id.to_string(),
+                                    duplicate: acked.duplicate,
                                 },
                                 Err(e) => ServerFrame::Error {
                                     reference,

@@ -1,0 +1,356 @@
+//! Two nodes sharing rooms through a real `redis-server`: one order and one set of ids on
+//! every node and transport, resume from any node, presence across nodes, idempotency across
+//! nodes, Redis killed and restarted under the nodes, and retention in the streams.
+//!
+//! Each node is a full `Server` on its own ports with its own hub and its own Redis
+//! connections; the only thing the two share is Redis.
+
+mod support;
+
+#[path = "support/redis.rs"]
+mod redis_server;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use eventsource_stream::Eventsource;
+use futures_util::{SinkExt, Stream, StreamExt};
+use redis_server::Redis;
+use serde_json::Value;
+use support::{Line, TIMEOUT, TestServer, start_with, test_config};
+use switchboard::Config;
+use switchboard::config::StoreKind;
+use tokio_tungstenite::tungstenite::Message;
+
+fn node_config(redis: &Redis) -> Config {
+    Config {
+        store: StoreKind::Redis,
+        redis: Some(redis.url()),
+        publish_rate: 0.0,
+        ..test_config()
+    }
+}
+
+async fn node(redis: &Redis) -> TestServer {
+    start_with(node_config(redis)).await
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(TIMEOUT).build().unwrap()
+}
+
+/// Publishes over HTTP; returns the status and the JSON answer.
+async fn post(addr: SocketAddr, room: &str, text: &str, key: Option<&str>) -> (u16, Value) {
+    let mut req = client()
+        .post(format!("http://{addr}/rooms/{room}/messages"))
+        .header("x-nick", "poster")
+        .body(text.to_owned());
+    if let Some(key) = key {
+        req = req.header("idempotency-key", key);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Value {
+    client()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+type Events = std::pin::Pin<Box<dyn Stream<Item = eventsource_stream::Event> + Send>>;
+
+async fn sse(addr: SocketAddr, room: &str) -> Events {
+    let res = client()
+        .get(format!("http://{addr}/events?room={room}"))
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    Box::pin(res.bytes_stream().eventsource().map(|e| e.unwrap()))
+}
+
+/// The next `message` event's (id, text).
+async fn sse_message(events: &mut Events) -> (String, String) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.next()).await {
+            Ok(Some(e)) if e.event == "message" => {
+                let v: Value = serde_json::from_str(&e.data).unwrap();
+                return (e.id, v["text"].as_str().unwrap().to_owned());
+            }
+            Ok(Some(_)) => continue,
+            other => panic!("no message event: {other:?}"),
+        }
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws(addr: SocketAddr, query: &str) -> Ws {
+    tokio_tungstenite::connect_async(format!("ws://{addr}/ws?{query}"))
+        .await
+        .expect("websocket connect")
+        .0
+}
+
+/// The next text frame that is a chat line (not a `*` notice).
+async fn ws_line(ws: &mut Ws) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if !t.starts_with('*') => return t.to_string(),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no chat line: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_ids_order_and_history_across_transports() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    // A WebSocket client on A, an SSE client and a TCP client on B.
+    let mut on_a = ws(a.http(), "room=lobby&nick=wsa").await;
+    let mut sse_b = sse(b.http(), "lobby").await;
+    let (mut tcp_b, _) = Line::connect(b.tcp()).await;
+    // Both nodes publish at once, interleaved.
+    let count = 40;
+    let publish = |addr: SocketAddr, tag: &'static str| async move {
+        let mut ids = Vec::new();
+        for i in 0..count / 2 {
+            let (status, body) = post(addr, "lobby", &format!("{tag}{i}"), None).await;
+            assert_eq!(status, 201, "{body}");
+            ids.push(body["id"].as_str().unwrap().to_owned());
+        }
+        ids
+    };
+    let (ids_a, ids_b) = tokio::join!(publish(a.http(), "a"), publish(b.http(), "b"));
+    let mut ids: Vec<String> = ids_a.into_iter().chain(ids_b).collect();
+    ids.sort_by_key(|id| seq(id));
+    let seqs: Vec<u64> = ids.iter().map(|id| seq(id)).collect();
+    assert_eq!(seqs, (1..=count as u64).collect::<Vec<_>>(), "one counter");
+    let epoch = ids[0].split('-').next().unwrap().to_owned();
+    assert!(ids.iter().all(|id| id.starts_with(&epoch)), "one epoch");
+
+    // Every client sees all of them in id order.
+    let mut sse_seen = Vec::new();
+    let mut ws_seen = Vec::new();
+    let mut tcp_seen = Vec::new();
+    for _ in 0..count {
+        sse_seen.push(sse_message(&mut sse_b).await);
+        ws_seen.push(ws_line(&mut on_a).await);
+        tcp_seen.push(tcp_b.line_where(|l| l.starts_with("poster: ")).await);
+    }
+    let sse_ids: Vec<&str> = sse_seen.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(sse_ids, ids, "SSE on B in id order");
+    let texts: Vec<&str> = sse_seen.iter().map(|(_, t)| t.as_str()).collect();
+    let ws_texts: Vec<&str> = ws_seen
+        .iter()
+        .map(|l| l.strip_prefix("poster: ").unwrap())
+        .collect();
+    let tcp_texts: Vec<&str> = tcp_seen
+        .iter()
+        .map(|l| l.strip_prefix("poster: ").unwrap())
+        .collect();
+    assert_eq!(ws_texts, texts, "WebSocket on A in the same order");
+    assert_eq!(tcp_texts, texts, "TCP on B in the same order");
+
+    // Either node serves a resume from any cursor, the same way.
+    let cursor = &ids[9];
+    for node in [&a, &b] {
+        let page = get(
+            node.http(),
+            &format!("/rooms/lobby/messages?since={cursor}"),
+        )
+        .await;
+        let got: Vec<&str> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, ids[10..], "resume from {cursor}");
+    }
+    // A node that has never seen the room loads it from Redis.
+    let c = node(&redis).await;
+    let page = get(c.http(), "/rooms/lobby/messages?last=3").await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 3);
+    assert_eq!(page["messages"][2]["id"], ids[count - 1]);
+    // A TCP client's line gets the next id everywhere.
+    tcp_b.say("from tcp").await;
+    let (id, text) = sse_message(&mut sse_b).await;
+    assert_eq!((seq(&id), text.as_str()), (count as u64 + 1, "from tcp"));
+    assert!(ws_line(&mut on_a).await.ends_with(": from tcp"));
+    on_a.close(None).await.ok();
+}
+
+fn seq(id: &str) -> u64 {
+    id.rsplit('-').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_spans_nodes_and_keys_are_shared() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let (mut alice, _) = Line::connect(a.tcp()).await;
+    alice.say("/nick alice").await;
+    alice.line_where(|l| l.contains("alice")).await;
+    let (mut bob, _) = Line::connect(b.tcp()).await;
+    // Alice, on A, hears Bob join on B.
+    alice
+        .line_where(|l| l.starts_with("* ") && l.contains("joined lobby"))
+        .await;
+    // Each node lists both.
+    for node in [&a, &b] {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let body = get(node.http(), "/rooms/lobby/presence").await;
+            let nicks: Vec<&str> = body["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["nick"].as_str().unwrap())
+                .collect();
+            if nicks.contains(&"alice") && nicks.len() == 2 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "presence on every node: {body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    bob.say("/who").await;
+    let who = bob.line_where(|l| l.starts_with("* in lobby:")).await;
+    assert!(who.contains("alice (tcp)"), "{who}");
+    // Alice leaves; Bob, on the other node, is told and she is gone from presence.
+    alice.say("/quit").await;
+    bob.line_where(|l| l.contains("alice left lobby")).await;
+    let body = get(b.http(), "/rooms/lobby/presence").await;
+    assert_eq!(body["members"].as_array().unwrap().len(), 1, "{body}");
+
+    // One idempotency key, used on both nodes: one message.
+    let (first, body1) = post(a.http(), "keys", "once", Some("k-1")).await;
+    let (again, body2) = post(b.http(), "keys", "once", Some("k-1")).await;
+    assert_eq!((first, again), (201, 200));
+    assert_eq!(body1["id"], body2["id"]);
+    assert_eq!(body2["duplicate"], true);
+    let page = get(b.http(), "/rooms/keys/messages").await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_is_ridden_out_with_clear_errors_and_no_disconnects() {
+    let mut redis = Redis::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut sse_b = sse(b.http(), "lobby").await;
+    let (mut tcp_a, _) = Line::connect(a.tcp()).await;
+    let mut ws_b = ws(b.http(), "room=lobby&nick=w").await;
+    let (status, before) = post(a.http(), "lobby", "before", None).await;
+    assert_eq!(status, 201);
+    assert_eq!(sse_message(&mut sse_b).await.1, "before");
+    assert_eq!(ws_line(&mut ws_b).await, "poster: before");
+
+    redis.kill();
+    // Publishing fails loudly on every transport; nobody is thrown out.
+    let (status, body) = post(a.http(), "lobby", "lost?", None).await;
+    assert_eq!(status, 503, "{body}");
+    tcp_a.say("during").await;
+    let err = tcp_a.line_where(|l| l.starts_with("ERR")).await;
+    assert!(err.contains("not sent"), "{err}");
+    ws_b.send(Message::text("during ws")).await.unwrap();
+    let err = ws_line(&mut ws_b).await;
+    assert!(err.starts_with("ERR message not sent"), "{err}");
+
+    redis.restart();
+    // The nodes reconnect by themselves; publishing works again within a bounded wait.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let (status, body) = post(b.http(), "lobby", "after", None).await;
+        if status == 201 {
+            break body;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(Instant::now() < deadline, "publishing never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(seq(after["id"].as_str().unwrap()), 2, "ids carry on");
+    assert_eq!(
+        after["id"].as_str().unwrap().split('-').next(),
+        before["id"].as_str().unwrap().split('-').next(),
+        "same epoch: Redis kept the room"
+    );
+    // Clients connected throughout get it: from the bus, or from the catch-up after the
+    // bus reconnects.
+    assert_eq!(sse_message(&mut sse_b).await.1, "after");
+    assert_eq!(ws_line(&mut ws_b).await, "poster: after");
+    tcp_a.line_where(|l| l == "poster: after").await;
+    // A resume from before the outage has exactly what followed.
+    let page = get(
+        a.http(),
+        &format!(
+            "/rooms/lobby/messages?since={}",
+            before["id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(page["messages"][0]["text"], "after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_bounds_the_streams_in_redis() {
+    let redis = Redis::start();
+    let config = Config {
+        history_max_messages: 5,
+        ..node_config(&redis)
+    };
+    let a = start_with(config).await;
+    for i in 0..30 {
+        let (status, _) = post(a.http(), "capped", &format!("m{i}"), None).await;
+        assert_eq!(status, 201);
+    }
+    let mut conn = redis.conn();
+    let len: usize = redis::cmd("XLEN")
+        .arg("switchboard:log:capped")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(len, 5, "count limit enforced in Redis");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("switchboard:log:capped")
+        .query(&mut conn)
+        .unwrap();
+    assert!(ttl > 0, "an idle room's stream expires with the age limit");
+    let page = get(a.http(), "/rooms/capped/messages?since=00000000-0").await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 5);
+
+    // Age: a node with a 1 s limit; the old messages go from Redis, not just from memory.
+    let config = Config {
+        history_max_age: Duration::from_secs(1),
+        ..node_config(&redis)
+    };
+    let b = start_with(config).await;
+    for i in 0..3 {
+        post(b.http(), "aging", &format!("old{i}"), None).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    post(b.http(), "aging", "new", None).await;
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("switchboard:log:aging")
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(entries.len(), 1, "expired entries trimmed: {entries:?}");
+    let page = get(b.http(), "/rooms/aging/messages").await;
+    assert_eq!(page["messages"][0]["text"], "new");
+}
