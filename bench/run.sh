@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # Runs switchboard's own load generator against a fresh release server per workload and prints
-# the reports. Usage: bench/run.sh [seconds]   (loopback only; the machine's 2 cores are shared
+# the reports. Usage: bench/run.sh [seconds] [all|stores]   (loopback only; the machine's 2 cores are shared
 # by server and load generator, so compare ratios from one run, not absolute figures).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
+only=${2:-all}
 cargo build --release --locked -q
 bin=./target/release/switchboard
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 data=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; rm -rf "$data"' EXIT
+redis_pid=
+pid=
+trap 'kill $pid 2>/dev/null || true; [ -n "$redis_pid" ] && kill $redis_pid 2>/dev/null; rm -rf "$data"' EXIT
 
-serve() { # store
-  "$bin" serve --tcp off --udp off --http "127.0.0.1:$port" --store "$1" --data-dir "$data" \
-    --publish-rate 0 --log warn &
+serve() { # store [extra flags...]
+  local store=$1; shift
+  "$bin" serve --tcp off --udp off --http "127.0.0.1:$port" --store "$store" --data-dir "$data" \
+    --publish-rate 0 --log warn "$@" &
   pid=$!
   for _ in $(seq 1 50); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && return; sleep 0.1; done
 }
@@ -24,6 +28,7 @@ bench() { # name, args...
   "$bin" bench "$@" --server-pid "$pid" --duration "$secs" --warmup 2
 }
 
+if [ "$only" = all ]; then
 serve memory
 bench "W1: 100 connections, 10 publishers, window 32" "ws://127.0.0.1:$port/ws?room=w1" -c 100 -p 10 --window 32
 stop; serve memory
@@ -33,8 +38,21 @@ bench "W3: 50 clients, each waits for its own broadcast copy" "ws://127.0.0.1:$p
 stop; serve memory
 bench "idle: 2000 echo connections (memory per connection)" "ws://127.0.0.1:$port/echo" --mode echo -c 2000 --rate 1
 stop
-for store in memory sqlite; do
-  serve "$store"
+fi
+
+# The three stores side by side. Redis: a throw-away redis-server on a free port, persistence
+# off (its defaults otherwise), so this measures the round trip through Redis, not its disk.
+stores="memory sqlite"
+if command -v redis-server >/dev/null 2>&1; then
+  redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$data" >/dev/null &
+  redis_pid=$!
+  stores="$stores redis"
+else
+  echo "(redis-server not installed: skipping the redis store)"
+fi
+for store in $stores; do
+  if [ "$store" = redis ]; then serve redis --redis "redis://127.0.0.1:$redis_port"; else serve "$store"; fi
   bench "publish-heavy, store=$store: 10 connections all publishing, window 32" "ws://127.0.0.1:$port/ws?room=p" -c 10 -p 10 --window 32
   stop
 done

@@ -61,11 +61,12 @@ const NODE_TTL: Duration = Duration::from_secs(15);
 const CATCH_UP_PAGE: usize = 512;
 
 /// The atomic store-and-publish. See the module comment; arguments are listed at the top.
-const STORE: &str = r"
+const STORE: &str = r#"
 -- KEYS: 1 meta, 2 log, 3 idempotency key
 -- ARGV: 1 epoch if the room is new, 2 seq ('' = take the next), 3 nick, 4 text, 5 time ms,
 --       6 origin, 7 max messages, 8 max age ms, 9 '1' if KEYS[3] is used, 10 bus channel
---       ('' = none), 11 room, 12 last seq known to the caller, 13 now ms
+--       ('' = none), 11 room, 12 last seq known to the caller, 13 now ms, 14 bus JSON
+--       without the id
 local meta, log, key = KEYS[1], KEYS[2], KEYS[3]
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then
@@ -91,18 +92,24 @@ else
     redis.call('HSET', meta, 'seq', seq)
   end
 end
--- Age: drop expired entries from the front, a bounded number per call.
+-- Age: drop expired entries from the front, a bounded number per call. Looking at the
+-- oldest entry alone is the common case (it has not expired); measured, a 16-entry scan on
+-- every call was a quarter of the script's cost.
 local cutoff = tonumber(ARGV[13]) - tonumber(ARGV[8])
-local last_old = nil
-for _, entry in ipairs(redis.call('XRANGE', log, '-', '+', 'COUNT', 16)) do
-  local f, ms = entry[2], 0
+local function expired(entry)
+  local f = entry[2]
   for i = 1, #f, 2 do
-    if f[i] == 'ms' then ms = tonumber(f[i + 1]) end
+    if f[i] == 'ms' then return tonumber(f[i + 1]) < cutoff end
   end
-  if ms >= cutoff then break end
-  last_old = entry[1]
+  return false
 end
-if last_old then
+local oldest = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1]
+if oldest and expired(oldest) then
+  local last_old = nil
+  for _, entry in ipairs(redis.call('XRANGE', log, '-', '+', 'COUNT', 64)) do
+    if not expired(entry) then break end
+    last_old = entry[1]
+  end
   redis.call('XTRIM', log, 'MINID', '0-' .. (tonumber(string.sub(last_old, 3)) + 1))
 end
 -- A room nobody writes to disappears once all it holds has expired.
@@ -112,11 +119,12 @@ if ARGV[9] == '1' then
   redis.call('SET', key, epoch .. ':' .. seq, 'PX', ARGV[8])
 end
 if ARGV[10] ~= '' then
-  redis.call('PUBLISH', ARGV[10], cjson.encode({k = 'm', r = ARGV[11], e = epoch,
-    s = tostring(seq), n = ARGV[3], t = ARGV[4], ms = ARGV[5], o = ARGV[6]}))
+  -- ARGV[14] is the message's JSON without its id, encoded by the node (cheaper than cjson
+  -- here): it ends just before the closing brace.
+  redis.call('PUBLISH', ARGV[10], ARGV[14] .. ',"e":"' .. epoch .. '","s":"' .. seq .. '"}')
 end
 return {1, epoch, seq}
-";
+"#;
 
 /// A publish the cluster has accepted: its id and whether its key was seen before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -456,6 +464,17 @@ impl RedisStore {
             .arg(room)
             .arg(args.known_seq)
             .arg(now_ms());
+        if args.bus {
+            let json = serde_json::json!({
+                "k": "m", "r": room, "n": args.nick, "t": args.text,
+                "ms": args.time_ms.to_string(), "o": args.origin,
+            })
+            .to_string();
+            // Drop the closing brace; the script appends the id fields and closes it.
+            cmd.arg(&json[..json.len() - 1]);
+        } else {
+            cmd.arg("");
+        }
         cmd
     }
 
