@@ -46,13 +46,24 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Liveness: answers while the server accepts work, with what it is holding.
-async fn healthz(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
-    Json(json!({
-        "status": "ok",
+/// Health: `200 ok` while the server accepts work, with what it is holding. In a cluster,
+/// `503 degraded` while this node cannot receive the Redis bus (it still serves its clients,
+/// but cannot publish or hear other nodes), so a load balancer can steer new clients away.
+async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let redis = shared.hub.cluster().map(|c| c.is_up());
+    let status = match redis {
+        Some(false) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    };
+    let mut body = json!({
+        "status": if status == StatusCode::OK { "ok" } else { "degraded" },
         "connections": shared.limiter.open(),
         "rooms": shared.hub.rooms().len(),
-    }))
+    });
+    if let Some(up) = redis {
+        body["redis"] = json!(if up { "up" } else { "down" });
+    }
+    (status, Json(body))
 }
 
 /// Prometheus exposition of `crate::metrics`.

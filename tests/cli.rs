@@ -296,8 +296,41 @@ fn bad_flags_and_config_are_explained() {
     let (_, err, code) = run(&["serve", "--config", "/nonexistent/switchboard.toml"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("cannot read config file"), "{err}");
+    let (_, err, code) = run(&[
+        "serve",
+        "--store",
+        "sqlite",
+        "--redis",
+        "redis://127.0.0.1:1",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("history lives in Redis"), "{err}");
+    let (_, err, code) = run(&["serve", "--store", "redis"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("redis needs --redis URL"), "{err}");
+    let (_, err, code) = run(&["serve", "--redis", "localhost:6379"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("bad Redis URL"), "{err}");
+    // Nothing listens on port 1: a clear refusal at startup, not a server that cannot publish.
+    let (_, err, code) = run(&[
+        "serve",
+        "--tcp",
+        "off",
+        "--udp",
+        "off",
+        "--http",
+        "127.0.0.1:0",
+        "--redis",
+        "redis://127.0.0.1:1",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("cannot reach Redis at redis://127.0.0.1:1"),
+        "{err}"
+    );
     let (out, _, code) = run(&["serve", "--help"]);
     assert_eq!(code, Some(0));
+    assert!(out.contains("SWITCHBOARD_REDIS"), "{out}");
     assert!(out.contains("SWITCHBOARD_TCP"), "{out}");
     assert!(out.contains("precedence"), "{out}");
 }

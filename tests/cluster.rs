@@ -354,3 +354,98 @@ async fn retention_bounds_the_streams_in_redis() {
     let page = get(b.http(), "/rooms/aging/messages").await;
     assert_eq!(page["messages"][0]["text"], "new");
 }
+
+/// `switchboard serve --redis URL`, the real binary, on free ports.
+struct Process {
+    child: std::process::Child,
+    http: SocketAddr,
+}
+
+impl Process {
+    fn start(redis: &Redis) -> Process {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args([
+                "serve",
+                "--tcp",
+                "off",
+                "--udp",
+                "off",
+                "--http",
+                "127.0.0.1:0",
+            ])
+            .args(["--log-format", "json", "--redis", &redis.url()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut http = None;
+        for _ in 0..50 {
+            let Some(Ok(line)) = lines.next() else { break };
+            let v: Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["fields"]["message"] == "http listening" {
+                http = v["fields"]["addr"].as_str().map(|a| a.parse().unwrap());
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Process {
+            child,
+            http: http.expect("server logged its address"),
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn health(addr: SocketAddr) -> (u16, Value) {
+    let res = client()
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+/// Polls `/healthz` until it reports `want` for Redis, within a bounded wait.
+async fn wait_health(addr: SocketAddr, want: &str) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = health(addr).await;
+        if body["redis"] == want {
+            return (status, body);
+        }
+        assert!(Instant::now() < deadline, "redis never {want}: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serve_processes_with_one_flag_each() {
+    let mut redis = Redis::start();
+    let (a, b) = (Process::start(&redis), Process::start(&redis));
+    let (status, body) = wait_health(b.http, "up").await;
+    assert_eq!((status, &body["status"]), (200, &Value::from("ok")));
+    let mut events = sse(b.http, "procs").await;
+    let (status, sent) = post(a.http, "procs", "across processes", None).await;
+    assert_eq!(status, 201, "{sent}");
+    let (id, text) = sse_message(&mut events).await;
+    assert_eq!(
+        (id.as_str(), text.as_str()),
+        (sent["id"].as_str().unwrap(), "across processes")
+    );
+    // Health says when a node has lost Redis, and recovers with it.
+    redis.kill();
+    let (status, body) = wait_health(a.http, "down").await;
+    assert_eq!((status, &body["status"]), (503, &Value::from("degraded")));
+    redis.restart();
+    let (status, _) = wait_health(a.http, "up").await;
+    assert_eq!(status, 200);
+}

@@ -152,12 +152,20 @@ impl Hub {
             (self.epochs.hash_one((&name, created)) as u32).max(1)
         });
         let cluster = self.config.cluster.clone();
-        Arc::clone(
+        let mut created = false;
+        let room = Arc::clone(
             self.rooms
                 .entry(Arc::clone(&name))
-                .or_insert_with(|| Arc::new(Room::new(name, epoch, init, cluster)))
+                .or_insert_with(|| {
+                    created = true;
+                    Arc::new(Room::new(Arc::clone(&name), epoch, init, cluster))
+                })
                 .value(),
-        )
+        );
+        if created && let Some(cluster) = &self.config.cluster {
+            cluster.watch(&name);
+        }
+        room
     }
 
     /// The room called `name` for reading its history: the one in memory, or in a cluster

@@ -396,7 +396,7 @@ impl RedisStore {
         let init = loaded
             .map_err(unavailable)
             .and_then(|answer| self.parse_load(room, answer, store.clone()));
-        let init = match init {
+        match init {
             Ok(init) => init,
             Err(error) => {
                 // The room starts empty in an epoch of its own; the first message from the
@@ -412,9 +412,13 @@ impl RedisStore {
                     last_seq: 0,
                 }
             }
-        };
-        let _ = self.created.try_send(room.into());
-        init
+        }
+    }
+
+    /// Asks the bus task to check a room the hub has just created for messages published
+    /// while it was being loaded.
+    pub fn watch(&self, room: &Arc<str>) {
+        let _ = self.created.try_send(Arc::clone(room));
     }
 
     /// Loads a room without blocking (for the bus task).
@@ -589,6 +593,21 @@ impl RedisStore {
             .zip(alive)
             .filter_map(|(node, up)| up.then_some(*node))
             .collect();
+        // Entries of nodes that died without saying goodbye are removed when seen.
+        let dead: Vec<&str> = entries
+            .iter()
+            .map(|(member, _)| member.as_str())
+            .filter(|member| {
+                member
+                    .split_once('/')
+                    .is_some_and(|(node, _)| node != self.node && !alive.contains(node))
+            })
+            .collect();
+        if !dead.is_empty() {
+            let mut cmd = redis::cmd("HDEL");
+            cmd.arg(self.key("who", room)).arg(&dead);
+            let _ = self.ops.try_send(Op { cmd, done: None });
+        }
         Ok(entries
             .iter()
             .filter(|(member, _)| {
