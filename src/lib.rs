@@ -6,7 +6,8 @@
 //! - `cli`, `config`: command line and the resolved `Config` (flag > env > file > default).
 //! - `protocol`: sans-IO framing and parsing (lines, chat commands, names); no tokio.
 //! - `hub`: rooms, subscribers with bounded queues, events encoded once and shared.
-//! - `store`: room history behind the `History` seam (memory, SQLite).
+//! - `store`: room history behind the `History` seam (memory, SQLite, Redis), and the Redis
+//!   bus that lets several nodes share rooms.
 //! - `transport`: TCP chat, UDP chat, echo; thin adapters between sockets and the hub.
 //! - `http`: the axum router.
 //! - `metrics`: Prometheus counters and gauges behind `/metrics`.

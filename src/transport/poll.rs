@@ -306,7 +306,13 @@ pub(crate) async fn presence(
         .hub
         .members(&room)
         .await
-        .map_err(AppError::unavailable)?
+        .map_err(|e| {
+            AppError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("cannot list members: {e}"),
+            )
+        })?
         .into_iter()
         .map(|m| json!({"nick": &*m.nick, "transport": m.transport.as_str()}))
         .collect();
