@@ -363,6 +363,10 @@ struct Process {
 
 impl Process {
     fn start(redis: &Redis) -> Process {
+        Process::start_with(redis, &[])
+    }
+
+    fn start_with(redis: &Redis, extra: &[&str]) -> Process {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .args([
@@ -375,6 +379,7 @@ impl Process {
                 "127.0.0.1:0",
             ])
             .args(["--log-format", "json", "--redis", &redis.url()])
+            .args(extra)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -448,4 +453,90 @@ async fn two_serve_processes_with_one_flag_each() {
     redis.restart();
     let (status, _) = wait_health(a.http, "up").await;
     assert_eq!(status, 200);
+}
+
+/// Every message of `room` a node serves, paging by cursor.
+async fn history(addr: SocketAddr, room: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut since = String::new();
+    for _ in 0..1000 {
+        let page = get(addr, &format!("/rooms/{room}/messages?limit=1000{since}")).await;
+        for m in page["messages"].as_array().unwrap() {
+            out.push((
+                m["id"].as_str().unwrap().to_owned(),
+                m["text"].as_str().unwrap().to_owned(),
+            ));
+        }
+        if page["more"] != true {
+            return out;
+        }
+        since = format!("&since={}", page["next"].as_str().unwrap());
+    }
+    panic!("history did not end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_under_load_loses_no_acknowledged_message() {
+    let redis = Redis::start();
+    let flags = ["--history-max-messages", "100000", "--publish-rate", "0"];
+    let a = Process::start_with(&redis, &flags);
+    let b = Process::start_with(&redis, &flags);
+    let http = a.http;
+    // Eight publishers on A until the kill cuts them off.
+    let mut tasks = Vec::new();
+    for p in 0..8 {
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..100_000 {
+                let text = format!("p{p} m{i}");
+                match client()
+                    .post(format!("http://{http}/rooms/load/messages"))
+                    .body(text.clone())
+                    .send()
+                    .await
+                {
+                    Ok(res) if res.status() == 201 => {
+                        let v: Value = match res.json().await {
+                            Ok(v) => v,
+                            Err(_) => break,
+                        };
+                        acked.push((v["id"].as_str().unwrap().to_owned(), text));
+                    }
+                    _ => break,
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(a); // SIGKILL
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    assert!(
+        acked.len() > 100,
+        "only {} publishes before the kill",
+        acked.len()
+    );
+    eprintln!("node killed after {} acknowledged publishes", acked.len());
+    acked.sort_by_key(|(id, _)| seq(id));
+    // B, and a node started afterwards, both hold every acknowledged message, in order.
+    let c = Process::start_with(&redis, &flags);
+    for node in [b.http, c.http] {
+        let kept = history(node, "load").await;
+        let seqs: Vec<u64> = kept.iter().map(|(id, _)| seq(id)).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] + 1 == w[1]),
+            "no holes, in order"
+        );
+        let kept: std::collections::HashSet<_> = kept.into_iter().collect();
+        let missing: Vec<_> = acked.iter().filter(|m| !kept.contains(*m)).collect();
+        assert!(
+            missing.is_empty(),
+            "{} acknowledged but lost: {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
 }
