@@ -194,7 +194,8 @@ pub struct ConnectArgs {
 /// Options of `bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Target: ws://HOST:PORT/ws?room=bench (broadcast) or ws://HOST:PORT/echo (echo).
+    /// Target: ws://HOST:PORT/ws?room=bench or tcp://HOST:PORT/bench (broadcast);
+    /// ws://HOST:PORT/echo or the echo-server's tcp://HOST:PORT (echo).
     pub url: String,
 
     /// broadcast: publishers' messages reach every connection; echo: each waits for its copy.

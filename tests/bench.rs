@@ -66,3 +66,38 @@ async fn non_loopback_targets_are_refused() {
     assert!(matches!(err, BenchError::Remote(_)), "{err}");
     assert!(err.to_string().contains("--allow-remote"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_broadcast_counts_every_delivery_but_the_senders_own() {
+    let server = start_with(test_config()).await;
+    let mut opts = options(format!("tcp://{}/bench", server.tcp()), Mode::Broadcast);
+    opts.rate = 0; // paced by the window, which the first non-publisher returns
+    let report = bench::run(opts).await.unwrap();
+    assert!(report.sent > 50, "{report:?}");
+    assert_eq!(
+        report.expected,
+        report.sent * 19,
+        "the sender does not get its own line"
+    );
+    assert_eq!(report.delivered, report.expected, "{}", report.text());
+    assert_eq!(report.errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_echo_and_a_bad_tcp_broadcast_setup() {
+    let server = support::start_echo().await;
+    let mut opts = options(format!("tcp://{}", server.tcp()), Mode::Echo);
+    opts.rate = 0;
+    opts.window = 1;
+    let report = bench::run(opts).await.unwrap();
+    assert!(report.sent > 100, "{report:?}");
+    assert_eq!(report.delivered, report.sent, "{}", report.text());
+    let mut opts = options(format!("tcp://{}", server.tcp()), Mode::Broadcast);
+    opts.rate = 0;
+    opts.publishers = opts.connections;
+    let err = bench::run(opts).await.unwrap_err();
+    assert!(
+        err.to_string().contains("more connections than publishers"),
+        "{err}"
+    );
+}

@@ -1,7 +1,11 @@
 //! `switchboard bench`: the load generator.
 //!
-//! Modes: `broadcast` (N WebSocket clients in one room of `/ws`, P of them publishing; every
-//! message reaches all N) and `echo` (each client sends to `/echo` and waits for its copy).
+//! Modes: `broadcast` (N clients in one room, P of them publishing; every message reaches all
+//! N, or all but its sender on TCP) and `echo` (each client sends and waits for its copy).
+//! Transports: WebSocket (`ws://HOST:PORT/ws?room=…`, `ws://HOST:PORT/echo`) and TCP
+//! (`tcp://HOST:PORT[/ROOM]` for the chat, `tcp://HOST:PORT` of `echo-server` for echo). TCP
+//! chat does not echo a sender's own lines, so in TCP broadcast the first connection that does
+//! not publish tells each publisher when its message went round (its window).
 //! Every payload carries its publisher, sequence number and send time (microseconds since
 //! one `Instant` shared by all clients), so a receiver knows the exact latency and which
 //! messages fall in the measured window. Loops are bounded by the duration; targets must be
@@ -15,7 +19,8 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use tokio::net::TcpSocket;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -32,7 +37,8 @@ pub enum Mode {
 /// Options of one run.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// `ws://HOST:PORT/PATH` (`/ws?room=…` for broadcast, `/echo` for echo).
+    /// `ws://HOST:PORT/PATH` (`/ws?room=…` for broadcast, `/echo` for echo), or
+    /// `tcp://HOST:PORT[/ROOM]`.
     pub url: String,
     /// Broadcast or echo.
     pub mode: Mode,
@@ -158,10 +164,18 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
     if opts.connections == 0 {
         return Err(BenchError::Usage("--connections must be at least 1".into()));
     }
+    let tcp = opts.url.starts_with("tcp://");
     let publishers = match opts.mode {
         Mode::Broadcast => opts.publishers.clamp(1, opts.connections),
         Mode::Echo => opts.connections,
     };
+    if tcp && opts.mode == Mode::Broadcast && publishers >= opts.connections && opts.rate == 0 {
+        return Err(BenchError::Usage(
+            "TCP chat does not echo a sender's own lines: with --rate 0, open more connections \
+             than publishers, so that one can pace them"
+                .into(),
+        ));
+    }
     let rss_before = opts.server_pid.and_then(rss_bytes);
 
     // Connect everyone, 256 handshakes at a time.
@@ -219,31 +233,57 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
         done: tokio_util::sync::CancellationToken::new(),
     });
     let per_publisher_rate = (opts.rate > 0).then(|| opts.rate as f64 / publishers as f64);
+    let windows: Arc<Vec<Arc<Semaphore>>> = Arc::new(
+        (0..publishers)
+            .map(|_| Arc::new(Semaphore::new(opts.window.max(1))))
+            .collect(),
+    );
     let mut receivers = Vec::with_capacity(sockets.len());
-    for (i, ws) in sockets.into_iter().enumerate() {
-        let (sink, stream) = ws.split();
-        let window = Arc::new(Semaphore::new(opts.window.max(1)));
-        if i < publishers {
-            tokio::spawn(publish(
-                sink,
-                i as u32,
-                Arc::clone(&shared),
-                Arc::clone(&window),
-                per_publisher_rate,
-                opts.size,
-            ));
-        } else {
-            // Receivers keep their write half so the connection stays open.
-            tokio::spawn(async move {
-                let _sink = sink;
-                std::future::pending::<()>().await;
-            });
+    for (i, conn) in sockets.into_iter().enumerate() {
+        let (sink, source) = match conn {
+            Conn::Ws(ws) => {
+                let (sink, stream) = (*ws).split();
+                (Sink::Ws(sink), Source::Ws(stream))
+            }
+            Conn::Tcp(stream) => {
+                let (read, write) = stream.into_split();
+                (Sink::Tcp(write), Source::Tcp(BufReader::new(read).lines()))
+            }
+        };
+        let own = windows.get(i).cloned();
+        let returns = match (&source, opts.mode, &own) {
+            // TCP chat: the first non-publisher sees every publisher's messages.
+            (Source::Tcp(_), Mode::Broadcast, _) if i == publishers => {
+                Windows::All(Arc::clone(&windows))
+            }
+            (Source::Tcp(_), Mode::Broadcast, _) => Windows::Nobody,
+            (_, _, Some(window)) => Windows::Own(Arc::clone(window)),
+            _ => Windows::Nobody,
+        };
+        match own {
+            Some(window) => {
+                tokio::spawn(publish(
+                    sink,
+                    i as u32,
+                    Arc::clone(&shared),
+                    window,
+                    per_publisher_rate,
+                    opts.size,
+                ));
+            }
+            None => {
+                // Receivers keep their write half so the connection stays open.
+                tokio::spawn(async move {
+                    let _sink = sink;
+                    std::future::pending::<()>().await;
+                });
+            }
         }
         receivers.push(tokio::spawn(receive(
-            stream,
+            source,
             i as u32,
             Arc::clone(&shared),
-            window,
+            returns,
         )));
     }
 
@@ -280,6 +320,8 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
     }
     let sent = shared.sent.load(Ordering::Relaxed);
     let expected = match opts.mode {
+        // TCP chat does not send a line back to its sender.
+        Mode::Broadcast if tcp => sent * (opts.connections as u64 - 1),
         Mode::Broadcast => sent * opts.connections as u64,
         Mode::Echo => sent,
     };
@@ -323,10 +365,21 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
+/// One load-generator connection.
+enum Conn {
+    Ws(Box<Ws>),
+    Tcp(TcpStream),
+}
+
 fn parse_target(url: &str) -> Result<SocketAddr, BenchError> {
     let rest = url
         .strip_prefix("ws://")
-        .ok_or_else(|| BenchError::Usage(format!("{url}: expected ws://HOST:PORT/PATH")))?;
+        .or_else(|| url.strip_prefix("tcp://"))
+        .ok_or_else(|| {
+            BenchError::Usage(format!(
+                "{url}: expected ws://HOST:PORT/PATH or tcp://HOST:PORT[/ROOM]"
+            ))
+        })?;
     let host = rest.split('/').next().unwrap_or(rest);
     use std::net::ToSocketAddrs;
     let addr = host
@@ -337,7 +390,7 @@ fn parse_target(url: &str) -> Result<SocketAddr, BenchError> {
     Ok(addr)
 }
 
-async fn connect(url: &str, target: SocketAddr, source: Option<IpAddr>) -> Result<Ws, String> {
+async fn connect(url: &str, target: SocketAddr, source: Option<IpAddr>) -> Result<Conn, String> {
     let socket = if target.is_ipv4() {
         TcpSocket::new_v4()
     } else {
@@ -354,14 +407,43 @@ async fn connect(url: &str, target: SocketAddr, source: Option<IpAddr>) -> Resul
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
+    if let Some(rest) = url.strip_prefix("tcp://") {
+        let mut stream = stream;
+        if let Some((_, room)) = rest.split_once('/').filter(|(_, r)| !r.is_empty()) {
+            stream
+                .write_all(format!("/join {room}\n").as_bytes())
+                .await
+                .map_err(|e| format!("join: {e}"))?;
+        }
+        return Ok(Conn::Tcp(stream));
+    }
     let (ws, _) = tokio_tungstenite::client_async(url, stream)
         .await
         .map_err(|e| format!("handshake: {e}"))?;
-    Ok(ws)
+    Ok(Conn::Ws(Box::new(ws)))
+}
+
+/// A publisher's write half.
+enum Sink {
+    Ws(futures_util::stream::SplitSink<Ws, Message>),
+    Tcp(tokio::net::tcp::OwnedWriteHalf),
+}
+
+impl Sink {
+    async fn send(&mut self, payload: String) -> bool {
+        match self {
+            Sink::Ws(sink) => sink.send(Message::text(payload)).await.is_ok(),
+            Sink::Tcp(sink) => {
+                let mut line = payload.into_bytes();
+                line.push(b'\n');
+                sink.write_all(&line).await.is_ok()
+            }
+        }
+    }
 }
 
 async fn publish(
-    mut sink: futures_util::stream::SplitSink<Ws, Message>,
+    mut sink: Sink,
     me: u32,
     shared: Arc<Shared>,
     window: Arc<Semaphore>,
@@ -388,7 +470,7 @@ async fn publish(
         let t = shared.now_us();
         let payload = format!("b {me} {seq} {t} {padding}");
         seq += 1;
-        if sink.send(Message::text(payload)).await.is_err() {
+        if !sink.send(payload).await {
             shared.errors.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -396,33 +478,69 @@ async fn publish(
             shared.sent.fetch_add(1, Ordering::Relaxed);
         }
     }
+    // Keep the write half until the receivers are done: dropping a TCP write half shuts the
+    // connection down, and the server would close it before the last deliveries are counted.
+    shared.done.cancelled().await;
+    drop(sink);
+}
+
+/// A receiver's read half.
+enum Source {
+    Ws(futures_util::stream::SplitStream<Ws>),
+    Tcp(tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>),
+}
+
+impl Source {
+    /// The next text message or line; `None` when the connection ended or failed.
+    async fn next(&mut self) -> Option<Result<String, ()>> {
+        match self {
+            Source::Ws(stream) => loop {
+                return match stream.next().await? {
+                    Ok(Message::Text(t)) => Some(Ok(t.to_string())),
+                    Ok(Message::Close(_)) | Err(_) => Some(Err(())),
+                    Ok(_) => continue,
+                };
+            },
+            Source::Tcp(lines) => match lines.next_line().await {
+                Ok(Some(line)) => Some(Ok(line)),
+                Ok(None) | Err(_) => Some(Err(())),
+            },
+        }
+    }
+}
+
+/// Who a receiver gives window permits back to.
+#[derive(Clone)]
+enum Windows {
+    /// Its own publisher's, when it sees its own message (WebSocket echoes the sender).
+    Own(Arc<Semaphore>),
+    /// Every publisher's (the TCP observer: TCP chat does not echo the sender).
+    All(Arc<Vec<Arc<Semaphore>>>),
+    /// None.
+    Nobody,
 }
 
 async fn receive(
-    mut stream: futures_util::stream::SplitStream<Ws>,
+    mut source: Source,
     me: u32,
     shared: Arc<Shared>,
-    window: Arc<Semaphore>,
+    windows: Windows,
 ) -> Result<(Histogram<u64>, u64), ()> {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|_| ())?;
     let mut count = 0u64;
     loop {
         let message = tokio::select! {
             _ = shared.done.cancelled() => break,
-            m = stream.next() => match m {
+            m = source.next() => match m {
                 Some(m) => m,
                 None => break,
             },
         };
-        let text = match message {
-            Ok(Message::Text(t)) => t,
-            Ok(Message::Close(_)) | Err(_) => {
-                shared.errors.fetch_add(1, Ordering::Relaxed);
-                break;
-            }
-            Ok(_) => continue,
+        let Ok(text) = message else {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+            break;
         };
-        // "nick: b PUB SEQ T …" on /ws, "b PUB SEQ T …" on /echo.
+        // "nick: b PUB SEQ T …" from the chat, "b PUB SEQ T …" from an echo.
         let Some(at) = text.find("b ") else { continue };
         let mut fields = text[at + 2..].split(' ');
         let (Some(publisher), Some(_seq), Some(t)) = (fields.next(), fields.next(), fields.next())
@@ -432,8 +550,14 @@ async fn receive(
         let (Ok(publisher), Ok(t)) = (publisher.parse::<u32>(), t.parse::<u64>()) else {
             continue;
         };
-        if publisher == me {
-            window.add_permits(1);
+        match &windows {
+            Windows::Own(window) if publisher == me => window.add_permits(1),
+            Windows::All(all) => {
+                if let Some(window) = all.get(publisher as usize) {
+                    window.add_permits(1);
+                }
+            }
+            _ => {}
         }
         if shared.measured(t) && (shared.mode == Mode::Broadcast || publisher == me) {
             let _ = histogram.record(shared.now_us().saturating_sub(t).max(1));
