@@ -170,17 +170,14 @@ pub(crate) async fn messages(
                 "last must be 1 to {MAX_LIMIT}"
             )));
         }
-        let page = match shared.hub.room_to_read(&room) {
-            Some(r) => Page {
-                events: r.last(last),
-                gap: None,
-                more: false,
-                last_id: r.latest(),
-            },
-            None => empty_page(),
-        };
-        let cursor = shared.hub.existing_room(&room).map(|r| r.cursor());
-        return Ok(page_response(&room, None, &page, cursor));
+        let found = shared.hub.room_to_read(&room);
+        let page = found.as_ref().map_or_else(empty_page, |r| Page {
+            events: r.last(last),
+            gap: None,
+            more: false,
+            last_id: r.latest(),
+        });
+        return Ok(page_response(&room, None, &page, found.map(|r| r.cursor())));
     }
     let wait = Duration::from_secs(query.wait.unwrap_or(0));
     if wait.as_secs() > MAX_WAIT_SECS {
@@ -188,16 +185,23 @@ pub(crate) async fn messages(
             "wait must be 0 to {MAX_WAIT_SECS} seconds"
         )));
     }
-    let page = if wait.is_zero() {
-        match shared.hub.room_to_read(&room) {
-            Some(r) => r.page(since, limit),
-            None => empty_page(),
-        }
+    // A long-poll creates the room so that it can wait on it.
+    let found = if wait.is_zero() {
+        shared.hub.room_to_read(&room)
     } else {
-        long_poll(&shared, &shared.hub.room(&room), since, limit, wait).await
+        Some(shared.hub.room(&room))
     };
-    let cursor = shared.hub.existing_room(&room).map(|r| r.cursor());
-    Ok(page_response(&room, since, &page, cursor))
+    let page = match &found {
+        Some(r) if !wait.is_zero() => long_poll(&shared, r, since, limit, wait).await,
+        Some(r) => r.page(since, limit),
+        None => empty_page(),
+    };
+    Ok(page_response(
+        &room,
+        since,
+        &page,
+        found.map(|r| r.cursor()),
+    ))
 }
 
 fn empty_page() -> Page {
