@@ -255,7 +255,6 @@ impl Hub {
         match &self.config.cluster {
             Some(cluster) => {
                 let pending = cluster.publish(room, origin, &nick, text, key)?;
-                crate::metrics::METRICS.published.inc();
                 Ok(Published::Remote(pending))
             }
             None => room.publish(origin, nick, text, key),

@@ -104,7 +104,7 @@ pub enum Applied {
     Done,
     /// Messages before it are missing here; read them from the store first.
     Behind,
-    /// It belongs to another epoch than the room's: reload the room.
+    /// It belongs to another epoch than the room's: the room restarts in that epoch.
     OtherEpoch,
 }
 
@@ -447,15 +447,14 @@ impl Room {
         self.deliver(&mut state, event);
     }
 
-    /// Starts the room over from what the store holds now (a cluster room whose epoch
-    /// changed in Redis). Members stay; their next resume sees a reset.
-    pub(crate) fn reset(&self, init: RoomInit) {
+    /// Starts the room over, empty, in `epoch` (a cluster room that Redis numbers in another
+    /// epoch than this node gave it); what that epoch holds is applied next. Members stay;
+    /// their next resume with an old cursor sees a reset.
+    pub(crate) fn restart(&self, epoch: u32, history: Box<dyn crate::store::History>) {
         let mut state = self.lock();
-        if let Some(epoch) = init.epoch {
-            state.epoch = epoch;
-        }
-        state.history = init.history;
-        state.last_seq = init.last_seq;
+        state.epoch = epoch;
+        state.history = history;
+        state.last_seq = 0;
         drop(state);
         self.changed.notify_waiters();
     }

@@ -137,13 +137,12 @@ pub struct Stored {
 
 /// The answer to a publish handed to Redis, once it comes.
 #[derive(Debug)]
-pub struct PendingStore(oneshot::Receiver<Result<Value, StoreError>>);
+pub struct PendingStore(oneshot::Receiver<Result<Stored, StoreError>>);
 
 impl PendingStore {
     /// Waits for Redis to store (or refuse) the message.
     pub async fn wait(self) -> Result<Stored, StoreError> {
-        let value = self.0.await.unwrap_or(Err(StoreError::Closed))?;
-        parse_stored(value)
+        self.0.await.unwrap_or(Err(StoreError::Closed))
     }
 }
 
@@ -185,10 +184,13 @@ fn parse_stored(value: Value) -> Result<Stored, StoreError> {
     }
 }
 
-/// One queued write: a command and, if someone waits for it, where its answer goes.
+/// What the writer does with a write's answer; runs on the writer task, so it must not block.
+type Done = Box<dyn FnOnce(Result<Value, StoreError>) + Send>;
+
+/// One queued write: a command and, if someone cares, what to do with its answer.
 struct Op {
     cmd: redis::Cmd,
-    done: Option<oneshot::Sender<Result<Value, StoreError>>>,
+    done: Option<Done>,
 }
 
 /// A message or presence change as carried on the bus.
@@ -421,19 +423,6 @@ impl RedisStore {
         let _ = self.created.try_send(Arc::clone(room));
     }
 
-    /// Loads a room without blocking (for the bus task).
-    async fn load(&self, room: &str) -> Result<RoomInit, StoreError> {
-        let mut conn = self.query_conn().await?;
-        let answer = tokio::time::timeout(
-            TIMEOUT,
-            self.load_pipe(room).query_async::<LoadAnswer>(&mut conn),
-        )
-        .await
-        .map_err(unavailable)?
-        .map_err(unavailable)?;
-        self.parse_load(room, answer, None)
-    }
-
     async fn query_conn(&self) -> Result<redis::aio::MultiplexedConnection, StoreError> {
         let mut held = self.query.lock().await;
         if let Some(conn) = held.as_ref() {
@@ -482,18 +471,24 @@ impl RedisStore {
         cmd
     }
 
-    fn enqueue(&self, cmd: redis::Cmd) -> Result<PendingStore, StoreError> {
-        let (done, rx) = oneshot::channel();
-        self.ops
-            .try_send(Op {
-                cmd,
-                done: Some(done),
-            })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => StoreError::Busy,
-                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-            })?;
-        Ok(PendingStore(rx))
+    /// Queues a write for the writer task, without waiting; refused when the queue is full.
+    fn enqueue(&self, cmd: redis::Cmd, done: Option<Done>) -> Result<(), StoreError> {
+        self.ops.try_send(Op { cmd, done }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })
+    }
+
+    /// Queues a `STORE` call; `then` gets its parsed answer on the writer task.
+    fn enqueue_store(
+        &self,
+        cmd: redis::Cmd,
+        then: impl FnOnce(Result<Stored, StoreError>) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        self.enqueue(
+            cmd,
+            Some(Box::new(|answer| then(answer.and_then(parse_stored)))),
+        )
     }
 
     /// Hands a new message for `room` to Redis, which numbers it, stores it and puts it on
@@ -524,7 +519,20 @@ impl RedisStore {
                 known_seq,
             },
         );
-        self.enqueue(cmd)
+        let (tx, rx) = oneshot::channel();
+        self.enqueue_store(cmd, move |stored| {
+            if matches!(
+                stored,
+                Ok(Stored {
+                    duplicate: false,
+                    ..
+                })
+            ) {
+                crate::metrics::METRICS.published.inc();
+            }
+            let _ = tx.send(stored);
+        })?;
+        Ok(PendingStore(rx))
     }
 
     /// Tells the other nodes about a join, leave or nick change of a local member, and keeps
@@ -551,7 +559,7 @@ impl RedisStore {
         let mut publish = redis::cmd("PUBLISH");
         publish.arg(self.bus()).arg(payload.to_string());
         for cmd in [hash, publish] {
-            if self.ops.try_send(Op { cmd, done: None }).is_err() {
+            if self.enqueue(cmd, None).is_err() {
                 tracing::warn!(room = %event.room, "redis queue full; presence change not shared");
                 return;
             }
@@ -606,7 +614,7 @@ impl RedisStore {
         if !dead.is_empty() {
             let mut cmd = redis::cmd("HDEL");
             cmd.arg(self.key("who", room)).arg(&dead);
-            let _ = self.ops.try_send(Op { cmd, done: None });
+            let _ = self.enqueue(cmd, None);
         }
         Ok(entries
             .iter()
@@ -699,7 +707,7 @@ impl RedisStore {
             .arg(now_ms())
             .arg("PX")
             .arg(NODE_TTL.as_millis() as u64);
-        let _ = self.ops.try_send(Op { cmd, done: None });
+        let _ = self.enqueue(cmd, None);
     }
 
     async fn dispatch(&self, hub: &Hub, payload: &[u8]) {
@@ -714,16 +722,16 @@ impl RedisStore {
             // Nobody here uses the room; it loads from the stream if someone does.
             return;
         };
-        let origin = message.o.as_deref().and_then(|o| {
-            let (node, sub) = o.split_once('/')?;
-            (node == self.node).then(|| sub.parse().ok()).flatten()
-        });
+        // `NODE/SUB` of the sender; the subscriber id only means something on its own node.
+        let (node, sub) = message
+            .o
+            .as_deref()
+            .and_then(|o| o.split_once('/'))
+            .unwrap_or_default();
+        let from_here = node == self.node;
+        let origin = if from_here { sub.parse().ok() } else { None };
         if message.k != "m" {
-            if message
-                .o
-                .as_deref()
-                .is_some_and(|o| o.starts_with(&self.node))
-            {
+            if from_here {
                 return; // Our own presence change, delivered locally already.
             }
             let kind = match message.k.as_str() {
@@ -765,16 +773,10 @@ impl RedisStore {
                 .unwrap_or_else(now_ms),
         );
         event.origin = origin;
-        let event = Arc::new(event);
-        match room.apply(Arc::clone(&event), false) {
+        match room.apply(Arc::new(event), false) {
             Applied::Done => {}
-            Applied::Behind => self.catch_up(&room).await,
-            Applied::OtherEpoch => {
-                // Typically two nodes created the room at once and the other's epoch won:
-                // start over from Redis just before this message, then deliver it.
-                self.reload(&room, Some(seq)).await;
-                room.apply(event, false);
-            }
+            // The stream holds this message and whatever came before it that is missing here.
+            Applied::Behind | Applied::OtherEpoch => self.catch_up(&room).await,
         }
     }
 
@@ -816,7 +818,19 @@ impl RedisStore {
                 }
             };
             match stored_epoch.and_then(|e| e.parse::<u32>().ok()) {
-                Some(stored) if stored != epoch => return self.reload(room, None).await,
+                Some(stored) if stored != epoch => {
+                    // Redis numbers the room in another epoch than this node gave it: two
+                    // nodes created it at once and the other one published first (or loading
+                    // it failed). Nothing of that epoch has reached the members here, so
+                    // start it from the beginning; the next pages deliver all of it.
+                    tracing::info!(room = %room.name(), epoch = stored, "room takes its epoch from Redis");
+                    let history = RedisHistory {
+                        cache: MemoryHistory::new(self.retention),
+                        store: None,
+                    };
+                    room.restart(stored, Box::new(history));
+                    continue;
+                }
                 Some(_) => {}
                 // The room has never been written to; nothing to catch up.
                 None => return,
@@ -834,36 +848,16 @@ impl RedisStore {
         }
     }
 
-    /// Replaces a room's state with what Redis holds (its epoch there is another). With
-    /// `before`, only what precedes that sequence number, so that it can be applied next.
-    async fn reload(&self, room: &Arc<Room>, before: Option<u64>) {
-        let mut init = match self.load(room.name()).await {
-            Ok(init) => init,
-            Err(error) => {
-                tracing::warn!(room = %room.name(), %error, "cannot reload room");
-                return;
-            }
-        };
-        if let Some(before) = before {
-            let mut cache = MemoryHistory::new(self.retention);
-            let kept = init.history.after(0, usize::MAX).events;
-            cache.preload(
-                kept.into_iter()
-                    .filter(|e| e.id.is_some_and(|id| id.seq < before)),
-            );
-            init.history = Box::new(RedisHistory { cache, store: None });
-            init.last_seq = before.saturating_sub(1);
-        }
-        tracing::info!(room = %room.name(), epoch = ?init.epoch, "room took its epoch from Redis");
-        room.reset(init);
-    }
-
     /// Sends what is queued and says this node is gone.
     pub async fn close(&self) {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(self.node_key(&self.node));
-        if let Ok(pending) = self.enqueue(cmd) {
-            let _ = tokio::time::timeout(TIMEOUT, pending.0).await;
+        let (tx, rx) = oneshot::channel();
+        let sent = move |_| {
+            let _ = tx.send(());
+        };
+        if self.enqueue(cmd, Some(Box::new(sent))).is_ok() {
+            let _ = tokio::time::timeout(TIMEOUT, rx).await;
         }
     }
 }
@@ -948,7 +942,7 @@ async fn write_loop(store: Arc<RedisStore>, mut ops: mpsc::Receiver<Op>) {
                     tracing::warn!(%error, dropped = batch.len(), "redis unavailable");
                     for op in batch.drain(..) {
                         if let Some(done) = op.done {
-                            let _ = done.send(Err(error.clone()));
+                            done(Err(error.clone()));
                         }
                     }
                     continue;
@@ -975,7 +969,7 @@ async fn write_loop(store: Arc<RedisStore>, mut ops: mpsc::Receiver<Op>) {
                         value => Ok(value),
                     };
                     if let Some(done) = op.done {
-                        let _ = done.send(result);
+                        done(result);
                     }
                 }
             }
@@ -991,7 +985,7 @@ async fn write_loop(store: Arc<RedisStore>, mut ops: mpsc::Receiver<Op>) {
                 conn = None;
                 for op in batch.drain(..) {
                     if let Some(done) = op.done {
-                        let _ = done.send(Err(error.clone()));
+                        done(Err(error.clone()));
                     }
                 }
             }
@@ -1046,12 +1040,11 @@ impl History for RedisHistory {
                 known_seq: id.seq.saturating_sub(1),
             },
         );
-        let pending = store.enqueue(cmd)?;
-        self.cache.push(event);
         let (tx, rx) = oneshot::channel();
-        tokio::spawn(async move {
-            let _ = tx.send(pending.wait().await.map(|_| ()));
-        });
+        store.enqueue_store(cmd, move |stored| {
+            let _ = tx.send(stored.map(|_| ()));
+        })?;
+        self.cache.push(event);
         Ok(Durability::Pending(rx))
     }
 
