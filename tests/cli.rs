@@ -4,11 +4,10 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Line, start_echo, start_server};
+use support::{Line, addr_of, spawn_logged, start_echo, start_server};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
@@ -103,68 +102,6 @@ async fn connect_chats_over_tcp() {
 async fn connect_refuses_unknown_schemes_clearly() {
     let (_, err) = connect("gopher://127.0.0.1:1".into(), "").await;
     assert!(err.contains("unsupported URL"), "{err}");
-}
-
-/// A spawned server, killed when dropped so that a failing test does not leak it.
-struct Spawned(Option<Child>);
-
-impl Spawned {
-    fn take(mut self) -> Child {
-        self.0.take().expect("child present")
-    }
-    fn kill(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Spawns the binary and reads the addresses it logs as JSON on stderr.
-fn spawn_logged(args: &[&str]) -> (Spawned, Vec<(String, SocketAddr)>) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .args(["--log-format", "json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let mut addrs = Vec::new();
-    let want = args.iter().filter(|a| a.ends_with(":0")).count();
-    for _ in 0..100 {
-        let Some(Ok(line)) = lines.next() else { break };
-        let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-        let message = v["fields"]["message"].as_str().unwrap_or("");
-        if let Some(addr) = v["fields"]["addr"].as_str()
-            && message.ends_with("listening")
-        {
-            let what = message.split(' ').next().unwrap().to_owned();
-            addrs.push((what, addr.parse().unwrap()));
-            if addrs.len() == want {
-                break;
-            }
-        }
-    }
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (Spawned(Some(child)), addrs)
-}
-
-fn addr_of(addrs: &[(String, SocketAddr)], what: &str) -> SocketAddr {
-    addrs
-        .iter()
-        .find(|(w, _)| w == what)
-        .unwrap_or_else(|| panic!("{what} address logged: {addrs:?}"))
-        .1
 }
 
 /// Runs a seed Python client with its `PORT = 12345` pointed at `port`.

@@ -17,7 +17,7 @@ use eventsource_stream::Eventsource;
 use futures_util::{SinkExt, Stream, StreamExt};
 use redis_server::Redis;
 use serde_json::Value;
-use support::{Line, TIMEOUT, TestServer, start_with, test_config};
+use support::{Line, Spawned, TIMEOUT, TestServer, addr_of, spawn_logged, start_with, test_config};
 use switchboard::Config;
 use switchboard::config::StoreKind;
 use tokio_tungstenite::tungstenite::Message;
@@ -355,9 +355,9 @@ async fn retention_bounds_the_streams_in_redis() {
     assert_eq!(page["messages"][0]["text"], "new");
 }
 
-/// `switchboard serve --redis URL`, the real binary, on free ports.
+/// `switchboard serve --redis URL`, the real binary, on free ports; killed when dropped.
 struct Process {
-    child: std::process::Child,
+    _process: Spawned,
     http: SocketAddr,
 }
 
@@ -367,46 +367,23 @@ impl Process {
     }
 
     fn start_with(redis: &Redis, extra: &[&str]) -> Process {
-        use std::io::{BufRead, BufReader};
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args([
-                "serve",
-                "--tcp",
-                "off",
-                "--udp",
-                "off",
-                "--http",
-                "127.0.0.1:0",
-            ])
-            .args(["--log-format", "json", "--redis", &redis.url()])
-            .args(extra)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut http = None;
-        for _ in 0..50 {
-            let Some(Ok(line)) = lines.next() else { break };
-            let v: Value = serde_json::from_str(&line).unwrap_or_default();
-            if v["fields"]["message"] == "http listening" {
-                http = v["fields"]["addr"].as_str().map(|a| a.parse().unwrap());
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
+        let url = redis.url();
+        let mut args = vec![
+            "serve",
+            "--tcp",
+            "off",
+            "--udp",
+            "off",
+            "--http",
+            "127.0.0.1:0",
+        ];
+        args.extend(["--redis", &url]);
+        args.extend(extra);
+        let (process, addrs) = spawn_logged(&args);
         Process {
-            child,
-            http: http.expect("server logged its address"),
+            _process: process,
+            http: addr_of(&addrs, "http"),
         }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -2,79 +2,53 @@
 //! `kill -9` under continuous publishing every acknowledged message is there, in order; the
 //! database does not grow without bound.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::{Spawned, addr_of, spawn_logged};
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-
-/// `switchboard serve` on a free HTTP port with its store in `dir`.
+/// `switchboard serve` on a free HTTP port with its store in `dir`; killed when dropped.
 struct Node {
-    child: Child,
+    process: Spawned,
     http: SocketAddr,
-}
-
-/// A server left running by a failing test is killed, not leaked.
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 impl Node {
     fn start(dir: &Path, extra: &[&str]) -> Node {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--tcp",
-                "off",
-                "--udp",
-                "off",
-                "--http",
-                "127.0.0.1:0",
-            ])
-            .args(["--publish-rate", "0", "--log-format", "json", "--data-dir"])
-            .arg(dir)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut http = None;
-        for _ in 0..50 {
-            let Some(Ok(line)) = lines.next() else { break };
-            let v: Value = serde_json::from_str(&line).unwrap_or_default();
-            if v["fields"]["message"] == "http listening" {
-                http = v["fields"]["addr"].as_str().map(|a| a.parse().unwrap());
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
+        let dir = dir.to_str().expect("UTF-8 temp path");
+        let mut args = vec![
+            "serve",
+            "--tcp",
+            "off",
+            "--udp",
+            "off",
+            "--http",
+            "127.0.0.1:0",
+        ];
+        args.extend(["--publish-rate", "0", "--data-dir", dir]);
+        args.extend(extra);
+        let (process, addrs) = spawn_logged(&args);
         Node {
-            child,
-            http: http.expect("server logged its address"),
+            process,
+            http: addr_of(&addrs, "http"),
         }
     }
 
-    fn stop(mut self) {
+    fn stop(self) {
+        let mut child = self.process.take();
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &child.id().to_string()])
             .status();
-        wait(&mut self.child);
+        wait(&mut child);
     }
 
     fn kill9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        wait(&mut self.child);
+        self.process.kill(); // SIGKILL, and waits
     }
 }
 

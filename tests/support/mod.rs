@@ -1,7 +1,9 @@
 //! Shared test helpers: start a real server on port 0 and talk to it with real sockets.
 #![allow(dead_code, unreachable_pub)]
 
+use std::io::BufRead;
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use switchboard::{Addrs, Config, Server};
@@ -199,4 +201,67 @@ pub fn flood(
         }
         writer
     })
+}
+
+/// A spawned server, killed when dropped so that a failing test does not leak it.
+pub struct Spawned(Option<Child>);
+
+impl Spawned {
+    pub fn take(mut self) -> Child {
+        self.0.take().expect("child present")
+    }
+    pub fn kill(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Spawns the real binary with `args` and reads the addresses it logs (as JSON, on stderr)
+/// for each `:0` it was given.
+pub fn spawn_logged(args: &[&str]) -> (Spawned, Vec<(String, SocketAddr)>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(args)
+        .args(["--log-format", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let mut addrs = Vec::new();
+    let want = args.iter().filter(|a| a.ends_with(":0")).count();
+    for _ in 0..100 {
+        let Some(Ok(line)) = lines.next() else { break };
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+        let message = v["fields"]["message"].as_str().unwrap_or("");
+        if let Some(addr) = v["fields"]["addr"].as_str()
+            && message.ends_with("listening")
+        {
+            let what = message.split(' ').next().unwrap().to_owned();
+            addrs.push((what, addr.parse().unwrap()));
+            if addrs.len() == want {
+                break;
+            }
+        }
+    }
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (Spawned(Some(child)), addrs)
+}
+
+pub fn addr_of(addrs: &[(String, SocketAddr)], what: &str) -> SocketAddr {
+    addrs
+        .iter()
+        .find(|(w, _)| w == what)
+        .unwrap_or_else(|| panic!("{what} address logged: {addrs:?}"))
+        .1
 }
