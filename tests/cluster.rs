@@ -17,7 +17,10 @@ use eventsource_stream::Eventsource;
 use futures_util::{SinkExt, Stream, StreamExt};
 use redis_server::Redis;
 use serde_json::Value;
-use support::{Line, Spawned, TIMEOUT, TestServer, addr_of, spawn_logged, start_with, test_config};
+use support::{
+    Line, Spawned, TIMEOUT, TestServer, addr_of, history_of, publish_until_cut, spawn_logged,
+    start_with, test_config,
+};
 use switchboard::Config;
 use switchboard::config::StoreKind;
 use tokio_tungstenite::tungstenite::Message;
@@ -432,65 +435,19 @@ async fn two_serve_processes_with_one_flag_each() {
     assert_eq!(status, 200);
 }
 
-/// Every message of `room` a node serves, paging by cursor.
-async fn history(addr: SocketAddr, room: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut since = String::new();
-    for _ in 0..1000 {
-        let page = get(addr, &format!("/rooms/{room}/messages?limit=1000{since}")).await;
-        for m in page["messages"].as_array().unwrap() {
-            out.push((
-                m["id"].as_str().unwrap().to_owned(),
-                m["text"].as_str().unwrap().to_owned(),
-            ));
-        }
-        if page["more"] != true {
-            return out;
-        }
-        since = format!("&since={}", page["next"].as_str().unwrap());
-    }
-    panic!("history did not end");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_under_load_loses_no_acknowledged_message() {
     let redis = Redis::start();
     let flags = ["--history-max-messages", "100000", "--publish-rate", "0"];
     let a = Process::start_with(&redis, &flags);
     let b = Process::start_with(&redis, &flags);
-    let http = a.http;
     // Eight publishers on A until the kill cuts them off.
-    let mut tasks = Vec::new();
-    for p in 0..8 {
-        tasks.push(tokio::spawn(async move {
-            let mut acked = Vec::new();
-            for i in 0..100_000 {
-                let text = format!("p{p} m{i}");
-                match client()
-                    .post(format!("http://{http}/rooms/load/messages"))
-                    .body(text.clone())
-                    .send()
-                    .await
-                {
-                    Ok(res) if res.status() == 201 => {
-                        let v: Value = match res.json().await {
-                            Ok(v) => v,
-                            Err(_) => break,
-                        };
-                        acked.push((v["id"].as_str().unwrap().to_owned(), text));
-                    }
-                    _ => break,
-                }
-            }
-            acked
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    drop(a); // SIGKILL
-    let mut acked = Vec::new();
-    for t in tasks {
-        acked.extend(t.await.unwrap());
-    }
+    let http = a.http;
+    let kill = async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        drop(a); // SIGKILL
+    };
+    let mut acked = publish_until_cut(http, "load", 8, kill).await;
     assert!(
         acked.len() > 100,
         "only {} publishes before the kill",
@@ -501,7 +458,7 @@ async fn a_node_killed_under_load_loses_no_acknowledged_message() {
     // B, and a node started afterwards, both hold every acknowledged message, in order.
     let c = Process::start_with(&redis, &flags);
     for node in [b.http, c.http] {
-        let kept = history(node, "load").await;
+        let kept = history_of(node, "load").await;
         let seqs: Vec<u64> = kept.iter().map(|(id, _)| seq(id)).collect();
         assert!(
             seqs.windows(2).all(|w| w[0] + 1 == w[1]),

@@ -9,8 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::{Spawned, addr_of, spawn_logged};
+use support::{Spawned, addr_of, history_of, publish_to, publish_until_cut, spawn_logged};
 
 /// `switchboard serve` on a free HTTP port with its store in `dir`; killed when dropped.
 struct Node {
@@ -47,8 +46,10 @@ impl Node {
         wait(&mut child);
     }
 
-    fn kill9(mut self) {
-        self.process.kill(); // SIGKILL, and waits
+    fn kill9(self) {
+        let mut child = self.process.take();
+        child.kill().unwrap(); // SIGKILL
+        wait(&mut child);
     }
 }
 
@@ -64,58 +65,6 @@ fn wait(child: &mut Child) {
     panic!("server did not exit");
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-async fn post(http: SocketAddr, text: &str) -> Result<String, String> {
-    let res = client()
-        .post(format!("http://{http}/rooms/lobby/messages"))
-        .body(text.to_owned())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if res.status() != 201 {
-        return Err(res.status().to_string());
-    }
-    let v: Value = res.json().await.map_err(|e| e.to_string())?;
-    Ok(v["id"].as_str().unwrap().to_owned())
-}
-
-async fn history(http: SocketAddr) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut since: Option<String> = None;
-    for _ in 0..1000 {
-        let query = since
-            .as_ref()
-            .map_or(String::new(), |s| format!("&since={s}"));
-        let v: Value = client()
-            .get(format!(
-                "http://{http}/rooms/lobby/messages?limit=1000{query}"
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        for m in v["messages"].as_array().unwrap() {
-            out.push((
-                m["id"].as_str().unwrap().to_owned(),
-                m["text"].as_str().unwrap().to_owned(),
-            ));
-        }
-        if v["more"] != true {
-            return out;
-        }
-        since = v["next"].as_str().map(str::to_owned);
-    }
-    panic!("history did not end");
-}
-
 fn seq(id: &str) -> u64 {
     id.rsplit('-').next().unwrap().parse().unwrap()
 }
@@ -126,16 +75,20 @@ async fn history_and_ids_survive_a_restart() {
     let node = Node::start(dir.path(), &[]);
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(post(node.http, &format!("before {i}")).await.unwrap());
+        ids.push(
+            publish_to(node.http, "lobby", &format!("before {i}"))
+                .await
+                .unwrap(),
+        );
     }
     node.stop();
     let node = Node::start(dir.path(), &[]);
-    let kept = history(node.http).await;
+    let kept = history_of(node.http, "lobby").await;
     assert_eq!(
         kept.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(),
         ids
     );
-    let next = post(node.http, "after").await.unwrap();
+    let next = publish_to(node.http, "lobby", "after").await.unwrap();
     let (epoch, _) = ids[4].split_once('-').unwrap();
     assert_eq!(
         next,
@@ -149,27 +102,13 @@ async fn history_and_ids_survive_a_restart() {
 async fn every_acknowledged_message_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), &["--history-max-messages", "100000"]);
-    let http = node.http;
     // Eight publishers, so that commits are batched, publishing until the kill cuts them.
-    let mut tasks = Vec::new();
-    for p in 0..8 {
-        tasks.push(tokio::spawn(async move {
-            let mut acked = Vec::new();
-            for i in 0..100_000 {
-                match post(http, &format!("p{p} m{i}")).await {
-                    Ok(id) => acked.push((id, format!("p{p} m{i}"))),
-                    Err(_) => break,
-                }
-            }
-            acked
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    node.kill9();
-    let mut acked = Vec::new();
-    for t in tasks {
-        acked.extend(t.await.unwrap());
-    }
+    let http = node.http;
+    let kill = async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        node.kill9();
+    };
+    let acked = publish_until_cut(http, "lobby", 8, kill).await;
     assert!(
         acked.len() > 100,
         "published before the kill: {}",
@@ -178,7 +117,7 @@ async fn every_acknowledged_message_survives_kill_9() {
     eprintln!("kill -9 after {} acknowledged publishes", acked.len());
 
     let node = Node::start(dir.path(), &["--history-max-messages", "100000"]);
-    let kept = history(node.http).await;
+    let kept = history_of(node.http, "lobby").await;
     let kept_ids: std::collections::HashMap<&str, &str> = kept
         .iter()
         .map(|(id, text)| (id.as_str(), text.as_str()))
@@ -195,7 +134,9 @@ async fn every_acknowledged_message_survives_kill_9() {
     }
     // Ids seen before the crash are never handed out again.
     let highest = kept.iter().map(|(id, _)| seq(id)).max().unwrap();
-    let next = post(node.http, "after the crash").await.unwrap();
+    let next = publish_to(node.http, "lobby", "after the crash")
+        .await
+        .unwrap();
     assert!(
         seq(&next) > highest + 60_000,
         "sequence moved past in-flight ids: {next}"
@@ -208,11 +149,11 @@ async fn the_database_does_not_grow_without_bound() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), &["--history-max-messages", "50"]);
     for i in 0..600 {
-        post(node.http, &format!("{i} {}", "x".repeat(500)))
+        publish_to(node.http, "lobby", &format!("{i} {}", "x".repeat(500)))
             .await
             .unwrap();
     }
-    let kept = history(node.http).await;
+    let kept = history_of(node.http, "lobby").await;
     assert_eq!(kept.len(), 50);
     node.stop();
     let conn = rusqlite::Connection::open(dir.path().join("switchboard.sqlite3")).unwrap();

@@ -265,3 +265,82 @@ pub fn addr_of(addrs: &[(String, SocketAddr)], what: &str) -> SocketAddr {
         .unwrap_or_else(|| panic!("{what} address logged: {addrs:?}"))
         .1
 }
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(TIMEOUT).build().unwrap()
+}
+
+/// Publishes `text` to `room` over HTTP; the id on `201`, otherwise why not.
+pub async fn publish_to(addr: SocketAddr, room: &str, text: &str) -> Result<String, String> {
+    let res = http_client()
+        .post(format!("http://{addr}/rooms/{room}/messages"))
+        .body(text.to_owned())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if res.status() != 201 {
+        return Err(res.status().to_string());
+    }
+    let v: serde_json::Value = res.json().await.map_err(|e| e.to_string())?;
+    Ok(v["id"].as_str().unwrap().to_owned())
+}
+
+/// `publishers` concurrent HTTP publishers to `room`, each publishing until one of its
+/// publishes fails (the server was killed, say); together they return every acknowledged
+/// (id, text).
+pub async fn publish_until_cut(
+    addr: SocketAddr,
+    room: &'static str,
+    publishers: usize,
+    cut: impl Future<Output = ()>,
+) -> Vec<(String, String)> {
+    let tasks: Vec<_> = (0..publishers)
+        .map(|p| {
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..100_000 {
+                    let text = format!("p{p} m{i}");
+                    match publish_to(addr, room, &text).await {
+                        Ok(id) => acked.push((id, text)),
+                        Err(_) => break,
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    cut.await;
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    acked
+}
+
+/// Every message of `room` a server holds, as (id, text), paging by cursor.
+pub async fn history_of(addr: SocketAddr, room: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut since = String::new();
+    for _ in 0..1000 {
+        let url = format!("http://{addr}/rooms/{room}/messages?limit=1000{since}");
+        let page: serde_json::Value = http_client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for m in page["messages"].as_array().unwrap() {
+            out.push((
+                m["id"].as_str().unwrap().to_owned(),
+                m["text"].as_str().unwrap().to_owned(),
+            ));
+        }
+        if page["more"] != true {
+            return out;
+        }
+        since = format!("&since={}", page["next"].as_str().unwrap());
+    }
+    panic!("history did not end");
+}
