@@ -339,22 +339,13 @@ impl RedisStore {
         pipe
     }
 
-    fn parse_load(
-        &self,
-        room: &str,
-        answer: LoadAnswer,
-        store: Option<(Arc<RedisStore>, Arc<str>)>,
-    ) -> Result<RoomInit, StoreError> {
+    /// A loaded room: its epoch (none if Redis does not know it), last sequence and the
+    /// retained messages.
+    fn parse_load(&self, room: &str, answer: LoadAnswer) -> (Option<u32>, u64, MemoryHistory) {
         let ((epoch, seq), mut entries) = answer;
+        let mut cache = MemoryHistory::new(self.retention);
         let Some(epoch) = epoch.as_deref().and_then(|e| e.parse::<u32>().ok()) else {
-            return Ok(RoomInit {
-                history: Box::new(RedisHistory {
-                    cache: MemoryHistory::new(self.retention),
-                    store,
-                }),
-                epoch: None,
-                last_seq: 0,
-            });
+            return (None, 0, cache);
         };
         let mut last_seq: u64 = seq.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0);
         entries.reverse();
@@ -366,13 +357,8 @@ impl RedisStore {
         if let Some(newest) = events.last().and_then(|e| e.id) {
             last_seq = last_seq.max(newest.seq);
         }
-        let mut cache = MemoryHistory::new(self.retention);
         cache.preload(events);
-        Ok(RoomInit {
-            history: Box::new(RedisHistory { cache, store }),
-            epoch: Some(epoch),
-            last_seq,
-        })
+        (Some(epoch), last_seq, cache)
     }
 
     /// Loads a room (blocking, when the hub creates it).
@@ -393,27 +379,24 @@ impl RedisStore {
             }
             result
         };
-        // Appends made through the `History` seam write to the stream.
-        let store = Some((Arc::clone(self), Arc::<str>::from(room)));
-        let init = loaded
-            .map_err(unavailable)
-            .and_then(|answer| self.parse_load(room, answer, store.clone()));
-        match init {
-            Ok(init) => init,
+        let (epoch, last_seq, cache) = match loaded {
+            Ok(answer) => self.parse_load(room, answer),
             Err(error) => {
                 // The room starts empty in an epoch of its own; the first message from the
                 // bus (or the catch-up after a reconnect) carries the real epoch, and the
-                // room reloads then.
+                // room restarts in it then.
                 tracing::error!(room, %error, "cannot load room from Redis");
-                RoomInit {
-                    history: Box::new(RedisHistory {
-                        cache: MemoryHistory::new(self.retention),
-                        store,
-                    }),
-                    epoch: None,
-                    last_seq: 0,
-                }
+                (None, 0, MemoryHistory::new(self.retention))
             }
+        };
+        RoomInit {
+            // Appends made through the `History` seam write to the stream.
+            history: Box::new(RedisHistory {
+                cache,
+                store: Some((Arc::clone(self), room.into())),
+            }),
+            epoch,
+            last_seq,
         }
     }
 
