@@ -194,8 +194,9 @@ pub struct ConnectArgs {
 /// Options of `bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Target: ws://HOST:PORT/ws?room=bench or tcp://HOST:PORT/bench (broadcast);
-    /// ws://HOST:PORT/echo or the echo-server's tcp://HOST:PORT (echo).
+    /// Target: ws://HOST:PORT/ws?room=bench, tcp://HOST:PORT/bench or
+    /// http://HOST:PORT/events?room=bench (SSE listeners; publishers POST to the room)
+    /// for broadcast; ws://HOST:PORT/echo or the echo-server's tcp://HOST:PORT for echo.
     pub url: String,
 
     /// broadcast: publishers' messages reach every connection; echo: each waits for its copy.
@@ -206,7 +207,7 @@ pub struct BenchArgs {
     #[arg(long, short = 'c', default_value_t = 100)]
     pub connections: usize,
 
-    /// Publishing connections (broadcast mode).
+    /// Publishing connections (broadcast mode; with SSE, extra HTTP connections).
     #[arg(long, short = 'p', default_value_t = 10)]
     pub publishers: usize,
 

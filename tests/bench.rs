@@ -101,3 +101,66 @@ async fn tcp_echo_and_a_bad_tcp_broadcast_setup() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_broadcast_counts_every_listeners_copy_of_posted_messages() {
+    let server = start_with(Config {
+        publish_rate: 0.0,
+        ..test_config()
+    })
+    .await;
+    // Paced by the window, which the first listener returns.
+    let mut opts = options(
+        format!("http://{}/events?room=ssebench", server.http()),
+        Mode::Broadcast,
+    );
+    opts.rate = 0;
+    let report = bench::run(opts).await.unwrap();
+    assert!(report.sent > 50, "{report:?}");
+    assert_eq!(report.publishers, 2);
+    // Publishers are extra HTTP connections: all 20 listeners get every message.
+    assert_eq!(report.expected, report.sent * 20);
+    assert_eq!(report.delivered, report.expected, "{}", report.text());
+    assert_eq!(report.errors, 0);
+    assert!(report.client_cpu_ns_per_delivery.is_some());
+
+    // What the history holds is what was posted: the generator really went through the room.
+    let history: serde_json::Value = reqwest::get(format!(
+        "http://{}/rooms/ssebench/messages?last=1",
+        server.http()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let text = history["messages"][0]["text"].as_str().unwrap_or_default();
+    assert!(text.starts_with("b "), "{history}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_setups_that_cannot_work_are_refused() {
+    let server = start_with(test_config()).await;
+    let err = bench::run(options(
+        format!("http://{}/events?room=x", server.http()),
+        Mode::Echo,
+    ))
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("receive-only"), "{err}");
+    let err = bench::run(options(
+        format!("http://{}/rooms/x", server.http()),
+        Mode::Broadcast,
+    ))
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("/events?room="), "{err}");
+    // A room name the server refuses: the listeners' 400 is the error.
+    let err = bench::run(options(
+        format!("http://{}/events?room=no%20spaces", server.http()),
+        Mode::Broadcast,
+    ))
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("400"), "{err}");
+}

@@ -2,10 +2,13 @@
 //!
 //! Modes: `broadcast` (N clients in one room, P of them publishing; every message reaches all
 //! N, or all but its sender on TCP) and `echo` (each client sends and waits for its copy).
-//! Transports: WebSocket (`ws://HOST:PORT/ws?room=…`, `ws://HOST:PORT/echo`) and TCP
-//! (`tcp://HOST:PORT[/ROOM]` for the chat, `tcp://HOST:PORT` of `echo-server` for echo). TCP
-//! chat does not echo a sender's own lines, so in TCP broadcast the first connection that does
-//! not publish tells each publisher when its message went round (its window).
+//! Transports: WebSocket (`ws://HOST:PORT/ws?room=…`, `ws://HOST:PORT/echo`), TCP
+//! (`tcp://HOST:PORT[/ROOM]` for the chat, `tcp://HOST:PORT` of `echo-server` for echo) and
+//! SSE (`http://HOST:PORT/events?room=…`, broadcast only). TCP chat does not echo a sender's
+//! own lines, so in TCP broadcast the first connection that does not publish tells each
+//! publisher when its message went round (its window). SSE is receive-only: the N connections
+//! all listen, and P more publish with `POST /rooms/ROOM/messages` on keep-alive HTTP
+//! connections; the first listener paces the publishers' windows.
 //! Every payload carries its publisher, sequence number and send time (microseconds since
 //! one `Instant` shared by all clients), so a receiver knows the exact latency and which
 //! messages fall in the measured window. Loops are bounded by the duration; targets must be
@@ -37,8 +40,8 @@ pub enum Mode {
 /// Options of one run.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// `ws://HOST:PORT/PATH` (`/ws?room=…` for broadcast, `/echo` for echo), or
-    /// `tcp://HOST:PORT[/ROOM]`.
+    /// `ws://HOST:PORT/PATH` (`/ws?room=…` for broadcast, `/echo` for echo),
+    /// `tcp://HOST:PORT[/ROOM]`, or `http://HOST:PORT/events?room=…` (SSE).
     pub url: String,
     /// Broadcast or echo.
     pub mode: Mode,
@@ -129,6 +132,9 @@ pub struct Report {
     pub errors: u64,
     /// Server CPU time per delivery, when `--server-pid` was given.
     pub server_cpu_ns_per_delivery: Option<f64>,
+    /// The load generator's own CPU time per delivery. When it is close to the server's,
+    /// the two share the machine's cores and the generator caps the figures.
+    pub client_cpu_ns_per_delivery: Option<f64>,
     /// Server RSS growth per open (idle) connection, when `--server-pid` was given.
     pub server_rss_bytes_per_connection: Option<f64>,
 }
@@ -157,17 +163,28 @@ impl Shared {
 
 /// Runs a benchmark and returns its report.
 pub async fn run(opts: Options) -> Result<Report, BenchError> {
-    let target = parse_target(&opts.url)?;
+    let Target {
+        wire,
+        addr: target,
+        publish_url,
+    } = parse_target(&opts.url)?;
     if !target.ip().is_loopback() && !opts.allow_remote {
         return Err(BenchError::Remote(target.ip()));
     }
     if opts.connections == 0 {
         return Err(BenchError::Usage("--connections must be at least 1".into()));
     }
-    let tcp = opts.url.starts_with("tcp://");
-    let publishers = match opts.mode {
-        Mode::Broadcast => opts.publishers.clamp(1, opts.connections),
-        Mode::Echo => opts.connections,
+    let tcp = wire == Wire::Tcp;
+    let publishers = match (opts.mode, wire) {
+        (Mode::Echo, Wire::Sse) => {
+            return Err(BenchError::Usage(
+                "SSE is receive-only: use --mode broadcast (publishers POST to the room)".into(),
+            ));
+        }
+        // SSE publishers are extra HTTP connections, not some of the listeners.
+        (Mode::Broadcast, Wire::Sse) => opts.publishers.max(1),
+        (Mode::Broadcast, _) => opts.publishers.clamp(1, opts.connections),
+        (Mode::Echo, _) => opts.connections,
     };
     if tcp && opts.mode == Mode::Broadcast && publishers >= opts.connections && opts.rate == 0 {
         return Err(BenchError::Usage(
@@ -181,23 +198,39 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
     // Connect everyone, 256 handshakes at a time.
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(256));
+    let sources: Vec<Option<IpAddr>> = if target.ip().is_loopback() && target.is_ipv4() {
+        (0..opts.sources.max(1))
+            .map(|k| Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + k))))
+            .collect()
+    } else {
+        vec![None]
+    };
+    // SSE goes through reqwest: one client (connection pool) per source address.
+    let http_clients = if wire == Wire::Sse {
+        sources
+            .iter()
+            .map(|ip| {
+                reqwest::Client::builder()
+                    .local_address(*ip)
+                    .build()
+                    .map_err(|e| BenchError::Usage(format!("HTTP client: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        Vec::new()
+    };
     let mut handshakes = Vec::with_capacity(opts.connections);
     for i in 0..opts.connections {
         let gate = Arc::clone(&gate);
         let url = opts.url.clone();
-        let source = if target.ip().is_loopback() && target.is_ipv4() {
-            Some(IpAddr::V4(Ipv4Addr::new(
-                127,
-                0,
-                0,
-                1 + (i % opts.sources.max(1) as usize) as u8,
-            )))
-        } else {
-            None
-        };
+        let source = sources[i % sources.len()];
+        let http = http_clients.get(i % sources.len()).cloned();
         handshakes.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
-            connect(&url, target, source).await
+            match http {
+                Some(client) => connect_sse(&client, &url).await,
+                None => connect(&url, target, source).await,
+            }
         }));
     }
     let mut sockets = Vec::with_capacity(opts.connections);
@@ -243,25 +276,35 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
         let (sink, source) = match conn {
             Conn::Ws(ws) => {
                 let (sink, stream) = (*ws).split();
-                (Sink::Ws(sink), Source::Ws(stream))
+                (Some(Sink::Ws(sink)), Source::Ws(stream))
             }
             Conn::Tcp(stream) => {
                 let (read, write) = stream.into_split();
-                (Sink::Tcp(write), Source::Tcp(BufReader::new(read).lines()))
+                (
+                    Some(Sink::Tcp(write)),
+                    Source::Tcp(BufReader::new(read).lines()),
+                )
             }
+            Conn::Sse(events) => (None, Source::Sse(events)),
         };
-        let own = windows.get(i).cloned();
-        let returns = match (&source, opts.mode, &own) {
+        let own = match wire {
+            Wire::Sse => None,
+            _ => windows.get(i).cloned(),
+        };
+        let returns = match (wire, opts.mode, &own) {
             // TCP chat: the first non-publisher sees every publisher's messages.
-            (Source::Tcp(_), Mode::Broadcast, _) if i == publishers => {
+            (Wire::Tcp, Mode::Broadcast, _) if i == publishers => {
                 Windows::All(Arc::clone(&windows))
             }
-            (Source::Tcp(_), Mode::Broadcast, _) => Windows::Nobody,
+            (Wire::Tcp, Mode::Broadcast, _) => Windows::Nobody,
+            // SSE: every listener sees every publisher's messages; the first one paces.
+            (Wire::Sse, _, _) if i == 0 => Windows::All(Arc::clone(&windows)),
+            (Wire::Sse, _, _) => Windows::Nobody,
             (_, _, Some(window)) => Windows::Own(Arc::clone(window)),
             _ => Windows::Nobody,
         };
-        match own {
-            Some(window) => {
+        match (own, sink) {
+            (Some(window), Some(sink)) => {
                 tokio::spawn(publish(
                     sink,
                     i as u32,
@@ -271,13 +314,14 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
                     opts.size,
                 ));
             }
-            None => {
+            (_, Some(sink)) => {
                 // Receivers keep their write half so the connection stays open.
                 tokio::spawn(async move {
                     let _sink = sink;
                     std::future::pending::<()>().await;
                 });
             }
+            (_, None) => {}
         }
         receivers.push(tokio::spawn(receive(
             source,
@@ -287,9 +331,27 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
         )));
     }
 
+    if let Some(url) = &publish_url {
+        for (me, window) in windows.iter().enumerate() {
+            let sink = Sink::Http {
+                client: http_clients[me % http_clients.len()].clone(),
+                url: url.clone(),
+            };
+            tokio::spawn(publish(
+                sink,
+                me as u32,
+                Arc::clone(&shared),
+                Arc::clone(window),
+                per_publisher_rate,
+                opts.size,
+            ));
+        }
+    }
+
     let cpu_from = tokio::time::sleep_until((start + opts.warmup).into());
     cpu_from.await;
     let cpu_before = opts.server_pid.and_then(cpu_ticks);
+    let own_cpu_before = cpu_ticks(std::process::id());
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let end = start + opts.warmup + opts.duration;
     while Instant::now() < end {
@@ -303,6 +365,7 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
         }
     }
     let cpu_after = opts.server_pid.and_then(cpu_ticks);
+    let own_cpu_after = cpu_ticks(std::process::id());
     shared.stop_sending.store(true, Ordering::Relaxed);
     if progress {
         eprintln!();
@@ -356,6 +419,12 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
             }
             _ => None,
         },
+        client_cpu_ns_per_delivery: match (own_cpu_before, own_cpu_after) {
+            (Some(a), Some(b)) if delivered > 0 => {
+                Some((b - a) as f64 / ticks_per_sec * 1e9 / delivered as f64)
+            }
+            _ => None,
+        },
         server_rss_bytes_per_connection: match (rss_before, rss_after) {
             (Some(a), Some(b)) => Some((b as f64 - a as f64) / opts.connections as f64),
             _ => None,
@@ -365,29 +434,111 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
+/// An SSE response body, parsed into events.
+type SseEvents = std::pin::Pin<
+    Box<
+        dyn futures_util::Stream<
+                Item = Result<
+                    eventsource_stream::Event,
+                    eventsource_stream::EventStreamError<reqwest::Error>,
+                >,
+            > + Send,
+    >,
+>;
+
 /// One load-generator connection.
 enum Conn {
     Ws(Box<Ws>),
     Tcp(TcpStream),
+    Sse(SseEvents),
 }
 
-fn parse_target(url: &str) -> Result<SocketAddr, BenchError> {
-    let rest = url
-        .strip_prefix("ws://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| {
-            BenchError::Usage(format!(
-                "{url}: expected ws://HOST:PORT/PATH or tcp://HOST:PORT[/ROOM]"
-            ))
-        })?;
-    let host = rest.split('/').next().unwrap_or(rest);
+/// Which protocol the URL speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Ws,
+    Tcp,
+    Sse,
+}
+
+/// What the URL names.
+struct Target {
+    wire: Wire,
+    addr: SocketAddr,
+    /// SSE: where publishers POST.
+    publish_url: Option<String>,
+}
+
+fn parse_target(url: &str) -> Result<Target, BenchError> {
+    let usage = || {
+        BenchError::Usage(format!(
+            "{url}: expected ws://HOST:PORT/PATH, tcp://HOST:PORT[/ROOM] or \
+             http://HOST:PORT/events?room=ROOM"
+        ))
+    };
+    let (wire, rest) = if let Some(rest) = url.strip_prefix("ws://") {
+        (Wire::Ws, rest)
+    } else if let Some(rest) = url.strip_prefix("tcp://") {
+        (Wire::Tcp, rest)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        (Wire::Sse, rest)
+    } else {
+        return Err(usage());
+    };
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     use std::net::ToSocketAddrs;
     let addr = host
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| BenchError::Usage(format!("cannot resolve {host}")))?;
-    Ok(addr)
+    let publish_url = match wire {
+        Wire::Sse => {
+            let (path, query) = path.split_once('?').unwrap_or((path, ""));
+            if path != "events" {
+                return Err(usage());
+            }
+            let room = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("room="))
+                .filter(|r| !r.is_empty())
+                .unwrap_or(crate::transport::chat::DEFAULT_ROOM);
+            Some(format!("http://{host}/rooms/{room}/messages"))
+        }
+        _ => None,
+    };
+    Ok(Target {
+        wire,
+        addr,
+        publish_url,
+    })
+}
+
+/// Opens one SSE stream and waits for its `joined` event, so the listener is in the room
+/// before anyone publishes.
+async fn connect_sse(client: &reqwest::Client, url: &str) -> Result<Conn, String> {
+    use eventsource_stream::Eventsource;
+    let res = client
+        .get(url)
+        .header(reqwest::header::ACCEPT, "text/event-stream")
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    if !res.status().is_success() {
+        let status = res.status();
+        let body = res.text().await.unwrap_or_default();
+        return Err(format!("GET {url}: {status} {}", body.trim()));
+    }
+    let mut events: SseEvents = Box::pin(res.bytes_stream().eventsource());
+    match events.next().await {
+        Some(Ok(event)) if event.event == "joined" => Ok(Conn::Sse(events)),
+        Some(Ok(event)) => Err(format!(
+            "expected a `joined` event first, got `{}`",
+            event.event
+        )),
+        Some(Err(e)) => Err(format!("reading {url}: {e}")),
+        None => Err(format!("{url} ended before the `joined` event")),
+    }
 }
 
 async fn connect(url: &str, target: SocketAddr, source: Option<IpAddr>) -> Result<Conn, String> {
@@ -417,7 +568,11 @@ async fn connect(url: &str, target: SocketAddr, source: Option<IpAddr>) -> Resul
         }
         return Ok(Conn::Tcp(stream));
     }
-    let (ws, _) = tokio_tungstenite::client_async(url, stream)
+    // tungstenite's default 128 KiB read buffer is zero-filled on every read; with a
+    // thousand connections on a shared machine that memset would be the generator's main cost.
+    let config =
+        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
         .await
         .map_err(|e| format!("handshake: {e}"))?;
     Ok(Conn::Ws(Box::new(ws)))
@@ -427,6 +582,11 @@ async fn connect(url: &str, target: SocketAddr, source: Option<IpAddr>) -> Resul
 enum Sink {
     Ws(futures_util::stream::SplitSink<Ws, Message>),
     Tcp(tokio::net::tcp::OwnedWriteHalf),
+    /// SSE's publishers: `POST` on a keep-alive connection, one request at a time.
+    Http {
+        client: reqwest::Client,
+        url: String,
+    },
 }
 
 impl Sink {
@@ -438,6 +598,13 @@ impl Sink {
                 line.push(b'\n');
                 sink.write_all(&line).await.is_ok()
             }
+            Sink::Http { client, url } => client
+                .post(url.as_str())
+                .header(reqwest::header::CONTENT_TYPE, "text/plain")
+                .body(payload)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == reqwest::StatusCode::CREATED),
         }
     }
 }
@@ -453,7 +620,9 @@ async fn publish(
     let padding = "x".repeat(size.saturating_sub(40));
     let mut ticker = rate.map(|r| {
         let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / r.max(0.001)));
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // A tick that came late is made up at once: the asked rate is what gets sent, as
+        // long as the generator can keep up at all (`sent` in the report says so).
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         t
     });
     let mut seq = 0u64;
@@ -488,6 +657,13 @@ async fn publish(
 enum Source {
     Ws(futures_util::stream::SplitStream<Ws>),
     Tcp(tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>),
+    Sse(SseEvents),
+}
+
+/// The part of an SSE `message` event the generator reads.
+#[derive(serde::Deserialize)]
+struct SseMessage {
+    text: String,
 }
 
 impl Source {
@@ -504,6 +680,19 @@ impl Source {
             Source::Tcp(lines) => match lines.next_line().await {
                 Ok(Some(line)) => Some(Ok(line)),
                 Ok(None) | Err(_) => Some(Err(())),
+            },
+            Source::Sse(events) => loop {
+                return match events.next().await {
+                    Some(Ok(event)) if event.event == "message" => {
+                        match serde_json::from_str::<SseMessage>(&event.data) {
+                            Ok(m) => Some(Ok(m.text)),
+                            Err(_) => Some(Err(())),
+                        }
+                    }
+                    Some(Ok(event)) if event.event == "close" => Some(Err(())),
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => Some(Err(())),
+                };
             },
         }
     }
@@ -612,6 +801,9 @@ impl Report {
         );
         if let Some(ns) = self.server_cpu_ns_per_delivery {
             out.push_str(&format!("server CPU per delivery {ns:.0} ns\n"));
+        }
+        if let Some(ns) = self.client_cpu_ns_per_delivery {
+            out.push_str(&format!("load generator CPU per delivery {ns:.0} ns\n"));
         }
         if let Some(b) = self.server_rss_bytes_per_connection {
             out.push_str(&format!(
