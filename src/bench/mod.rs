@@ -135,8 +135,12 @@ pub struct Report {
     /// The load generator's own CPU time per delivery. When it is close to the server's,
     /// the two share the machine's cores and the generator caps the figures.
     pub client_cpu_ns_per_delivery: Option<f64>,
-    /// Server RSS growth per open (idle) connection, when `--server-pid` was given.
+    /// Server RSS growth per open connection once all are connected and before anything is
+    /// sent, when `--server-pid` was given.
     pub server_rss_bytes_per_connection: Option<f64>,
+    /// The same at the end of the run, after the traffic (buffers that were used stay
+    /// resident), still connected.
+    pub server_rss_bytes_per_connection_after: Option<f64>,
 }
 
 struct Shared {
@@ -252,7 +256,7 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
     }
     // Let join notices and the server's per-connection setup settle before measuring memory.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_after = opts.server_pid.and_then(rss_bytes);
+    let rss_connected = opts.server_pid.and_then(rss_bytes);
 
     let start = Instant::now();
     let shared = Arc::new(Shared {
@@ -372,6 +376,7 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
     }
     // Deliveries of messages sent near the end are still on their way.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_end = opts.server_pid.and_then(rss_bytes);
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
     let mut delivered = 0u64;
     shared.done.cancel();
@@ -425,7 +430,11 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
             }
             _ => None,
         },
-        server_rss_bytes_per_connection: match (rss_before, rss_after) {
+        server_rss_bytes_per_connection: match (rss_before, rss_connected) {
+            (Some(a), Some(b)) => Some((b as f64 - a as f64) / opts.connections as f64),
+            _ => None,
+        },
+        server_rss_bytes_per_connection_after: match (rss_before, rss_end) {
             (Some(a), Some(b)) => Some((b as f64 - a as f64) / opts.connections as f64),
             _ => None,
         },
@@ -805,10 +814,14 @@ impl Report {
         if let Some(ns) = self.client_cpu_ns_per_delivery {
             out.push_str(&format!("load generator CPU per delivery {ns:.0} ns\n"));
         }
-        if let Some(b) = self.server_rss_bytes_per_connection {
+        if let (Some(b), Some(after)) = (
+            self.server_rss_bytes_per_connection,
+            self.server_rss_bytes_per_connection_after,
+        ) {
             out.push_str(&format!(
-                "server RSS per connection {:.1} KiB\n",
-                b / 1024.0
+                "server RSS per connection {:.1} KiB connected, {:.1} KiB after the run\n",
+                b / 1024.0,
+                after / 1024.0
             ));
         }
         out

@@ -180,6 +180,11 @@ impl std::fmt::Debug for WsSocket {
 #[error("{0}")]
 pub struct WsError(String);
 
+/// Initial capacity of a connection's write buffer. The library's default is 16 KiB, which a
+/// connection touches in full after a few dozen small frames and then keeps resident for its
+/// lifetime; the buffer grows when a big batch needs it.
+const WRITE_BUFFER: usize = 4 * 1024;
+
 fn config(limits: WsLimits) -> sockudo_ws::Config {
     sockudo_ws::Config {
         max_message_size: limits.max_message,
@@ -189,6 +194,7 @@ fn config(limits: WsLimits) -> sockudo_ws::Config {
         auto_ping: limits.ping_interval_secs > 0,
         ping_interval: limits.ping_interval_secs,
         pong_timeout: limits.pong_timeout_secs,
+        write_buffer_size: WRITE_BUFFER,
         ..Default::default()
     }
 }
