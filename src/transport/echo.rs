@@ -18,8 +18,9 @@ pub(crate) async fn handle_tcp(
 ) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.split();
+    let stop = super::stop_signal(&shared);
     let copied = tokio::select! {
-        _ = shared.shutdown.cancelled() => None,
+        _ = stop.cancelled() => None,
         copied = tokio::io::copy(&mut reader, &mut writer) => Some(copied),
     };
     let _ = writer.shutdown().await;

@@ -25,6 +25,15 @@ use crate::server::Shared;
 use limits::Permit;
 
 /// Sleeps until `deadline`, or forever when there is none (an optional timer in `select!`).
+/// A connection's own shutdown signal: a child of the server's token, cancelled with it.
+///
+/// Connection loops wait on it at every wake-up. Polling a `CancellationToken` locks its
+/// mutex, so with the server's one token every writer on every core took the same lock twice
+/// per batch; a child has its own, which only its connection touches.
+pub(crate) fn stop_signal(shared: &Shared) -> tokio_util::sync::CancellationToken {
+    shared.shutdown.child_token()
+}
+
 pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,

@@ -81,7 +81,7 @@ pub(crate) async fn events(
         },
         rx,
         batch: Vec::new(),
-        shutdown: shared.shutdown.clone(),
+        shutdown: super::stop_signal(&shared),
         keep_alive: tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE),
         ends_at: shared
             .config

@@ -56,16 +56,17 @@ pub(crate) async fn handle(
     tracing::debug!(id = sub.id, %addr, "tcp chat connected");
     let (mut reader, writer) = stream.into_split();
     let done = CancellationToken::new();
+    let stop = super::stop_signal(&shared);
     let writer = tokio::spawn(write_loop(
         writer,
         rx,
         Arc::clone(&sub),
         done.clone(),
-        shared.shutdown.clone(),
+        stop.clone(),
     ));
 
     let mut session = ChatSession::start(Arc::clone(&shared.hub), Arc::clone(&sub));
-    let end = read_loop(&mut reader, &mut session, &shared).await;
+    let end = read_loop(&mut reader, &mut session, &shared, &stop).await;
     let reason = match end {
         End::Idle => {
             session.reply("* closing idle connection\n".into());
@@ -85,6 +86,7 @@ async fn read_loop(
     reader: &mut tokio::net::tcp::OwnedReadHalf,
     session: &mut ChatSession,
     shared: &Shared,
+    stop: &CancellationToken,
 ) -> End {
     let config = &shared.config;
     let sub = Arc::clone(session.subscriber());
@@ -98,7 +100,7 @@ async fn read_loop(
         let idle_at = config.idle_timeout.map(|t| last_read + t);
         tokio::select! {
             biased;
-            _ = shared.shutdown.cancelled() => return End::Shutdown,
+            _ = stop.cancelled() => return End::Shutdown,
             _ = sub.kicked() => return End::Kicked,
             _ = sleep_until(flush_at) => {
                 // The seed's client sends a message with no newline and then waits.

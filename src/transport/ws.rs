@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
 
 use super::chat::DEFAULT_ROOM;
 use super::ws_socket::{Deflate, WsLimits, WsMessage, WsSocket, negotiate_deflate};
@@ -265,7 +266,7 @@ pub(crate) async fn echo(State(shared): State<Arc<Shared>>, mut req: Request) ->
         Err(res) => return res,
     };
     let limits = limits(&shared, shared.config.ws_echo_max_message);
-    let stop = shared.shutdown.clone();
+    let stop = super::stop_signal(&shared);
     handshake.upgrade(&shared, limits, move |mut ws| async move {
         loop {
             let message = tokio::select! {
@@ -351,6 +352,8 @@ pub(crate) async fn chat(
 /// One WebSocket chat connection.
 struct Session {
     shared: Arc<Shared>,
+    /// This connection's child of the server's shutdown token (see `super::stop_signal`).
+    stop: CancellationToken,
     sub: Arc<Subscriber>,
     rx: tokio::sync::mpsc::Receiver<Delivery>,
     nick: Arc<str>,
@@ -409,6 +412,7 @@ impl Session {
             sub.offer(Delivery::Direct(Bytes::from(joined.encode())));
         }
         Self {
+            stop: super::stop_signal(&shared),
             shared,
             sub,
             rx,
@@ -438,7 +442,7 @@ impl Session {
         let (code, reason) = loop {
             let wake = tokio::select! {
                 biased;
-                _ = self.shared.shutdown.cancelled() => Wake::Shutdown,
+                _ = self.stop.cancelled() => Wake::Shutdown,
                 _ = self.sub.kicked() => Wake::Kicked,
                 n = self.rx.recv_many(&mut batch, 64) => Wake::Queue(n),
                 frame = ws.recv() => Wake::Frame(frame),
@@ -529,7 +533,7 @@ impl Session {
         tokio::select! {
             biased;
             _ = self.sub.kicked() => Sent::Interrupted,
-            _ = self.shared.shutdown.cancelled() => Sent::Interrupted,
+            _ = self.stop.cancelled() => Sent::Interrupted,
             written = write => match written {
                 Ok(()) => Sent::Done,
                 Err(error) => {
