@@ -164,3 +164,24 @@ async fn sse_setups_that_cannot_work_are_refused() {
     .unwrap_err();
     assert!(err.to_string().contains("400"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_publisher_is_reported_with_the_servers_answer() {
+    // The default publish rate limit (20/s, bursts of 50) stops a publisher going flat out.
+    let server = start_with(test_config()).await;
+    let mut opts = options(
+        format!("http://{}/events?room=limited", server.http()),
+        Mode::Broadcast,
+    );
+    opts.rate = 0;
+    opts.publishers = 1;
+    let report = bench::run(opts).await.unwrap();
+    assert!(report.errors >= 1, "{report:?}");
+    let first = report.first_error.as_deref().unwrap_or_default();
+    assert!(first.contains("429"), "{first}");
+    assert!(
+        report.text().contains("first error: POST"),
+        "{}",
+        report.text()
+    );
+}

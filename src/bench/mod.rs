@@ -130,6 +130,9 @@ pub struct Report {
     pub latency_ms: Latency,
     /// Connections that closed or failed during the run.
     pub errors: u64,
+    /// What the first of those errors was, e.g. `POST …: 429 Too Many Requests` or
+    /// `closed by the server: 1008 slow consumer`.
+    pub first_error: Option<String>,
     /// Server CPU time per delivery, when `--server-pid` was given.
     pub server_cpu_ns_per_delivery: Option<f64>,
     /// The load generator's own CPU time per delivery. When it is close to the server's,
@@ -151,12 +154,18 @@ struct Shared {
     stop_sending: AtomicBool,
     sent: AtomicU64,
     errors: AtomicU64,
+    first_error: std::sync::OnceLock<String>,
     mode: Mode,
     /// Tells receivers to stop and hand in what they measured.
     done: tokio_util::sync::CancellationToken,
 }
 
 impl Shared {
+    /// Counts an error; the first one is kept for the report.
+    fn error(&self, what: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let _ = self.first_error.set(what);
+    }
     fn now_us(&self) -> u64 {
         self.start.elapsed().as_micros() as u64
     }
@@ -266,6 +275,7 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
         stop_sending: AtomicBool::new(false),
         sent: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        first_error: std::sync::OnceLock::new(),
         mode: opts.mode,
         done: tokio_util::sync::CancellationToken::new(),
     });
@@ -423,6 +433,7 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
             max: histogram.max() as f64 / 1000.0,
         },
         errors: shared.errors.load(Ordering::Relaxed),
+        first_error: shared.first_error.get().cloned(),
         server_cpu_ns_per_delivery: match (cpu_before, cpu_after) {
             (Some(a), Some(b)) if delivered > 0 => {
                 Some((b - a) as f64 / ticks_per_sec * 1e9 / delivered as f64)
@@ -624,21 +635,34 @@ enum Sink {
 }
 
 impl Sink {
-    async fn send(&mut self, payload: String) -> bool {
+    async fn send(&mut self, payload: String) -> Result<(), String> {
         match self {
-            Sink::Ws(sink) => sink.send(Message::text(payload)).await.is_ok(),
+            Sink::Ws(sink) => sink
+                .send(Message::text(payload))
+                .await
+                .map_err(|e| format!("send: {e}")),
             Sink::Tcp(sink) => {
                 let mut line = payload.into_bytes();
                 line.push(b'\n');
-                sink.write_all(&line).await.is_ok()
+                sink.write_all(&line)
+                    .await
+                    .map_err(|e| format!("send: {e}"))
             }
-            Sink::Http { client, url } => client
-                .post(url.as_str())
-                .header(reqwest::header::CONTENT_TYPE, "text/plain")
-                .body(payload)
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == reqwest::StatusCode::CREATED),
+            Sink::Http { client, url } => {
+                let res = client
+                    .post(url.as_str())
+                    .header(reqwest::header::CONTENT_TYPE, "text/plain")
+                    .body(payload)
+                    .send()
+                    .await
+                    .map_err(|e| format!("POST {url}: {e}"))?;
+                if res.status() == reqwest::StatusCode::CREATED {
+                    return Ok(());
+                }
+                let status = res.status();
+                let body = res.text().await.unwrap_or_default();
+                Err(format!("POST {url}: {status} {}", body.trim()))
+            }
         }
     }
 }
@@ -677,8 +701,8 @@ async fn publish(
         let t = shared.now_us();
         let payload = format!("b {me} {seq} {t} {padding}");
         seq += 1;
-        if !sink.send(payload).await {
-            shared.errors.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = sink.send(payload).await {
+            shared.error(e);
             return;
         }
         if shared.measured(t) {
@@ -705,31 +729,42 @@ struct SseMessage {
 }
 
 impl Source {
-    /// The next text message or line; `None` when the connection ended or failed.
-    async fn next(&mut self) -> Option<Result<String, ()>> {
+    /// The next text message or line, or why there is none: the connection ended or failed.
+    async fn next(&mut self) -> Option<Result<String, String>> {
         match self {
             Source::Ws(stream) => loop {
                 return match stream.next().await? {
                     Ok(Message::Text(t)) => Some(Ok(t.to_string())),
-                    Ok(Message::Close(_)) | Err(_) => Some(Err(())),
+                    Ok(Message::Close(Some(frame))) => Some(Err(format!(
+                        "closed by the server: {} {}",
+                        u16::from(frame.code),
+                        frame.reason
+                    ))),
+                    Ok(Message::Close(None)) => Some(Err("closed by the server".into())),
+                    Err(e) => Some(Err(format!("receive: {e}"))),
                     Ok(_) => continue,
                 };
             },
             Source::Tcp(lines) => match lines.next_line().await {
+                Ok(Some(line)) if line.starts_with("ERR ") => Some(Err(line)),
                 Ok(Some(line)) => Some(Ok(line)),
-                Ok(None) | Err(_) => Some(Err(())),
+                Ok(None) => Some(Err("closed by the server".into())),
+                Err(e) => Some(Err(format!("receive: {e}"))),
             },
             Source::Sse(events) => loop {
                 return match events.next().await {
                     Some(Ok(event)) if event.event == "message" => {
                         match serde_json::from_str::<SseMessage>(&event.data) {
                             Ok(m) => Some(Ok(m.text)),
-                            Err(_) => Some(Err(())),
+                            Err(e) => Some(Err(format!("bad SSE message event: {e}"))),
                         }
                     }
-                    Some(Ok(event)) if event.event == "close" => Some(Err(())),
+                    Some(Ok(event)) if event.event == "close" => {
+                        Some(Err(format!("closed by the server: {}", event.data)))
+                    }
                     Some(Ok(_)) => continue,
-                    Some(Err(_)) | None => Some(Err(())),
+                    Some(Err(e)) => Some(Err(format!("receive: {e}"))),
+                    None => Some(Err("closed by the server".into())),
                 };
             },
         }
@@ -763,9 +798,12 @@ async fn receive(
                 None => break,
             },
         };
-        let Ok(text) = message else {
-            shared.errors.fetch_add(1, Ordering::Relaxed);
-            break;
+        let text = match message {
+            Ok(text) => text,
+            Err(e) => {
+                shared.error(e);
+                break;
+            }
         };
         // "nick: b PUB SEQ T …" from the chat, "b PUB SEQ T …" from an echo.
         let Some(at) = text.find("b ") else { continue };
@@ -846,6 +884,9 @@ impl Report {
             self.latency_ms.p999,
             self.latency_ms.max,
         );
+        if let Some(e) = &self.first_error {
+            out.push_str(&format!("first error: {e}\n"));
+        }
         if let Some(ns) = self.server_cpu_ns_per_delivery {
             out.push_str(&format!("server CPU per delivery {ns:.0} ns\n"));
         }
