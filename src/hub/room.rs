@@ -145,7 +145,7 @@ impl Published {
             let sub = Arc::clone(sub);
             tokio::spawn(async move {
                 if let Err(e) = pending.wait().await {
-                    sub.offer(Delivery::Direct(error(e)));
+                    sub.offer(Delivery::direct(error(e)));
                 }
             });
         }

@@ -58,11 +58,23 @@ impl Transport {
 pub enum Delivery {
     /// A room event, shared with every other receiver.
     Event(Arc<Event>),
-    /// Bytes meant for this subscriber alone (a command's answer, an error line).
-    Direct(Bytes),
+    /// Bytes meant for this subscriber alone (a command's answer, an error line). Boxed:
+    /// these are rare, and a 16-byte `Delivery` packs four queue slots per cache line
+    /// instead of two (see `Delivery::direct`).
+    Direct(Box<Bytes>),
     /// History replayed to this subscriber, queued under the room lock ahead of every live
     /// event that follows it: one queue slot however long it is.
     Replay(Box<Replay>),
+}
+
+// The queue's slots are this size; keep it to two words.
+const _: () = assert!(std::mem::size_of::<Delivery>() == 16);
+
+impl Delivery {
+    /// Bytes for this subscriber alone.
+    pub fn direct(bytes: impl Into<Bytes>) -> Self {
+        Delivery::Direct(Box::new(bytes.into()))
+    }
 }
 
 /// Messages a client missed, and whether they are all of them.

@@ -397,7 +397,7 @@ impl Session {
                 nick: &nick,
                 rooms: vec![room],
             };
-            sub.offer(Delivery::Direct(Bytes::from(welcome.encode())));
+            sub.offer(Delivery::direct(Bytes::from(welcome.encode())));
         }
         let (room, cursor) = hub.join_since(room, &sub, Arc::clone(&nick), since);
         tracing::debug!(id = sub.id, %addr, %nick, structured, "websocket chat connected");
@@ -409,7 +409,7 @@ impl Session {
                 members: members.iter().map(|m| &*m.nick).collect(),
                 cursor: cursor.to_string(),
             };
-            sub.offer(Delivery::Direct(Bytes::from(joined.encode())));
+            sub.offer(Delivery::direct(Bytes::from(joined.encode())));
         }
         Self {
             stop: super::stop_signal(&shared),
@@ -425,7 +425,7 @@ impl Session {
     /// Queues a server frame for this client alone, in order with its room events.
     fn direct(&self, frame: ServerFrame<'_>) {
         self.sub
-            .offer(Delivery::Direct(Bytes::from(frame.encode())));
+            .offer(Delivery::direct(Bytes::from(frame.encode())));
     }
 
     fn error(&self, reference: Option<&str>, code: ErrorCode, message: String) {
@@ -481,7 +481,7 @@ impl Session {
                             |e: StoreError| Bytes::from(format!("ERR message not sent: {e}"));
                         match self.publish(0, &text, None) {
                             Some(Err(e)) => {
-                                self.sub.offer(Delivery::Direct(not_sent(e)));
+                                self.sub.offer(Delivery::direct(not_sent(e)));
                             }
                             Some(Ok(published)) => published.report_failure(&self.sub, not_sent),
                             None => {}
@@ -512,7 +512,7 @@ impl Session {
             for delivery in batch.drain(..) {
                 match delivery {
                     Delivery::Event(event) => ws.feed(WsMessage::Text(self.encode(&event))).await?,
-                    Delivery::Direct(bytes) => ws.feed(WsMessage::Text(bytes)).await?,
+                    Delivery::Direct(bytes) => ws.feed(WsMessage::Text(*bytes)).await?,
                     Delivery::Replay(replay) => {
                         let gap = if self.structured {
                             replay.gap_json()
@@ -624,7 +624,7 @@ impl Session {
                                     message: format!("message not stored: {e}"),
                                 },
                             };
-                            sub.offer(Delivery::Direct(Bytes::from(frame.encode())));
+                            sub.offer(Delivery::direct(Bytes::from(frame.encode())));
                         });
                     }
                 }
