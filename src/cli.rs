@@ -42,7 +42,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Run the seed's echo server: returns exactly the bytes it receives (TCP and UDP).
     EchoServer(EchoArgs),
-    /// Load generator: many WebSocket clients against a server; reports throughput and latency.
+    /// Load generator: many WebSocket, TCP or SSE clients against a server; reports
+    /// throughput, latency, and the server's CPU and memory.
     Bench(BenchArgs),
     /// Terminal client: prints what arrives while you type; `exit` or end of input quits.
     ///
