@@ -722,6 +722,21 @@ enum Source {
     Sse(SseEvents),
 }
 
+/// A received message's text, without a copy where the client library allows.
+enum Text {
+    Shared(tokio_tungstenite::tungstenite::Utf8Bytes),
+    Owned(String),
+}
+
+impl Text {
+    fn as_str(&self) -> &str {
+        match self {
+            Text::Shared(t) => t.as_str(),
+            Text::Owned(t) => t,
+        }
+    }
+}
+
 /// The part of an SSE `message` event the generator reads.
 #[derive(serde::Deserialize)]
 struct SseMessage {
@@ -730,11 +745,11 @@ struct SseMessage {
 
 impl Source {
     /// The next text message or line, or why there is none: the connection ended or failed.
-    async fn next(&mut self) -> Option<Result<String, String>> {
+    async fn next(&mut self) -> Option<Result<Text, String>> {
         match self {
             Source::Ws(stream) => loop {
                 return match stream.next().await? {
-                    Ok(Message::Text(t)) => Some(Ok(t.to_string())),
+                    Ok(Message::Text(t)) => Some(Ok(Text::Shared(t))),
                     Ok(Message::Close(Some(frame))) => Some(Err(format!(
                         "closed by the server: {} {}",
                         u16::from(frame.code),
@@ -747,7 +762,7 @@ impl Source {
             },
             Source::Tcp(lines) => match lines.next_line().await {
                 Ok(Some(line)) if line.starts_with("ERR ") => Some(Err(line)),
-                Ok(Some(line)) => Some(Ok(line)),
+                Ok(Some(line)) => Some(Ok(Text::Owned(line))),
                 Ok(None) => Some(Err("closed by the server".into())),
                 Err(e) => Some(Err(format!("receive: {e}"))),
             },
@@ -755,7 +770,7 @@ impl Source {
                 return match events.next().await {
                     Some(Ok(event)) if event.event == "message" => {
                         match serde_json::from_str::<SseMessage>(&event.data) {
-                            Ok(m) => Some(Ok(m.text)),
+                            Ok(m) => Some(Ok(Text::Owned(m.text))),
                             Err(e) => Some(Err(format!("bad SSE message event: {e}"))),
                         }
                     }
@@ -805,6 +820,7 @@ async fn receive(
                 break;
             }
         };
+        let text = text.as_str();
         // "nick: b PUB SEQ T …" from the chat, "b PUB SEQ T …" from an echo.
         let Some(at) = text.find("b ") else { continue };
         let mut fields = text[at + 2..].split(' ');
