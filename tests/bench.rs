@@ -26,13 +26,18 @@ fn options(url: String, mode: Mode) -> Options {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broadcast_run_counts_every_delivery() {
-    let server = start_with(Config {
+/// A server without the publish rate limit, so publishers can go flat out.
+async fn unlimited_server() -> support::TestServer {
+    start_with(Config {
         publish_rate: 0.0,
         ..test_config()
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_run_counts_every_delivery() {
+    let server = unlimited_server().await;
     let report = bench::run(options(
         format!("ws://{}/ws?room=bench", server.http()),
         Mode::Broadcast,
@@ -104,11 +109,7 @@ async fn tcp_echo_and_a_bad_tcp_broadcast_setup() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_broadcast_counts_every_listeners_copy_of_posted_messages() {
-    let server = start_with(Config {
-        publish_rate: 0.0,
-        ..test_config()
-    })
-    .await;
+    let server = unlimited_server().await;
     // Paced by the window, which the first listener returns.
     let mut opts = options(
         format!("http://{}/events?room=ssebench", server.http()),
@@ -138,31 +139,29 @@ async fn sse_broadcast_counts_every_listeners_copy_of_posted_messages() {
     assert!(text.starts_with("b "), "{history}");
 }
 
+/// Runs the generator where it must refuse, and returns why it did.
+async fn refusal(url: String, mode: Mode) -> String {
+    bench::run(options(url, mode))
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_setups_that_cannot_work_are_refused() {
     let server = start_with(test_config()).await;
-    let err = bench::run(options(
-        format!("http://{}/events?room=x", server.http()),
-        Mode::Echo,
-    ))
-    .await
-    .unwrap_err();
-    assert!(err.to_string().contains("receive-only"), "{err}");
-    let err = bench::run(options(
-        format!("http://{}/rooms/x", server.http()),
-        Mode::Broadcast,
-    ))
-    .await
-    .unwrap_err();
-    assert!(err.to_string().contains("/events?room="), "{err}");
+    let http = server.http();
+    let err = refusal(format!("http://{http}/events?room=x"), Mode::Echo).await;
+    assert!(err.contains("receive-only"), "{err}");
+    let err = refusal(format!("http://{http}/rooms/x"), Mode::Broadcast).await;
+    assert!(err.contains("/events?room="), "{err}");
     // A room name the server refuses: the listeners' 400 is the error.
-    let err = bench::run(options(
-        format!("http://{}/events?room=no%20spaces", server.http()),
+    let err = refusal(
+        format!("http://{http}/events?room=no%20spaces"),
         Mode::Broadcast,
-    ))
-    .await
-    .unwrap_err();
-    assert!(err.to_string().contains("400"), "{err}");
+    )
+    .await;
+    assert!(err.contains("400"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
