@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use memory::MemoryHistory;
-pub use redis::{PendingStore, RedisHistory, RedisStore, Stored};
+pub use redis::{PendingStore, RedisStore, Stored};
 pub use sqlite::SqliteStore;
 
 use crate::hub::Event;
@@ -122,6 +122,45 @@ pub trait History: Send + Sync + std::fmt::Debug {
     /// True when nothing is held.
     fn is_empty(&mut self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Where a durable backend sends a room's new messages (SQLite's writer thread, Redis's
+/// writer task). It must not block: it queues the write and says when it is done.
+pub(crate) trait Writer: Send + Sync + std::fmt::Debug {
+    fn write(&mut self, event: &Arc<Event>) -> Result<Durability, StoreError>;
+}
+
+/// A durable backend's room: writes go to the backend, and every read is served by the
+/// retained window kept in memory next to it, so reads never wait for the backend.
+#[derive(Debug)]
+pub(crate) struct Cached<W> {
+    pub(crate) cache: MemoryHistory,
+    pub(crate) writer: W,
+}
+
+impl<W: Writer> History for Cached<W> {
+    fn append(&mut self, event: &Arc<Event>) -> Result<Durability, StoreError> {
+        let durability = self.writer.write(event)?;
+        self.cache.push(event);
+        Ok(durability)
+    }
+
+    /// Already stored by whoever numbered it: only kept for reads.
+    fn record(&mut self, event: &Arc<Event>) {
+        self.cache.push(event);
+    }
+
+    fn after(&mut self, seq: u64, limit: usize) -> After {
+        self.cache.after(seq, limit)
+    }
+
+    fn last(&mut self, n: usize) -> Vec<Arc<Event>> {
+        self.cache.last(n)
+    }
+
+    fn len(&mut self) -> usize {
+        self.cache.len()
     }
 }
 

@@ -44,7 +44,7 @@ use redis::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{After, Durability, History, MemoryHistory, Retention, RoomInit, StoreError};
+use super::{Cached, Durability, MemoryHistory, Retention, RoomInit, StoreError, Writer};
 use crate::hub::{Applied, Event, EventKind, Hub, MemberInfo, MessageId, Room, Transport, now_ms};
 
 /// Operations queued for the writer at most; past it a publish is refused as busy.
@@ -391,9 +391,9 @@ impl RedisStore {
         };
         RoomInit {
             // Appends made through the `History` seam write to the stream.
-            history: Box::new(RedisHistory {
+            history: Box::new(Cached {
                 cache,
-                store: Some((Arc::clone(self), room.into())),
+                writer: RedisWriter(Some((Arc::clone(self), room.into()))),
             }),
             epoch,
             last_seq,
@@ -807,9 +807,9 @@ impl RedisStore {
                     // it failed). Nothing of that epoch has reached the members here, so
                     // start it from the beginning; the next pages deliver all of it.
                     tracing::info!(room = %room.name(), epoch = stored, "room takes its epoch from Redis");
-                    let history = RedisHistory {
+                    let history = Cached {
                         cache: MemoryHistory::new(self.retention),
-                        store: None,
+                        writer: RedisWriter(None),
                     };
                     room.restart(stored, Box::new(history));
                     continue;
@@ -990,19 +990,15 @@ async fn connect_writer(
     Ok(conn)
 }
 
-/// One room's history on Redis: the retained window cached in memory; appends made through
-/// this seam go to the room's stream.
+/// One room's writes on Redis: appends made through the `History` seam go to the room's
+/// stream. `None` for a room restarted by the bus task, which only records what the bus
+/// delivers.
 #[derive(Debug)]
-pub struct RedisHistory {
-    cache: MemoryHistory,
-    /// Where appends go; `None` for a room reloaded by the bus task (it only records).
-    store: Option<(Arc<RedisStore>, Arc<str>)>,
-}
+struct RedisWriter(Option<(Arc<RedisStore>, Arc<str>)>);
 
-impl History for RedisHistory {
-    fn append(&mut self, event: &Arc<Event>) -> Result<Durability, StoreError> {
-        let Some((store, room)) = &self.store else {
-            self.cache.push(event);
+impl Writer for RedisWriter {
+    fn write(&mut self, event: &Arc<Event>) -> Result<Durability, StoreError> {
+        let Some((store, room)) = &self.0 else {
             return Ok(Durability::Now);
         };
         let id = event
@@ -1027,23 +1023,6 @@ impl History for RedisHistory {
         store.enqueue_store(cmd, move |stored| {
             let _ = tx.send(stored.map(|_| ()));
         })?;
-        self.cache.push(event);
         Ok(Durability::Pending(rx))
-    }
-
-    fn record(&mut self, event: &Arc<Event>) {
-        self.cache.push(event);
-    }
-
-    fn after(&mut self, seq: u64, limit: usize) -> After {
-        self.cache.after(seq, limit)
-    }
-
-    fn last(&mut self, n: usize) -> Vec<Arc<Event>> {
-        self.cache.last(n)
-    }
-
-    fn len(&mut self) -> usize {
-        self.cache.len()
     }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{After, Durability, History, MemoryHistory, Retention, RoomInit, StoreError};
+use super::{Cached, Durability, MemoryHistory, Retention, RoomInit, StoreError, Writer};
 use crate::hub::{Event, EventKind, MessageId, now_ms};
 
 /// Messages queued for the writer at most; also how far sequences jump after a crash.
@@ -151,9 +151,9 @@ impl SqliteStore {
             tracing::error!(room, %error, "cannot load room history");
         }
         RoomInit {
-            history: Box::new(SqliteHistory {
+            history: Box::new(Cached {
                 cache,
-                store: Arc::clone(self),
+                writer: SqliteWriter(Arc::clone(self)),
             }),
             epoch,
             last_seq,
@@ -233,16 +233,13 @@ impl SqliteStore {
     }
 }
 
-/// A room's history on SQLite: the memory cache plus the writer queue.
+/// A room's writes on SQLite: the writer thread's queue.
 #[derive(Debug)]
-struct SqliteHistory {
-    cache: MemoryHistory,
-    store: Arc<SqliteStore>,
-}
+struct SqliteWriter(Arc<SqliteStore>);
 
-impl History for SqliteHistory {
-    fn append(&mut self, event: &Arc<Event>) -> Result<Durability, StoreError> {
-        let permit = self.store.writer.try_reserve().map_err(|e| match e {
+impl Writer for SqliteWriter {
+    fn write(&mut self, event: &Arc<Event>) -> Result<Durability, StoreError> {
+        let permit = self.0.writer.try_reserve().map_err(|e| match e {
             mpsc::error::TrySendError::Full(()) => StoreError::Busy,
             mpsc::error::TrySendError::Closed(()) => StoreError::Closed,
         })?;
@@ -251,20 +248,7 @@ impl History for SqliteHistory {
             event: Arc::clone(event),
             done,
         });
-        self.cache.push(event);
         Ok(Durability::Pending(rx))
-    }
-
-    fn after(&mut self, seq: u64, limit: usize) -> After {
-        self.cache.after(seq, limit)
-    }
-
-    fn last(&mut self, n: usize) -> Vec<Arc<Event>> {
-        self.cache.last(n)
-    }
-
-    fn len(&mut self) -> usize {
-        self.cache.len()
     }
 }
 
