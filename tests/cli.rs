@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Line, addr_of, spawn_logged, start_echo, start_server};
+use support::{Line, SERVE_HTTP_ONLY, addr_of, spawn_logged, start_echo, start_server};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
@@ -249,17 +249,7 @@ fn bad_flags_and_config_are_explained() {
     assert_eq!(code, Some(1));
     assert!(err.contains("bad Redis URL"), "{err}");
     // Nothing listens on port 1: a clear refusal at startup, not a server that cannot publish.
-    let (_, err, code) = run(&[
-        "serve",
-        "--tcp",
-        "off",
-        "--udp",
-        "off",
-        "--http",
-        "127.0.0.1:0",
-        "--redis",
-        "redis://127.0.0.1:1",
-    ]);
+    let (_, err, code) = run(&[&SERVE_HTTP_ONLY[..], &["--redis", "redis://127.0.0.1:1"]].concat());
     assert_eq!(code, Some(1));
     assert!(
         err.contains("cannot reach Redis at redis://127.0.0.1:1"),

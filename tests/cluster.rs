@@ -18,8 +18,8 @@ use futures_util::{SinkExt, Stream, StreamExt};
 use redis_server::Redis;
 use serde_json::Value;
 use support::{
-    Line, Spawned, TIMEOUT, TestServer, addr_of, history_of, publish_until_cut, spawn_logged,
-    start_with, test_config,
+    Line, SERVE_HTTP_ONLY, Spawned, TIMEOUT, TestServer, addr_of, history_of, publish_until_cut,
+    spawn_logged, start_with, test_config,
 };
 use switchboard::Config;
 use switchboard::config::StoreKind;
@@ -371,15 +371,7 @@ impl Process {
 
     fn start_with(redis: &Redis, extra: &[&str]) -> Process {
         let url = redis.url();
-        let mut args = vec![
-            "serve",
-            "--tcp",
-            "off",
-            "--udp",
-            "off",
-            "--http",
-            "127.0.0.1:0",
-        ];
+        let mut args = SERVE_HTTP_ONLY.to_vec();
         args.extend(["--redis", &url]);
         args.extend(extra);
         let (process, addrs) = spawn_logged(&args);

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use support::{Spawned, addr_of, history_of, publish_to, publish_until_cut, spawn_logged};
+use support::{
+    SERVE_HTTP_ONLY, Spawned, addr_of, history_of, publish_to, publish_until_cut, spawn_logged,
+};
 
 /// `switchboard serve` on a free HTTP port with its store in `dir`; killed when dropped.
 struct Node {
@@ -20,15 +22,7 @@ struct Node {
 impl Node {
     fn start(dir: &Path, extra: &[&str]) -> Node {
         let dir = dir.to_str().expect("UTF-8 temp path");
-        let mut args = vec![
-            "serve",
-            "--tcp",
-            "off",
-            "--udp",
-            "off",
-            "--http",
-            "127.0.0.1:0",
-        ];
+        let mut args = SERVE_HTTP_ONLY.to_vec();
         args.extend(["--publish-rate", "0", "--data-dir", dir]);
         args.extend(extra);
         let (process, addrs) = spawn_logged(&args);

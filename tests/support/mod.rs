@@ -224,6 +224,18 @@ impl Drop for Spawned {
     }
 }
 
+/// `serve` with HTTP alone, on a free port: the start of most command lines given to
+/// `spawn_logged`.
+pub const SERVE_HTTP_ONLY: [&str; 7] = [
+    "serve",
+    "--tcp",
+    "off",
+    "--udp",
+    "off",
+    "--http",
+    "127.0.0.1:0",
+];
+
 /// Spawns the real binary with `args` and reads the addresses it logs (as JSON, on stderr)
 /// for each `:0` it was given.
 pub fn spawn_logged(args: &[&str]) -> (Spawned, Vec<(String, SocketAddr)>) {
