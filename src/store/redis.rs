@@ -224,6 +224,8 @@ pub struct RedisStore {
     client: redis::Client,
     url: String,
     prefix: String,
+    /// The one channel every node publishes on and subscribes to (`PREFIX:bus`).
+    bus: String,
     retention: Retention,
     /// This node's id, unique per process run.
     node: String,
@@ -273,6 +275,7 @@ impl RedisStore {
             client,
             url: url.to_owned(),
             prefix: prefix.to_owned(),
+            bus: format!("{prefix}:bus"),
             retention,
             node,
             script_sha: redis::Script::new(STORE).get_hash().to_owned(),
@@ -310,10 +313,6 @@ impl RedisStore {
 
     fn idempotency_key(&self, room: &str, key: &str) -> String {
         format!("{}:key:{}:{room}:{key}", self.prefix, room.len())
-    }
-
-    fn bus(&self) -> String {
-        format!("{}:bus", self.prefix)
     }
 
     fn node_key(&self, node: &str) -> String {
@@ -436,7 +435,7 @@ impl RedisStore {
             .arg(self.retention.max_messages.max(1))
             .arg(self.retention.max_age.as_millis() as u64)
             .arg(if args.key.is_some() { "1" } else { "0" })
-            .arg(if args.bus { self.bus() } else { String::new() })
+            .arg(if args.bus { self.bus.as_str() } else { "" })
             .arg(room)
             .arg(args.known_seq)
             .arg(now_ms());
@@ -540,7 +539,7 @@ impl RedisStore {
             "old": old, "why": why,
         });
         let mut publish = redis::cmd("PUBLISH");
-        publish.arg(self.bus()).arg(payload.to_string());
+        publish.arg(&self.bus).arg(payload.to_string());
         for cmd in [hash, publish] {
             if self.enqueue(cmd, None).is_err() {
                 tracing::warn!(room = %event.room, "redis queue full; presence change not shared");
@@ -633,7 +632,7 @@ impl RedisStore {
         while !stop.is_cancelled() {
             let subscribed = async {
                 let mut pubsub = self.client.get_async_pubsub().await?;
-                pubsub.subscribe(self.bus()).await?;
+                pubsub.subscribe(&self.bus).await?;
                 Ok::<_, redis::RedisError>(pubsub)
             };
             let pubsub = match tokio::time::timeout(TIMEOUT, subscribed).await {
