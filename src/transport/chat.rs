@@ -67,7 +67,7 @@ impl ChatSession {
 
     /// Sends the client a line of its own (an answer or an error).
     pub fn reply(&self, text: String) {
-        self.sub.offer(Delivery::direct(Bytes::from(text)));
+        self.sub.offer(Delivery::direct(text));
     }
 
     /// Sends the client an `ERR` line.
@@ -117,7 +117,7 @@ impl ChatSession {
                             Ok(members) => who_line(&room, &members),
                             Err(e) => format!("ERR cannot list members: {e}\n"),
                         };
-                        sub.offer(Delivery::direct(Bytes::from(line)));
+                        sub.offer(Delivery::direct(line));
                     });
                 }
             }

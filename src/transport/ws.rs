@@ -397,7 +397,7 @@ impl Session {
                 nick: &nick,
                 rooms: vec![room],
             };
-            sub.offer(Delivery::direct(Bytes::from(welcome.encode())));
+            sub.offer(Delivery::direct(welcome.encode()));
         }
         let (room, cursor) = hub.join_since(room, &sub, Arc::clone(&nick), since);
         tracing::debug!(id = sub.id, %addr, %nick, structured, "websocket chat connected");
@@ -409,7 +409,7 @@ impl Session {
                 members: members.iter().map(|m| &*m.nick).collect(),
                 cursor: cursor.to_string(),
             };
-            sub.offer(Delivery::direct(Bytes::from(joined.encode())));
+            sub.offer(Delivery::direct(joined.encode()));
         }
         Self {
             stop: super::stop_signal(&shared),
@@ -424,8 +424,7 @@ impl Session {
 
     /// Queues a server frame for this client alone, in order with its room events.
     fn direct(&self, frame: ServerFrame<'_>) {
-        self.sub
-            .offer(Delivery::direct(Bytes::from(frame.encode())));
+        self.sub.offer(Delivery::direct(frame.encode()));
     }
 
     fn error(&self, reference: Option<&str>, code: ErrorCode, message: String) {
@@ -624,7 +623,7 @@ impl Session {
                                     message: format!("message not stored: {e}"),
                                 },
                             };
-                            sub.offer(Delivery::direct(Bytes::from(frame.encode())));
+                            sub.offer(Delivery::direct(frame.encode()));
                         });
                     }
                 }
