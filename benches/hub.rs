@@ -46,7 +46,7 @@ fn fan_out(c: &mut Criterion) {
                 for rx in &mut receivers {
                     while let Ok(d) = rx.try_recv() {
                         if let Delivery::Event(e) = d {
-                            black_box(e.plain());
+                            black_box(switchboard::wire::event(switchboard::wire::Wire::Plain, &e));
                         }
                     }
                 }

@@ -19,13 +19,17 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub(crate) mod context;
+pub mod event;
 mod http;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
+pub mod session;
 pub mod store;
 pub mod transport;
+pub mod wire;
 
 use std::net::SocketAddr;
 

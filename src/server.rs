@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, StoreKind};
+use crate::context::Context as Shared;
 use crate::hub::{Hub, HubConfig};
 use crate::transport::{
     self,
@@ -23,20 +24,6 @@ use crate::{Error, http, store};
 
 /// How often idle rooms are looked for.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// What every connection task shares.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) hub: Arc<Hub>,
-    pub(crate) config: Config,
-    pub(crate) limiter: Arc<Limiter>,
-    /// Token buckets for HTTP publishers, per IP.
-    pub(crate) publish_rate: RateLimiter,
-    /// Cancelled once, when the server starts shutting down.
-    pub(crate) shutdown: CancellationToken,
-    /// Every connection task, so shutdown can wait for them.
-    pub(crate) tasks: TaskTracker,
-}
 
 /// The addresses a server actually listens on (useful after binding port 0).
 #[derive(Debug, Clone, Copy, Default)]

@@ -527,7 +527,7 @@ fn parse_target(url: &str) -> Result<Target, BenchError> {
                 .split('&')
                 .find_map(|kv| kv.strip_prefix("room="))
                 .filter(|r| !r.is_empty())
-                .unwrap_or(crate::transport::chat::DEFAULT_ROOM);
+                .unwrap_or(crate::session::DEFAULT_ROOM);
             Some(format!("http://{host}/rooms/{room}/messages"))
         }
         _ => None,

@@ -4,21 +4,20 @@
 //! into bytes. The room map is sharded (`DashMap`), each room has its own lock, and publishing
 //! touches one shard read lock and one room lock: there is no global lock on the publish path.
 
-mod event;
 mod room;
 mod subscriber;
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use tokio::sync::mpsc;
 
-pub use event::{BadMessageId, Event, EventKind, MessageId, now_ms};
+pub use crate::event::{BadMessageId, Event, EventKind, MessageId, now_ms};
 pub use room::{Acked, Applied, Lookback, MemberInfo, Page, Published, Room};
 pub use subscriber::{Delivery, Disconnect, Gap, Replay, Subscriber, SubscriberId, Transport};
 
@@ -30,6 +29,9 @@ pub enum HubError {
     /// Another connected client already holds this nick (compared case-insensitively).
     #[error("nick {0} is taken")]
     NickTaken(String),
+    /// A direct message named a nick nobody connected holds.
+    #[error("no such user {0}")]
+    NoSuchUser(String),
 }
 
 /// Totals reported by `Hub::stats`.
@@ -67,8 +69,10 @@ impl std::fmt::Debug for HubConfig {
 #[derive(Debug)]
 pub struct Hub {
     rooms: DashMap<Arc<str>, Arc<Room>>,
-    /// Nicks held by connected clients, lowercased, so two people cannot pose as one.
-    nicks: DashMap<String, SubscriberId>,
+    /// Nicks held by connected clients, lowercased, so two people cannot pose as one; each
+    /// names its holder, so that direct messages find it. Weak: a connection's teardown
+    /// releases its nick, and a missed release cannot keep a queue alive.
+    nicks: DashMap<String, (SubscriberId, Weak<Subscriber>)>,
     next_id: AtomicU64,
     /// Seeds room epochs so that each process run gets new ones.
     epochs: RandomState,
@@ -109,24 +113,24 @@ impl Hub {
     }
 
     /// Claims a generated nick, `guest-N`, for a new client.
-    pub fn claim_generated_nick(&self, id: SubscriberId) -> Arc<str> {
-        let mut n = id;
+    pub fn claim_generated_nick(&self, sub: &Arc<Subscriber>) -> Arc<str> {
+        let mut n = sub.id;
         loop {
             let nick = format!("guest-{n}");
-            if self.claim_nick(id, &nick).is_ok() {
+            if self.claim_nick(sub, &nick).is_ok() {
                 return nick.into();
             }
             n = n.wrapping_add(self.next_id.load(Ordering::Relaxed));
         }
     }
 
-    /// Claims `nick` for subscriber `id`. Claiming the nick one already holds succeeds.
-    pub fn claim_nick(&self, id: SubscriberId, nick: &str) -> Result<(), HubError> {
+    /// Claims `nick` for `sub`. Claiming the nick one already holds succeeds.
+    pub fn claim_nick(&self, sub: &Arc<Subscriber>, nick: &str) -> Result<(), HubError> {
         match self.nicks.entry(nick.to_lowercase()) {
-            Entry::Occupied(held) if *held.get() == id => Ok(()),
+            Entry::Occupied(held) if held.get().0 == sub.id => Ok(()),
             Entry::Occupied(_) => Err(HubError::NickTaken(nick.to_owned())),
             Entry::Vacant(free) => {
-                free.insert(id);
+                free.insert((sub.id, Arc::downgrade(sub)));
                 Ok(())
             }
         }
@@ -135,7 +139,30 @@ impl Hub {
     /// Releases a nick held by `id`.
     pub fn release_nick(&self, id: SubscriberId, nick: &str) {
         self.nicks
-            .remove_if(&nick.to_lowercase(), |_, holder| *holder == id);
+            .remove_if(&nick.to_lowercase(), |_, holder| holder.0 == id);
+    }
+
+    /// Sends `text` from `from` to whoever holds nick `to`, into its queue beside its room
+    /// events. Direct messages are not stored and, in a cluster, reach only this node's
+    /// connections.
+    pub fn direct(
+        &self,
+        from: Arc<str>,
+        origin: SubscriberId,
+        to: &str,
+        text: &str,
+    ) -> Result<(), HubError> {
+        let holder = self
+            .nicks
+            .get(&to.to_lowercase())
+            .and_then(|held| held.1.upgrade())
+            .filter(|sub| !sub.is_gone())
+            .ok_or_else(|| HubError::NoSuchUser(to.to_owned()))?;
+        let event = Event::direct(from, to.into(), text, origin);
+        if holder.offer(Delivery::Event(Arc::new(event))) {
+            crate::metrics::METRICS.deliveries.inc();
+        }
+        Ok(())
     }
 
     /// The room called `name`, created on first use.
@@ -229,7 +256,7 @@ impl Hub {
     }
 
     /// Removes `sub` from `room` and tells the room.
-    pub fn leave(&self, room: &Arc<Room>, id: SubscriberId, reason: Option<&'static str>) {
+    pub fn leave(&self, room: &Arc<Room>, id: SubscriberId, reason: Option<Disconnect>) {
         room.remove(id, reason);
     }
 
@@ -318,15 +345,19 @@ mod tests {
         })
     }
 
+    fn line(ev: &Event) -> String {
+        String::from_utf8_lossy(crate::wire::event(crate::wire::Wire::Line, ev)).into_owned()
+    }
+
     fn drain(rx: &mut mpsc::Receiver<Delivery>) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(d) = rx.try_recv() {
             match d {
-                Delivery::Event(ev) => out.push(String::from_utf8_lossy(ev.line()).into_owned()),
+                Delivery::Event(ev) => out.push(line(&ev)),
                 Delivery::Replay(r) => {
-                    out.extend(r.gap_text().map(|g| g + "\n"));
+                    out.extend(crate::wire::gap_text(&r).map(|g| g + "\n"));
                     for ev in &r.events {
-                        out.push(String::from_utf8_lossy(ev.line()).into_owned());
+                        out.push(line(ev));
                     }
                 }
                 Delivery::Direct(_) => {}
@@ -491,13 +522,33 @@ mod tests {
     #[test]
     fn nicks_are_unique_case_insensitively() {
         let hub = hub(4);
-        assert!(hub.claim_nick(1, "Alice").is_ok());
-        assert!(hub.claim_nick(1, "alice").is_ok());
+        let (one, _r1) = hub.subscribe(Transport::Tcp, false, None);
+        let (two, _r2) = hub.subscribe(Transport::Tcp, false, None);
+        assert!(hub.claim_nick(&one, "Alice").is_ok());
+        assert!(hub.claim_nick(&one, "alice").is_ok());
         assert_eq!(
-            hub.claim_nick(2, "ALICE"),
+            hub.claim_nick(&two, "ALICE"),
             Err(HubError::NickTaken("ALICE".into()))
         );
-        hub.release_nick(1, "alice");
-        assert!(hub.claim_nick(2, "ALICE").is_ok());
+        hub.release_nick(one.id, "alice");
+        assert!(hub.claim_nick(&two, "ALICE").is_ok());
+    }
+
+    #[test]
+    fn a_direct_message_reaches_the_nick_holder_only() {
+        let hub = hub(4);
+        let (bob, mut bob_rx) = hub.subscribe(Transport::Ws, true, None);
+        hub.claim_nick(&bob, "bob").unwrap();
+        hub.direct("ann".into(), 1, "BOB", "psst").unwrap();
+        let Ok(Delivery::Event(ev)) = bob_rx.try_recv() else {
+            panic!("bob got nothing")
+        };
+        assert_eq!((&*ev.nick, &*ev.text), ("ann", "psst"));
+        assert_eq!(
+            hub.direct("ann".into(), 1, "carol", "x"),
+            Err(HubError::NoSuchUser("carol".into()))
+        );
+        drop(bob_rx);
+        assert!(hub.direct("ann".into(), 1, "bob", "x").is_err(), "gone");
     }
 }

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use super::event::{Event, EventKind, MessageId};
 use super::subscriber::{Delivery, Gap, Replay, Subscriber, SubscriberId, Transport};
+use crate::event::{Disconnect, Event, EventKind, MessageId};
 use crate::store::{Durability, PendingStore, RedisStore, RoomInit, StoreError};
 
 /// How far back a replay reaches.
@@ -271,7 +271,7 @@ impl Room {
     }
 
     /// Removes a member and tells the room. Returns true if the room is now empty.
-    pub(crate) fn remove(&self, id: SubscriberId, reason: Option<&'static str>) -> bool {
+    pub(crate) fn remove(&self, id: SubscriberId, reason: Option<Disconnect>) -> bool {
         let mut state = self.lock();
         if let Some(member) = state.remove(id) {
             let event = self.event(EventKind::Leave { reason }, None, member.nick, "", Some(id));
@@ -530,7 +530,7 @@ impl Room {
             let Some(member) = state.remove(id) else {
                 continue;
             };
-            let reason = member.sub.kick_reason().map(|r| r.as_str());
+            let reason = member.sub.kick_reason();
             let leave = self.event(EventKind::Leave { reason }, None, member.nick, "", Some(id));
             self.announce(&leave, &member.sub);
             offer_all(state, &leave, &mut gone);

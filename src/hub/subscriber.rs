@@ -11,47 +11,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::event::Event;
-
-/// A subscriber's id, unique within one hub.
-pub type SubscriberId = u64;
-
-/// Which transport a subscriber arrived on; shown in presence and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// Line-oriented TCP chat.
-    Tcp,
-    /// UDP datagram chat.
-    Udp,
-    /// WebSocket.
-    Ws,
-    /// Server-Sent Events.
-    Sse,
-}
-
-impl Transport {
-    /// Lowercase name for logs and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Tcp => "tcp",
-            Transport::Udp => "udp",
-            Transport::Ws => "ws",
-            Transport::Sse => "sse",
-        }
-    }
-
-    /// The transport called `name` (as `as_str` writes it).
-    pub fn parse(name: &str) -> Option<Transport> {
-        [
-            Transport::Tcp,
-            Transport::Udp,
-            Transport::Ws,
-            Transport::Sse,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == name)
-    }
-}
+use crate::event::Event;
+pub use crate::event::{Disconnect, SubscriberId, Transport};
 
 /// One item in a subscriber's outbound queue.
 #[derive(Debug, Clone)]
@@ -104,64 +65,6 @@ impl Gap {
         match self {
             Gap::Expired => "expired",
             Gap::Reset => "reset",
-        }
-    }
-}
-
-impl Replay {
-    /// The notice a line-oriented client gets for a gap, without newline.
-    pub fn gap_text(&self) -> Option<String> {
-        let first = self
-            .events
-            .first()
-            .and_then(|e| e.id)
-            .map_or_else(|| "none".to_owned(), |id| id.to_string());
-        self.gap.map(|gap| match gap {
-            Gap::Expired => format!(
-                "* gap in {}: older messages expired; history resumes at {first}",
-                self.room
-            ),
-            Gap::Reset => format!(
-                "* gap in {}: its history was reset; replaying all {} kept messages",
-                self.room,
-                self.events.len()
-            ),
-        })
-    }
-
-    /// The gap as a JSON frame of the structured protocol.
-    pub fn gap_json(&self) -> Option<Bytes> {
-        let gap = self.gap?;
-        let first = self
-            .events
-            .first()
-            .and_then(|e| e.id)
-            .map(|id| id.to_string());
-        let v = serde_json::json!({
-            "type": "gap",
-            "room": &*self.room,
-            "reason": gap.as_str(),
-            "first": first,
-        });
-        Some(Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
-    }
-}
-
-/// Why the hub disconnected a subscriber.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disconnect {
-    /// Its outbound queue overflowed: it reads slower than its rooms publish.
-    SlowConsumer,
-    /// The server is shutting down.
-    Shutdown,
-}
-
-impl Disconnect {
-    /// The reason as said to the client and in logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Disconnect::SlowConsumer => "slow consumer",
-            Disconnect::Shutdown => "server shutting down",
         }
     }
 }

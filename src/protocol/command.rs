@@ -32,6 +32,13 @@ pub enum Command {
     History(usize),
     /// `/since ID`: every kept message after the id, then a note if some were lost.
     Since(String),
+    /// `/msg NICK text`: send text to one user, wherever they are connected.
+    Msg {
+        /// The recipient's nick.
+        to: String,
+        /// The message (the rest of the line).
+        text: String,
+    },
     /// `/quit`: say goodbye and close.
     Quit,
 }
@@ -58,6 +65,7 @@ pub const HELP: &[&str] = &[
     "/rooms       list rooms and their member counts",
     "/history N   show the last N messages (default 20, at most 1000)",
     "/since ID    show every message after ID (ids are shown by /history)",
+    "/msg NICK T  send text T to NICK alone",
     "/help        this list",
     "/quit        leave",
     "//text       send text that starts with /",
@@ -105,6 +113,20 @@ pub fn parse(line: &str) -> Result<Input<'_>, CommandError> {
             (Some(id), false) => Command::Since(id.to_owned()),
             _ => return Err(CommandError::Usage("/since ID")),
         },
+        "msg" => {
+            // The text is the rest of the line after the nick, spacing kept.
+            let after = rest[word.len()..].trim_start();
+            match after.split_once(char::is_whitespace) {
+                Some((to, text)) if !text.trim().is_empty() => {
+                    check_nick(to)?;
+                    Command::Msg {
+                        to: to.to_owned(),
+                        text: text.trim_start().to_owned(),
+                    }
+                }
+                _ => return Err(CommandError::Usage("/msg NICK TEXT")),
+            }
+        }
         "who" => Command::Who,
         "rooms" => Command::Rooms,
         "help" => Command::Help,
@@ -136,6 +158,21 @@ mod tests {
             Ok(Input::Command(Command::Join("dev".into())))
         );
         assert_eq!(parse("/who"), Ok(Input::Command(Command::Who)));
+        assert_eq!(
+            parse("/msg bob  hi  there"),
+            Ok(Input::Command(Command::Msg {
+                to: "bob".into(),
+                text: "hi  there".into()
+            }))
+        );
+        assert_eq!(
+            parse("/msg bob"),
+            Err(CommandError::Usage("/msg NICK TEXT"))
+        );
+        assert_eq!(
+            parse("/msg bob   "),
+            Err(CommandError::Usage("/msg NICK TEXT"))
+        );
         assert_eq!(parse("/quit"), Ok(Input::Command(Command::Quit)));
         assert_eq!(parse("/history"), Ok(Input::Command(Command::History(20))));
         assert_eq!(parse("/history 5"), Ok(Input::Command(Command::History(5))));

@@ -37,6 +37,16 @@ pub enum ClientFrame {
         #[serde(default, rename = "ref")]
         reference: Option<String>,
     },
+    /// Send text to one user (every connection holding that nick), on any transport.
+    Direct {
+        /// The recipient's nick.
+        to: String,
+        /// The message.
+        text: String,
+        /// Client-chosen correlation id.
+        #[serde(default, rename = "ref")]
+        reference: Option<String>,
+    },
     /// Leave a room.
     Leave {
         /// Room to leave.
@@ -53,6 +63,7 @@ impl ClientFrame {
         match self {
             ClientFrame::Publish { reference, .. }
             | ClientFrame::Join { reference, .. }
+            | ClientFrame::Direct { reference, .. }
             | ClientFrame::Leave { reference, .. } => reference.as_deref(),
         }
     }
@@ -69,6 +80,8 @@ pub enum ErrorCode {
     /// Publish or leave for a room the connection has not joined, or publish with no room
     /// while several are joined.
     NotJoined,
+    /// A direct message named a nick nobody holds.
+    NoSuchUser,
     /// The message could not be stored (storage busy or failing); it was not published.
     Unavailable,
 }
@@ -96,6 +109,14 @@ pub enum ServerFrame<'a> {
         /// True when the idempotency key was seen before and nothing new was published.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         duplicate: bool,
+    },
+    /// A direct message was handed to its recipient's connections.
+    Sent {
+        /// The client's correlation id.
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+        /// The recipient's nick.
+        to: &'a str,
     },
     /// A join or leave was done.
     Joined {

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::{After, Durability, History, Retention, StoreError};
-use crate::hub::{Event, now_ms};
+use crate::event::{Event, now_ms};
 
 /// Recent messages of one room, oldest first.
 #[derive(Debug)]

@@ -17,7 +17,7 @@ pub use memory::MemoryHistory;
 pub use redis::{PendingStore, RedisStore, Stored};
 pub use sqlite::SqliteStore;
 
-use crate::hub::Event;
+use crate::event::Event;
 
 /// Retention limits every backend enforces.
 #[derive(Debug, Clone, Copy)]

@@ -45,7 +45,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{Cached, Durability, MemoryHistory, Retention, RoomInit, StoreError, Writer};
-use crate::hub::{Applied, Event, EventKind, Hub, MemberInfo, MessageId, Room, Transport, now_ms};
+use crate::event::{Disconnect, Event, EventKind, MessageId, Transport, now_ms};
+use crate::hub::{Applied, Hub, MemberInfo, Room};
 
 /// Operations queued for the writer at most; past it a publish is refused as busy.
 const MAX_QUEUED: usize = 65_536;
@@ -527,7 +528,7 @@ impl RedisStore {
             EventKind::Join => ("j", None, None),
             EventKind::Leave { reason } => ("l", None, *reason),
             EventKind::Nick { old } => ("n", Some(&**old), None),
-            EventKind::Message => return,
+            EventKind::Message | EventKind::Direct { .. } => return,
         };
         let mut hash = redis::cmd(if kind == "l" { "HDEL" } else { "HSET" });
         hash.arg(&who).arg(&member);
@@ -536,7 +537,7 @@ impl RedisStore {
         }
         let payload = serde_json::json!({
             "k": kind, "r": &*event.room, "n": &*event.nick, "o": member,
-            "old": old, "why": why,
+            "old": old, "why": why.map(Disconnect::as_str),
         });
         let mut publish = redis::cmd("PUBLISH");
         publish.arg(&self.bus).arg(payload.to_string());
@@ -719,7 +720,7 @@ impl RedisStore {
             let kind = match message.k.as_str() {
                 "j" => EventKind::Join,
                 "l" => EventKind::Leave {
-                    reason: message.why.as_deref().and_then(known_reason),
+                    reason: message.why.as_deref().and_then(Disconnect::parse),
                 },
                 "n" => EventKind::Nick {
                     old: message.old.unwrap_or_default().into(),
@@ -880,16 +881,6 @@ fn entry_event(
         field("t").unwrap_or("").into(),
         field("ms").and_then(|m| m.parse().ok()).unwrap_or(0),
     )))
-}
-
-/// Leave reasons another node may send, as the static strings events carry.
-fn known_reason(reason: &str) -> Option<&'static str> {
-    use crate::hub::Disconnect;
-    [Disconnect::SlowConsumer, Disconnect::Shutdown]
-        .into_iter()
-        .map(Disconnect::as_str)
-        .chain(["timed out"])
-        .find(|known| *known == reason)
 }
 
 fn sync_connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {

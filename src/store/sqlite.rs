@@ -23,7 +23,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Cached, Durability, MemoryHistory, Retention, RoomInit, StoreError, Writer};
-use crate::hub::{Event, EventKind, MessageId, now_ms};
+use crate::event::{Event, EventKind, MessageId, now_ms};
 
 /// Messages queued for the writer at most; also how far sequences jump after a crash.
 pub(crate) const MAX_IN_FLIGHT: usize = 65_536;

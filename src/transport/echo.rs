@@ -7,7 +7,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::limits::Permit;
-use crate::server::Shared;
+use crate::context::Context as Shared;
 
 /// Echoes one TCP connection until the peer closes its side or the server shuts down.
 pub(crate) async fn handle_tcp(

@@ -3,13 +3,12 @@
 //! Each decodes bytes with `protocol/`, calls the `Hub`, and drains its subscriber's queue
 //! back into bytes. Room logic never lives here.
 
-pub mod chat;
 pub mod echo;
 pub mod limits;
-pub mod poll;
 pub mod sse;
 pub mod tcp;
 pub mod udp;
+pub mod writer;
 pub mod ws;
 pub mod ws_socket;
 
@@ -21,7 +20,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::server::Shared;
+use crate::context::Context as Shared;
 use limits::Permit;
 
 /// Sleeps until `deadline`, or forever when there is none (an optional timer in `select!`).

@@ -17,16 +17,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use super::chat::DEFAULT_ROOM;
 use super::limits::Permit;
-use super::ws::claim_nick;
+use super::writer::{Outbox, Output, Wake};
+use crate::context::Context as Shared;
 use crate::http::AppError;
-use crate::hub::{Delivery, Disconnect, Hub, MessageId, Room, Subscriber, Transport};
+use crate::hub::{MessageId, Transport};
 use crate::protocol::names::{check_nick, check_room};
-use crate::server::Shared;
+use crate::session::{DEFAULT_ROOM, Session};
+use crate::wire::{self, Emit, Wire};
 
 /// A comment line every this often keeps proxies and load balancers from timing out.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -67,21 +66,21 @@ pub(crate) async fn events(
 
     let hub = Arc::clone(&shared.hub);
     let (sub, rx) = hub.subscribe(Transport::Sse, true, Some(addr));
-    let nick = claim_nick(&hub, &sub, query.nick.as_deref());
-    let (room, cursor) = hub.join_since(&room, &sub, Arc::clone(&nick), since);
-    tracing::debug!(id = sub.id, %addr, %nick, room = %room.name(), ?since, "sse connected");
+    let mut session = Session::open(
+        hub,
+        Arc::clone(&sub),
+        Wire::Sse,
+        query.nick.as_deref(),
+        shared.tasks.clone(),
+    );
+    let cursor = session.join(&room, since);
+    tracing::debug!(id = sub.id, %addr, nick = %session.nick(), %room, ?since, "sse connected");
 
     let stream = EventStream {
-        member: Member {
-            hub,
-            sub,
-            room,
-            nick,
-            _permit: permit,
-        },
-        rx,
-        batch: Vec::new(),
-        shutdown: super::stop_signal(&shared),
+        outbox: Outbox::new(rx, sub, super::stop_signal(&shared), Wire::Sse),
+        session,
+        _permit: permit,
+        out: SseOutput::default(),
         keep_alive: tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE),
         ends_at: shared
             .config
@@ -103,29 +102,13 @@ pub(crate) async fn events(
     Ok(res)
 }
 
-/// Leaves the room when the response body is dropped (client gone, server stopping).
-struct Member {
-    hub: Arc<Hub>,
-    sub: Arc<Subscriber>,
-    room: Arc<Room>,
-    nick: Arc<str>,
-    _permit: Permit,
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        let reason = self.sub.kick_reason().map(Disconnect::as_str);
-        self.hub.leave(&self.room, self.sub.id, reason);
-        self.hub.release_nick(self.sub.id, &self.nick);
-        tracing::debug!(id = self.sub.id, "sse closed");
-    }
-}
-
+/// The response body's state. Dropping it (client gone, server stopping) drops the session,
+/// which leaves the room.
 struct EventStream {
-    member: Member,
-    rx: mpsc::Receiver<Delivery>,
-    batch: Vec<Delivery>,
-    shutdown: CancellationToken,
+    session: Session,
+    outbox: Outbox,
+    _permit: Permit,
+    out: SseOutput,
     keep_alive: tokio::time::Interval,
     /// When the stream ends so the client reconnects (with `Last-Event-ID`) and can land on
     /// another node; `None` keeps it open.
@@ -144,76 +127,85 @@ impl EventStream {
         }
         if !self.started {
             self.started = true;
-            let joined = serde_json::json!({
-                "type": "joined",
-                "room": &**self.member.room.name(),
-                "nick": &*self.member.nick,
-                "cursor": self.cursor.to_string(),
-            });
-            // Without `since`, the cursor is where this stream starts; with it, any replayed
-            // message's own id follows and takes over.
-            let hello = format!(
-                "retry: {RETRY_MS}\nid: {}\nevent: joined\ndata: {joined}\n\n",
-                self.cursor
-            );
-            return Some((Ok(Bytes::from(hello)), self));
+            return Some((Ok(self.hello()), self));
         }
-        let sub = Arc::clone(&self.member.sub);
         let chunk = tokio::select! {
             biased;
-            _ = self.shutdown.cancelled() => {
-                self.done = true;
-                close_event("server shutting down")
-            }
-            _ = sub.kicked() => {
-                self.done = true;
-                close_event(sub.kick_reason().unwrap_or(Disconnect::SlowConsumer).as_str())
-            }
-            n = self.rx.recv_many(&mut self.batch, 64) => {
-                if n == 0 {
-                    return None;
+            wake = self.outbox.wait() => match wake {
+                Wake::Batch => {
+                    // Encoding only: hyper writes the chunk as fast as the socket drains.
+                    self.outbox.encode(&mut self.out);
+                    self.out.take()
                 }
-                encode(&mut self.batch)
-            }
+                Wake::Closed => return None,
+                Wake::End(reason) => {
+                    self.done = true;
+                    self.session.end(Some(reason));
+                    wire::goodbye(Wire::Sse, reason)?
+                }
+            },
             _ = self.keep_alive.tick() => Bytes::from_static(b": keep-alive\n\n"),
             _ = super::sleep_until(self.ends_at) => return None,
         };
         self.keep_alive.reset();
         Some((Ok(chunk), self))
     }
-}
 
-/// The last event before the server ends the stream.
-fn close_event(reason: &str) -> Bytes {
-    Bytes::from(format!(
-        "event: close\ndata: {}\n\n",
-        serde_json::json!({"type": "close", "reason": reason})
-    ))
-}
-
-/// Joins a batch into one chunk, so hyper writes it at once.
-fn encode(batch: &mut Vec<Delivery>) -> Bytes {
-    if let [Delivery::Event(event)] = batch.as_slice() {
-        let one = event.sse().clone();
-        batch.clear();
-        return one;
+    /// The first block: the reconnect delay, the cursor as `id:`, and `event: joined`.
+    fn hello(&self) -> Bytes {
+        let room = self.session.rooms().first().map(|r| Arc::clone(r.name()));
+        let joined = serde_json::json!({
+            "type": "joined",
+            "room": room.as_deref(),
+            "nick": &**self.session.nick(),
+            "cursor": self.cursor.to_string(),
+        });
+        // Without `since`, the cursor is where this stream starts; with it, any replayed
+        // message's own id follows and takes over.
+        Bytes::from(format!(
+            "retry: {RETRY_MS}\nid: {}\nevent: joined\ndata: {joined}\n\n",
+            self.cursor
+        ))
     }
-    let mut out = BytesMut::new();
-    for delivery in batch.drain(..) {
-        match delivery {
-            Delivery::Event(event) => out.extend_from_slice(event.sse()),
-            Delivery::Direct(bytes) => out.extend_from_slice(&bytes),
-            Delivery::Replay(replay) => {
-                if let Some(gap) = replay.gap_json() {
-                    out.extend_from_slice(b"event: gap\ndata: ");
-                    out.extend_from_slice(&gap);
-                    out.extend_from_slice(b"\n\n");
-                }
-                for event in &replay.events {
-                    out.extend_from_slice(event.sse());
-                }
-            }
+}
+
+/// A batch joined into one chunk, so hyper writes it at once. A batch of one event is its
+/// shared block itself, not a copy.
+#[derive(Debug, Default)]
+struct SseOutput {
+    one: Option<Bytes>,
+    buf: BytesMut,
+}
+
+impl SseOutput {
+    fn take(&mut self) -> Bytes {
+        match self.one.take() {
+            Some(one) => one,
+            None => self.buf.split().freeze(),
         }
     }
-    out.freeze()
+}
+
+impl Emit for SseOutput {
+    fn emit(&mut self, unit: &Bytes, _: Option<MessageId>) {
+        if self.buf.is_empty() && self.one.is_none() {
+            self.one = Some(unit.clone());
+            return;
+        }
+        if let Some(one) = self.one.take() {
+            self.buf.extend_from_slice(&one);
+        }
+        self.buf.extend_from_slice(unit);
+    }
+}
+
+impl Output for SseOutput {
+    async fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn discard(&mut self) {
+        self.one = None;
+        self.buf.clear();
+    }
 }

@@ -8,30 +8,27 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::chat::{ChatSession, Flow};
 use super::limits::Permit;
 use super::sleep_until;
-use crate::hub::{Delivery, Disconnect, Subscriber, Transport};
+use super::writer::{Outbox, Output};
+use crate::context::Context;
+use crate::hub::{Disconnect, MessageId, Transport};
+use crate::protocol::envelope::ErrorCode;
 use crate::protocol::line::LineDecoder;
-use crate::server::Shared;
+use crate::session::{Flow, Session};
+use crate::wire::{self, Emit, Wire};
 
-/// Most queued deliveries gathered into one write.
-const WRITE_BATCH: usize = 64;
 /// A write buffer grown past this by a burst is released once the burst is written, so idle
 /// connections stay small.
 const KEEP_WRITE_BUFFER: usize = 64 * 1024;
-/// How long a closing connection may take to flush its last lines.
-const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
 
 /// Why the reader stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,46 +46,90 @@ pub(crate) async fn handle(
     stream: TcpStream,
     addr: SocketAddr,
     _permit: Permit,
-    shared: Arc<Shared>,
+    ctx: Arc<Context>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (sub, rx) = shared.hub.subscribe(Transport::Tcp, false, Some(addr));
+    let (sub, rx) = ctx.hub.subscribe(Transport::Tcp, false, Some(addr));
     tracing::debug!(id = sub.id, %addr, "tcp chat connected");
     let (mut reader, writer) = stream.into_split();
     let done = CancellationToken::new();
-    let stop = super::stop_signal(&shared);
-    let writer = tokio::spawn(write_loop(
-        writer,
-        rx,
-        Arc::clone(&sub),
-        done.clone(),
-        stop.clone(),
-    ));
+    let stop = super::stop_signal(&ctx);
+    let outbox = Outbox::new(rx, Arc::clone(&sub), stop.clone(), Wire::Line);
+    let writer = tokio::spawn({
+        let done = done.clone();
+        async move {
+            let mut out = LineOutput {
+                writer,
+                buf: BytesMut::new(),
+            };
+            outbox.run(&mut out, done).await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), out.writer.shutdown())
+                .await;
+        }
+    });
 
-    let mut session = ChatSession::start(Arc::clone(&shared.hub), Arc::clone(&sub));
-    let end = read_loop(&mut reader, &mut session, &shared, &stop).await;
+    let mut session = Session::start_chat(
+        Arc::clone(&ctx.hub),
+        Arc::clone(&sub),
+        Wire::Line,
+        ctx.tasks.clone(),
+    );
+    let end = read_loop(&mut reader, &mut session, &ctx, &stop).await;
     let reason = match end {
         End::Idle => {
-            session.reply("* closing idle connection\n".into());
-            Some("timed out")
+            if let Some(bye) = wire::goodbye(Wire::Line, Disconnect::TimedOut) {
+                session
+                    .subscriber()
+                    .offer(crate::hub::Delivery::direct(bye));
+            }
+            Some(Disconnect::TimedOut)
         }
-        End::Kicked => sub.kick_reason().map(Disconnect::as_str),
-        End::Shutdown => Some(Disconnect::Shutdown.as_str()),
+        End::Kicked => sub.kick_reason(),
+        End::Shutdown => Some(Disconnect::Shutdown),
         End::Eof | End::Quit | End::Error => None,
     };
     session.end(reason);
+    drop(session);
     done.cancel();
     let _ = writer.await;
     tracing::debug!(id = sub.id, %addr, ?end, "tcp chat closed");
 }
 
+/// The writer's side of a TCP connection: every unit of a batch copied into one buffer,
+/// written with one syscall (`TCP_NODELAY` is on, so batching happens here rather than in
+/// Nagle's timer).
+struct LineOutput {
+    writer: OwnedWriteHalf,
+    buf: BytesMut,
+}
+
+impl Emit for LineOutput {
+    fn emit(&mut self, unit: &Bytes, _: Option<MessageId>) {
+        self.buf.extend_from_slice(unit);
+    }
+}
+
+impl Output for LineOutput {
+    async fn flush(&mut self) -> std::io::Result<()> {
+        self.writer.write_all(&self.buf).await?;
+        self.discard();
+        Ok(())
+    }
+
+    fn discard(&mut self) {
+        self.buf.clear();
+        if self.buf.capacity() > KEEP_WRITE_BUFFER {
+            self.buf = BytesMut::new();
+        }
+    }
+}
 async fn read_loop(
     reader: &mut tokio::net::tcp::OwnedReadHalf,
-    session: &mut ChatSession,
-    shared: &Shared,
+    session: &mut Session,
+    ctx: &Context,
     stop: &CancellationToken,
 ) -> End {
-    let config = &shared.config;
+    let config = &ctx.config;
     let sub = Arc::clone(session.subscriber());
     let mut decoder = LineDecoder::new(config.max_line_bytes);
     let mut buf = BytesMut::new();
@@ -107,7 +148,7 @@ async fn read_loop(
                 match decoder.flush(&mut buf) {
                     Ok(Some(line)) => if session.handle_line(&line) == Flow::Quit { return End::Quit },
                     Ok(None) => {}
-                    Err(e) => session.error(e),
+                    Err(e) => session.refuse(None, ErrorCode::BadFrame, e),
                 }
             }
             _ = sleep_until(idle_at) => return End::Idle,
@@ -124,7 +165,7 @@ async fn read_loop(
                         match decoder.decode(&mut buf) {
                             Ok(Some(line)) => if session.handle_line(&line) == Flow::Quit { return End::Quit },
                             Ok(None) => break,
-                            Err(e) => session.error(e),
+                            Err(e) => session.refuse(None, ErrorCode::BadFrame, e),
                         }
                     },
                     Err(error) => {
@@ -145,81 +186,4 @@ async fn read_some(
 ) -> std::io::Result<usize> {
     buf.reserve(4096);
     reader.read_buf(buf).await
-}
-
-async fn write_loop(
-    mut writer: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Delivery>,
-    sub: Arc<Subscriber>,
-    done: CancellationToken,
-    shutdown: CancellationToken,
-) {
-    let mut batch = Vec::new();
-    let mut out = BytesMut::new();
-    loop {
-        tokio::select! {
-            biased;
-            _ = sub.kicked() => {
-                let reason = sub.kick_reason().unwrap_or(Disconnect::SlowConsumer);
-                let line = format!("ERR disconnected: {}\n", reason.as_str());
-                let _ = tokio::time::timeout(Duration::from_secs(1), writer.write_all(line.as_bytes())).await;
-                break;
-            }
-            _ = shutdown.cancelled() => {
-                let _ = tokio::time::timeout(Duration::from_secs(1), writer.write_all(b"* server shutting down\n")).await;
-                break;
-            }
-            n = rx.recv_many(&mut batch, WRITE_BATCH) => {
-                if n == 0 {
-                    break;
-                }
-                encode(&mut batch, &mut out);
-                let write = writer.write_all(&out);
-                let written = tokio::select! {
-                    biased;
-                    _ = sub.kicked() => continue,
-                    _ = shutdown.cancelled() => continue,
-                    r = write => r,
-                };
-                if written.is_err() {
-                    break;
-                }
-                out.clear();
-                if out.capacity() > KEEP_WRITE_BUFFER {
-                    out = BytesMut::new();
-                }
-            }
-            _ = done.cancelled() => {
-                // The reader finished (EOF, /quit, idle): flush what is queued, then close.
-                while let Ok(d) = rx.try_recv() {
-                    batch.push(d);
-                }
-                encode(&mut batch, &mut out);
-                let _ = tokio::time::timeout(FLUSH_ON_CLOSE, writer.write_all(&out)).await;
-                break;
-            }
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
-}
-
-fn encode(batch: &mut Vec<Delivery>, out: &mut BytesMut) {
-    if let Some(Delivery::Event(event)) = batch.first() {
-        crate::metrics::METRICS.observe_delivery(event.time_ms);
-    }
-    for delivery in batch.drain(..) {
-        match delivery {
-            Delivery::Event(event) => out.extend_from_slice(event.line()),
-            Delivery::Direct(bytes) => out.extend_from_slice(&bytes),
-            Delivery::Replay(replay) => {
-                if let Some(gap) = replay.gap_text() {
-                    out.extend_from_slice(gap.as_bytes());
-                    out.extend_from_slice(b"\n");
-                }
-                for event in &replay.events {
-                    out.extend_from_slice(&event.line_with_id());
-                }
-            }
-        }
-    }
 }

@@ -12,18 +12,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::chat::{ChatSession, Flow};
+use bytes::Bytes;
+
 use super::limits::Permit;
-use crate::hub::{Delivery, MessageId, Subscriber, Transport};
-use crate::server::Shared;
+use super::writer::{Outbox, Output};
+use crate::context::Context;
+use crate::hub::{Disconnect, MessageId, Transport};
+use crate::protocol::envelope::ErrorCode;
+use crate::session::{Flow, Session};
+use crate::wire::{Emit, Wire};
 
 #[derive(Debug)]
 struct Member {
-    session: ChatSession,
+    session: Session,
     last_seen: Instant,
     /// Stops the member's writer task.
     done: CancellationToken,
@@ -31,7 +35,7 @@ struct Member {
 }
 
 /// Serves the UDP chat on `socket` until shutdown.
-pub(crate) async fn serve(socket: UdpSocket, shared: Arc<Shared>) {
+pub(crate) async fn serve(socket: UdpSocket, shared: Arc<Context>) {
     let socket = Arc::new(socket);
     let config = &shared.config;
     let mut members: HashMap<SocketAddr, Member> = HashMap::new();
@@ -50,12 +54,13 @@ pub(crate) async fn serve(socket: UdpSocket, shared: Arc<Shared>) {
                     .map(|(a, _)| *a)
                     .collect();
                 for addr in expired {
-                    if let Some(member) = members.remove(&addr) {
-                        let reason = match member.session.subscriber().kick_reason() {
-                            Some(r) => r.as_str(),
-                            None => "timed out",
-                        };
-                        tracing::debug!(%addr, reason, "udp member removed");
+                    if let Some(mut member) = members.remove(&addr) {
+                        let reason = member
+                            .session
+                            .subscriber()
+                            .kick_reason()
+                            .unwrap_or(Disconnect::TimedOut);
+                        tracing::debug!(%addr, reason = reason.as_str(), "udp member removed");
                         member.done.cancel();
                         member.session.end(Some(reason));
                     }
@@ -88,17 +93,30 @@ pub(crate) async fn serve(socket: UdpSocket, shared: Arc<Shared>) {
                 };
                 let (sub, rx) = shared.hub.subscribe(Transport::Udp, false, Some(addr));
                 let done = CancellationToken::new();
-                shared.tasks.spawn(write_loop(
-                    Arc::clone(&socket),
-                    addr,
+                let outbox = Outbox::new(
                     rx,
                     Arc::clone(&sub),
-                    done.clone(),
-                    config.udp_max_out,
-                ));
+                    super::stop_signal(&shared),
+                    Wire::Datagram,
+                );
+                let mut out = DatagramOutput {
+                    socket: Arc::clone(&socket),
+                    addr,
+                    max_out: config.udp_max_out,
+                    units: Vec::new(),
+                };
+                let stopped = done.clone();
+                shared
+                    .tasks
+                    .spawn(async move { outbox.run(&mut out, stopped).await });
                 tracing::debug!(%addr, "udp member joined");
                 slot.insert(Member {
-                    session: ChatSession::start(Arc::clone(&shared.hub), sub),
+                    session: Session::start_chat(
+                        Arc::clone(&shared.hub),
+                        sub,
+                        Wire::Datagram,
+                        shared.tasks.clone(),
+                    ),
                     last_seen: Instant::now(),
                     done,
                     _permit: permit,
@@ -113,76 +131,53 @@ pub(crate) async fn serve(socket: UdpSocket, shared: Arc<Shared>) {
                 member.session.handle_line(text)
             }
             Err(_) => {
-                member.session.error("invalid UTF-8");
+                member
+                    .session
+                    .refuse(None, ErrorCode::BadFrame, "invalid UTF-8");
                 Flow::Continue
             }
         };
         if flow == Flow::Quit
             && let Some(member) = members.remove(&addr)
         {
-            member.session.end(None);
+            drop(member.session);
             // The writer flushes the goodbye before it stops.
             member.done.cancel();
         }
     }
-    for (addr, member) in members.drain() {
-        let _ = socket.send_to(b"* server shutting down", addr).await;
-        member.done.cancel();
-        member.session.end(Some("server shutting down"));
+    // Each member's writer says goodbye as it sees the shutdown.
+    for (_, mut member) in members.drain() {
+        member.session.end(Some(Disconnect::Shutdown));
     }
 }
 
-async fn write_loop(
+/// A UDP member's output: each unit is one datagram, sent best effort (a failed send is
+/// logged, never retried: the member may be gone).
+struct DatagramOutput {
     socket: Arc<UdpSocket>,
     addr: SocketAddr,
-    mut rx: mpsc::Receiver<Delivery>,
-    sub: Arc<Subscriber>,
-    done: CancellationToken,
     max_out: usize,
-) {
-    let mut batch = Vec::new();
-    loop {
-        tokio::select! {
-            biased;
-            _ = sub.kicked() => {
-                let reason = sub.kick_reason().map_or("disconnected", |r| r.as_str());
-                let _ = socket.send_to(format!("ERR disconnected: {reason}").as_bytes(), addr).await;
-                return;
-            }
-            n = rx.recv_many(&mut batch, 64) => {
-                if n == 0 {
-                    return;
-                }
-                for delivery in batch.drain(..) {
-                    send(&socket, addr, &delivery, max_out).await;
-                }
-            }
-            _ = done.cancelled() => {
-                while let Ok(delivery) = rx.try_recv() {
-                    send(&socket, addr, &delivery, max_out).await;
-                }
-                return;
-            }
-        }
+    units: Vec<(Bytes, Option<MessageId>)>,
+}
+
+impl Emit for DatagramOutput {
+    fn emit(&mut self, unit: &Bytes, id: Option<MessageId>) {
+        self.units.push((unit.clone(), id));
     }
 }
 
-/// Sends one delivery: an event or an answer as one datagram, a replay as one per message.
-async fn send(socket: &UdpSocket, addr: SocketAddr, delivery: &Delivery, max_out: usize) {
-    match delivery {
-        Delivery::Event(event) => send_one(socket, addr, event.line(), event.id, max_out).await,
-        Delivery::Direct(bytes) => send_one(socket, addr, bytes, None, max_out).await,
-        Delivery::Replay(replay) => {
-            if let Some(gap) = replay.gap_text() {
-                send_one(socket, addr, gap.as_bytes(), None, max_out).await;
-            }
-            for event in &replay.events {
-                send_one(socket, addr, &event.line_with_id(), event.id, max_out).await;
-            }
+impl Output for DatagramOutput {
+    async fn flush(&mut self) -> std::io::Result<()> {
+        for (unit, id) in self.units.drain(..) {
+            send_one(&self.socket, self.addr, &unit, id, self.max_out).await;
         }
+        Ok(())
+    }
+
+    fn discard(&mut self) {
+        self.units.clear();
     }
 }
-
 /// Sends one datagram, without its final newline. One that would be over `max_out` is
 /// replaced by an `ERR` naming the message, so the member knows it missed something rather
 /// than receiving a truncated or fragmented datagram.

@@ -16,17 +16,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
-use tokio_util::sync::CancellationToken;
 
-use super::chat::DEFAULT_ROOM;
+use super::writer::{Outbox, Output, Sent, Wake};
 use super::ws_socket::{Deflate, WsLimits, WsMessage, WsSocket, negotiate_deflate};
-use crate::hub::{
-    Delivery, Disconnect, Hub, Lookback, MessageId, Published, Room, Subscriber, Transport,
-};
-use crate::protocol::envelope::{self, ClientFrame, ErrorCode, SUBPROTOCOL, ServerFrame};
+use crate::context::Context as Shared;
+use crate::hub::{Disconnect, MessageId, Transport};
+use crate::protocol::envelope::{self, SUBPROTOCOL};
 use crate::protocol::names::{check_nick, check_room};
-use crate::server::Shared;
-use crate::store::StoreError;
+use crate::session::{self, DEFAULT_ROOM, Session};
+use crate::wire::{Emit, Wire};
 
 /// Close codes we send (RFC 6455 section 7.4.1).
 mod close {
@@ -337,7 +335,7 @@ pub(crate) async fn chat(
     let shared2 = Arc::clone(&shared);
     handshake.upgrade(&shared, limits, move |ws| async move {
         let _permit = permit;
-        let session = Session::start(
+        let connection = Connection::start(
             shared2,
             addr,
             structured,
@@ -345,41 +343,54 @@ pub(crate) async fn chat(
             &room,
             since,
         );
-        session.run(ws).await;
+        connection.run(ws).await;
     })
 }
 
-/// One WebSocket chat connection.
-struct Session {
-    shared: Arc<Shared>,
-    /// This connection's child of the server's shutdown token (see `super::stop_signal`).
-    stop: CancellationToken,
-    sub: Arc<Subscriber>,
-    rx: tokio::sync::mpsc::Receiver<Delivery>,
-    nick: Arc<str>,
-    rooms: Vec<Arc<Room>>,
+/// One WebSocket chat connection: its session, and the outbox its writer drains.
+struct Connection {
+    session: Session,
+    outbox: Outbox,
+    /// Frames of the batch being written, kept between batches.
+    frames: Vec<Bytes>,
     structured: bool,
 }
 
-/// How a batch write ended.
-enum Sent {
-    /// Written and flushed.
-    Done,
-    /// Abandoned because the client was kicked or the server is stopping.
-    Interrupted,
-    /// The write failed: the peer is gone.
-    PeerGone,
+/// A batch's frames on their way into the socket: fed one by one, flushed once.
+struct FrameOutput<'a> {
+    ws: &'a mut WsSocket,
+    frames: &'a mut Vec<Bytes>,
+}
+
+impl Emit for FrameOutput<'_> {
+    fn emit(&mut self, unit: &Bytes, _: Option<MessageId>) {
+        self.frames.push(unit.clone());
+    }
+}
+
+impl Output for FrameOutput<'_> {
+    async fn flush(&mut self) -> std::io::Result<()> {
+        for frame in self.frames.drain(..) {
+            self.ws
+                .feed(WsMessage::Text(frame))
+                .await
+                .map_err(std::io::Error::other)?;
+        }
+        self.ws.flush().await.map_err(std::io::Error::other)
+    }
+
+    fn discard(&mut self) {
+        self.frames.clear();
+    }
 }
 
 /// What woke the connection task.
-enum Wake {
+enum Woke {
     Frame(Option<Result<WsMessage, super::ws_socket::WsError>>),
-    Queue(usize),
-    Kicked,
-    Shutdown,
+    Queue(Wake),
 }
 
-impl Session {
+impl Connection {
     fn start(
         shared: Arc<Shared>,
         addr: SocketAddr,
@@ -390,311 +401,90 @@ impl Session {
     ) -> Self {
         let hub = &shared.hub;
         let (sub, rx) = hub.subscribe(Transport::Ws, true, Some(addr));
-        let nick = claim_nick(hub, &sub, nick);
+        let wire = if structured { Wire::Json } else { Wire::Plain };
+        let mut session = Session::open(
+            Arc::clone(hub),
+            Arc::clone(&sub),
+            wire,
+            nick,
+            shared.tasks.clone(),
+        );
         if structured {
-            // Queued before joining so that it is the first frame the client reads.
-            let welcome = ServerFrame::Welcome {
-                nick: &nick,
-                rooms: vec![room],
-            };
-            sub.offer(Delivery::direct(welcome.encode()));
+            session.welcome(room);
         }
-        let (room, cursor) = hub.join_since(room, &sub, Arc::clone(&nick), since);
-        tracing::debug!(id = sub.id, %addr, %nick, structured, "websocket chat connected");
+        let cursor = session.join(room, since);
+        tracing::debug!(id = sub.id, %addr, nick = %session.nick(), structured, "websocket chat connected");
         if structured {
-            let members = room.members();
-            let joined = ServerFrame::Joined {
-                reference: None,
-                room: room.name(),
-                members: members.iter().map(|m| &*m.nick).collect(),
-                cursor: cursor.to_string(),
-            };
-            sub.offer(Delivery::direct(joined.encode()));
+            session.joined(None, room, cursor);
         }
         Self {
-            stop: super::stop_signal(&shared),
-            shared,
-            sub,
-            rx,
-            nick,
-            rooms: vec![room],
+            outbox: Outbox::new(rx, sub, super::stop_signal(&shared), wire),
+            session,
+            frames: Vec::new(),
             structured,
         }
     }
 
-    /// Queues a server frame for this client alone, in order with its room events.
-    fn direct(&self, frame: ServerFrame<'_>) {
-        self.sub.offer(Delivery::direct(frame.encode()));
-    }
-
-    fn error(&self, reference: Option<&str>, code: ErrorCode, message: String) {
-        tracing::debug!(id = self.sub.id, ?code, %message, "structured client error");
-        self.direct(ServerFrame::Error {
-            reference,
-            code,
-            message,
-        });
-    }
-
     async fn run(mut self, mut ws: WsSocket) {
-        let mut batch = Vec::new();
         let (code, reason) = loop {
             let wake = tokio::select! {
                 biased;
-                _ = self.stop.cancelled() => Wake::Shutdown,
-                _ = self.sub.kicked() => Wake::Kicked,
-                n = self.rx.recv_many(&mut batch, 64) => Wake::Queue(n),
-                frame = ws.recv() => Wake::Frame(frame),
+                wake = self.outbox.wait() => Woke::Queue(wake),
+                frame = ws.recv() => Woke::Frame(frame),
             };
             match wake {
-                Wake::Shutdown => break (Some(close::GOING_AWAY), "server shutting down"),
-                Wake::Kicked => {
-                    let reason = self.sub.kick_reason().unwrap_or(Disconnect::SlowConsumer);
-                    break (Some(close::POLICY_VIOLATION), reason.as_str());
-                }
-                Wake::Queue(0) => break (None, ""),
-                Wake::Queue(_) => match self.send_batch(&mut ws, &mut batch).await {
-                    // The loop's next turn sees the kick or the shutdown and closes.
-                    Sent::Done | Sent::Interrupted => {}
-                    Sent::PeerGone => break (None, ""),
-                },
-                Wake::Frame(None) | Wake::Frame(Some(Ok(WsMessage::Close))) => break (None, ""),
-                Wake::Frame(Some(Err(error))) => {
-                    tracing::debug!(id = self.sub.id, %error, "websocket read ended");
-                    break (None, "");
-                }
-                Wake::Frame(Some(Ok(WsMessage::Control))) => {}
-                Wake::Frame(Some(Ok(WsMessage::Binary(_)))) => {
-                    break (
-                        Some(close::UNSUPPORTED_DATA),
-                        "binary messages are not supported on /ws",
-                    );
-                }
-                Wake::Frame(Some(Ok(WsMessage::Text(bytes)))) => {
-                    // The library has validated UTF-8 already.
-                    let text = String::from_utf8_lossy(&bytes);
-                    if self.structured {
-                        self.handle_frame(&text);
-                    } else {
-                        let not_sent =
-                            |e: StoreError| Bytes::from(format!("ERR message not sent: {e}"));
-                        match self.publish(0, &text, None) {
-                            Some(Err(e)) => {
-                                self.sub.offer(Delivery::direct(not_sent(e)));
-                            }
-                            Some(Ok(published)) => published.report_failure(&self.sub, not_sent),
-                            None => {}
-                        }
-                    }
-                }
-            }
-        };
-        if let Some(code) = code {
-            ws.close(code, reason).await;
-        }
-        let reason =
-            matches!(code, Some(close::GOING_AWAY | close::POLICY_VIOLATION)).then_some(reason);
-        for room in &self.rooms {
-            self.shared.hub.leave(room, self.sub.id, reason);
-        }
-        self.shared.hub.release_nick(self.sub.id, &self.nick);
-        tracing::debug!(id = self.sub.id, "websocket chat closed");
-    }
-
-    /// Sends a batch in one flush, giving up if the connection is kicked or the server stops
-    /// while the write waits on a client that does not read.
-    async fn send_batch(&self, ws: &mut WsSocket, batch: &mut Vec<Delivery>) -> Sent {
-        if let Some(Delivery::Event(event)) = batch.first() {
-            crate::metrics::METRICS.observe_delivery(event.time_ms);
-        }
-        let write = async {
-            for delivery in batch.drain(..) {
-                match delivery {
-                    Delivery::Event(event) => ws.feed(WsMessage::Text(self.encode(&event))).await?,
-                    Delivery::Direct(bytes) => ws.feed(WsMessage::Text(*bytes)).await?,
-                    Delivery::Replay(replay) => {
-                        let gap = if self.structured {
-                            replay.gap_json()
-                        } else {
-                            replay.gap_text().map(Bytes::from)
-                        };
-                        if let Some(gap) = gap {
-                            ws.feed(WsMessage::Text(gap)).await?;
-                        }
-                        for event in &replay.events {
-                            ws.feed(WsMessage::Text(self.encode(event))).await?;
-                        }
-                    }
-                }
-            }
-            ws.flush().await
-        };
-        tokio::select! {
-            biased;
-            _ = self.sub.kicked() => Sent::Interrupted,
-            _ = self.stop.cancelled() => Sent::Interrupted,
-            written = write => match written {
-                Ok(()) => Sent::Done,
-                Err(error) => {
-                    tracing::debug!(id = self.sub.id, %error, "websocket write failed");
-                    Sent::PeerGone
-                }
-            },
-        }
-    }
-
-    /// The event's shared payload for this connection's mode.
-    fn encode(&self, event: &crate::hub::Event) -> Bytes {
-        if self.structured {
-            event.json().clone()
-        } else {
-            event.plain().clone()
-        }
-    }
-
-    fn publish(
-        &self,
-        room: usize,
-        text: &str,
-        key: Option<&str>,
-    ) -> Option<Result<Published, StoreError>> {
-        let room = self.rooms.get(room)?;
-        Some(
-            self.shared
-                .hub
-                .publish(room, Some(self.sub.id), Arc::clone(&self.nick), text, key),
-        )
-    }
-
-    fn room_index(&self, name: &str) -> Option<usize> {
-        self.rooms.iter().position(|r| &**r.name() == name)
-    }
-
-    fn handle_frame(&mut self, text: &str) {
-        let frame = match envelope::parse(text) {
-            Ok(frame) => frame,
-            Err(message) => return self.error(None, ErrorCode::BadFrame, message),
-        };
-        let reference = frame.reference().map(str::to_owned);
-        let reference = reference.as_deref();
-        match frame {
-            ClientFrame::Publish {
-                room, text, key, ..
-            } => {
-                let index = match room.as_deref() {
-                    Some(name) => self.room_index(name),
-                    None if self.rooms.len() == 1 => Some(0),
-                    None => None,
-                };
-                let Some(index) = index else {
-                    let message = match room {
-                        Some(name) => format!("not in room {name}; join it first"),
-                        None => "several rooms joined; say which with \"room\"".to_owned(),
+                Woke::Queue(Wake::End(reason)) => {
+                    let code = match reason {
+                        Disconnect::Shutdown => close::GOING_AWAY,
+                        _ => close::POLICY_VIOLATION,
                     };
-                    return self.error(reference, ErrorCode::NotJoined, message);
-                };
-                let room = Arc::clone(self.rooms[index].name());
-                match self.publish(index, &text, key.as_deref()) {
-                    None => {}
-                    Some(Err(e)) => {
-                        self.error(
-                            reference,
-                            ErrorCode::Unavailable,
-                            format!("message not sent: {e}"),
-                        );
-                    }
-                    Some(Ok(published)) => {
-                        // The ack waits until the message is durable, without holding up
-                        // this connection's other traffic.
-                        let sub = Arc::clone(&self.sub);
-                        let reference = reference.map(str::to_owned);
-                        self.shared.tasks.spawn(async move {
-                            let reference = reference.as_deref();
-                            let frame = match published.durable().await {
-                                Ok(acked) => ServerFrame::Ack {
-                                    reference,
-                                    room: &room,
-                                    id: acked.id.to_string(),
-                                    duplicate: acked.duplicate,
-                                },
-                                Err(e) => ServerFrame::Error {
-                                    reference,
-                                    code: ErrorCode::Unavailable,
-                                    message: format!("message not stored: {e}"),
-                                },
-                            };
-                            sub.offer(Delivery::direct(frame.encode()));
-                        });
-                    }
+                    break (Some(code), Some(reason));
                 }
-            }
-            ClientFrame::Join { room, since, .. } => {
-                if let Err(e) = check_room(&room) {
-                    return self.error(reference, ErrorCode::BadName, e.to_string());
+                Woke::Queue(Wake::Closed) => break (None, None),
+                Woke::Queue(Wake::Batch) => {
+                    let mut out = FrameOutput {
+                        ws: &mut ws,
+                        frames: &mut self.frames,
+                    };
+                    // An interrupted write: the loop's next turn sees the kick or the
+                    // shutdown and closes.
+                    if self.outbox.send(&mut out).await == Sent::PeerGone {
+                        break (None, None);
+                    }
+                    out.discard();
                 }
-                let since = match MessageId::parse_opt(since.as_deref()) {
-                    Ok(since) => since,
-                    Err(e) => return self.error(reference, ErrorCode::BadFrame, e.to_string()),
-                };
-                let cursor = match self.room_index(&room) {
-                    None => {
-                        let (joined, cursor) = self.shared.hub.join_since(
-                            &room,
-                            &self.sub,
-                            Arc::clone(&self.nick),
-                            since,
-                        );
-                        self.rooms.push(joined);
-                        cursor
-                    }
-                    Some(index) => {
-                        if let Some(since) = since {
-                            self.rooms[index].replay(&self.sub, Lookback::Since(since));
-                        }
-                        self.rooms[index].cursor()
-                    }
-                };
-                let index = self.room_index(&room).unwrap_or(0);
-                let members = self.rooms[index].members();
-                self.direct(ServerFrame::Joined {
-                    reference,
-                    room: &room,
-                    members: members.iter().map(|m| &*m.nick).collect(),
-                    cursor: cursor.to_string(),
-                });
+                Woke::Frame(None) | Woke::Frame(Some(Ok(WsMessage::Close))) => break (None, None),
+                Woke::Frame(Some(Err(error))) => {
+                    tracing::debug!(id = self.session.subscriber().id, %error, "websocket read ended");
+                    break (None, None);
+                }
+                Woke::Frame(Some(Ok(WsMessage::Control))) => {}
+                Woke::Frame(Some(Ok(WsMessage::Binary(_)))) => {
+                    ws.close(
+                        close::UNSUPPORTED_DATA,
+                        "binary messages are not supported on /ws",
+                    )
+                    .await;
+                    break (None, None);
+                }
+                Woke::Frame(Some(Ok(WsMessage::Text(bytes)))) => self.handle_text(&bytes),
             }
-            ClientFrame::Leave { room, .. } => {
-                let Some(index) = self.room_index(&room) else {
-                    return self.error(
-                        reference,
-                        ErrorCode::NotJoined,
-                        format!("not in room {room}"),
-                    );
-                };
-                let left = self.rooms.swap_remove(index);
-                self.shared.hub.leave(&left, self.sub.id, None);
-                self.direct(ServerFrame::Left {
-                    reference,
-                    room: &room,
-                });
-            }
+        };
+        if let (Some(code), Some(reason)) = (code, reason) {
+            ws.close(code, reason.as_str()).await;
         }
+        self.session.end(reason);
     }
-}
 
-/// Claims the asked-for nick, or it with a `-2`, `-3`… suffix when taken (so a reconnecting
-/// browser whose old connection is not yet gone still gets in), or a generated one.
-pub(crate) fn claim_nick(hub: &Hub, sub: &Subscriber, asked: Option<&str>) -> Arc<str> {
-    if let Some(asked) = asked {
-        if hub.claim_nick(sub.id, asked).is_ok() {
-            return asked.into();
-        }
-        for n in 2..100 {
-            let candidate = format!("{asked}-{n}");
-            if check_nick(&candidate).is_ok() && hub.claim_nick(sub.id, &candidate).is_ok() {
-                return candidate.into();
-            }
+    /// Lowers a text frame into a request for the session.
+    fn handle_text(&mut self, bytes: &[u8]) {
+        // The library has validated UTF-8 already.
+        let text = String::from_utf8_lossy(bytes);
+        if self.structured {
+            let frame = envelope::parse(&text);
+            self.session.apply(session::Request::from_frame(&frame));
+        } else {
+            self.session.apply(session::Request::from_plain(&text));
         }
     }
-    hub.claim_generated_nick(sub.id)
 }

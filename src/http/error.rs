@@ -1,89 +1,10 @@
-//! The HTTP side of `serve` (axum): routes and their handlers.
-
-use std::sync::Arc;
+//! `AppError`: every HTTP error as JSON, `{"error": message, "code": code}`, with its status.
 
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
-
-use crate::server::Shared;
-use crate::transport;
-
-/// The chat page, embedded so the binary needs no files beside it.
-const INDEX_HTML: &str = include_str!("../web/index.html");
-
-async fn index() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        INDEX_HTML,
-    )
-}
-
-/// All HTTP routes.
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/", get(index))
-        .route("/ws", get(transport::ws::chat))
-        .route("/echo", get(transport::ws::echo))
-        .route("/events", get(transport::sse::events))
-        .route("/rooms", get(transport::poll::rooms))
-        .route(
-            "/rooms/{room}/messages",
-            get(transport::poll::messages).post(transport::poll::publish),
-        )
-        .route("/rooms/{room}/presence", get(transport::poll::presence))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .with_state(shared)
-}
-
-/// Health: `200 ok` while the server accepts work, with what it is holding. In a cluster,
-/// `503 degraded` while this node cannot receive the Redis bus (it still serves its clients,
-/// but cannot publish or hear other nodes), so a load balancer can steer new clients away.
-async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let redis = shared.hub.cluster().map(|c| c.is_up());
-    let status = match redis {
-        Some(false) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::OK,
-    };
-    let mut body = json!({
-        "status": if status == StatusCode::OK { "ok" } else { "degraded" },
-        "connections": shared.limiter.open(),
-        "rooms": shared.hub.rooms().len(),
-    });
-    if let Some(up) = redis {
-        body["redis"] = json!(if up { "up" } else { "down" });
-    }
-    (status, Json(body))
-}
-
-/// Prometheus exposition of `crate::metrics`.
-async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        crate::metrics::METRICS.render(&shared.hub),
-    )
-}
-
-async fn not_found() -> AppError {
-    AppError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such endpoint (see docs/PROTOCOL.md)",
-    )
-}
 
 /// An HTTP error answered as JSON: `{"error": message, "code": code}`.
 #[derive(Debug)]

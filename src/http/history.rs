@@ -1,137 +1,28 @@
-//! Plain HTTP: publish (`POST /rooms/{room}/messages`), history pages and long-polling
-//! (`GET /rooms/{room}/messages?since=&limit=&wait=`), room list and presence.
+//! History over plain HTTP: pages and long-polls (`GET /rooms/{room}/messages?since=&limit=&wait=`).
 //!
 //! A long-poll is not a member: it waits on the room's `Notify`, enabled before history is
 //! checked so that a message published in between still wakes it.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, Query, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::http::AppError;
+use super::AppError;
+use crate::context::Context as Shared;
 use crate::hub::{MessageId, Page, Room};
-use crate::protocol::names::{check_nick, check_room};
-use crate::server::Shared;
+use crate::protocol::names::check_room;
+use crate::wire::{self, Wire};
 
-/// Nick of HTTP publishers that give none.
-const ANONYMOUS: &str = "anonymous";
 /// Longest long-poll.
 const MAX_WAIT_SECS: u64 = 60;
 /// Largest history page.
 const MAX_LIMIT: usize = 1_000;
-
-/// JSON body of a publish.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PublishBody {
-    text: String,
-    #[serde(default)]
-    nick: Option<String>,
-}
-
-/// Query of a publish.
-#[derive(Debug, Deserialize)]
-pub(crate) struct PublishQuery {
-    nick: Option<String>,
-}
-
-/// `POST /rooms/{room}/messages`: `text/plain` body (nick in `X-Nick` or `?nick=`) or JSON
-/// `{"text": …, "nick": …}`. An `Idempotency-Key` header makes retries safe.
-pub(crate) async fn publish(
-    State(shared): State<Arc<Shared>>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Path(room): Path<String>,
-    Query(query): Query<PublishQuery>,
-    req: Request,
-) -> Result<Response, AppError> {
-    check_room(&room).map_err(AppError::bad_request)?;
-    if let Err(wait) = shared.publish_rate.check(addr.ip()) {
-        return Err(AppError::rate_limited(wait));
-    }
-    let (parts, body) = req.into_parts();
-    let headers = parts.headers;
-    let limit = shared.config.ws_max_message;
-    let body = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| AppError::too_large(limit))?;
-    let (text, nick) = parse_body(&headers, &body)?;
-    let nick = nick
-        .or_else(|| header_str(&headers, "x-nick"))
-        .or(query.nick)
-        .unwrap_or_else(|| ANONYMOUS.to_owned());
-    check_nick(&nick).map_err(AppError::bad_request)?;
-    if text.trim().is_empty() {
-        return Err(AppError::bad_request("the message text is empty"));
-    }
-    let key = header_str(&headers, "idempotency-key");
-    if key.as_ref().is_some_and(|k| k.len() > 200) {
-        return Err(AppError::bad_request(
-            "Idempotency-Key longer than 200 bytes",
-        ));
-    }
-    let room = shared.hub.room(&room);
-    let published = shared
-        .hub
-        .publish(&room, None, nick.into(), &text, key.as_deref())
-        .map_err(AppError::unavailable)?;
-    // 201 only once the message is durable.
-    let acked = published.durable().await.map_err(AppError::unavailable)?;
-    let status = if acked.duplicate {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    let body = json!({
-        "id": acked.id.to_string(),
-        "room": &**room.name(),
-        "duplicate": acked.duplicate,
-    });
-    Ok((status, Json(body)).into_response())
-}
-
-fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<(String, Option<String>), AppError> {
-    let content_type = header_str(headers, header::CONTENT_TYPE.as_str()).unwrap_or_default();
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if mime == "application/json" || mime.ends_with("+json") {
-        let parsed: PublishBody = serde_json::from_slice(body)
-            .map_err(|e| AppError::bad_request(format!("invalid JSON body: {e}")))?;
-        Ok((parsed.text, parsed.nick))
-    } else if mime.is_empty()
-        || mime == "text/plain"
-        // `curl --data 'hi'` labels its raw body as a form; take it as the text it is.
-        || mime == "application/x-www-form-urlencoded"
-    {
-        let text = std::str::from_utf8(body)
-            .map_err(|_| AppError::bad_request("the body is not valid UTF-8"))?;
-        Ok((text.to_owned(), None))
-    } else {
-        Err(AppError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!("Content-Type {mime} is not supported: send text/plain or application/json"),
-        ))
-    }
-}
 
 /// Query of a history read.
 #[derive(Debug, Deserialize)]
@@ -249,7 +140,7 @@ fn page_response(
         64 + page
             .events
             .iter()
-            .map(|e| e.json().len() + 1)
+            .map(|e| wire::event(Wire::Json, e).len() + 1)
             .sum::<usize>(),
     );
     out.put_slice(b"{\"room\":");
@@ -259,7 +150,7 @@ fn page_response(
         if i > 0 {
             out.put_u8(b',');
         }
-        out.put_slice(event.json());
+        out.put_slice(wire::event(Wire::Json, event));
     }
     // Where to continue from: after the last message returned, else where the client was
     // (unless that cursor could not be placed), else the room's latest.
@@ -282,47 +173,6 @@ fn page_response(
     ([(header::CONTENT_TYPE, "application/json")], out.freeze()).into_response()
 }
 
-/// `GET /rooms`: every room with its member count and latest id.
-pub(crate) async fn rooms(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
-    let rooms: Vec<_> = shared
-        .hub
-        .rooms()
-        .into_iter()
-        .map(|(name, members)| {
-            let last_id = shared
-                .hub
-                .existing_room(&name)
-                .and_then(|r| r.latest())
-                .map(|id| id.to_string());
-            json!({"name": &*name, "members": members, "last_id": last_id})
-        })
-        .collect();
-    Json(json!({ "rooms": rooms }))
-}
-
-/// `GET /rooms/{room}/presence`: members across every transport.
-pub(crate) async fn presence(
-    State(shared): State<Arc<Shared>>,
-    Path(room): Path<String>,
-) -> Result<Json<serde_json::Value>, AppError> {
-    check_room(&room).map_err(AppError::bad_request)?;
-    let members: Vec<_> = shared
-        .hub
-        .members(&room)
-        .await
-        .map_err(|e| {
-            AppError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                format!("cannot list members: {e}"),
-            )
-        })?
-        .into_iter()
-        .map(|m| json!({"nick": &*m.nick, "transport": m.transport.as_str()}))
-        .collect();
-    Ok(Json(json!({"room": room, "members": members})))
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -334,8 +184,8 @@ mod tests {
 
     use super::long_poll;
     use crate::config::Config;
+    use crate::context::Context as Shared;
     use crate::hub::{Hub, HubConfig};
-    use crate::server::Shared;
     use crate::store::{self, Retention};
     use crate::transport::limits::{Limiter, RateLimiter};
 

@@ -1,0 +1,282 @@
+//! What flows through the hub and the store: an `Event` (a message, a presence change or a
+//! direct message), its `MessageId`, and the reasons a member leaves.
+//!
+//! This module sits below both `hub/` and `store/`, so that neither imports the other. An event
+//! is built once per publish and shared by every subscriber as `Arc<Event>`. Each wire form
+//! (see `crate::wire`) is encoded the first time a subscriber of that form needs it and cached
+//! in the event (`Event::encoded`), so a broadcast to 10,000 TCP clients encodes its line once.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+/// A subscriber's id, unique within one hub.
+pub type SubscriberId = u64;
+
+/// A message id: its room's sequence number, and the room's epoch, which changes whenever the
+/// room's history was lost (a restart on the memory store, say), so that a client holding an id
+/// from another epoch knows its gap is unknown rather than empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId {
+    /// Identifies one unbroken run of the room's sequence.
+    pub epoch: u32,
+    /// The room's sequence number, starting at 1.
+    pub seq: u64,
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}-{}", self.epoch, self.seq)
+    }
+}
+
+/// Why a `MessageId` string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid message id {0:?}: expected EPOCH-SEQ, e.g. 1a2b3c4d-17")]
+pub struct BadMessageId(pub String);
+
+impl MessageId {
+    /// Parses an optional cursor, as given in a `since` parameter.
+    pub fn parse_opt(text: Option<&str>) -> Result<Option<MessageId>, BadMessageId> {
+        text.map(str::parse).transpose()
+    }
+}
+
+impl std::str::FromStr for MessageId {
+    type Err = BadMessageId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadMessageId(s.to_owned());
+        let (epoch, seq) = s.split_once('-').ok_or_else(bad)?;
+        if epoch.is_empty() || epoch.len() > 8 {
+            return Err(bad());
+        }
+        Ok(MessageId {
+            epoch: u32::from_str_radix(epoch, 16).map_err(|_| bad())?,
+            seq: seq.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// What kind of event this is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// A chat message; the only kind with an id.
+    Message,
+    /// Someone joined the room.
+    Join,
+    /// Someone left the room; `reason` says why when it was not their choice.
+    Leave {
+        /// For example `Disconnect::SlowConsumer`; `None` when they left by themselves.
+        reason: Option<Disconnect>,
+    },
+    /// Someone changed nick; `nick` is the new one.
+    Nick {
+        /// The nick they had before.
+        old: Arc<str>,
+    },
+    /// A message from `nick` to one user, `to`; never stored, never part of a room.
+    Direct {
+        /// The nick it was sent to.
+        to: Arc<str>,
+    },
+}
+
+/// One event in one room, shared by all its receivers.
+#[derive(Debug)]
+pub struct Event {
+    /// Message, join, leave or nick change.
+    pub kind: EventKind,
+    /// The room it happened in.
+    pub room: Arc<str>,
+    /// Set for messages only.
+    pub id: Option<MessageId>,
+    /// Who sent it, or who joined/left.
+    pub nick: Arc<str>,
+    /// The message text; empty for presence events.
+    pub text: Box<str>,
+    /// Milliseconds since the Unix epoch when the hub accepted it.
+    pub time_ms: u64,
+    /// The subscriber that caused it, so transports that do not echo can skip their own.
+    pub origin: Option<SubscriberId>,
+    /// Each wire form, encoded on first use (indexed by `Form`).
+    encoded: [OnceLock<Bytes>; Form::COUNT],
+}
+
+/// The shared wire forms an event is cached in; `crate::wire` says how each is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// `nick: text\n` lines, for TCP and UDP.
+    Line,
+    /// `nick: text`, the seed's WebSocket text frame.
+    Plain,
+    /// The structured protocol's JSON envelope.
+    Json,
+    /// A Server-Sent Events block.
+    Sse,
+}
+
+impl Form {
+    const COUNT: usize = 4;
+}
+
+impl Event {
+    /// A new event stamped with the current time.
+    pub fn new(
+        kind: EventKind,
+        room: Arc<str>,
+        id: Option<MessageId>,
+        nick: Arc<str>,
+        text: Box<str>,
+        origin: Option<SubscriberId>,
+    ) -> Self {
+        Self {
+            kind,
+            room,
+            id,
+            nick,
+            text,
+            time_ms: now_ms(),
+            origin,
+            encoded: Default::default(),
+        }
+    }
+
+    /// The event in wire form `form`, made by `encode` the first time it is asked for.
+    pub fn encoded(&self, form: Form, encode: impl FnOnce(&Event) -> Bytes) -> &Bytes {
+        self.encoded[form as usize].get_or_init(|| encode(self))
+    }
+
+    /// A direct message from `from` to `to`.
+    pub fn direct(from: Arc<str>, to: Arc<str>, text: &str, origin: SubscriberId) -> Self {
+        Self::new(
+            EventKind::Direct { to },
+            Arc::from(""),
+            None,
+            from,
+            text.into(),
+            Some(origin),
+        )
+    }
+
+    /// A message read back from storage, with its original id and time.
+    pub fn stored(
+        room: Arc<str>,
+        id: MessageId,
+        nick: Arc<str>,
+        text: Box<str>,
+        time_ms: u64,
+    ) -> Self {
+        Self {
+            time_ms,
+            ..Self::new(EventKind::Message, room, Some(id), nick, text, None)
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Which transport a subscriber arrived on; shown in presence and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// Line-oriented TCP chat.
+    Tcp,
+    /// UDP datagram chat.
+    Udp,
+    /// WebSocket.
+    Ws,
+    /// Server-Sent Events.
+    Sse,
+}
+
+impl Transport {
+    /// Lowercase name for logs and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+            Transport::Ws => "ws",
+            Transport::Sse => "sse",
+        }
+    }
+
+    /// The transport called `name` (as `as_str` writes it).
+    pub fn parse(name: &str) -> Option<Transport> {
+        [
+            Transport::Tcp,
+            Transport::Udp,
+            Transport::Ws,
+            Transport::Sse,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == name)
+    }
+}
+
+/// Why a member left or was disconnected when it was not its own choice. Every transport
+/// renders it its own way (`crate::wire::goodbye`, close codes); rooms see `as_str`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disconnect {
+    /// Its outbound queue overflowed: it reads slower than its rooms publish.
+    SlowConsumer,
+    /// The server is shutting down.
+    Shutdown,
+    /// It sent nothing for longer than the idle timeout (TCP) or the member TTL (UDP).
+    TimedOut,
+}
+
+impl Disconnect {
+    const ALL: [Disconnect; 3] = [
+        Disconnect::SlowConsumer,
+        Disconnect::Shutdown,
+        Disconnect::TimedOut,
+    ];
+
+    /// The reason as said to the client and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disconnect::SlowConsumer => "slow consumer",
+            Disconnect::Shutdown => "server shutting down",
+            Disconnect::TimedOut => "timed out",
+        }
+    }
+
+    /// The reason called `text` (as `as_str` writes it), e.g. from another node.
+    pub fn parse(text: &str) -> Option<Disconnect> {
+        Self::ALL.into_iter().find(|d| d.as_str() == text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_round_trips() {
+        let id = MessageId {
+            epoch: 0x1a2b,
+            seq: 42,
+        };
+        assert_eq!(id.to_string(), "00001a2b-42");
+        assert_eq!("00001a2b-42".parse::<MessageId>(), Ok(id));
+        assert!("42".parse::<MessageId>().is_err());
+        assert!("zz-1".parse::<MessageId>().is_err());
+        assert!("123456789-1".parse::<MessageId>().is_err());
+    }
+
+    #[test]
+    fn disconnect_reasons_round_trip() {
+        for d in Disconnect::ALL {
+            assert_eq!(Disconnect::parse(d.as_str()), Some(d));
+        }
+        assert_eq!(Disconnect::parse("bored"), None);
+    }
+}

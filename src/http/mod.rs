@@ -1,0 +1,94 @@
+//! The HTTP side of `serve` (axum): the router, the page, health and metrics. Handlers live
+//! by resource: `publish` (rooms and users), `history` (pages, long-polls), `presence`; the
+//! WebSocket and SSE endpoints are transports (`crate::transport::{ws, sse}`).
+
+mod error;
+mod history;
+mod presence;
+mod publish;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::context::Context as Shared;
+use crate::transport;
+
+pub(crate) use error::AppError;
+
+/// The chat page, embedded so the binary needs no files beside it.
+const INDEX_HTML: &str = include_str!("../../web/index.html");
+
+async fn index() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        INDEX_HTML,
+    )
+}
+
+/// All HTTP routes.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/ws", get(transport::ws::chat))
+        .route("/echo", get(transport::ws::echo))
+        .route("/events", get(transport::sse::events))
+        .route("/rooms", get(presence::rooms))
+        .route(
+            "/rooms/{room}/messages",
+            get(history::messages).post(publish::publish),
+        )
+        .route("/rooms/{room}/presence", get(presence::presence))
+        .route("/users/{nick}/messages", post(publish::direct))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(shared)
+}
+
+/// Health: `200 ok` while the server accepts work, with what it is holding. In a cluster,
+/// `503 degraded` while this node cannot receive the Redis bus (it still serves its clients,
+/// but cannot publish or hear other nodes), so a load balancer can steer new clients away.
+async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let redis = shared.hub.cluster().map(|c| c.is_up());
+    let status = match redis {
+        Some(false) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    };
+    let mut body = json!({
+        "status": if status == StatusCode::OK { "ok" } else { "degraded" },
+        "connections": shared.limiter.open(),
+        "rooms": shared.hub.rooms().len(),
+    });
+    if let Some(up) = redis {
+        body["redis"] = json!(if up { "up" } else { "down" });
+    }
+    (status, Json(body))
+}
+
+/// Prometheus exposition of `crate::metrics`.
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::METRICS.render(&shared.hub),
+    )
+}
+
+async fn not_found() -> AppError {
+    AppError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint (see docs/PROTOCOL.md)",
+    )
+}

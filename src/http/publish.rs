@@ -1,0 +1,181 @@
+//! Publishing over plain HTTP: `POST /rooms/{room}/messages` to a room and
+//! `POST /users/{nick}/messages` to one user. Both take a `text/plain` body (nick in `X-Nick`
+//! or `?nick=`) or JSON `{"text": …, "nick": …}`, and are rate-limited per IP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppError;
+use crate::context::Context as Shared;
+use crate::hub::HubError;
+use crate::protocol::names::{check_nick, check_room};
+
+/// Nick of HTTP publishers that give none.
+const ANONYMOUS: &str = "anonymous";
+
+/// JSON body of a publish.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    text: String,
+    #[serde(default)]
+    nick: Option<String>,
+}
+
+/// Query of a publish.
+#[derive(Debug, Deserialize)]
+pub(crate) struct PublishQuery {
+    nick: Option<String>,
+}
+
+/// A message as an HTTP client posts it.
+struct Posted {
+    text: String,
+    nick: String,
+    headers: HeaderMap,
+}
+
+/// Checks the rate limit, then reads the body (bounded) and the sender's nick.
+async fn read_posted(
+    shared: &Shared,
+    addr: SocketAddr,
+    query: PublishQuery,
+    req: Request,
+) -> Result<Posted, AppError> {
+    if let Err(wait) = shared.publish_rate.check(addr.ip()) {
+        return Err(AppError::rate_limited(wait));
+    }
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
+    let limit = shared.config.ws_max_message;
+    let body = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| AppError::too_large(limit))?;
+    let (text, nick) = parse_body(&headers, &body)?;
+    let nick = nick
+        .or_else(|| header_str(&headers, "x-nick"))
+        .or(query.nick)
+        .unwrap_or_else(|| ANONYMOUS.to_owned());
+    check_nick(&nick).map_err(AppError::bad_request)?;
+    if text.trim().is_empty() {
+        return Err(AppError::bad_request("the message text is empty"));
+    }
+    Ok(Posted {
+        text,
+        nick,
+        headers,
+    })
+}
+
+/// `POST /rooms/{room}/messages`. An `Idempotency-Key` header makes retries safe; the answer
+/// is `201` once the message is durable (`200` for a repeated key).
+pub(crate) async fn publish(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(room): Path<String>,
+    Query(query): Query<PublishQuery>,
+    req: Request,
+) -> Result<Response, AppError> {
+    check_room(&room).map_err(AppError::bad_request)?;
+    let posted = read_posted(&shared, addr, query, req).await?;
+    let key = header_str(&posted.headers, "idempotency-key");
+    if key.as_ref().is_some_and(|k| k.len() > 200) {
+        return Err(AppError::bad_request(
+            "Idempotency-Key longer than 200 bytes",
+        ));
+    }
+    let room = shared.hub.room(&room);
+    let published = shared
+        .hub
+        .publish(
+            &room,
+            None,
+            posted.nick.into(),
+            &posted.text,
+            key.as_deref(),
+        )
+        .map_err(AppError::unavailable)?;
+    let acked = published.durable().await.map_err(AppError::unavailable)?;
+    let status = if acked.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let body = json!({
+        "id": acked.id.to_string(),
+        "room": &**room.name(),
+        "duplicate": acked.duplicate,
+    });
+    Ok((status, Json(body)).into_response())
+}
+
+/// `POST /users/{nick}/messages`: a direct message to whoever holds `nick` on this node,
+/// `201 {"to": nick}` once it is in their queue, `404` when nobody holds it.
+pub(crate) async fn direct(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(to): Path<String>,
+    Query(query): Query<PublishQuery>,
+    req: Request,
+) -> Result<Response, AppError> {
+    check_nick(&to).map_err(AppError::bad_request)?;
+    let posted = read_posted(&shared, addr, query, req).await?;
+    // An HTTP sender has no subscriber of its own.
+    const NO_SUBSCRIBER: u64 = 0;
+    match shared
+        .hub
+        .direct(posted.nick.into(), NO_SUBSCRIBER, &to, &posted.text)
+    {
+        Ok(()) => Ok((StatusCode::CREATED, Json(json!({ "to": to }))).into_response()),
+        Err(e @ HubError::NoSuchUser(_)) => Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "no_such_user",
+            e.to_string(),
+        )),
+        Err(e) => Err(AppError::bad_request(e)),
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<(String, Option<String>), AppError> {
+    let content_type = header_str(headers, header::CONTENT_TYPE.as_str()).unwrap_or_default();
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || mime.ends_with("+json") {
+        let parsed: PublishBody = serde_json::from_slice(body)
+            .map_err(|e| AppError::bad_request(format!("invalid JSON body: {e}")))?;
+        Ok((parsed.text, parsed.nick))
+    } else if mime.is_empty()
+        || mime == "text/plain"
+        // `curl --data 'hi'` labels its raw body as a form; take it as the text it is.
+        || mime == "application/x-www-form-urlencoded"
+    {
+        let text = std::str::from_utf8(body)
+            .map_err(|_| AppError::bad_request("the body is not valid UTF-8"))?;
+        Ok((text.to_owned(), None))
+    } else {
+        Err(AppError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("Content-Type {mime} is not supported: send text/plain or application/json"),
+        ))
+    }
+}

@@ -1,0 +1,450 @@
+//! The session: one client's nick, rooms and subscriber, whatever transport it came on.
+//!
+//! Every two-way transport (TCP chat, UDP chat, WebSocket plain and structured) decodes its
+//! input into `Request`s and hands them to `Session::apply`; SSE uses a session that only
+//! joins. So a feature is written once, here: direct messages are one arm of `apply`. Answers
+//! go into the client's own queue (`Delivery::Direct`), ordered with its room events and
+//! bounded like them, in the client's dialect (lines, plain text frames or JSON frames).
+//! Teardown is `Drop`: however a connection ends, it leaves its rooms and frees its nick.
+
+mod request;
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio_util::task::TaskTracker;
+
+use crate::event::{Disconnect, MessageId};
+use crate::hub::{Delivery, Hub, Lookback, MemberInfo, Published, Room, Subscriber};
+use crate::protocol::command;
+use crate::protocol::envelope::{ErrorCode, ServerFrame};
+use crate::protocol::names::{check_nick, check_room};
+use crate::store::StoreError;
+use crate::wire::Wire;
+
+pub use request::Request;
+
+/// The room every client starts in unless it names one.
+pub const DEFAULT_ROOM: &str = "lobby";
+
+/// What the transport should do after a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep reading.
+    Continue,
+    /// The client asked to leave; close after flushing the answer.
+    Quit,
+}
+
+/// One client's state in the hub.
+#[derive(Debug)]
+pub struct Session {
+    hub: Arc<Hub>,
+    sub: Arc<Subscriber>,
+    nick: Arc<str>,
+    rooms: Vec<Arc<Room>>,
+    /// How answers are written.
+    wire: Wire,
+    /// Acks wait for durability here, tracked for shutdown.
+    tasks: TaskTracker,
+    /// Told to the rooms at teardown; `None` when the client left by itself.
+    reason: Option<Disconnect>,
+}
+
+impl Session {
+    /// A session holding the asked-for nick, or it with a `-2`, `-3`… suffix when taken (so
+    /// a reconnecting browser whose old connection is not yet gone still gets in), or a
+    /// generated one. It is in no room yet.
+    pub fn open(
+        hub: Arc<Hub>,
+        sub: Arc<Subscriber>,
+        wire: Wire,
+        asked: Option<&str>,
+        tasks: TaskTracker,
+    ) -> Self {
+        let nick = claim_nick(&hub, &sub, asked);
+        Self {
+            hub,
+            sub,
+            nick,
+            rooms: Vec::new(),
+            wire,
+            tasks,
+            reason: None,
+        }
+    }
+
+    /// A line chat session (TCP, UDP): a generated nick, the default room, a greeting.
+    pub fn start_chat(hub: Arc<Hub>, sub: Arc<Subscriber>, wire: Wire, tasks: TaskTracker) -> Self {
+        let mut session = Self::open(hub, sub, wire, None, tasks);
+        session.join(DEFAULT_ROOM, None);
+        session.notice(format!(
+            "* welcome {}, you are in {DEFAULT_ROOM} (/help lists commands)",
+            session.nick
+        ));
+        session
+    }
+
+    /// The client's subscriber.
+    pub fn subscriber(&self) -> &Arc<Subscriber> {
+        &self.sub
+    }
+
+    /// The client's nick.
+    pub fn nick(&self) -> &Arc<str> {
+        &self.nick
+    }
+
+    /// Rooms joined, in the order joined.
+    pub fn rooms(&self) -> &[Arc<Room>] {
+        &self.rooms
+    }
+
+    /// Says why the connection ends; the rooms are told at teardown.
+    pub fn end(&mut self, reason: Option<Disconnect>) {
+        self.reason = reason;
+    }
+
+    /// Joins `room` (replaying what came after `since` first), or, if already in it,
+    /// replays after `since`. Returns the cursor at which the live stream starts.
+    pub fn join(&mut self, room: &str, since: Option<MessageId>) -> MessageId {
+        if let Some(index) = self.room_index(room) {
+            let joined = &self.rooms[index];
+            if let Some(since) = since {
+                joined.replay(&self.sub, Lookback::Since(since));
+            }
+            return joined.cursor();
+        }
+        let (joined, cursor) = self
+            .hub
+            .join_since(room, &self.sub, Arc::clone(&self.nick), since);
+        self.rooms.push(joined);
+        cursor
+    }
+
+    /// Queues the structured protocol's first frame; sent before the first join so that it
+    /// is the first frame the client reads.
+    pub fn welcome(&self, room: &str) {
+        self.frame(&ServerFrame::Welcome {
+            nick: &self.nick,
+            rooms: vec![room],
+        });
+    }
+
+    /// Queues `{"type":"joined"}` for a room this session is in.
+    pub fn joined(&self, reference: Option<&str>, room: &str, cursor: MessageId) {
+        let members = self
+            .room_index(room)
+            .map(|i| self.rooms[i].members())
+            .unwrap_or_default();
+        self.frame(&ServerFrame::Joined {
+            reference,
+            room,
+            members: members.iter().map(|m| &*m.nick).collect(),
+            cursor: cursor.to_string(),
+        });
+    }
+
+    /// Acts on one request.
+    pub fn apply(&mut self, request: Request<'_>) -> Flow {
+        match request {
+            Request::Publish {
+                room,
+                text,
+                key,
+                reference,
+            } => self.publish(room, text, key, reference),
+            Request::Direct {
+                to,
+                text,
+                reference,
+            } => self.direct(to, text, reference),
+            Request::Join {
+                room,
+                since,
+                reference,
+            } => self.join_more(room, since, reference),
+            Request::Move(room) => self.move_to(room),
+            Request::Leave { room, reference } => self.leave(room, reference),
+            Request::Nick(nick) => self.rename(nick),
+            Request::Who => self.who(),
+            Request::Rooms => self.list_rooms(),
+            Request::History(n) => self.history(Lookback::Last(n)),
+            Request::Since(id) => match id.parse::<MessageId>() {
+                Ok(id) => self.history(Lookback::Since(id)),
+                Err(e) => self.refuse(None, ErrorCode::BadFrame, e),
+            },
+            Request::Help => {
+                let mut out = String::new();
+                for (i, line) in command::HELP.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { "\n" };
+                    let _ = write!(out, "{sep}* {line}");
+                }
+                self.notice(out);
+            }
+            Request::Quit => {
+                self.notice("* bye".to_owned());
+                return Flow::Quit;
+            }
+            Request::Invalid {
+                reference,
+                code,
+                message,
+            } => self.refuse(reference, code, message),
+        }
+        Flow::Continue
+    }
+
+    /// Decodes one chat line and acts on it.
+    pub fn handle_line(&mut self, line: &str) -> Flow {
+        let input = command::parse(line);
+        match Request::from_line(&input) {
+            Some(request) => self.apply(request),
+            None => Flow::Continue,
+        }
+    }
+
+    /// Sends the client a notice of its own, in its dialect (lines get their newline).
+    pub fn notice(&self, text: String) {
+        let bytes = match self.wire {
+            Wire::Line => text + "\n",
+            _ => text,
+        };
+        self.sub.offer(Delivery::direct(bytes));
+    }
+
+    /// Refuses a request: an `ERR` line or text frame, or a JSON error frame.
+    pub fn refuse(
+        &self,
+        reference: Option<&str>,
+        code: ErrorCode,
+        message: impl std::fmt::Display,
+    ) {
+        tracing::debug!(id = self.sub.id, addr = ?self.sub.addr, ?code, %message, "client error");
+        match self.wire {
+            Wire::Json => self.frame(&ServerFrame::Error {
+                reference,
+                code,
+                message: message.to_string(),
+            }),
+            _ => self.notice(format!("ERR {message}")),
+        }
+    }
+
+    fn frame(&self, frame: &ServerFrame<'_>) {
+        self.sub.offer(Delivery::direct(frame.encode()));
+    }
+
+    fn room_index(&self, name: &str) -> Option<usize> {
+        self.rooms.iter().position(|r| &**r.name() == name)
+    }
+
+    fn publish(
+        &mut self,
+        room: Option<&str>,
+        text: &str,
+        key: Option<&str>,
+        reference: Option<&str>,
+    ) {
+        let index = match room {
+            Some(name) => self.room_index(name),
+            None if self.rooms.len() == 1 => Some(0),
+            None => None,
+        };
+        let Some(index) = index else {
+            let message = match room {
+                Some(name) => format!("not in room {name}; join it first"),
+                None => "several rooms joined; say which with \"room\"".to_owned(),
+            };
+            return self.refuse(reference, ErrorCode::NotJoined, message);
+        };
+        let room = &self.rooms[index];
+        let published =
+            self.hub
+                .publish(room, Some(self.sub.id), Arc::clone(&self.nick), text, key);
+        match published {
+            Err(e) => self.refuse(
+                reference,
+                ErrorCode::Unavailable,
+                format!("message not sent: {e}"),
+            ),
+            Ok(published) if self.wire == Wire::Json => {
+                self.ack(published, Arc::clone(room.name()), reference)
+            }
+            Ok(published) => {
+                let newline = if self.wire == Wire::Line { "\n" } else { "" };
+                published.report_failure(&self.sub, move |e: StoreError| {
+                    Bytes::from(format!("ERR message not sent: {e}{newline}"))
+                });
+            }
+        }
+    }
+
+    /// The structured ack waits until the message is durable, without holding up this
+    /// connection's other traffic.
+    fn ack(&self, published: Published, room: Arc<str>, reference: Option<&str>) {
+        let sub = Arc::clone(&self.sub);
+        let reference = reference.map(str::to_owned);
+        self.tasks.spawn(async move {
+            let reference = reference.as_deref();
+            let frame = match published.durable().await {
+                Ok(acked) => ServerFrame::Ack {
+                    reference,
+                    room: &room,
+                    id: acked.id.to_string(),
+                    duplicate: acked.duplicate,
+                },
+                Err(e) => ServerFrame::Error {
+                    reference,
+                    code: ErrorCode::Unavailable,
+                    message: format!("message not stored: {e}"),
+                },
+            };
+            sub.offer(Delivery::direct(frame.encode()));
+        });
+    }
+
+    fn direct(&mut self, to: &str, text: &str, reference: Option<&str>) {
+        let sent = self
+            .hub
+            .direct(Arc::clone(&self.nick), self.sub.id, to, text);
+        match sent {
+            Err(e) => self.refuse(reference, ErrorCode::NoSuchUser, e),
+            Ok(()) if self.wire == Wire::Json => {
+                self.frame(&ServerFrame::Sent { reference, to });
+            }
+            Ok(()) => self.notice(format!("you -> {to}: {text}")),
+        }
+    }
+
+    fn join_more(&mut self, room: &str, since: Option<&str>, reference: Option<&str>) {
+        if let Err(e) = check_room(room) {
+            return self.refuse(reference, ErrorCode::BadName, e);
+        }
+        let since = match MessageId::parse_opt(since) {
+            Ok(since) => since,
+            Err(e) => return self.refuse(reference, ErrorCode::BadFrame, e),
+        };
+        let cursor = self.join(room, since);
+        self.joined(reference, room, cursor);
+    }
+
+    fn move_to(&mut self, name: &str) {
+        if self.room_index(name).is_some() {
+            return self.notice(format!("* you are already in {name}"));
+        }
+        for room in self.rooms.drain(..) {
+            self.hub.leave(&room, self.sub.id, None);
+        }
+        self.join(name, None);
+        let count = self.rooms[0].member_count();
+        self.notice(format!("* you joined {name} ({count} here)"));
+    }
+
+    fn leave(&mut self, room: &str, reference: Option<&str>) {
+        let Some(index) = self.room_index(room) else {
+            return self.refuse(
+                reference,
+                ErrorCode::NotJoined,
+                format!("not in room {room}"),
+            );
+        };
+        let left = self.rooms.swap_remove(index);
+        self.hub.leave(&left, self.sub.id, None);
+        self.frame(&ServerFrame::Left { reference, room });
+    }
+
+    fn rename(&mut self, new: &str) {
+        if *new == *self.nick {
+            return self.notice(format!("* you are already {new}"));
+        }
+        if let Err(e) = self.hub.claim_nick(&self.sub, new) {
+            return self.refuse(None, ErrorCode::BadName, e);
+        }
+        // A case-only change keeps the same registry key, so release only a different one.
+        if new.to_lowercase() != self.nick.to_lowercase() {
+            self.hub.release_nick(self.sub.id, &self.nick);
+        }
+        self.nick = new.into();
+        for room in &self.rooms {
+            self.hub.rename(room, self.sub.id, Arc::clone(&self.nick));
+        }
+        self.notice(format!("* you are now {}", self.nick));
+    }
+
+    fn who(&self) {
+        let Some(room) = self.rooms.first() else {
+            return;
+        };
+        if self.hub.cluster().is_none() {
+            return self.notice(who_line(room.name(), &room.members()));
+        }
+        // Members on other nodes are asked of Redis; the answer joins this client's queue
+        // when it comes.
+        let (hub, sub) = (Arc::clone(&self.hub), Arc::clone(&self.sub));
+        let room = Arc::clone(room.name());
+        self.tasks.spawn(async move {
+            let line = match hub.members(&room).await {
+                Ok(members) => who_line(&room, &members),
+                Err(e) => format!("ERR cannot list members: {e}"),
+            };
+            sub.offer(Delivery::direct(line + "\n"));
+        });
+    }
+
+    fn list_rooms(&self) {
+        let mut out = String::from("* rooms:");
+        for (i, (name, count)) in self.hub.rooms().iter().enumerate() {
+            let sep = if i == 0 { " " } else { ", " };
+            let _ = write!(out, "{sep}{name} ({count})");
+        }
+        self.notice(out);
+    }
+
+    fn history(&self, lookback: Lookback) {
+        let Some(room) = self.rooms.first() else {
+            return;
+        };
+        room.replay(&self.sub, lookback);
+        self.notice(format!("* end of history of {}", room.name()));
+    }
+}
+
+impl Drop for Session {
+    /// Teardown, in one place for every transport: leave every room (telling each why, if
+    /// it was not the client's choice) and free the nick.
+    fn drop(&mut self) {
+        for room in self.rooms.drain(..) {
+            self.hub.leave(&room, self.sub.id, self.reason);
+        }
+        self.hub.release_nick(self.sub.id, &self.nick);
+        tracing::debug!(id = self.sub.id, transport = self.sub.transport.as_str(), reason = ?self.reason, "session ended");
+    }
+}
+
+/// The answer to `/who`: `* in ROOM: nick (transport), ...`, without newline.
+fn who_line(room: &str, members: &[MemberInfo]) -> String {
+    let mut out = format!("* in {room}:");
+    for (i, m) in members.iter().enumerate() {
+        let sep = if i == 0 { " " } else { ", " };
+        let _ = write!(out, "{sep}{} ({})", m.nick, m.transport.as_str());
+    }
+    out
+}
+
+/// See `Session::open`.
+fn claim_nick(hub: &Hub, sub: &Arc<Subscriber>, asked: Option<&str>) -> Arc<str> {
+    if let Some(asked) = asked {
+        if hub.claim_nick(sub, asked).is_ok() {
+            return asked.into();
+        }
+        for n in 2..100 {
+            let candidate = format!("{asked}-{n}");
+            if check_nick(&candidate).is_ok() && hub.claim_nick(sub, &candidate).is_ok() {
+                return candidate.into();
+            }
+        }
+    }
+    hub.claim_generated_nick(sub)
+}

@@ -1,0 +1,173 @@
+//! The one writer driver: drains a subscriber's queue in batches, encodes each batch in the
+//! connection's wire form (`crate::wire`) and hands it to the transport's `Output`.
+//!
+//! Every transport's writer is this code: TCP and UDP run `Outbox::run` as their writer task;
+//! WebSocket, which reads and writes in one task, waits on `Outbox::wait` beside its reads and
+//! calls `Outbox::send`; SSE's response stream does the same. So the batch size, the latency
+//! samples, the kick and shutdown handling and the goodbye are the same on every transport.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{Delivery, Disconnect, Subscriber};
+use crate::wire::{self, Emit, Wire};
+
+/// Most queued deliveries taken into one batch (one write, one flush). Large enough that a
+/// burst leaves in a few syscalls, small enough that a batch's encoding stays in cache.
+pub(crate) const BATCH: usize = 64;
+/// How long a closing connection may take to flush its last lines.
+const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
+/// How long a goodbye may take to reach a client that may not be reading.
+const GOODBYE: Duration = Duration::from_secs(1);
+
+/// A transport's outgoing side: it collects encoded units (`Emit`) and writes them out.
+pub(crate) trait Output: Emit + Send {
+    /// Writes everything emitted since the last flush.
+    fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Forgets units not yet written (before a goodbye, after an abandoned write).
+    fn discard(&mut self);
+}
+
+/// What `Outbox::wait` woke for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// A batch is ready for `Outbox::send`.
+    Batch,
+    /// The hub dropped the queue's sender: nothing more will come.
+    Closed,
+    /// The connection must end: kicked by the hub, or the server is stopping.
+    End(Disconnect),
+}
+
+/// How a batch write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// Written and flushed.
+    Done,
+    /// Abandoned because the client was kicked or the server is stopping; the next `wait`
+    /// says which.
+    Interrupted,
+    /// The write failed: the peer is gone.
+    PeerGone,
+}
+
+/// A subscriber's queue with what its writer needs to drain it.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    rx: mpsc::Receiver<Delivery>,
+    batch: Vec<Delivery>,
+    sub: Arc<Subscriber>,
+    /// This connection's child of the server's shutdown token (see `super::stop_signal`).
+    stop: CancellationToken,
+    wire: Wire,
+}
+
+impl Outbox {
+    pub(crate) fn new(
+        rx: mpsc::Receiver<Delivery>,
+        sub: Arc<Subscriber>,
+        stop: CancellationToken,
+        wire: Wire,
+    ) -> Self {
+        Self {
+            rx,
+            batch: Vec::new(),
+            sub,
+            stop,
+            wire,
+        }
+    }
+
+    /// Waits for a batch, a kick or shutdown. Cancel-safe: nothing is lost if another branch
+    /// of a `select!` wins.
+    pub(crate) async fn wait(&mut self) -> Wake {
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => Wake::End(Disconnect::Shutdown),
+            _ = self.sub.kicked() => {
+                Wake::End(self.sub.kick_reason().unwrap_or(Disconnect::SlowConsumer))
+            }
+            n = self.rx.recv_many(&mut self.batch, BATCH) => {
+                if n == 0 { Wake::Closed } else { Wake::Batch }
+            }
+        }
+    }
+
+    /// Encodes the batch and writes it with one flush, giving up if the client is kicked or
+    /// the server stops while the write waits on a client that does not read.
+    pub(crate) async fn send<O: Output>(&mut self, out: &mut O) -> Sent {
+        self.encode(out);
+        let flushed = tokio::select! {
+            biased;
+            _ = self.sub.kicked() => return Sent::Interrupted,
+            _ = self.stop.cancelled() => return Sent::Interrupted,
+            flushed = out.flush() => flushed,
+        };
+        match flushed {
+            Ok(()) => Sent::Done,
+            Err(error) => {
+                tracing::debug!(id = self.sub.id, %error, "write failed");
+                Sent::PeerGone
+            }
+        }
+    }
+
+    /// Encodes the batch into `out` without writing it, sampling delivery latency once.
+    pub(crate) fn encode(&mut self, out: &mut impl Emit) {
+        if let Some(Delivery::Event(event)) = self.batch.first() {
+            crate::metrics::METRICS.observe_delivery(event.time_ms);
+        }
+        wire::encode(self.wire, &mut self.batch, out);
+    }
+
+    /// Moves what is queued now into the batch, without waiting; true if there is any.
+    pub(crate) fn take_queued(&mut self) -> bool {
+        while let Ok(delivery) = self.rx.try_recv() {
+            self.batch.push(delivery);
+        }
+        !self.batch.is_empty()
+    }
+
+    /// Tells the client why its connection ends, in its wire form, bounded in time.
+    pub(crate) async fn goodbye<O: Output>(&self, out: &mut O, reason: Disconnect) {
+        out.discard();
+        if let Some(bytes) = wire::goodbye(self.wire, reason) {
+            out.emit(&bytes, None);
+            let _ = tokio::time::timeout(GOODBYE, out.flush()).await;
+        }
+    }
+
+    /// The whole writer for transports whose writer is its own task (TCP, UDP): sends
+    /// batches until the peer is gone, the hub ends the connection (then the goodbye), or
+    /// `done` says the reader finished (then what is queued is flushed, bounded in time).
+    pub(crate) async fn run<O: Output>(mut self, out: &mut O, done: CancellationToken) {
+        loop {
+            let wake = tokio::select! {
+                biased;
+                wake = self.wait() => wake,
+                _ = done.cancelled() => {
+                    if self.take_queued() {
+                        self.encode(out);
+                        let _ = tokio::time::timeout(FLUSH_ON_CLOSE, out.flush()).await;
+                    }
+                    return;
+                }
+            };
+            match wake {
+                Wake::Batch => {
+                    if self.send(out).await == Sent::PeerGone {
+                        return;
+                    }
+                }
+                Wake::Closed => return,
+                Wake::End(reason) => return self.goodbye(out, reason).await,
+            }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The line forms: `nick: text\n` for TCP and UDP, `nick: text` for the seed's WebSocket chat,
+//! and `* ...` notices for presence and gaps.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::event::{Event, EventKind};
+use crate::hub::{Gap, Replay};
+
+/// The event as newline-terminated text lines, the TCP and UDP wire form.
+///
+/// A message with several lines of text becomes one `nick: line` per line, so a line-oriented
+/// client never sees an unattributed line; a direct message shows as `from -> you: line`.
+pub(super) fn event(ev: &Event) -> Bytes {
+    let mut out = BytesMut::with_capacity(ev.nick.len() + ev.text.len() + 32);
+    let notice = match &ev.kind {
+        EventKind::Message => {
+            attributed(&mut out, ev.nick.as_bytes(), b": ", &ev.text);
+            return out.freeze();
+        }
+        EventKind::Direct { .. } => {
+            attributed(&mut out, ev.nick.as_bytes(), b" -> you: ", &ev.text);
+            return out.freeze();
+        }
+        EventKind::Join => format!("* {} joined {}\n", ev.nick, ev.room),
+        EventKind::Leave { reason: None } => format!("* {} left {}\n", ev.nick, ev.room),
+        EventKind::Leave {
+            reason: Some(reason),
+        } => format!("* {} left {} ({})\n", ev.nick, ev.room, reason.as_str()),
+        EventKind::Nick { old } => format!("* {old} is now known as {}\n", ev.nick),
+    };
+    out.put_slice(notice.as_bytes());
+    out.freeze()
+}
+
+/// One `PREFIX SEP line\n` per line of `text`.
+fn attributed(out: &mut BytesMut, prefix: &[u8], sep: &[u8], text: &str) {
+    for part in text.split('\n') {
+        let part = part.strip_suffix('\r').unwrap_or(part);
+        out.put_slice(prefix);
+        out.put_slice(sep);
+        out.put_slice(part.as_bytes());
+        out.put_u8(b'\n');
+    }
+}
+
+/// The payload of a plain WebSocket text frame: `nick: text` as the seed's chat sends it
+/// (the text unchanged, newlines included), and the line form without its newline otherwise.
+pub(super) fn plain(ev: &Event) -> Bytes {
+    let sep: &[u8] = match ev.kind {
+        EventKind::Message => b": ",
+        EventKind::Direct { .. } => b" -> you: ",
+        _ => {
+            let line = event(ev);
+            return line.slice(..line.len() - 1);
+        }
+    };
+    let mut out = BytesMut::with_capacity(ev.nick.len() + sep.len() + ev.text.len());
+    out.put_slice(ev.nick.as_bytes());
+    out.put_slice(sep);
+    out.put_slice(ev.text.as_bytes());
+    out.freeze()
+}
+
+/// The line prefixed with the message id, `[EPOCH-SEQ] nick: text\n`, as shown in replays so
+/// that a line client can resume with `/since`. Not cached: replays are per client, not the
+/// broadcast path.
+pub(super) fn with_id(ev: &Event) -> Bytes {
+    let line = super::event(super::Wire::Line, ev);
+    match ev.id {
+        Some(id) => {
+            let mut out = BytesMut::with_capacity(line.len() + 24);
+            for part in line.split_inclusive(|&b| b == b'\n') {
+                out.put_slice(format!("[{id}] ").as_bytes());
+                out.put_slice(part);
+            }
+            out.freeze()
+        }
+        None => line.clone(),
+    }
+}
+
+/// The notice a line-oriented client gets for a gap, without newline.
+pub fn gap(replay: &Replay) -> Option<String> {
+    let first = replay
+        .events
+        .first()
+        .and_then(|e| e.id)
+        .map_or_else(|| "none".to_owned(), |id| id.to_string());
+    replay.gap.map(|gap| match gap {
+        Gap::Expired => format!(
+            "* gap in {}: older messages expired; history resumes at {first}",
+            replay.room
+        ),
+        Gap::Reset => format!(
+            "* gap in {}: its history was reset; replaying all {} kept messages",
+            replay.room,
+            replay.events.len()
+        ),
+    })
+}
