@@ -43,7 +43,9 @@ pub enum Command {
     /// Run the seed's echo server: returns exactly the bytes it receives (TCP and UDP).
     EchoServer(EchoArgs),
     /// Load generator: many WebSocket, TCP or SSE clients against a server; reports
-    /// throughput, latency, and the server's CPU and memory.
+    /// throughput, latency, and the server's CPU and memory. Runs `switchboard-bench`
+    /// (its own crate) from beside this binary; `switchboard bench --help` lists its options.
+    #[command(disable_help_flag = true)]
     Bench(BenchArgs),
     /// Terminal client: prints what arrives while you type; `exit` or end of input quits.
     ///
@@ -181,6 +183,18 @@ pub struct EchoArgs {
     pub udp: Listen,
 }
 
+/// Arguments of `bench`, handed to `switchboard-bench` unchanged.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Options and target of the load generator (see `switchboard bench --help`).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    pub args: Vec<std::ffi::OsString>,
+}
+
 /// Options of `connect`.
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
@@ -190,62 +204,4 @@ pub struct ConnectArgs {
     /// After end of input on UDP, keep printing replies for this many milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 500)]
     pub linger_ms: u64,
-}
-
-/// Options of `bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Target: ws://HOST:PORT/ws?room=bench, tcp://HOST:PORT/bench or
-    /// http://HOST:PORT/events?room=bench (SSE listeners; publishers POST to the room)
-    /// for broadcast; ws://HOST:PORT/echo or the echo-server's tcp://HOST:PORT for echo.
-    pub url: String,
-
-    /// broadcast: publishers' messages reach every connection; echo: each waits for its copy.
-    #[arg(long, value_enum, default_value_t = crate::bench::Mode::Broadcast)]
-    pub mode: crate::bench::Mode,
-
-    /// Connections to open.
-    #[arg(long, short = 'c', default_value_t = 100)]
-    pub connections: usize,
-
-    /// Publishing connections (broadcast mode; with SSE, extra HTTP connections).
-    #[arg(long, short = 'p', default_value_t = 10)]
-    pub publishers: usize,
-
-    /// Messages per second across all publishers; 0 = as fast as the window allows.
-    #[arg(long, default_value_t = 0)]
-    pub rate: u64,
-
-    /// Messages one publisher may have in flight when --rate is 0.
-    #[arg(long, default_value_t = 32)]
-    pub window: usize,
-
-    /// Seconds measured.
-    #[arg(long, default_value_t = 10)]
-    pub duration: u64,
-
-    /// Seconds of load before measuring.
-    #[arg(long, default_value_t = 2)]
-    pub warmup: u64,
-
-    /// Payload bytes.
-    #[arg(long, default_value_t = 64)]
-    pub size: usize,
-
-    /// Spread connections over this many source addresses (127.0.0.1, .2, …) so that more
-    /// than ~28k fit in the ephemeral port range.
-    #[arg(long, default_value_t = 4)]
-    pub sources: u8,
-
-    /// The server's pid: report its CPU time per delivery and memory per connection.
-    #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
-
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
-
-    /// Allow a target that is not on this machine.
-    #[arg(long)]
-    pub allow_remote: bool,
 }

@@ -13,9 +13,7 @@
 //! - `metrics`: Prometheus counters and gauges behind `/metrics`.
 //! - `server`: binds listeners, runs them, shuts down cleanly.
 //! - `client`: the terminal client behind `switchboard connect`.
-//! - `bench`: the load generator behind `switchboard bench`.
 
-pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -12,6 +12,9 @@ use switchboard::server::{Server, shutdown_signal};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Bench(args) = &cli.command {
+        return run_bench(&args.args);
+    }
     init_logging(cli.log_format, &cli.log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -50,28 +53,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let server = Server::bind_echo(config).await?;
             server.run(shutdown_signal()).await?;
         }
-        Command::Bench(args) => {
-            let report = switchboard::bench::run(switchboard::bench::Options {
-                url: args.url,
-                mode: args.mode,
-                connections: args.connections,
-                publishers: args.publishers,
-                rate: args.rate,
-                window: args.window,
-                duration: Duration::from_secs(args.duration),
-                warmup: Duration::from_secs(args.warmup),
-                size: args.size,
-                sources: args.sources,
-                server_pid: args.server_pid,
-                allow_remote: args.allow_remote,
-            })
-            .await?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", report.text());
-            }
-        }
+        Command::Bench(_) => unreachable!("handled in main"),
         Command::Connect(args) => {
             switchboard::client::connect(&args.url, Duration::from_millis(args.linger_ms))
                 .await
@@ -79,6 +61,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `switchboard bench ARGS`: runs the load generator, `switchboard-bench`, from beside this
+/// binary (or from PATH), so that the server carries none of its dependencies.
+fn run_bench(args: &[std::ffi::OsString]) -> ExitCode {
+    const NAME: &str = "switchboard-bench";
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(NAME)))
+        .filter(|path| path.is_file());
+    let program = beside.unwrap_or_else(|| NAME.into());
+    match std::process::Command::new(&program).args(args).status() {
+        // The generator has said what went wrong; pass its exit code on.
+        Ok(status) => ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!(
+                "switchboard: cannot run {}: {e} (build it with `cargo build --release -p {NAME}`)",
+                program.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging(format: LogFormat, filter: &str) {

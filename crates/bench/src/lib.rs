@@ -27,6 +27,9 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
+/// The room the server puts a client in when the target names none.
+const DEFAULT_ROOM: &str = "lobby";
+
 /// How the load is shaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -527,7 +530,7 @@ fn parse_target(url: &str) -> Result<Target, BenchError> {
                 .split('&')
                 .find_map(|kv| kv.strip_prefix("room="))
                 .filter(|r| !r.is_empty())
-                .unwrap_or(crate::session::DEFAULT_ROOM);
+                .unwrap_or(DEFAULT_ROOM);
             Some(format!("http://{host}/rooms/{room}/messages"))
         }
         _ => None,

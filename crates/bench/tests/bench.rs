@@ -1,13 +1,60 @@
 //! The load generator against a real server: every expected delivery is counted, latencies
 //! are recorded, and non-loopback targets are refused. Speed itself is not asserted here.
 
-mod support;
-
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::{start_with, test_config};
-use switchboard::Config;
-use switchboard::bench::{self, BenchError, Mode, Options};
+use switchboard::{Addrs, Config, Server};
+use switchboard_bench::{self as bench, BenchError, Mode, Options};
+use tokio_util::sync::CancellationToken;
+
+/// A real server on loopback port 0; dropping it stops it.
+struct TestServer {
+    addrs: Addrs,
+    stop: CancellationToken,
+}
+
+impl TestServer {
+    fn tcp(&self) -> SocketAddr {
+        self.addrs.tcp.expect("tcp on")
+    }
+    fn http(&self) -> SocketAddr {
+        self.addrs.http.expect("http on")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn test_config() -> Config {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    Config {
+        tcp: Some(any),
+        udp: None,
+        http: Some(any),
+        store: switchboard::config::StoreKind::Memory,
+        ..Config::default()
+    }
+}
+
+async fn start_with(config: Config) -> TestServer {
+    start_bound(Server::bind(config).await.expect("bind"))
+}
+
+async fn start_echo() -> TestServer {
+    start_bound(Server::bind_echo(test_config()).await.expect("bind"))
+}
+
+fn start_bound(server: Server) -> TestServer {
+    let addrs = server.addrs();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move { server.run(token.cancelled_owned()).await.expect("run") });
+    TestServer { addrs, stop }
+}
 
 fn options(url: String, mode: Mode) -> Options {
     Options {
@@ -27,7 +74,7 @@ fn options(url: String, mode: Mode) -> Options {
 }
 
 /// A server without the publish rate limit, so publishers can go flat out.
-async fn unlimited_server() -> support::TestServer {
+async fn unlimited_server() -> TestServer {
     start_with(Config {
         publish_rate: 0.0,
         ..test_config()
@@ -90,7 +137,7 @@ async fn tcp_broadcast_counts_every_delivery_but_the_senders_own() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_echo_and_a_bad_tcp_broadcast_setup() {
-    let server = support::start_echo().await;
+    let server = start_echo().await;
     let mut opts = options(format!("tcp://{}", server.tcp()), Mode::Echo);
     opts.rate = 0;
     opts.window = 1;
