@@ -252,6 +252,12 @@ impl FileConfig {
     }
 }
 
+/// The flag (or its environment variable, merged by clap), else the file's key, else the
+/// default.
+fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
+    flag.or(file).unwrap_or(default)
+}
+
 impl Config {
     /// Resolves flags and environment (already merged by clap) over the file over defaults.
     pub fn resolve(args: &ServeArgs) -> Result<Self, ConfigError> {
@@ -272,67 +278,50 @@ impl Config {
                 (None, Some(_)) => StoreKind::Redis,
                 (None, None) => d.store,
             },
-            data_dir: args
-                .data_dir
-                .clone()
-                .or(file.data_dir)
-                .unwrap_or(d.data_dir),
+            data_dir: pick(args.data_dir.clone(), file.data_dir, d.data_dir),
             redis,
-            redis_prefix: args
-                .redis_prefix
-                .clone()
-                .or(file.redis_prefix)
-                .unwrap_or(d.redis_prefix),
-            max_connections: args
-                .max_connections
-                .or(file.max_connections)
-                .unwrap_or(d.max_connections),
-            max_connections_per_ip: args
-                .max_connections_per_ip
-                .or(file.max_connections_per_ip)
-                .unwrap_or(d.max_connections_per_ip),
-            max_line_bytes: args
-                .max_line_bytes
-                .or(file.max_line_bytes)
-                .unwrap_or(d.max_line_bytes),
+            redis_prefix: pick(args.redis_prefix.clone(), file.redis_prefix, d.redis_prefix),
+            max_connections: pick(
+                args.max_connections,
+                file.max_connections,
+                d.max_connections,
+            ),
+            max_connections_per_ip: pick(
+                args.max_connections_per_ip,
+                file.max_connections_per_ip,
+                d.max_connections_per_ip,
+            ),
+            max_line_bytes: pick(args.max_line_bytes, file.max_line_bytes, d.max_line_bytes),
             idle_timeout: match args.idle_timeout.or(file.idle_timeout_secs) {
                 Some(0) | None => None,
                 Some(s) => Some(secs(s)),
             },
-            queue_capacity: args
-                .queue_capacity
-                .or(file.queue_capacity)
-                .unwrap_or(d.queue_capacity),
+            queue_capacity: pick(args.queue_capacity, file.queue_capacity, d.queue_capacity),
             line_flush: args
                 .line_flush_ms
                 .or(file.line_flush_ms)
                 .map_or(d.line_flush, Duration::from_millis),
             udp_ttl: args.udp_ttl.or(file.udp_ttl_secs).map_or(d.udp_ttl, secs),
-            udp_max_in: args.udp_max_in.or(file.udp_max_in).unwrap_or(d.udp_max_in),
-            udp_max_out: args
-                .udp_max_out
-                .or(file.udp_max_out)
-                .unwrap_or(d.udp_max_out),
-            ws_max_message: args
-                .ws_max_message
-                .or(file.ws_max_message)
-                .unwrap_or(d.ws_max_message),
+            udp_max_in: pick(args.udp_max_in, file.udp_max_in, d.udp_max_in),
+            udp_max_out: pick(args.udp_max_out, file.udp_max_out, d.udp_max_out),
+            ws_max_message: pick(args.ws_max_message, file.ws_max_message, d.ws_max_message),
             ws_echo_max_message: file.ws_echo_max_message.unwrap_or(d.ws_echo_max_message),
             ws_ping_interval: args
                 .ws_ping_interval
                 .or(file.ws_ping_interval_secs)
                 .map_or(d.ws_ping_interval, secs),
             ws_pong_timeout: file.ws_pong_timeout_secs.map_or(d.ws_pong_timeout, secs),
-            ws_deflate: args.ws_deflate.or(file.ws_deflate).unwrap_or(d.ws_deflate),
+            ws_deflate: pick(args.ws_deflate, file.ws_deflate, d.ws_deflate),
             allowed_origins: if args.allowed_origins.is_empty() {
                 file.allowed_origins.unwrap_or_default()
             } else {
                 args.allowed_origins.clone()
             },
-            history_max_messages: args
-                .history_max_messages
-                .or(file.history_max_messages)
-                .unwrap_or(d.history_max_messages),
+            history_max_messages: pick(
+                args.history_max_messages,
+                file.history_max_messages,
+                d.history_max_messages,
+            ),
             history_max_age: args
                 .history_max_age
                 .or(file.history_max_age_secs)
@@ -341,14 +330,8 @@ impl Config {
                 Some(0) | None => None,
                 Some(s) => Some(secs(s)),
             },
-            publish_rate: args
-                .publish_rate
-                .or(file.publish_rate)
-                .unwrap_or(d.publish_rate),
-            publish_burst: args
-                .publish_burst
-                .or(file.publish_burst)
-                .unwrap_or(d.publish_burst),
+            publish_rate: pick(args.publish_rate, file.publish_rate, d.publish_rate),
+            publish_burst: pick(args.publish_burst, file.publish_burst, d.publish_burst),
             shutdown_grace: d.shutdown_grace,
         };
         config.validate()?;

@@ -155,85 +155,15 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then closes every connection cleanly.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let addrs = self.addrs();
-        let shared = self.shared;
-        let mode = self.mode;
-        if let Some(listener) = self.tcp {
-            if let Some(addr) = addrs.tcp {
-                tracing::info!(%addr, "tcp {} listening", mode_name(mode));
-            }
-            let shared2 = Arc::clone(&shared);
-            match mode {
-                Mode::Chat => shared.tasks.spawn(transport::accept_loop(
-                    listener,
-                    shared2,
-                    transport::tcp::handle,
-                )),
-                Mode::Echo => shared.tasks.spawn(transport::accept_loop(
-                    listener,
-                    shared2,
-                    transport::echo::handle_tcp,
-                )),
-            };
-        }
-        if let Some(socket) = self.udp {
-            if let Some(addr) = addrs.udp {
-                tracing::info!(%addr, "udp {} listening", mode_name(mode));
-            }
-            match mode {
-                Mode::Chat => shared
-                    .tasks
-                    .spawn(transport::udp::serve(socket, Arc::clone(&shared))),
-                Mode::Echo => shared
-                    .tasks
-                    .spawn(transport::echo::serve_udp(socket, Arc::clone(&shared))),
-            };
-        }
-        if let Some(listener) = self.http {
-            if let Some(addr) = addrs.http {
-                tracing::info!(%addr, "http listening");
-            }
-            let router = http::router(Arc::clone(&shared));
-            let stop = shared.shutdown.clone();
-            shared.tasks.spawn(async move {
-                let served = axum::serve(
-                    listener,
-                    router.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-                if let Err(error) = served {
-                    tracing::error!(%error, "http server failed");
-                }
-            });
-        }
-
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        self.spawn_listeners();
+        let shared = Arc::clone(&self.shared);
         if let Some(redis) = &self.redis {
             shared
                 .tasks
                 .spawn(Arc::clone(redis).run_bus(Arc::clone(&shared.hub), shared.shutdown.clone()));
         }
-
-        // Rooms nobody uses any more (no members, no history, no holder) are dropped.
-        let shared2 = Arc::clone(&shared);
-        let hub = Arc::clone(&shared.hub);
-        let stop = shared.shutdown.clone();
-        shared.tasks.spawn(async move {
-            let mut every = tokio::time::interval(SWEEP_EVERY);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = every.tick() => {
-                        shared2.publish_rate.prune();
-                        let dropped = hub.sweep();
-                        if dropped > 0 {
-                            tracing::debug!(dropped, "idle rooms dropped");
-                        }
-                    }
-                }
-            }
-        });
+        shared.tasks.spawn(sweep_loop(Arc::clone(&shared)));
 
         shutdown.await;
         tracing::info!("shutting down: closing listeners and telling clients");
@@ -255,6 +185,80 @@ impl Server {
             redis.close().await;
         }
         Ok(())
+    }
+
+    /// Starts every bound listener on the task tracker.
+    fn spawn_listeners(&mut self) {
+        let addrs = self.addrs();
+        let shared = Arc::clone(&self.shared);
+        let mode = self.mode;
+        if let Some(listener) = self.tcp.take() {
+            if let Some(addr) = addrs.tcp {
+                tracing::info!(%addr, "tcp {} listening", mode_name(mode));
+            }
+            let shared2 = Arc::clone(&shared);
+            match mode {
+                Mode::Chat => shared.tasks.spawn(transport::accept_loop(
+                    listener,
+                    shared2,
+                    transport::tcp::handle,
+                )),
+                Mode::Echo => shared.tasks.spawn(transport::accept_loop(
+                    listener,
+                    shared2,
+                    transport::echo::handle_tcp,
+                )),
+            };
+        }
+        if let Some(socket) = self.udp.take() {
+            if let Some(addr) = addrs.udp {
+                tracing::info!(%addr, "udp {} listening", mode_name(mode));
+            }
+            match mode {
+                Mode::Chat => shared
+                    .tasks
+                    .spawn(transport::udp::serve(socket, Arc::clone(&shared))),
+                Mode::Echo => shared
+                    .tasks
+                    .spawn(transport::echo::serve_udp(socket, Arc::clone(&shared))),
+            };
+        }
+        if let Some(listener) = self.http.take() {
+            if let Some(addr) = addrs.http {
+                tracing::info!(%addr, "http listening");
+            }
+            let router = http::router(Arc::clone(&shared));
+            let stop = shared.shutdown.clone();
+            shared.tasks.spawn(async move {
+                let served = axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "http server failed");
+                }
+            });
+        }
+    }
+}
+
+/// Drops rooms nobody uses any more (no members, no history, no holder), and prunes the
+/// publish rate limiter's idle buckets, until shutdown.
+async fn sweep_loop(shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = every.tick() => {
+                shared.publish_rate.prune();
+                let dropped = shared.hub.sweep();
+                if dropped > 0 {
+                    tracing::debug!(dropped, "idle rooms dropped");
+                }
+            }
+        }
     }
 }
 

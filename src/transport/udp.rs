@@ -34,40 +34,33 @@ struct Member {
     _permit: Permit,
 }
 
+/// The receive side: the socket, the member table and the limits it applies.
+struct Chat {
+    socket: Arc<UdpSocket>,
+    shared: Arc<Context>,
+    members: HashMap<SocketAddr, Member>,
+}
+
 /// Serves the UDP chat on `socket` until shutdown.
 pub(crate) async fn serve(socket: UdpSocket, shared: Arc<Context>) {
-    let socket = Arc::new(socket);
-    let config = &shared.config;
-    let mut members: HashMap<SocketAddr, Member> = HashMap::new();
+    let config = shared.config.clone();
+    let mut chat = Chat {
+        socket: Arc::new(socket),
+        shared,
+        members: HashMap::new(),
+    };
     // One spare byte tells an oversized datagram from one exactly at the limit.
     let mut buf = vec![0u8; config.udp_max_in + 1];
     let sweep_every = (config.udp_ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
     let mut sweep = tokio::time::interval(sweep_every);
     loop {
         let (len, addr) = tokio::select! {
-            _ = shared.shutdown.cancelled() => break,
+            _ = chat.shared.shutdown.cancelled() => break,
             _ = sweep.tick() => {
-                let now = Instant::now();
-                let expired: Vec<SocketAddr> = members
-                    .iter()
-                    .filter(|(_, m)| now - m.last_seen >= config.udp_ttl || m.session.subscriber().is_gone())
-                    .map(|(a, _)| *a)
-                    .collect();
-                for addr in expired {
-                    if let Some(mut member) = members.remove(&addr) {
-                        let reason = member
-                            .session
-                            .subscriber()
-                            .kick_reason()
-                            .unwrap_or(Disconnect::TimedOut);
-                        tracing::debug!(%addr, reason = reason.as_str(), "udp member removed");
-                        member.done.cancel();
-                        member.session.end(Some(reason));
-                    }
-                }
+                chat.sweep(config.udp_ttl);
                 continue;
             }
-            received = socket.recv_from(&mut buf) => match received {
+            received = chat.socket.recv_from(&mut buf) => match received {
                 Ok(pair) => pair,
                 Err(error) => {
                     // ICMP port-unreachable from an earlier send shows up here on some systems.
@@ -76,55 +69,61 @@ pub(crate) async fn serve(socket: UdpSocket, shared: Arc<Context>) {
                 }
             },
         };
-        if len > config.udp_max_in {
-            let message = format!("ERR datagram larger than {} bytes", config.udp_max_in);
-            let _ = socket.send_to(message.as_bytes(), addr).await;
-            if let Some(member) = members.get_mut(&addr) {
+        chat.receive(addr, &buf[..len]).await;
+    }
+    // Each member's writer says goodbye as it sees the shutdown.
+    for (_, mut member) in chat.members.drain() {
+        member.session.end(Some(Disconnect::Shutdown));
+    }
+}
+
+impl Chat {
+    /// Removes members silent for `ttl` and those the hub cut.
+    fn sweep(&mut self, ttl: Duration) {
+        let now = Instant::now();
+        let expired: Vec<SocketAddr> = self
+            .members
+            .iter()
+            .filter(|(_, m)| now - m.last_seen >= ttl || m.session.subscriber().is_gone())
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in expired {
+            if let Some(mut member) = self.members.remove(&addr) {
+                let reason = member
+                    .session
+                    .subscriber()
+                    .kick_reason()
+                    .unwrap_or(Disconnect::TimedOut);
+                tracing::debug!(%addr, reason = reason.as_str(), "udp member removed");
+                member.done.cancel();
+                member.session.end(Some(reason));
+            }
+        }
+    }
+
+    /// Acts on one datagram from `addr`, making its sender a member first if it is new.
+    async fn receive(&mut self, addr: SocketAddr, datagram: &[u8]) {
+        let max_in = self.shared.config.udp_max_in;
+        if datagram.len() > max_in {
+            let message = format!("ERR datagram larger than {max_in} bytes");
+            let _ = self.socket.send_to(message.as_bytes(), addr).await;
+            if let Some(member) = self.members.get_mut(&addr) {
                 member.last_seen = Instant::now();
             }
-            continue;
+            return;
         }
-        let member = match members.entry(addr) {
+        let member = match self.members.entry(addr) {
             Entry::Occupied(slot) => slot.into_mut(),
             Entry::Vacant(slot) => {
-                let Some(permit) = shared.limiter.try_acquire(addr.ip()) else {
-                    let _ = socket.send_to(b"ERR server full", addr).await;
-                    continue;
+                let Some(permit) = self.shared.limiter.try_acquire(addr.ip()) else {
+                    let _ = self.socket.send_to(b"ERR server full", addr).await;
+                    return;
                 };
-                let (sub, rx) = shared.hub.subscribe(Transport::Udp, false, Some(addr));
-                let done = CancellationToken::new();
-                let outbox = Outbox::new(
-                    rx,
-                    Arc::clone(&sub),
-                    super::stop_signal(&shared),
-                    Wire::Datagram,
-                );
-                let mut out = DatagramOutput {
-                    socket: Arc::clone(&socket),
-                    addr,
-                    max_out: config.udp_max_out,
-                    units: Vec::new(),
-                };
-                let stopped = done.clone();
-                shared
-                    .tasks
-                    .spawn(async move { outbox.run(&mut out, stopped).await });
-                tracing::debug!(%addr, "udp member joined");
-                slot.insert(Member {
-                    session: Session::start_chat(
-                        Arc::clone(&shared.hub),
-                        sub,
-                        Wire::Datagram,
-                        shared.tasks.clone(),
-                    ),
-                    last_seen: Instant::now(),
-                    done,
-                    _permit: permit,
-                })
+                slot.insert(admit(&self.socket, &self.shared, addr, permit))
             }
         };
         member.last_seen = Instant::now();
-        let flow = match std::str::from_utf8(&buf[..len]) {
+        let flow = match std::str::from_utf8(datagram) {
             Ok(text) => {
                 let text = text.strip_suffix('\n').unwrap_or(text);
                 let text = text.strip_suffix('\r').unwrap_or(text);
@@ -138,16 +137,51 @@ pub(crate) async fn serve(socket: UdpSocket, shared: Arc<Context>) {
             }
         };
         if flow == Flow::Quit
-            && let Some(member) = members.remove(&addr)
+            && let Some(member) = self.members.remove(&addr)
         {
             drop(member.session);
             // The writer flushes the goodbye before it stops.
             member.done.cancel();
         }
     }
-    // Each member's writer says goodbye as it sees the shutdown.
-    for (_, mut member) in members.drain() {
-        member.session.end(Some(Disconnect::Shutdown));
+}
+
+/// A new member: its session (greeted, in the default room) and its writer task.
+fn admit(
+    socket: &Arc<UdpSocket>,
+    shared: &Arc<Context>,
+    addr: SocketAddr,
+    permit: Permit,
+) -> Member {
+    let (sub, rx) = shared.hub.subscribe(Transport::Udp, false, Some(addr));
+    let done = CancellationToken::new();
+    let outbox = Outbox::new(
+        rx,
+        Arc::clone(&sub),
+        super::stop_signal(shared),
+        Wire::Datagram,
+    );
+    let mut out = DatagramOutput {
+        socket: Arc::clone(socket),
+        addr,
+        max_out: shared.config.udp_max_out,
+        units: Vec::new(),
+    };
+    let stopped = done.clone();
+    shared
+        .tasks
+        .spawn(async move { outbox.run(&mut out, stopped).await });
+    tracing::debug!(%addr, "udp member joined");
+    Member {
+        session: Session::start_chat(
+            Arc::clone(&shared.hub),
+            sub,
+            Wire::Datagram,
+            shared.tasks.clone(),
+        ),
+        last_seen: Instant::now(),
+        done,
+        _permit: permit,
     }
 }
 

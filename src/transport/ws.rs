@@ -67,54 +67,7 @@ impl Handshake {
     #[allow(clippy::result_large_err)]
     fn check(shared: &Shared, req: &mut Request, offer_protocol: bool) -> Result<Self, Response> {
         let headers = req.headers();
-        let has_token = |name: header::HeaderName, token: &str| {
-            headers.get_all(name).iter().any(|v| {
-                v.to_str()
-                    .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-                    .unwrap_or(false)
-            })
-        };
-        if !has_token(header::UPGRADE, "websocket") {
-            return Err(refuse(
-                StatusCode::BAD_REQUEST,
-                "expected a WebSocket upgrade (Upgrade: websocket)",
-            ));
-        }
-        if !has_token(header::CONNECTION, "upgrade") {
-            return Err(refuse(
-                StatusCode::BAD_REQUEST,
-                "expected Connection: Upgrade",
-            ));
-        }
-        match headers
-            .get(header::SEC_WEBSOCKET_VERSION)
-            .map(|v| v.as_bytes())
-        {
-            Some(b"13") => {}
-            Some(_) => {
-                return Err(refuse(
-                    StatusCode::UPGRADE_REQUIRED,
-                    "unsupported Sec-WebSocket-Version; this server speaks 13",
-                ));
-            }
-            None => {
-                return Err(refuse(
-                    StatusCode::BAD_REQUEST,
-                    "missing Sec-WebSocket-Version",
-                ));
-            }
-        }
-        let key = headers
-            .get(header::SEC_WEBSOCKET_KEY)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|k| valid_key(k))
-            .ok_or_else(|| {
-                refuse(
-                    StatusCode::BAD_REQUEST,
-                    "missing or malformed Sec-WebSocket-Key (must be 16 bytes, base64)",
-                )
-            })?;
+        let key = upgrade_key(headers)?;
         if let Err(origin) = check_origin(shared, headers) {
             return Err(refuse(
                 StatusCode::FORBIDDEN,
@@ -181,6 +134,59 @@ impl Handshake {
         res.body(Body::empty())
             .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
     }
+}
+
+/// Checks the upgrade request's headers (RFC 6455 section 4.2.1) and returns its key.
+#[allow(clippy::result_large_err)]
+fn upgrade_key(headers: &HeaderMap) -> Result<&str, Response> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+                .unwrap_or(false)
+        })
+    };
+    if !has_token(header::UPGRADE, "websocket") {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "expected a WebSocket upgrade (Upgrade: websocket)",
+        ));
+    }
+    if !has_token(header::CONNECTION, "upgrade") {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "expected Connection: Upgrade",
+        ));
+    }
+    match headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+    {
+        Some(b"13") => {}
+        Some(_) => {
+            return Err(refuse(
+                StatusCode::UPGRADE_REQUIRED,
+                "unsupported Sec-WebSocket-Version; this server speaks 13",
+            ));
+        }
+        None => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "missing Sec-WebSocket-Version",
+            ));
+        }
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| valid_key(k))
+        .ok_or_else(|| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "missing or malformed Sec-WebSocket-Key (must be 16 bytes, base64)",
+            )
+        })
 }
 
 /// `Sec-WebSocket-Accept` for a key (RFC 6455 section 4.2.2).

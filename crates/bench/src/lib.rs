@@ -190,6 +190,44 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
     if opts.connections == 0 {
         return Err(BenchError::Usage("--connections must be at least 1".into()));
     }
+    let publishers = publishers(&opts, wire)?;
+    let rss_before = opts.server_pid.and_then(rss_bytes);
+    let opened = open_all(&opts, wire, target).await?;
+    // Let join notices and the server's per-connection setup settle before measuring memory.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_connected = opts.server_pid.and_then(rss_bytes);
+
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        start,
+        from_us: opts.warmup.as_micros() as u64,
+        to_us: (opts.warmup + opts.duration).as_micros() as u64,
+        stop_sending: AtomicBool::new(false),
+        sent: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        first_error: std::sync::OnceLock::new(),
+        mode: opts.mode,
+        done: tokio_util::sync::CancellationToken::new(),
+    });
+    let connect_secs = opened.secs;
+    let receivers = start_clients(&opts, wire, publishers, publish_url, opened, &shared);
+    let measured = measure(&opts, &shared, receivers).await;
+    Ok(report(
+        &opts,
+        wire,
+        publishers,
+        connect_secs,
+        &shared,
+        measured,
+        Rss {
+            before: rss_before,
+            connected: rss_connected,
+        },
+    ))
+}
+
+/// How many connections publish, refusing combinations the wire cannot run.
+fn publishers(opts: &Options, wire: Wire) -> Result<usize, BenchError> {
     let tcp = wire == Wire::Tcp;
     let publishers = match (opts.mode, wire) {
         (Mode::Echo, Wire::Sse) => {
@@ -209,9 +247,18 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
                 .into(),
         ));
     }
-    let rss_before = opts.server_pid.and_then(rss_bytes);
+    Ok(publishers)
+}
 
-    // Connect everyone, 256 handshakes at a time.
+/// Every connection, open; the HTTP clients SSE publishers share; how long opening took.
+struct Opened {
+    conns: Vec<Conn>,
+    http_clients: Vec<reqwest::Client>,
+    secs: f64,
+}
+
+/// Opens every connection, 256 handshakes at a time, spread over the source addresses.
+async fn open_all(opts: &Options, wire: Wire, target: SocketAddr) -> Result<Opened, BenchError> {
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(256));
     let sources: Vec<Option<IpAddr>> = if target.ip().is_loopback() && target.is_ipv4() {
@@ -266,23 +313,28 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
             error: first_error.unwrap_or_default(),
         });
     }
-    // Let join notices and the server's per-connection setup settle before measuring memory.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_connected = opts.server_pid.and_then(rss_bytes);
+    Ok(Opened {
+        conns: sockets,
+        http_clients,
+        secs: connect_secs,
+    })
+}
 
-    let start = Instant::now();
-    let shared = Arc::new(Shared {
-        start,
-        from_us: opts.warmup.as_micros() as u64,
-        to_us: (opts.warmup + opts.duration).as_micros() as u64,
-        stop_sending: AtomicBool::new(false),
-        sent: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-        first_error: std::sync::OnceLock::new(),
-        mode: opts.mode,
-        done: tokio_util::sync::CancellationToken::new(),
-    });
-    let per_publisher_rate = (opts.rate > 0).then(|| Pace {
+/// Starts a receiver task per connection and a publisher task per publisher.
+fn start_clients(
+    opts: &Options,
+    wire: Wire,
+    publishers: usize,
+    publish_url: Option<String>,
+    opened: Opened,
+    shared: &Arc<Shared>,
+) -> Vec<Receiver> {
+    let Opened {
+        conns: sockets,
+        http_clients,
+        ..
+    } = opened;
+    let pace = (opts.rate > 0).then(|| Pace {
         each: opts.rate as f64 / publishers as f64,
         total: opts.rate as f64,
     });
@@ -311,26 +363,15 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
             Wire::Sse => None,
             _ => windows.get(i).cloned(),
         };
-        let returns = match (wire, opts.mode, &own) {
-            // TCP chat: the first non-publisher sees every publisher's messages.
-            (Wire::Tcp, Mode::Broadcast, _) if i == publishers => {
-                Windows::All(Arc::clone(&windows))
-            }
-            (Wire::Tcp, Mode::Broadcast, _) => Windows::Nobody,
-            // SSE: every listener sees every publisher's messages; the first one paces.
-            (Wire::Sse, _, _) if i == 0 => Windows::All(Arc::clone(&windows)),
-            (Wire::Sse, _, _) => Windows::Nobody,
-            (_, _, Some(window)) => Windows::Own(Arc::clone(window)),
-            _ => Windows::Nobody,
-        };
+        let returns = windows_for(wire, opts.mode, i, publishers, &own, &windows);
         match (own, sink) {
             (Some(window), Some(sink)) => {
                 tokio::spawn(publish(
                     sink,
                     i as u32,
-                    Arc::clone(&shared),
+                    Arc::clone(shared),
                     window,
-                    per_publisher_rate,
+                    pace,
                     opts.size,
                 ));
             }
@@ -346,28 +387,85 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
         receivers.push(tokio::spawn(receive(
             source,
             i as u32,
-            Arc::clone(&shared),
+            Arc::clone(shared),
             returns,
         )));
     }
 
-    if let Some(url) = &publish_url {
-        for (me, window) in windows.iter().enumerate() {
-            let sink = Sink::Http {
-                client: http_clients[me % http_clients.len()].clone(),
-                url: url.clone(),
-            };
-            tokio::spawn(publish(
-                sink,
-                me as u32,
-                Arc::clone(&shared),
-                Arc::clone(window),
-                per_publisher_rate,
-                opts.size,
-            ));
-        }
+    if let Some(url) = publish_url {
+        start_http_publishers(url, &http_clients, &windows, pace, opts.size, shared);
     }
+    receivers
+}
 
+/// A receiver task's answer: its latency histogram and how many deliveries it counted.
+/// SSE publishers: one per window, each POSTing on a keep-alive client.
+fn start_http_publishers(
+    url: String,
+    http_clients: &[reqwest::Client],
+    windows: &[Arc<Semaphore>],
+    pace: Option<Pace>,
+    size: usize,
+    shared: &Arc<Shared>,
+) {
+    for (me, window) in windows.iter().enumerate() {
+        let sink = Sink::Http {
+            client: http_clients[me % http_clients.len()].clone(),
+            url: url.clone(),
+        };
+        tokio::spawn(publish(
+            sink,
+            me as u32,
+            Arc::clone(shared),
+            Arc::clone(window),
+            pace,
+            size,
+        ));
+    }
+}
+
+/// Which publishers' windows receiver `i` gives back when their messages reach it.
+fn windows_for(
+    wire: Wire,
+    mode: Mode,
+    i: usize,
+    publishers: usize,
+    own: &Option<Arc<Semaphore>>,
+    windows: &Arc<Vec<Arc<Semaphore>>>,
+) -> Windows {
+    match (wire, mode, own) {
+        // TCP chat: the first non-publisher sees every publisher's messages.
+        (Wire::Tcp, Mode::Broadcast, _) if i == publishers => Windows::All(Arc::clone(windows)),
+        (Wire::Tcp, Mode::Broadcast, _) => Windows::Nobody,
+        // SSE: every listener sees every publisher's messages; the first one paces.
+        (Wire::Sse, _, _) if i == 0 => Windows::All(Arc::clone(windows)),
+        (Wire::Sse, _, _) => Windows::Nobody,
+        (_, _, Some(window)) => Windows::Own(Arc::clone(window)),
+        _ => Windows::Nobody,
+    }
+}
+
+type Receiver = tokio::task::JoinHandle<Result<(Histogram<u32>, u64), ()>>;
+
+/// What the measured window gave.
+struct Measured {
+    histogram: Histogram<u64>,
+    delivered: u64,
+    cpu: (Option<u64>, Option<u64>),
+    own_cpu: (Option<u64>, Option<u64>),
+    rss_end: Option<u64>,
+}
+
+/// Server RSS before and after connecting.
+struct Rss {
+    before: Option<u64>,
+    connected: Option<u64>,
+}
+
+/// Waits out the warm-up and the measured window (CPU sampled at both ends), stops the
+/// publishers, lets the last deliveries land, and merges the receivers' histograms.
+async fn measure(opts: &Options, shared: &Shared, receivers: Vec<Receiver>) -> Measured {
+    let start = shared.start;
     let cpu_from = tokio::time::sleep_until((start + opts.warmup).into());
     cpu_from.await;
     let cpu_before = opts.server_pid.and_then(cpu_ticks);
@@ -404,6 +502,33 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
             delivered += n;
         }
     }
+    Measured {
+        histogram,
+        delivered,
+        cpu: (cpu_before, cpu_after),
+        own_cpu: (own_cpu_before, own_cpu_after),
+        rss_end,
+    }
+}
+
+fn report(
+    opts: &Options,
+    wire: Wire,
+    publishers: usize,
+    connect_secs: f64,
+    shared: &Shared,
+    measured: Measured,
+    rss: Rss,
+) -> Report {
+    let tcp = wire == Wire::Tcp;
+    let Measured {
+        histogram,
+        delivered,
+        cpu: (cpu_before, cpu_after),
+        own_cpu: (own_cpu_before, own_cpu_after),
+        rss_end,
+    } = measured;
+    let (rss_before, rss_connected) = (rss.before, rss.connected);
     let sent = shared.sent.load(Ordering::Relaxed);
     let expected = match opts.mode {
         // TCP chat does not send a line back to its sender.
@@ -413,7 +538,7 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
     };
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     let ticks_per_sec = 100.0; // USER_HZ on Linux
-    Ok(Report {
+    Report {
         mode: opts.mode,
         connections: opts.connections,
         publishers,
@@ -457,7 +582,7 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
             (Some(a), Some(b)) => Some((b as f64 - a as f64) / opts.connections as f64),
             _ => None,
         },
-    })
+    }
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
