@@ -398,7 +398,6 @@ fn start_clients(
     receivers
 }
 
-/// A receiver task's answer: its latency histogram and how many deliveries it counted.
 /// SSE publishers: one per window, each POSTing on a keep-alive client.
 fn start_http_publishers(
     url: String,
@@ -445,6 +444,7 @@ fn windows_for(
     }
 }
 
+/// A receiver task's answer: its latency histogram and how many deliveries it counted.
 type Receiver = tokio::task::JoinHandle<Result<(Histogram<u32>, u64), ()>>;
 
 /// What the measured window gave.
