@@ -13,9 +13,10 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::broker::{Broker, Handler, RedisCluster};
 use crate::config::{Config, StoreKind};
 use crate::context::Context as Shared;
-use crate::hub::{Hub, HubConfig};
+use crate::hub::{Cluster, Hub, HubConfig};
 use crate::transport::{
     self,
     limits::{Limiter, RateLimiter},
@@ -49,8 +50,8 @@ pub struct Server {
     mode: Mode,
     /// Closed last, after every connection, so that the store is marked cleanly shut down.
     sqlite: Option<Arc<store::SqliteStore>>,
-    /// Set in a cluster: the bus task runs while the server does.
-    redis: Option<Arc<store::RedisStore>>,
+    /// Set in a cluster: its run loop runs while the server does.
+    broker: Option<Arc<dyn Broker>>,
     shared: Arc<Shared>,
     tcp: Option<TcpListener>,
     udp: Option<UdpSocket>,
@@ -91,7 +92,7 @@ impl Server {
             max_age: config.history_max_age,
         };
         // The echo server keeps no history, so it opens no store.
-        let (mut sqlite, mut redis) = (None, None);
+        let (mut sqlite, mut cluster) = (None, None);
         let history = match (mode, config.store, &config.redis) {
             (Mode::Chat, StoreKind::Sqlite, _) => {
                 let store = store::SqliteStore::open(&config.data_dir, retention)?;
@@ -100,9 +101,12 @@ impl Server {
                 factory
             }
             (Mode::Chat, StoreKind::Redis, Some(url)) => {
-                let store = store::RedisStore::connect(url, &config.redis_prefix, retention)?;
-                let factory = store.factory();
-                redis = Some(store);
+                let redis = RedisCluster::connect(url, &config.redis_prefix, retention)?;
+                let factory = redis.factory();
+                cluster = Some(Cluster {
+                    broker: Arc::clone(&redis) as Arc<dyn Broker>,
+                    presence: redis,
+                });
                 factory
             }
             _ => store::memory(retention),
@@ -110,7 +114,7 @@ impl Server {
         let hub = Hub::new(HubConfig {
             queue_capacity: config.queue_capacity,
             history,
-            cluster: redis.clone(),
+            cluster: cluster.clone(),
         });
         if let Some(sqlite) = &sqlite {
             // Rooms are otherwise created on first use; those with history must be readable
@@ -125,7 +129,7 @@ impl Server {
         Ok(Self {
             mode,
             sqlite,
-            redis,
+            broker: cluster.map(|c| c.broker),
             shared: Arc::new(Shared {
                 hub,
                 publish_rate: RateLimiter::new(config.publish_rate, config.publish_burst),
@@ -158,10 +162,11 @@ impl Server {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         self.spawn_listeners();
         let shared = Arc::clone(&self.shared);
-        if let Some(redis) = &self.redis {
+        if let Some(broker) = &self.broker {
+            let handler: Arc<dyn Handler> = Arc::clone(&shared.hub) as Arc<dyn Handler>;
             shared
                 .tasks
-                .spawn(Arc::clone(redis).run_bus(Arc::clone(&shared.hub), shared.shutdown.clone()));
+                .spawn(Arc::clone(broker).run(handler, shared.shutdown.clone()));
         }
         shared.tasks.spawn(sweep_loop(Arc::clone(&shared)));
 
@@ -181,8 +186,8 @@ impl Server {
         if let Some(sqlite) = self.sqlite {
             sqlite.close().await;
         }
-        if let Some(redis) = self.redis {
-            redis.close().await;
+        if let Some(broker) = self.broker {
+            broker.close().await;
         }
         Ok(())
     }

@@ -43,7 +43,8 @@ fn sqlite(retention: Retention) -> Backend {
 
 fn redis(retention: Retention) -> Backend {
     let server = redis_server::Redis::start();
-    let store = store::RedisStore::connect(&server.url(), "test", retention).unwrap();
+    let store =
+        switchboard::broker::RedisCluster::connect(&server.url(), "test", retention).unwrap();
     Backend {
         factory: store.factory(),
         durable: true,

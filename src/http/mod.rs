@@ -58,7 +58,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 /// `503 degraded` while this node cannot receive the Redis bus (it still serves its clients,
 /// but cannot publish or hear other nodes), so a load balancer can steer new clients away.
 async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let redis = shared.hub.cluster().map(|c| c.is_up());
+    let redis = shared.hub.broker().map(|b| b.is_up());
     let status = match redis {
         Some(false) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::OK,

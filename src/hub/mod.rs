@@ -17,11 +17,13 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use tokio::sync::mpsc;
 
+pub use crate::broker::{Applied, MemberInfo};
 pub use crate::event::{BadMessageId, Event, EventKind, MessageId, now_ms};
-pub use room::{Acked, Applied, Lookback, MemberInfo, Page, Published, Room};
+pub use room::{Acked, Lookback, Page, Published, Room};
 pub use subscriber::{Delivery, Disconnect, Gap, Replay, Subscriber, SubscriberId, Transport};
 
-use crate::store::{HistoryFactory, RedisStore, StoreError};
+use crate::broker::{Broker, Handler, Outgoing, Presence};
+use crate::store::{History, HistoryFactory, StoreError};
 
 /// Errors the hub reports to a client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,9 +54,18 @@ pub struct HubConfig {
     pub queue_capacity: usize,
     /// Makes each new room's history.
     pub history: HistoryFactory,
-    /// Set when rooms are shared with other nodes through Redis: publishes are numbered and
-    /// fanned out there.
-    pub cluster: Option<Arc<RedisStore>>,
+    /// Set when rooms are shared with other nodes: publishes are numbered and fanned out
+    /// there.
+    pub cluster: Option<Cluster>,
+}
+
+/// The seams to the other nodes, when rooms are shared (see `crate::broker`).
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// Numbers, stores and fans out every publish.
+    pub broker: Arc<dyn Broker>,
+    /// Members on other nodes.
+    pub presence: Arc<dyn Presence>,
 }
 
 impl std::fmt::Debug for HubConfig {
@@ -178,19 +189,23 @@ impl Hub {
             let created = self.next_id.fetch_add(1, Ordering::Relaxed);
             (self.epochs.hash_one((&name, created)) as u32).max(1)
         });
-        let cluster = self.config.cluster.clone();
+        let presence = self
+            .config
+            .cluster
+            .as_ref()
+            .map(|c| Arc::clone(&c.presence));
         let mut created = false;
         let room = Arc::clone(
             self.rooms
                 .entry(Arc::clone(&name))
                 .or_insert_with(|| {
                     created = true;
-                    Arc::new(Room::new(Arc::clone(&name), epoch, init, cluster))
+                    Arc::new(Room::new(Arc::clone(&name), epoch, init, presence))
                 })
                 .value(),
         );
         if created && let Some(cluster) = &self.config.cluster {
-            cluster.watch(&name);
+            cluster.broker.watch(&name);
         }
         room
     }
@@ -209,9 +224,9 @@ impl Hub {
         self.rooms.iter().map(|r| Arc::clone(r.value())).collect()
     }
 
-    /// The cluster this hub shares rooms through, if any.
-    pub fn cluster(&self) -> Option<&Arc<RedisStore>> {
-        self.config.cluster.as_ref()
+    /// The broker this hub shares rooms through, if any.
+    pub fn broker(&self) -> Option<&Arc<dyn Broker>> {
+        self.config.cluster.as_ref().map(|c| &c.broker)
     }
 
     /// Members of room `name` on every node: the local ones, then (in a cluster) those on
@@ -222,7 +237,7 @@ impl Hub {
             .map(|r| r.members())
             .unwrap_or_default();
         if let Some(cluster) = &self.config.cluster {
-            members.extend(cluster.remote_members(name).await?);
+            members.extend(cluster.presence.members(name).await?);
         }
         Ok(members)
     }
@@ -281,7 +296,14 @@ impl Hub {
     ) -> Result<Published, StoreError> {
         match &self.config.cluster {
             Some(cluster) => {
-                let pending = cluster.publish(room, origin, &nick, text, key)?;
+                let pending = cluster.broker.publish(Outgoing {
+                    room: room.name(),
+                    position: room.position(),
+                    origin,
+                    nick: &nick,
+                    text,
+                    key,
+                })?;
                 Ok(Published::Remote(pending))
             }
             None => room.publish(origin, nick, text, key),
@@ -316,6 +338,36 @@ impl Hub {
             .collect();
         out.sort();
         out
+    }
+}
+
+/// The broker calls back through this, by room name; rooms nobody uses here are skipped.
+impl Handler for Hub {
+    fn rooms(&self) -> Vec<Arc<str>> {
+        self.rooms.iter().map(|r| Arc::clone(r.key())).collect()
+    }
+
+    fn position(&self, room: &str) -> Option<(u32, u64)> {
+        self.existing_room(room).map(|r| r.position())
+    }
+
+    fn apply(&self, room: &str, event: Arc<Event>, jump: bool) -> Applied {
+        match self.existing_room(room) {
+            Some(r) => r.apply(event, jump),
+            None => Applied::Done,
+        }
+    }
+
+    fn deliver(&self, room: &str, event: Arc<Event>) {
+        if let Some(r) = self.existing_room(room) {
+            r.deliver_remote(event);
+        }
+    }
+
+    fn restart(&self, room: &str, epoch: u32, history: Box<dyn History>) {
+        if let Some(r) = self.existing_room(room) {
+            r.restart(epoch, history);
+        }
     }
 }
 

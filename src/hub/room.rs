@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use super::subscriber::{Delivery, Gap, Replay, Subscriber, SubscriberId, Transport};
+use super::subscriber::{Delivery, Gap, Replay, Subscriber, SubscriberId};
+use crate::broker::{Applied, MemberInfo, Pending, Presence};
 use crate::event::{Disconnect, Event, EventKind, MessageId};
-use crate::store::{Durability, PendingStore, RedisStore, RoomInit, StoreError};
+use crate::store::{Durability, RoomInit, StoreError};
 
 /// How far back a replay reaches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,15 +35,6 @@ pub struct Page {
     pub more: bool,
     /// The room's latest message id, if it has had any in this epoch.
     pub last_id: Option<MessageId>,
-}
-
-/// A member as seen by presence queries.
-#[derive(Debug, Clone)]
-pub struct MemberInfo {
-    /// The member's nick in this room.
-    pub nick: Arc<str>,
-    /// The transport it is connected through.
-    pub transport: Transport,
 }
 
 #[derive(Debug)]
@@ -85,7 +77,7 @@ pub enum Published {
     Duplicate(MessageId),
     /// Handed to the cluster (Redis), which numbers and stores it; local members get it from
     /// the bus like every other node's.
-    Remote(PendingStore),
+    Remote(Pending),
 }
 
 /// A publish once it is stored.
@@ -95,17 +87,6 @@ pub struct Acked {
     pub id: MessageId,
     /// True when an idempotency key had been used before: nothing new was published.
     pub duplicate: bool,
-}
-
-/// What `Room::apply` did with a message from the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// Delivered, or already seen.
-    Done,
-    /// Messages before it are missing here; read them from the store first.
-    Behind,
-    /// It belongs to another epoch than the room's: the room restarts in that epoch.
-    OtherEpoch,
 }
 
 impl Published {
@@ -169,8 +150,8 @@ pub struct Room {
     /// The room's name, shared with every event it produces.
     name: Arc<str>,
     state: Mutex<RoomState>,
-    /// Set when nodes share rooms through Redis: local presence changes are announced there.
-    cluster: Option<Arc<RedisStore>>,
+    /// Set when nodes share rooms: local presence changes are announced there.
+    presence: Option<Arc<dyn Presence>>,
     /// Woken on every message, for long-polls (which are not members).
     changed: Notify,
 }
@@ -180,11 +161,11 @@ impl Room {
         name: Arc<str>,
         epoch: u32,
         init: RoomInit,
-        cluster: Option<Arc<RedisStore>>,
+        presence: Option<Arc<dyn Presence>>,
     ) -> Self {
         Self {
             name,
-            cluster,
+            presence,
             state: Mutex::new(RoomState {
                 epoch,
                 history: init.history,
@@ -461,8 +442,8 @@ impl Room {
 
     /// Shares a local member's presence change with the other nodes.
     fn announce(&self, event: &Event, sub: &Subscriber) {
-        if let Some(cluster) = &self.cluster {
-            cluster.announce(event, sub.transport, sub.id);
+        if let Some(presence) = &self.presence {
+            presence.announce(event, sub.transport, sub.id);
         }
     }
 

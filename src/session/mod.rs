@@ -377,7 +377,7 @@ impl Session {
         let Some(room) = self.rooms.first() else {
             return;
         };
-        if self.hub.cluster().is_none() {
+        if self.hub.broker().is_none() {
             return self.notice(who_line(room.name(), &room.members()));
         }
         // Members on other nodes are asked of Redis; the answer joins this client's queue

@@ -5,7 +5,6 @@
 //! snapshot taken under that lock lines up exactly with the live stream that follows it.
 
 mod memory;
-mod redis;
 mod sqlite;
 
 use std::sync::Arc;
@@ -14,7 +13,6 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use memory::MemoryHistory;
-pub use redis::{PendingStore, RedisStore, Stored};
 pub use sqlite::SqliteStore;
 
 use crate::event::Event;
