@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use support::{Line, TIMEOUT, start_server};
-use tokio::net::{TcpStream, UdpSocket};
+use support::{Line, TIMEOUT, Udp, start_server};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
@@ -45,34 +45,6 @@ async fn frame_of(ws: &mut Ws, kind: &str) -> Value {
         }
     }
     panic!("no {kind} frame");
-}
-
-struct Udp(UdpSocket);
-
-impl Udp {
-    async fn connect(addr: SocketAddr) -> Self {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        socket.connect(addr).await.unwrap();
-        Udp(socket)
-    }
-    async fn send(&self, text: &str) {
-        self.0.send(text.as_bytes()).await.unwrap();
-    }
-    /// The next datagram satisfying `pred`, skipping at most 50 others.
-    async fn recv_where(&self, pred: impl Fn(&str) -> bool) -> String {
-        let mut buf = vec![0u8; 70_000];
-        for _ in 0..50 {
-            let n = tokio::time::timeout(TIMEOUT, self.0.recv(&mut buf))
-                .await
-                .expect("a datagram in time")
-                .unwrap();
-            let d = String::from_utf8_lossy(&buf[..n]).into_owned();
-            if pred(&d) {
-                return d;
-            }
-        }
-        panic!("no matching datagram");
-    }
 }
 
 async fn post_direct(addr: SocketAddr, to: &str, nick: &str, text: &str) -> (u16, Value) {

@@ -2,47 +2,10 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::{Line, start_server, start_with, test_config};
+use support::{Line, Udp, start_server, start_with, test_config};
 use switchboard::Config;
-use tokio::net::UdpSocket;
-
-struct Udp(UdpSocket);
-
-impl Udp {
-    async fn connect(addr: SocketAddr) -> Self {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        socket.connect(addr).await.unwrap();
-        Udp(socket)
-    }
-    async fn send(&self, text: &str) {
-        self.0.send(text.as_bytes()).await.unwrap();
-    }
-    async fn recv(&self) -> String {
-        self.try_recv(support::TIMEOUT)
-            .await
-            .expect("a datagram in time")
-    }
-    async fn try_recv(&self, wait: Duration) -> Option<String> {
-        let mut buf = vec![0u8; 70_000];
-        let n = tokio::time::timeout(wait, self.0.recv(&mut buf))
-            .await
-            .ok()?
-            .ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-    }
-    async fn recv_where(&self, pred: impl Fn(&str) -> bool) -> String {
-        for _ in 0..1000 {
-            let d = self.recv().await;
-            if pred(&d) {
-                return d;
-            }
-        }
-        panic!("no matching datagram");
-    }
-}
 
 #[tokio::test]
 async fn udp_and_tcp_clients_share_a_room() {

@@ -181,7 +181,9 @@ impl SseOutput {
     fn take(&mut self) -> Bytes {
         match self.one.take() {
             Some(one) => one,
-            None => self.buf.split().freeze(),
+            // A fresh buffer each time: a reused one would keep every chunk's allocation
+            // alive for the connection's life.
+            None => std::mem::take(&mut self.buf).freeze(),
         }
     }
 }

@@ -32,7 +32,28 @@ pub(crate) trait Output: Emit + Send {
 
     /// Forgets units not yet written (before a goodbye, after an abandoned write).
     fn discard(&mut self);
+
+    /// Encodes a batch and writes it with one flush. Outputs that take units one at a time
+    /// (WebSocket frames) override this to skip the intermediate buffer.
+    fn write(
+        &mut self,
+        wire: Wire,
+        batch: &mut Vec<Delivery>,
+    ) -> impl Future<Output = io::Result<()>> + Send
+    where
+        Self: Sized,
+    {
+        async move {
+            wire::encode(wire, batch, self);
+            self.flush().await
+        }
+    }
 }
+
+/// Latency is sampled on one batch in this many per connection (the first included): the
+/// histogram takes a lock shared by every connection, which SSE, one event a batch, would
+/// otherwise take once per delivery.
+const SAMPLE_EVERY: u32 = 8;
 
 /// What `Outbox::wait` woke for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +87,8 @@ pub(crate) struct Outbox {
     /// This connection's child of the server's shutdown token (see `super::stop_signal`).
     stop: CancellationToken,
     wire: Wire,
+    /// Batches sent, for latency sampling.
+    batches: u32,
 }
 
 impl Outbox {
@@ -81,6 +104,7 @@ impl Outbox {
             sub,
             stop,
             wire,
+            batches: 0,
         }
     }
 
@@ -102,12 +126,12 @@ impl Outbox {
     /// Encodes the batch and writes it with one flush, giving up if the client is kicked or
     /// the server stops while the write waits on a client that does not read.
     pub(crate) async fn send<O: Output>(&mut self, out: &mut O) -> Sent {
-        self.encode(out);
+        self.sample();
         let flushed = tokio::select! {
             biased;
             _ = self.sub.kicked() => return Sent::Interrupted,
             _ = self.stop.cancelled() => return Sent::Interrupted,
-            flushed = out.flush() => flushed,
+            flushed = out.write(self.wire, &mut self.batch) => flushed,
         };
         match flushed {
             Ok(()) => Sent::Done,
@@ -118,12 +142,20 @@ impl Outbox {
         }
     }
 
-    /// Encodes the batch into `out` without writing it, sampling delivery latency once.
+    /// Encodes the batch into `out` without writing it.
     pub(crate) fn encode(&mut self, out: &mut impl Emit) {
-        if let Some(Delivery::Event(event)) = self.batch.first() {
+        self.sample();
+        wire::encode(self.wire, &mut self.batch, out);
+    }
+
+    /// Records the delivery latency of the batch's first event, on one batch in
+    /// `SAMPLE_EVERY`.
+    fn sample(&mut self) {
+        let sampled = self.batches % SAMPLE_EVERY == 0;
+        self.batches = self.batches.wrapping_add(1);
+        if sampled && let Some(Delivery::Event(event)) = self.batch.first() {
             crate::metrics::METRICS.observe_delivery(event.time_ms);
         }
-        wire::encode(self.wire, &mut self.batch, out);
     }
 
     /// Moves what is queued now into the batch, without waiting; true if there is any.

@@ -20,11 +20,12 @@ use serde::Deserialize;
 use super::writer::{Outbox, Output, Sent, Wake};
 use super::ws_socket::{Deflate, WsLimits, WsMessage, WsSocket, negotiate_deflate};
 use crate::context::Context as Shared;
+use crate::hub::Delivery;
 use crate::hub::{Disconnect, MessageId, Transport};
 use crate::protocol::envelope::{self, SUBPROTOCOL};
 use crate::protocol::names::{check_nick, check_room};
 use crate::session::{self, DEFAULT_ROOM, Session};
-use crate::wire::{Emit, Wire};
+use crate::wire::{self, Emit, Wire};
 
 /// Close codes we send (RFC 6455 section 7.4.1).
 mod close {
@@ -357,36 +358,51 @@ pub(crate) async fn chat(
 struct Connection {
     session: Session,
     outbox: Outbox,
-    /// Frames of the batch being written, kept between batches.
-    frames: Vec<Bytes>,
     structured: bool,
 }
 
-/// A batch's frames on their way into the socket: fed one by one, flushed once.
+/// The socket as the writer driver's output: each delivery's units are fed as frames as they
+/// are encoded (a room event is its shared payload, uncopied), then flushed once. Units
+/// emitted outside a batch (a goodbye) wait in `pending`; WebSocket has none, it closes.
 struct FrameOutput<'a> {
     ws: &'a mut WsSocket,
-    frames: &'a mut Vec<Bytes>,
+    pending: Vec<Bytes>,
 }
 
 impl Emit for FrameOutput<'_> {
     fn emit(&mut self, unit: &Bytes, _: Option<MessageId>) {
-        self.frames.push(unit.clone());
+        self.pending.push(unit.clone());
+    }
+}
+
+impl FrameOutput<'_> {
+    async fn feed(&mut self, frame: Bytes) -> std::io::Result<()> {
+        self.ws
+            .feed(WsMessage::Text(frame))
+            .await
+            .map_err(std::io::Error::other)
     }
 }
 
 impl Output for FrameOutput<'_> {
     async fn flush(&mut self) -> std::io::Result<()> {
-        for frame in self.frames.drain(..) {
-            self.ws
-                .feed(WsMessage::Text(frame))
-                .await
-                .map_err(std::io::Error::other)?;
+        for frame in std::mem::take(&mut self.pending) {
+            self.feed(frame).await?;
         }
         self.ws.flush().await.map_err(std::io::Error::other)
     }
 
     fn discard(&mut self) {
-        self.frames.clear();
+        self.pending.clear();
+    }
+
+    async fn write(&mut self, wire: Wire, batch: &mut Vec<Delivery>) -> std::io::Result<()> {
+        for delivery in batch.drain(..) {
+            for frame in wire::units(wire, delivery) {
+                self.feed(frame).await?;
+            }
+        }
+        self.flush().await
     }
 }
 
@@ -426,7 +442,6 @@ impl Connection {
         Self {
             outbox: Outbox::new(rx, sub, super::stop_signal(&shared), wire),
             session,
-            frames: Vec::new(),
             structured,
         }
     }
@@ -450,14 +465,13 @@ impl Connection {
                 Woke::Queue(Wake::Batch) => {
                     let mut out = FrameOutput {
                         ws: &mut ws,
-                        frames: &mut self.frames,
+                        pending: Vec::new(),
                     };
                     // An interrupted write: the loop's next turn sees the kick or the
                     // shutdown and closes.
                     if self.outbox.send(&mut out).await == Sent::PeerGone {
                         break (None, None);
                     }
-                    out.discard();
                 }
                 Woke::Frame(None) | Woke::Frame(Some(Ok(WsMessage::Close))) => break (None, None),
                 Woke::Frame(Some(Err(error))) => {

@@ -60,6 +60,48 @@ pub fn encode(wire: Wire, batch: &mut Vec<Delivery>, out: &mut impl Emit) {
     }
 }
 
+/// One delivery's units, for outputs that take them one by one (WebSocket frames): a room
+/// event or an answer is one shared unit, with nothing allocated; only a replay collects
+/// several.
+#[derive(Debug)]
+pub enum Units {
+    /// The usual case.
+    One(Bytes),
+    /// A replay's gap notice and messages.
+    Many(Vec<Bytes>),
+}
+
+impl IntoIterator for Units {
+    type Item = Bytes;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<Bytes>, std::vec::IntoIter<Bytes>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        match self {
+            Units::One(one) => Some(one).into_iter().chain(Vec::new()),
+            Units::Many(many) => None.into_iter().chain(many),
+        }
+    }
+}
+
+impl Emit for Vec<Bytes> {
+    fn emit(&mut self, unit: &Bytes, _: Option<MessageId>) {
+        self.push(unit.clone());
+    }
+}
+
+/// The units of one delivery in this wire form.
+pub fn units(wire: Wire, delivery: Delivery) -> Units {
+    match delivery {
+        Delivery::Event(ev) => Units::One(event(wire, &ev).clone()),
+        Delivery::Direct(bytes) => Units::One(*bytes),
+        Delivery::Replay(replay) => {
+            let mut many = Vec::with_capacity(replay.events.len() + 1);
+            encode_replay(wire, &replay, &mut many);
+            Units::Many(many)
+        }
+    }
+}
+
 /// A replay: the gap notice if there is one, then each message. Line clients see each
 /// message's id (`[ID] nick: text`) so that they can resume with `/since`.
 fn encode_replay(wire: Wire, replay: &Replay, out: &mut impl Emit) {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use switchboard::{Addrs, Config, Server};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
 /// Every wait in a test is bounded by this.
@@ -355,4 +355,38 @@ pub async fn history_of(addr: SocketAddr, room: &str) -> Vec<(String, String)> {
         since = format!("&since={}", page["next"].as_str().unwrap());
     }
     panic!("history did not end");
+}
+
+/// A UDP chat client on its own socket, connected to the server.
+pub struct Udp(pub UdpSocket);
+
+impl Udp {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.connect(addr).await.unwrap();
+        Udp(socket)
+    }
+    pub async fn send(&self, text: &str) {
+        self.0.send(text.as_bytes()).await.unwrap();
+    }
+    pub async fn recv(&self) -> String {
+        self.try_recv(TIMEOUT).await.expect("a datagram in time")
+    }
+    pub async fn try_recv(&self, wait: Duration) -> Option<String> {
+        let mut buf = vec![0u8; 70_000];
+        let n = tokio::time::timeout(wait, self.0.recv(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+    pub async fn recv_where(&self, pred: impl Fn(&str) -> bool) -> String {
+        for _ in 0..1000 {
+            let d = self.recv().await;
+            if pred(&d) {
+                return d;
+            }
+        }
+        panic!("no matching datagram");
+    }
 }
