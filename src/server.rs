@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::{Broker, Handler, RedisCluster};
 use crate::config::{Config, StoreKind};
-use crate::context::Context as Shared;
+use crate::context::Context;
 use crate::hub::{Cluster, Hub, HubConfig};
 use crate::transport::{
     self,
@@ -52,7 +52,7 @@ pub struct Server {
     sqlite: Option<Arc<store::SqliteStore>>,
     /// Set in a cluster: its run loop runs while the server does.
     broker: Option<Arc<dyn Broker>>,
-    shared: Arc<Shared>,
+    shared: Arc<Context>,
     tcp: Option<TcpListener>,
     udp: Option<UdpSocket>,
     http: Option<TcpListener>,
@@ -130,7 +130,7 @@ impl Server {
             mode,
             sqlite,
             broker: cluster.map(|c| c.broker),
-            shared: Arc::new(Shared {
+            shared: Arc::new(Context {
                 hub,
                 publish_rate: RateLimiter::new(config.publish_rate, config.publish_burst),
                 config,
@@ -251,7 +251,7 @@ impl Server {
 
 /// Drops rooms nobody uses any more (no members, no history, no holder), and prunes the
 /// publish rate limiter's idle buckets, until shutdown.
-async fn sweep_loop(shared: Arc<Shared>) {
+async fn sweep_loop(shared: Arc<Context>) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
     loop {
         tokio::select! {

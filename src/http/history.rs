@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppError;
-use crate::context::Context as Shared;
+use crate::context::Context;
 use crate::hub::{MessageId, Page, Room};
 use crate::protocol::names::check_room;
 use crate::wire::{self, Wire};
@@ -38,7 +38,7 @@ pub(crate) struct MessagesQuery {
 /// `last=N` instead gives the newest N.
 /// A room that does not exist is an empty room: rooms are created on first use.
 pub(crate) async fn messages(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Context>>,
     Path(room): Path<String>,
     Query(query): Query<MessagesQuery>,
 ) -> Result<Response, AppError> {
@@ -105,7 +105,7 @@ fn empty_page() -> Page {
 }
 
 async fn long_poll(
-    shared: &Shared,
+    shared: &Context,
     room: &Arc<Room>,
     since: Option<MessageId>,
     limit: usize,
@@ -184,13 +184,13 @@ mod tests {
 
     use super::long_poll;
     use crate::config::Config;
-    use crate::context::Context as Shared;
+    use crate::context::Context;
     use crate::hub::{Hub, HubConfig};
     use crate::store::{self, Retention};
     use crate::transport::limits::{Limiter, RateLimiter};
 
-    fn shared() -> Shared {
-        Shared {
+    fn shared() -> Context {
+        Context {
             hub: Hub::new(HubConfig {
                 queue_capacity: 16,
                 history: store::memory(Retention::default()),

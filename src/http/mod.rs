@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::context::Context as Shared;
+use crate::context::Context;
 use crate::transport;
 
 pub(crate) use error::AppError;
@@ -35,7 +35,7 @@ async fn index() -> impl IntoResponse {
 }
 
 /// All HTTP routes.
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+pub(crate) fn router(shared: Arc<Context>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/ws", get(transport::ws::chat))
@@ -57,7 +57,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 /// Health: `200 ok` while the server accepts work, with what it is holding. In a cluster,
 /// `503 degraded` while this node cannot receive the Redis bus (it still serves its clients,
 /// but cannot publish or hear other nodes), so a load balancer can steer new clients away.
-async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+async fn healthz(State(shared): State<Arc<Context>>) -> impl IntoResponse {
     let redis = shared.hub.broker().map(|b| b.is_up());
     let status = match redis {
         Some(false) => StatusCode::SERVICE_UNAVAILABLE,
@@ -75,7 +75,7 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 /// Prometheus exposition of `crate::metrics`.
-async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+async fn metrics(State(shared): State<Arc<Context>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,

@@ -8,11 +8,11 @@ use axum::http::StatusCode;
 use serde_json::json;
 
 use super::AppError;
-use crate::context::Context as Shared;
+use crate::context::Context;
 use crate::protocol::names::check_room;
 
 /// `GET /rooms`: every room with its member count and latest id.
-pub(crate) async fn rooms(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+pub(crate) async fn rooms(State(shared): State<Arc<Context>>) -> Json<serde_json::Value> {
     let rooms: Vec<_> = shared
         .hub
         .rooms()
@@ -31,7 +31,7 @@ pub(crate) async fn rooms(State(shared): State<Arc<Shared>>) -> Json<serde_json:
 
 /// `GET /rooms/{room}/presence`: members across every transport.
 pub(crate) async fn presence(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Context>>,
     Path(room): Path<String>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     check_room(&room).map_err(AppError::bad_request)?;

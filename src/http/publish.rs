@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppError;
-use crate::context::Context as Shared;
+use crate::context::Context;
 use crate::hub::HubError;
 use crate::protocol::names::{check_nick, check_room};
 
@@ -45,7 +45,7 @@ struct Posted {
 
 /// Checks the rate limit, then reads the body (bounded) and the sender's nick.
 async fn read_posted(
-    shared: &Shared,
+    shared: &Context,
     addr: SocketAddr,
     query: PublishQuery,
     req: Request,
@@ -78,7 +78,7 @@ async fn read_posted(
 /// `POST /rooms/{room}/messages`. An `Idempotency-Key` header makes retries safe; the answer
 /// is `201` once the message is durable (`200` for a repeated key).
 pub(crate) async fn publish(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Context>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(room): Path<String>,
     Query(query): Query<PublishQuery>,
@@ -120,7 +120,7 @@ pub(crate) async fn publish(
 /// `POST /users/{nick}/messages`: a direct message to whoever holds `nick` on this node,
 /// `201 {"to": nick}` once it is in their queue, `404` when nobody holds it.
 pub(crate) async fn direct(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Context>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(to): Path<String>,
     Query(query): Query<PublishQuery>,

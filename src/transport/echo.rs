@@ -7,14 +7,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::limits::Permit;
-use crate::context::Context as Shared;
+use crate::context::Context;
 
 /// Echoes one TCP connection until the peer closes its side or the server shuts down.
 pub(crate) async fn handle_tcp(
     mut stream: TcpStream,
     addr: SocketAddr,
     _permit: Permit,
-    shared: Arc<Shared>,
+    shared: Arc<Context>,
 ) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.split();
@@ -28,7 +28,7 @@ pub(crate) async fn handle_tcp(
 }
 
 /// Echoes every datagram back to its sender until shutdown.
-pub(crate) async fn serve_udp(socket: UdpSocket, shared: Arc<Shared>) {
+pub(crate) async fn serve_udp(socket: UdpSocket, shared: Arc<Context>) {
     let mut buf = vec![0u8; 65_536];
     loop {
         let (len, addr) = tokio::select! {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::context::Context as Shared;
+use crate::context::Context;
 use limits::Permit;
 
 /// Sleeps until `deadline`, or forever when there is none (an optional timer in `select!`).
@@ -29,7 +29,7 @@ use limits::Permit;
 /// Connection loops wait on it at every wake-up. Polling a `CancellationToken` locks its
 /// mutex, so with the server's one token every writer on every core took the same lock twice
 /// per batch; a child has its own, which only its connection touches.
-pub(crate) fn stop_signal(shared: &Shared) -> tokio_util::sync::CancellationToken {
+pub(crate) fn stop_signal(shared: &Context) -> tokio_util::sync::CancellationToken {
     shared.shutdown.child_token()
 }
 
@@ -45,9 +45,9 @@ pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 /// A refused client gets `ERR server full` and is closed. `accept` errors (out of file
 /// descriptors, say) are logged and retried with a doubling pause, as mini-redis does, so the
 /// listener survives a burst instead of spinning or dying.
-pub(crate) async fn accept_loop<F, Fut>(listener: TcpListener, shared: Arc<Shared>, handler: F)
+pub(crate) async fn accept_loop<F, Fut>(listener: TcpListener, shared: Arc<Context>, handler: F)
 where
-    F: Fn(TcpStream, SocketAddr, Permit, Arc<Shared>) -> Fut,
+    F: Fn(TcpStream, SocketAddr, Permit, Arc<Context>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut backoff = Duration::from_millis(5);

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::limits::Permit;
 use super::writer::{Outbox, Output, Wake};
-use crate::context::Context as Shared;
+use crate::context::Context;
 use crate::http::AppError;
 use crate::hub::{MessageId, Transport};
 use crate::protocol::names::{check_nick, check_room};
@@ -42,7 +42,7 @@ pub(crate) struct EventsQuery {
 
 /// `GET /events`.
 pub(crate) async fn events(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Context>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Query(query): Query<EventsQuery>,
     headers: HeaderMap,

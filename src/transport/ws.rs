@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::writer::{Outbox, Output, Sent, Wake};
 use super::ws_socket::{Deflate, WsLimits, WsMessage, WsSocket, negotiate_deflate};
-use crate::context::Context as Shared;
+use crate::context::Context;
 use crate::hub::Delivery;
 use crate::hub::{Disconnect, MessageId, Transport};
 use crate::protocol::envelope::{self, SUBPROTOCOL};
@@ -66,7 +66,7 @@ struct Handshake {
 impl Handshake {
     /// Checks an upgrade request (RFC 6455 section 4.2.1) and the Origin policy.
     #[allow(clippy::result_large_err)]
-    fn check(shared: &Shared, req: &mut Request, offer_protocol: bool) -> Result<Self, Response> {
+    fn check(shared: &Context, req: &mut Request, offer_protocol: bool) -> Result<Self, Response> {
         let headers = req.headers();
         let key = upgrade_key(headers)?;
         if let Err(origin) = check_origin(shared, headers) {
@@ -105,7 +105,7 @@ impl Handshake {
     }
 
     /// Sends 101 and runs `handler` on the upgraded connection, tracked for shutdown.
-    fn upgrade<F, Fut>(self, shared: &Arc<Shared>, limits: WsLimits, handler: F) -> Response
+    fn upgrade<F, Fut>(self, shared: &Arc<Context>, limits: WsLimits, handler: F) -> Response
     where
         F: FnOnce(WsSocket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -209,7 +209,7 @@ fn valid_key(key: &str) -> bool {
 /// it names the host the request was sent to, or when it is localhost/127.0.0.1/[::1]. `null`
 /// (a page opened from disk, as the seed's chat page is) passes only while HTTP listens on a
 /// loopback address, where no remote site can reach it anyway.
-fn check_origin(shared: &Shared, headers: &HeaderMap) -> Result<(), String> {
+fn check_origin(shared: &Context, headers: &HeaderMap) -> Result<(), String> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
@@ -256,7 +256,7 @@ fn check_origin(shared: &Shared, headers: &HeaderMap) -> Result<(), String> {
     }
 }
 
-fn limits(shared: &Shared, max_message: usize) -> WsLimits {
+fn limits(shared: &Context, max_message: usize) -> WsLimits {
     WsLimits {
         max_message,
         ping_interval_secs: shared.config.ws_ping_interval.as_secs() as u32,
@@ -265,7 +265,7 @@ fn limits(shared: &Shared, max_message: usize) -> WsLimits {
 }
 
 /// `GET /echo`: every message back unchanged, text as text and binary as binary.
-pub(crate) async fn echo(State(shared): State<Arc<Shared>>, mut req: Request) -> Response {
+pub(crate) async fn echo(State(shared): State<Arc<Context>>, mut req: Request) -> Response {
     let handshake = match Handshake::check(&shared, &mut req, false) {
         Ok(h) => h,
         Err(res) => return res,
@@ -302,7 +302,7 @@ pub(crate) async fn echo(State(shared): State<Arc<Shared>>, mut req: Request) ->
 /// included); structured mode (`Sec-WebSocket-Protocol: switchboard.v1` or `?format=json`)
 /// speaks JSON envelopes.
 pub(crate) async fn chat(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<Context>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Query(query): Query<ChatQuery>,
     mut req: Request,
@@ -414,7 +414,7 @@ enum Woke {
 
 impl Connection {
     fn start(
-        shared: Arc<Shared>,
+        shared: Arc<Context>,
         addr: SocketAddr,
         structured: bool,
         nick: Option<&str>,

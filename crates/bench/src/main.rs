@@ -116,3 +116,9 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// jemalloc, as in the server: the generator ran inside the server binary until it got its own
+/// crate, and its SSE clients allocate per event, so glibc's malloc would change what it
+/// measures (its CPU shares the machine's two cores with the server).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
