@@ -339,17 +339,18 @@ pub(crate) async fn chat(
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "server full");
     };
     let limits = limits(&shared, shared.config.ws_max_message);
-    let shared2 = Arc::clone(&shared);
+    // Joined before the 101 goes out, so that a client whose handshake has completed misses
+    // nothing published after it; if the upgrade then fails, dropping the session leaves.
+    let connection = Connection::start(
+        Arc::clone(&shared),
+        addr,
+        structured,
+        query.nick.as_deref(),
+        &room,
+        since,
+    );
     handshake.upgrade(&shared, limits, move |ws| async move {
         let _permit = permit;
-        let connection = Connection::start(
-            shared2,
-            addr,
-            structured,
-            query.nick.as_deref(),
-            &room,
-            since,
-        );
         connection.run(ws).await;
     })
 }
