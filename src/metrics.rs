@@ -14,8 +14,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::hub::Hub;
-
 /// A transport label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransportLabel {
@@ -137,13 +135,12 @@ impl Metrics {
 
     /// Records the latency of an event written now.
     pub fn observe_delivery(&self, event_time_ms: u64) {
-        let age_ms = crate::hub::now_ms().saturating_sub(event_time_ms);
+        let age_ms = crate::event::now_ms().saturating_sub(event_time_ms);
         self.delivery_latency.observe(age_ms as f64 / 1000.0);
     }
 
-    /// The exposition text, with the scrape-time gauges refreshed from `hub`.
-    pub fn render(&self, hub: &Hub) -> String {
-        let stats = hub.stats();
+    /// The exposition text, with the scrape-time gauges refreshed from `stats`.
+    pub fn render(&self, stats: HubStats) -> String {
         self.queued.set(stats.queued as i64);
         self.history.set(stats.history as i64);
         self.rooms.set(stats.rooms as i64);
@@ -151,4 +148,16 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// Totals reported by `Hub::stats`, for the scrape-time gauges. Defined here so that metrics
+/// needs nothing of the hub.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HubStats {
+    /// Rooms in memory.
+    pub rooms: usize,
+    /// Messages held in histories.
+    pub history: usize,
+    /// Events waiting in subscriber queues (a subscriber in several rooms counts once each).
+    pub queued: usize,
 }

@@ -3,6 +3,7 @@
 //! WebSocket and SSE endpoints are transports (`crate::transport::{ws, sse}`).
 
 mod error;
+mod events;
 mod history;
 mod presence;
 mod publish;
@@ -40,7 +41,7 @@ pub(crate) fn router(shared: Arc<Context>) -> Router {
         .route("/", get(index))
         .route("/ws", get(transport::ws::chat))
         .route("/echo", get(transport::ws::echo))
-        .route("/events", get(transport::sse::events))
+        .route("/events", get(events::events))
         .route("/rooms", get(presence::rooms))
         .route(
             "/rooms/{room}/messages",
@@ -81,7 +82,7 @@ async fn metrics(State(shared): State<Arc<Context>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        crate::metrics::METRICS.render(&shared.hub),
+        crate::metrics::METRICS.render(shared.hub.stats()),
     )
 }
 

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 pub use crate::broker::{Applied, MemberInfo};
 pub use crate::event::{BadMessageId, Event, EventKind, MessageId, now_ms};
+pub use crate::metrics::HubStats;
 pub use room::{Acked, Lookback, Page, Published, Room};
 pub use subscriber::{Delivery, Disconnect, Gap, Replay, Subscriber, SubscriberId, Transport};
 
@@ -34,17 +35,6 @@ pub enum HubError {
     /// A direct message named a nick nobody connected holds.
     #[error("no such user {0}")]
     NoSuchUser(String),
-}
-
-/// Totals reported by `Hub::stats`.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct HubStats {
-    /// Rooms in memory.
-    pub rooms: usize,
-    /// Messages held in histories.
-    pub history: usize,
-    /// Events waiting in subscriber queues (a subscriber in several rooms counts once each).
-    pub queued: usize,
 }
 
 /// Settings the hub needs.

@@ -5,7 +5,6 @@
 
 pub mod echo;
 pub mod limits;
-pub mod sse;
 pub mod tcp;
 pub mod udp;
 pub mod writer;

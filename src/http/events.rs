@@ -18,13 +18,13 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 
-use super::limits::Permit;
-use super::writer::{Outbox, Output, Wake};
+use super::AppError;
 use crate::context::Context;
-use crate::http::AppError;
 use crate::hub::{MessageId, Transport};
 use crate::protocol::names::{check_nick, check_room};
 use crate::session::{DEFAULT_ROOM, Session};
+use crate::transport::limits::Permit;
+use crate::transport::writer::{Outbox, Output, Wake};
 use crate::wire::{self, Emit, Wire};
 
 /// A comment line every this often keeps proxies and load balancers from timing out.
@@ -77,7 +77,7 @@ pub(crate) async fn events(
     tracing::debug!(id = sub.id, %addr, nick = %session.nick(), %room, ?since, "sse connected");
 
     let stream = EventStream {
-        outbox: Outbox::new(rx, sub, super::stop_signal(&shared), Wire::Sse),
+        outbox: Outbox::new(rx, sub, crate::transport::stop_signal(&shared), Wire::Sse),
         session,
         _permit: permit,
         out: SseOutput::default(),
@@ -145,7 +145,7 @@ impl EventStream {
                 }
             },
             _ = self.keep_alive.tick() => Bytes::from_static(b": keep-alive\n\n"),
-            _ = super::sleep_until(self.ends_at) => return None,
+            _ = crate::transport::sleep_until(self.ends_at) => return None,
         };
         self.keep_alive.reset();
         Some((Ok(chunk), self))
