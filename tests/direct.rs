@@ -97,6 +97,13 @@ async fn direct_messages_cross_every_transport() {
     // UDP → TCP, nicks compared case-insensitively.
     carol.send("/msg ALICE back at you").await;
     alice.line_where(|l| l == "carol -> you: back at you").await;
+    // A datagram may hold several lines: each is attributed, on both ends.
+    carol.send("/msg alice two\nlines").await;
+    carol
+        .recv_where(|d| d == "you -> alice: two\nyou -> alice: lines")
+        .await;
+    alice.line_where(|l| l == "carol -> you: two").await;
+    assert_eq!(alice.line().await, "carol -> you: lines");
     server.stop().await;
 }
 

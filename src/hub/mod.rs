@@ -209,11 +209,6 @@ impl Hub {
         }
     }
 
-    /// Every room in memory.
-    pub fn all_rooms(&self) -> Vec<Arc<Room>> {
-        self.rooms.iter().map(|r| Arc::clone(r.value())).collect()
-    }
-
     /// The broker this hub shares rooms through, if any.
     pub fn broker(&self) -> Option<&Arc<dyn Broker>> {
         self.config.cluster.as_ref().map(|c| &c.broker)

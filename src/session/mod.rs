@@ -314,7 +314,14 @@ impl Session {
             Ok(()) if self.wire == Wire::Json => {
                 self.frame(&ServerFrame::Sent { reference, to });
             }
-            Ok(()) => self.notice(format!("you -> {to}: {text}")),
+            // One `you -> NICK:` per line, as the recipient sees `NICK -> you:` per line.
+            Ok(()) => {
+                let lines: Vec<String> = text
+                    .split('\n')
+                    .map(|line| format!("you -> {to}: {}", line.trim_end_matches('\r')))
+                    .collect();
+                self.notice(lines.join("\n"));
+            }
         }
     }
 

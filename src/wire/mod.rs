@@ -205,16 +205,6 @@ mod tests {
         assert!(event(Wire::Sse, &ev).starts_with(b"event: direct\ndata: {"));
     }
 
-    /// Collects units as the UDP and WebSocket outputs do.
-    #[derive(Default)]
-    struct Units(Vec<Bytes>);
-
-    impl Emit for Units {
-        fn emit(&mut self, unit: &Bytes, _: Option<MessageId>) {
-            self.0.push(unit.clone());
-        }
-    }
-
     #[test]
     fn a_replay_with_a_gap_starts_with_the_notice() {
         let id = MessageId { epoch: 1, seq: 5 };
@@ -230,14 +220,14 @@ mod tests {
             events: vec![ev],
             gap: Some(crate::hub::Gap::Expired),
         };
-        let mut units = Units::default();
+        let mut units: Vec<Bytes> = Vec::new();
         encode(
             Wire::Line,
             &mut vec![Delivery::Replay(Box::new(replay))],
             &mut units,
         );
         assert_eq!(
-            units.0,
+            units,
             [
                 Bytes::from("* gap in r: older messages expired; history resumes at 00000001-5\n"),
                 Bytes::from("[00000001-5] ann: kept\n"),
