@@ -2,11 +2,10 @@
 //! and the JSON envelope parser. `cargo bench`; CI only compiles them (`cargo bench --no-run`).
 
 use std::hint::black_box;
-use std::sync::Arc;
 
 use bytes::BytesMut;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use switchboard::hub::{Delivery, Hub, HubConfig, Transport};
+use switchboard::hub::{Author, Delivery, Hub, HubConfig, Transport};
 use switchboard::protocol::envelope;
 use switchboard::protocol::line::LineDecoder;
 use switchboard::store::{self, Retention};
@@ -20,6 +19,7 @@ fn fan_out(c: &mut Criterion) {
             queue_capacity: 1_024,
             history: store::memory(Retention::default()),
             cluster: None,
+            auth: switchboard::auth::Auth::open(),
         });
         let mut receivers = Vec::new();
         let mut subs = Vec::new();
@@ -37,7 +37,7 @@ fn fan_out(c: &mut Criterion) {
                     .publish(
                         &room,
                         None,
-                        Arc::from("pub"),
+                        Author::from("pub"),
                         black_box("hello, room"),
                         None,
                     )

@@ -46,6 +46,12 @@ pub enum Command {
     /// (its own crate) from beside this binary; `switchboard bench --help` lists its options.
     #[command(disable_help_flag = true)]
     Bench(BenchArgs),
+    /// Print a development token (JWT, HS256) signed with the server's secret.
+    ///
+    /// The secret comes from --auth-secret, SWITCHBOARD_AUTH_SECRET, or the first of
+    /// `auth_secrets` in the --config file, as `serve` reads it.
+    /// Example: switchboard token --sub alice --grant 'chat.*=subscribe,publish' --ttl 1h
+    Token(TokenArgs),
     /// Terminal client: prints what arrives while you type; `exit` or end of input quits.
     ///
     /// URL schemes: tcp://HOST:PORT (chat or echo), udp://HOST:PORT, ws://HOST:PORT/PATH.
@@ -74,6 +80,63 @@ pub struct BenchArgs {
         value_name = "ARGS"
     )]
     pub args: Vec<std::ffi::OsString>,
+}
+
+/// Options of `token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The user's identity (the `sub` claim).
+    #[arg(long)]
+    pub sub: String,
+
+    /// The name shown to others (the `name` claim) [default: the sub].
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Rooms and actions, as ROOM_PATTERN=action,action (repeatable); actions are
+    /// subscribe, publish, history, presence; `*` in a pattern matches any run of characters.
+    #[arg(long = "grant", value_name = "GRANT", value_parser = crate::auth::Grants::parse_one)]
+    pub grants: Vec<(crate::auth::Pattern, crate::auth::Actions)>,
+
+    /// Lifetime: seconds, or a number with s, m, h or d (e.g. 90s, 15m, 1h, 7d).
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    pub ttl: u64,
+
+    /// The HS256 secret to sign with.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "SWITCHBOARD_AUTH_SECRET",
+        hide_env_values = true
+    )]
+    pub auth_secret: Option<String>,
+
+    /// TOML file whose `auth_secrets` holds the secret.
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+}
+
+/// `90`, `90s`, `15m`, `1h`, `7d` as seconds.
+fn parse_ttl(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number with s, m, h or d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use s, m, h or d")),
+    };
+    match n.checked_mul(scale) {
+        Some(secs) if secs > 0 => Ok(secs),
+        _ => Err(format!("{text:?}: must be at least one second")),
+    }
 }
 
 /// Options of `connect`.

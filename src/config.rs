@@ -10,6 +10,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Args;
+
+use crate::auth::{AuthConfig, RoomRule};
 use serde::Deserialize;
 
 /// Default TCP chat address, the seed's.
@@ -165,6 +167,13 @@ pub struct Config {
     pub history_max_age: Duration,
     /// How long shutdown waits for connections to close after telling them.
     pub shutdown_grace: Duration,
+    /// Tokens, API keys and room rules (`crate::auth`).
+    pub auth: AuthConfig,
+    /// Serve beyond loopback with no auth configured.
+    pub allow_anonymous: bool,
+    /// Host names (besides loopback ones) the HTTP listener answers to while it listens on
+    /// loopback, against DNS rebinding.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for Config {
@@ -201,6 +210,12 @@ impl Default for Config {
             history_max_messages: 1_000,
             history_max_age: Duration::from_secs(24 * 60 * 60),
             shutdown_grace: Duration::from_secs(5),
+            auth: AuthConfig {
+                leeway_secs: 30,
+                ..AuthConfig::default()
+            },
+            allow_anonymous: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -236,6 +251,15 @@ struct FileConfig {
     publish_rate: Option<f64>,
     publish_burst: Option<f64>,
     sse_max_lifetime_secs: Option<u64>,
+    auth_secrets: Option<Vec<String>>,
+    auth_public_keys: Option<Vec<PathBuf>>,
+    auth_jwks_url: Option<String>,
+    auth_leeway_secs: Option<u64>,
+    api_keys: Option<Vec<String>>,
+    allow_anonymous: Option<bool>,
+    allowed_hosts: Option<Vec<String>>,
+    #[serde(default)]
+    rooms: Vec<RoomRule>,
 }
 
 impl FileConfig {
@@ -367,6 +391,90 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allowed_origins: Vec<String>,
+
+    /// HS256 secret that signs tokens (repeatable for rotation: every one verifies, the first
+    /// signs `switchboard token`); at least 32 bytes. Turns authentication on.
+    #[arg(
+        long = "auth-secret",
+        value_name = "SECRET",
+        env = "SWITCHBOARD_AUTH_SECRET"
+    )]
+    pub auth_secrets: Vec<String>,
+
+    /// RSA or EC public key (PEM file) that verifies RS256/ES256 tokens (repeatable).
+    #[arg(
+        long = "auth-public-key",
+        value_name = "FILE",
+        env = "SWITCHBOARD_AUTH_PUBLIC_KEY"
+    )]
+    pub auth_public_keys: Vec<PathBuf>,
+
+    /// URL of a JWKS document whose keys verify tokens (fetched only from here, refreshed
+    /// every 5 minutes).
+    #[arg(long, value_name = "URL", env = "SWITCHBOARD_AUTH_JWKS_URL")]
+    pub auth_jwks_url: Option<String>,
+
+    /// Clock skew forgiven on token exp/nbf, in seconds [default: 30].
+    #[arg(long, value_name = "SECS", env = "SWITCHBOARD_AUTH_LEEWAY")]
+    pub auth_leeway: Option<u64>,
+
+    /// API key for backends, sent as `X-API-Key` (repeatable; comma-separated in the
+    /// environment): publish under any name, no per-IP limit, every room, management calls.
+    #[arg(
+        long = "api-key",
+        value_name = "KEY",
+        env = "SWITCHBOARD_API_KEYS",
+        value_delimiter = ','
+    )]
+    pub api_keys: Vec<String>,
+
+    /// Listen beyond loopback with no authentication configured (everyone may read and
+    /// write every room).
+    #[arg(long, env = "SWITCHBOARD_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+
+    /// Host name the HTTP listener answers to besides loopback names, while it listens on
+    /// loopback (repeatable); other Host headers get 421, against DNS rebinding.
+    #[arg(
+        long = "allowed-host",
+        value_name = "HOST",
+        env = "SWITCHBOARD_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+}
+
+/// The secret `switchboard token` signs with: the flag (or its environment variable), else
+/// the first of the file's `auth_secrets`.
+pub fn signing_secret(flag: Option<String>, file: Option<&Path>) -> Result<String, ConfigError> {
+    let from_file = match file {
+        Some(path) => FileConfig::load(path)?
+            .auth_secrets
+            .and_then(|s| s.into_iter().next()),
+        None => None,
+    };
+    let secret = flag.or(from_file).ok_or(ConfigError::Invalid {
+        key: "auth_secret",
+        message: "no secret to sign with: give --auth-secret, SWITCHBOARD_AUTH_SECRET or a \
+                  --config file with auth_secrets"
+            .into(),
+    })?;
+    if secret.len() < 32 {
+        return Err(ConfigError::Invalid {
+            key: "auth_secret",
+            message: format!("{} bytes is too short; use at least 32", secret.len()),
+        });
+    }
+    Ok(secret)
+}
+
+/// The list from the flags if any were given, else the file's.
+fn pick_list<T: Clone>(flag: &[T], file: Option<Vec<T>>) -> Vec<T> {
+    if flag.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        flag.to_vec()
+    }
 }
 
 /// The flag (or its environment variable, merged by clap), else the file's key, else the
@@ -429,11 +537,7 @@ impl Config {
                 .map_or(d.ws_ping_interval, secs),
             ws_pong_timeout: file.ws_pong_timeout_secs.map_or(d.ws_pong_timeout, secs),
             ws_deflate: pick(args.ws_deflate, file.ws_deflate, d.ws_deflate),
-            allowed_origins: if args.allowed_origins.is_empty() {
-                file.allowed_origins.unwrap_or_default()
-            } else {
-                args.allowed_origins.clone()
-            },
+            allowed_origins: pick_list(&args.allowed_origins, file.allowed_origins),
             history_max_messages: pick(
                 args.history_max_messages,
                 file.history_max_messages,
@@ -450,6 +554,16 @@ impl Config {
             publish_rate: pick(args.publish_rate, file.publish_rate, d.publish_rate),
             publish_burst: pick(args.publish_burst, file.publish_burst, d.publish_burst),
             shutdown_grace: d.shutdown_grace,
+            auth: AuthConfig {
+                secrets: pick_list(&args.auth_secrets, file.auth_secrets),
+                public_keys: pick_list(&args.auth_public_keys, file.auth_public_keys),
+                jwks_url: args.auth_jwks_url.clone().or(file.auth_jwks_url),
+                leeway_secs: pick(args.auth_leeway, file.auth_leeway_secs, d.auth.leeway_secs),
+                api_keys: pick_list(&args.api_keys, file.api_keys),
+                rooms: file.rooms,
+            },
+            allow_anonymous: args.allow_anonymous || file.allow_anonymous.unwrap_or(false),
+            allowed_hosts: pick_list(&args.allowed_hosts, file.allowed_hosts),
         };
         config.validate()?;
         Ok(config)
@@ -512,6 +626,7 @@ impl Config {
                 message: "rate must be 0 or more and burst at least 1".into(),
             });
         }
+        self.check_exposure()?;
         if self.tcp.is_none() && self.udp.is_none() && self.http.is_none() {
             return Err(ConfigError::Invalid {
                 key: "tcp/udp/http",
@@ -519,6 +634,36 @@ impl Config {
             });
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// Secure by default: a listener beyond loopback needs some authentication, or an
+    /// explicit `--allow-anonymous`.
+    fn check_exposure(&self) -> Result<(), ConfigError> {
+        let exposed = [("tcp", self.tcp), ("udp", self.udp), ("http", self.http)]
+            .into_iter()
+            .find_map(|(name, addr)| addr.filter(|a| !a.ip().is_loopback()).map(|a| (name, a)));
+        let auth = &self.auth;
+        let configured = !(auth.secrets.is_empty()
+            && auth.public_keys.is_empty()
+            && auth.jwks_url.is_none()
+            && auth.api_keys.is_empty()
+            && auth.rooms.is_empty());
+        match exposed {
+            Some((name, addr)) if !configured && !self.allow_anonymous => {
+                Err(ConfigError::Invalid {
+                    key: "auth",
+                    message: format!(
+                        "{name} would listen on {addr}, beyond loopback, with no authentication: \
+                         anyone who can reach it could read and write every room. Configure \
+                         --auth-secret (or --auth-public-key, --auth-jwks-url, --api-key), \
+                         or pass --allow-anonymous to serve it open on purpose"
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -577,6 +722,39 @@ mod tests {
         let err =
             Config::resolve(&args(&["--tcp", "off", "--udp", "off", "--http", "off"])).unwrap_err();
         assert!(err.to_string().contains("nothing to serve"));
+    }
+
+    #[test]
+    fn listening_beyond_loopback_needs_auth_or_consent() {
+        let err = Config::resolve(&args(&["--http", "0.0.0.0:8000"])).unwrap_err();
+        assert!(err.to_string().contains("--allow-anonymous"), "{err}");
+        assert!(Config::resolve(&args(&["--http", "0.0.0.0:8000", "--allow-anonymous"])).is_ok());
+        let secret = "s".repeat(32);
+        assert!(
+            Config::resolve(&args(&["--http", "0.0.0.0:8000", "--auth-secret", &secret])).is_ok()
+        );
+    }
+
+    #[test]
+    fn room_rules_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sb.toml");
+        std::fs::write(
+            &path,
+            "auth_secrets = [\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"]\n\
+             [[rooms]]\npattern = \"public.*\"\nanonymous = [\"subscribe\", \"publish\"]\n",
+        )
+        .unwrap();
+        let c = Config::resolve(&args(&["--config", path.to_str().unwrap()])).unwrap();
+        assert_eq!(c.auth.rooms.len(), 1);
+        assert_eq!(c.auth.secrets.len(), 1);
+        std::fs::write(
+            &path,
+            "[[rooms]]\npattern = \"x\"\nanonymous = [\"write\"]\n",
+        )
+        .unwrap();
+        let err = Config::resolve(&args(&["--config", path.to_str().unwrap()])).unwrap_err();
+        assert!(err.to_string().contains("write"), "{err}");
     }
 
     #[test]

@@ -101,6 +101,8 @@ pub struct Event {
     pub time_ms: u64,
     /// The subscriber that caused it, so transports that do not echo can skip their own.
     pub origin: Option<SubscriberId>,
+    /// How far the sender's name can be trusted.
+    pub sender: Sender,
     /// Each wire form, encoded on first use (indexed by `Form`).
     encoded: [OnceLock<Bytes>; Form::COUNT],
 }
@@ -140,8 +142,15 @@ impl Event {
             text,
             time_ms: now_ms(),
             origin,
+            sender: Sender::Open,
             encoded: Default::default(),
         }
+    }
+
+    /// The event with its sender's standing.
+    pub fn with_sender(mut self, sender: Sender) -> Self {
+        self.sender = sender;
+        self
     }
 
     /// The event in wire form `form`, made by `encode` the first time it is asked for.
@@ -172,6 +181,75 @@ impl Event {
         Self {
             time_ms,
             ..Self::new(EventKind::Message, room, Some(id), nick, text, None)
+        }
+    }
+}
+
+/// How far a message's name can be trusted; every transport shows the difference
+/// (`crate::wire`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Sender {
+    /// The server verifies nobody (no auth configured): names are as given, shown plain.
+    #[default]
+    Open,
+    /// A nick nobody vouched for, on a server that verifies tokens: shown as `~nick`.
+    Anonymous,
+    /// A backend holding an API key, which may publish under any name.
+    Backend,
+    /// A verified token's subject (`sub`); the nick is its display name.
+    User(Arc<str>),
+}
+
+impl Sender {
+    /// The one-column stored form: `None` for open, `~` anonymous, `!` backend, `=SUB` user.
+    pub fn to_stored(&self) -> Option<String> {
+        match self {
+            Sender::Open => None,
+            Sender::Anonymous => Some("~".to_owned()),
+            Sender::Backend => Some("!".to_owned()),
+            Sender::User(sub) => Some(format!("={sub}")),
+        }
+    }
+
+    /// Reads `to_stored`'s form back; anything unknown is `Open`.
+    pub fn from_stored(stored: Option<&str>) -> Sender {
+        match stored {
+            Some("~") => Sender::Anonymous,
+            Some("!") => Sender::Backend,
+            Some(s) if s.len() > 1 && s.starts_with('=') => Sender::User(s[1..].into()),
+            _ => Sender::Open,
+        }
+    }
+
+    /// The verified subject, if any.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Sender::User(sub) => Some(sub),
+            _ => None,
+        }
+    }
+}
+
+/// A message's sender: the nick shown and how far it can be trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Author {
+    /// The name shown.
+    pub nick: Arc<str>,
+    /// Its standing.
+    pub sender: Sender,
+}
+
+impl From<&str> for Author {
+    fn from(nick: &str) -> Self {
+        Arc::<str>::from(nick).into()
+    }
+}
+
+impl From<Arc<str>> for Author {
+    fn from(nick: Arc<str>) -> Self {
+        Author {
+            nick,
+            sender: Sender::Open,
         }
     }
 }
@@ -231,13 +309,19 @@ pub enum Disconnect {
     Shutdown,
     /// It sent nothing for longer than the idle timeout (TCP) or the member TTL (UDP).
     TimedOut,
+    /// Its token expired and was not refreshed in time.
+    TokenExpired,
+    /// An operator removed it (`DELETE /admin/users/{nick}`, `POST /admin/rooms/{room}/close`).
+    Kicked,
 }
 
 impl Disconnect {
-    const ALL: [Disconnect; 3] = [
+    const ALL: [Disconnect; 5] = [
         Disconnect::SlowConsumer,
         Disconnect::Shutdown,
         Disconnect::TimedOut,
+        Disconnect::TokenExpired,
+        Disconnect::Kicked,
     ];
 
     /// The reason as said to the client and in logs.
@@ -246,6 +330,8 @@ impl Disconnect {
             Disconnect::SlowConsumer => "slow consumer",
             Disconnect::Shutdown => "server shutting down",
             Disconnect::TimedOut => "timed out",
+            Disconnect::TokenExpired => "token expired",
+            Disconnect::Kicked => "removed by an operator",
         }
     }
 
@@ -270,6 +356,18 @@ mod tests {
         assert!("42".parse::<MessageId>().is_err());
         assert!("zz-1".parse::<MessageId>().is_err());
         assert!("123456789-1".parse::<MessageId>().is_err());
+    }
+
+    #[test]
+    fn senders_round_trip_through_storage() {
+        for s in [
+            Sender::Open,
+            Sender::Anonymous,
+            Sender::Backend,
+            Sender::User("=x~".into()),
+        ] {
+            assert_eq!(Sender::from_stored(s.to_stored().as_deref()), s);
+        }
     }
 
     #[test]

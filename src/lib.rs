@@ -14,6 +14,7 @@
 //! - `server`: binds listeners, runs them, shuts down cleanly.
 //! - `client`: the terminal client behind `switchboard connect`.
 
+pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod client;

@@ -54,6 +54,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
             server.run(shutdown_signal()).await?;
         }
         Command::Bench(_) => unreachable!("handled in main"),
+        Command::Token(args) => {
+            let secret =
+                switchboard::config::signing_secret(args.auth_secret, args.config.as_deref())?;
+            let mut grants = switchboard::auth::Grants::default();
+            for (pattern, actions) in args.grants {
+                grants.push(pattern, actions);
+            }
+            let token = switchboard::auth::sign(
+                &secret,
+                &args.sub,
+                args.name.as_deref(),
+                &grants,
+                args.ttl,
+            )
+            .map_err(anyhow::Error::msg)?;
+            println!("{token}");
+        }
         Command::Connect(args) => {
             switchboard::client::connect(&args.url, Duration::from_millis(args.linger_ms))
                 .await

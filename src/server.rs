@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Auth;
 use crate::broker::{Broker, Handler, RedisCluster};
 use crate::config::{Config, StoreKind};
 use crate::context::Context;
@@ -111,10 +112,18 @@ impl Server {
             }
             _ => store::memory(retention),
         };
+        let auth = Auth::new(&config.auth).map_err(|message| {
+            Error::Config(crate::config::ConfigError::Invalid {
+                key: "auth",
+                message,
+            })
+        })?;
+        let auth = Arc::new(auth);
         let hub = Hub::new(HubConfig {
             queue_capacity: config.queue_capacity,
             history,
             cluster: cluster.clone(),
+            auth: Arc::clone(&auth),
         });
         if let Some(sqlite) = &sqlite {
             // Rooms are otherwise created on first use; those with history must be readable
@@ -169,6 +178,9 @@ impl Server {
                 .spawn(Arc::clone(broker).run(handler, shared.shutdown.clone()));
         }
         shared.tasks.spawn(sweep_loop(Arc::clone(&shared)));
+        shared
+            .tasks
+            .spawn(Arc::clone(shared.hub.auth()).run(shared.shutdown.clone()));
 
         shutdown.await;
         tracing::info!("shutting down: closing listeners and telling clients");

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{Event, MessageId, SubscriberId, Transport};
+use crate::event::{Author, Event, MessageId, SubscriberId, Transport};
 use crate::store::{History, StoreError};
 
 pub use redis::RedisCluster;
@@ -61,7 +61,7 @@ pub struct Outgoing<'a> {
     /// The sending subscriber on this node, if any.
     pub origin: Option<SubscriberId>,
     /// Who sent it.
-    pub nick: &'a str,
+    pub author: &'a Author,
     /// The text.
     pub text: &'a str,
     /// Idempotency key.

@@ -13,6 +13,8 @@ pub(crate) struct AppError {
     code: &'static str,
     message: String,
     retry_after: Option<Duration>,
+    /// Set on 401s: `WWW-Authenticate: Bearer`.
+    challenge: bool,
 }
 
 impl AppError {
@@ -22,6 +24,40 @@ impl AppError {
             code,
             message: message.into(),
             retry_after: None,
+            challenge: false,
+        }
+    }
+
+    /// 401 for a refused token or key, with the `Bearer` challenge (RFC 6750).
+    pub(crate) fn unauthorized(message: impl std::fmt::Display) -> Self {
+        crate::metrics::METRICS.refuse("unauthorized");
+        Self {
+            challenge: true,
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                message.to_string(),
+            )
+        }
+    }
+
+    /// 403 for an identity that may not do this.
+    pub(crate) fn forbidden(message: impl std::fmt::Display) -> Self {
+        crate::metrics::METRICS.refuse("forbidden");
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message.to_string())
+    }
+
+    /// 401 when anonymous (a token might help), else 403, for `action` in `room`.
+    pub(crate) fn not_allowed(
+        who: &crate::auth::Principal,
+        room: &str,
+        action: crate::auth::Action,
+    ) -> Self {
+        match who {
+            crate::auth::Principal::Anonymous => Self::unauthorized(format!(
+                "{action} in {room} needs a token (Authorization: Bearer or ?token=)"
+            )),
+            _ => Self::forbidden(format!("your token does not allow {action} in {room}")),
         }
     }
 
@@ -77,6 +113,12 @@ impl IntoResponse for AppError {
         tracing::debug!(status = %self.status, code = self.code, message = %self.message, "http error");
         let body = Json(serde_json::json!({"error": self.message, "code": self.code}));
         let mut res = (self.status, body).into_response();
+        if self.challenge {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"switchboard\""),
+            );
+        }
         if let Some(wait) = self.retry_after {
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {

@@ -19,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 
 use super::AppError;
+use crate::auth::Action;
 use crate::context::Context;
 use crate::hub::{MessageId, Transport};
 use crate::protocol::names::{check_nick, check_room};
@@ -38,6 +39,7 @@ pub(crate) struct EventsQuery {
     room: Option<String>,
     nick: Option<String>,
     since: Option<String>,
+    token: Option<String>,
 }
 
 /// `GET /events`.
@@ -53,12 +55,21 @@ pub(crate) async fn events(
         check_nick(nick).map_err(AppError::bad_request)?;
     }
     // A browser's reconnect carries Last-Event-ID, which is newer than a `since` in the URL.
-    let last_event_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty());
+    let last_event_id = match headers.get("last-event-id") {
+        Some(v) if !v.is_empty() => Some(v.to_str().map_err(|_| {
+            AppError::bad_request("Last-Event-ID is not an id (expected e.g. 1a2b3c4d-17)")
+        })?),
+        _ => None,
+    };
     let since = MessageId::parse_opt(last_event_id.or(query.since.as_deref()))
         .map_err(AppError::bad_request)?;
+    let who = super::allowed(
+        &shared,
+        &headers,
+        query.token.as_deref(),
+        &room,
+        Action::Subscribe,
+    )?;
     let permit = shared
         .limiter
         .try_acquire(addr.ip())
@@ -71,6 +82,7 @@ pub(crate) async fn events(
         Arc::clone(&sub),
         Wire::Sse,
         query.nick.as_deref(),
+        who,
         shared.tasks.clone(),
     );
     let cursor = session.join(&room, since);
@@ -159,6 +171,9 @@ impl EventStream {
             "room": room.as_deref(),
             "nick": &**self.session.nick(),
             "cursor": self.cursor.to_string(),
+            // Sent with this client's HTTP publishes (`X-Nick-Key`), it lets them use the nick
+            // this stream holds, which nobody else may.
+            "nick_key": self.session.nick_key(),
         });
         // Without `since`, the cursor is where this stream starts; with it, any replayed
         // message's own id follows and takes over.

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::AppError;
+use crate::auth::Action;
 use crate::context::Context;
 use crate::hub::{MessageId, Page, Room};
 use crate::protocol::names::check_room;
@@ -31,6 +32,7 @@ pub(crate) struct MessagesQuery {
     limit: Option<usize>,
     wait: Option<u64>,
     last: Option<usize>,
+    token: Option<String>,
 }
 
 /// `GET /rooms/{room}/messages`: history after `since` (from the oldest kept without it), at
@@ -41,8 +43,17 @@ pub(crate) async fn messages(
     State(shared): State<Arc<Context>>,
     Path(room): Path<String>,
     Query(query): Query<MessagesQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, AppError> {
     check_room(&room).map_err(AppError::bad_request)?;
+    // Reading history needs `history`; a long-poll is a way of subscribing, so `subscribe`
+    // is enough for it.
+    let who = super::principal(&shared, &headers, query.token.as_deref())?;
+    let may = shared.hub.auth().actions(&who, &room);
+    let polling = query.wait.is_some_and(|w| w > 0);
+    if !(may.allows(Action::History) || polling && may.allows(Action::Subscribe)) {
+        return Err(AppError::not_allowed(&who, &room, Action::History));
+    }
     let since = MessageId::parse_opt(query.since.as_deref()).map_err(AppError::bad_request)?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -195,6 +206,7 @@ mod tests {
                 queue_capacity: 16,
                 history: store::memory(Retention::default()),
                 cluster: None,
+                auth: crate::auth::Auth::open(),
             }),
             config: Config::default(),
             limiter: Limiter::new(10, 10),

@@ -22,6 +22,39 @@ use crate::transport;
 
 pub(crate) use error::AppError;
 
+use crate::auth::{self, Action, Principal};
+
+/// Who an HTTP client is: an API key, a token (header or `?token=`), or anonymous. A key or
+/// token that does not check out is a 401, never a silent downgrade to anonymous.
+pub(crate) fn principal(
+    shared: &Context,
+    headers: &axum::http::HeaderMap,
+    query_token: Option<&str>,
+) -> Result<Principal, AppError> {
+    let (token, api_key) = auth::presented(headers, query_token);
+    shared
+        .hub
+        .auth()
+        .principal(token, api_key)
+        .map_err(|e| AppError::unauthorized(format!("credentials refused: {e}")))
+}
+
+/// `principal`, then a check that it may do `action` in `room`.
+pub(crate) fn allowed(
+    shared: &Context,
+    headers: &axum::http::HeaderMap,
+    query_token: Option<&str>,
+    room: &str,
+    action: Action,
+) -> Result<Principal, AppError> {
+    let who = principal(shared, headers, query_token)?;
+    if shared.hub.auth().allows(&who, room, action) {
+        Ok(who)
+    } else {
+        Err(AppError::not_allowed(&who, room, action))
+    }
+}
+
 /// The chat page, embedded so the binary needs no files beside it.
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 

@@ -3,20 +3,39 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::AppError;
+use crate::auth::Action;
 use crate::context::Context;
 use crate::protocol::names::check_room;
 
-/// `GET /rooms`: every room with its member count and latest id.
-pub(crate) async fn rooms(State(shared): State<Arc<Context>>) -> Json<serde_json::Value> {
+/// A token in the query, for browsers.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenQuery {
+    token: Option<String>,
+}
+
+/// `GET /rooms`: every room the caller may see (presence or subscribe) with its member count
+/// and latest id.
+pub(crate) async fn rooms(
+    State(shared): State<Arc<Context>>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let who = super::principal(&shared, &headers, query.token.as_deref())?;
+    let auth = shared.hub.auth();
     let rooms: Vec<_> = shared
         .hub
         .rooms()
         .into_iter()
+        .filter(|(name, _)| {
+            let may = auth.actions(&who, name);
+            may.allows(Action::Presence) || may.allows(Action::Subscribe)
+        })
         .map(|(name, members)| {
             let last_id = shared
                 .hub
@@ -26,15 +45,24 @@ pub(crate) async fn rooms(State(shared): State<Arc<Context>>) -> Json<serde_json
             json!({"name": &*name, "members": members, "last_id": last_id})
         })
         .collect();
-    Json(json!({ "rooms": rooms }))
+    Ok(Json(json!({ "rooms": rooms })))
 }
 
 /// `GET /rooms/{room}/presence`: members across every transport.
 pub(crate) async fn presence(
     State(shared): State<Arc<Context>>,
     Path(room): Path<String>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, AppError> {
     check_room(&room).map_err(AppError::bad_request)?;
+    super::allowed(
+        &shared,
+        &headers,
+        query.token.as_deref(),
+        &room,
+        Action::Presence,
+    )?;
     let members: Vec<_> = shared
         .hub
         .members(&room)

@@ -1,6 +1,11 @@
 //! Publishing over plain HTTP: `POST /rooms/{room}/messages` to a room and
 //! `POST /users/{nick}/messages` to one user. Both take a `text/plain` body (nick in `X-Nick`
-//! or `?nick=`) or JSON `{"text": …, "nick": …}`, and are rate-limited per IP.
+//! or `?nick=`) or JSON `{"text": …, "nick": …}`.
+//!
+//! Who is sending decides the name shown: a backend with an API key names anyone and has no
+//! rate limit; a token publishes under its verified name; an anonymous sender gets its nick
+//! only if nobody connected holds it (or one that looks the same), it is not reserved and no
+//! verified user uses it, and is rate-limited per IP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,12 +19,16 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppError;
+use crate::auth::{Action, Principal};
 use crate::context::Context;
+use crate::event::{Author, Sender};
 use crate::hub::HubError;
 use crate::protocol::names::{check_nick, check_room};
 
-/// Nick of HTTP publishers that give none.
+/// Nick of anonymous HTTP publishers that give none.
 const ANONYMOUS: &str = "anonymous";
+/// Nick of API-key publishers that give none.
+const BACKEND: &str = "api";
 
 /// JSON body of a publish.
 #[derive(Debug, Deserialize)]
@@ -28,50 +37,121 @@ struct PublishBody {
     text: String,
     #[serde(default)]
     nick: Option<String>,
+    /// The `nick_key` of the SSE stream holding `nick`, which lets this publish use it.
+    #[serde(default)]
+    nick_key: Option<String>,
 }
 
 /// Query of a publish.
 #[derive(Debug, Deserialize)]
 pub(crate) struct PublishQuery {
     nick: Option<String>,
+    token: Option<String>,
 }
 
 /// A message as an HTTP client posts it.
 struct Posted {
     text: String,
-    nick: String,
+    author: Author,
+    who: Principal,
     headers: HeaderMap,
 }
 
-/// Checks the rate limit, then reads the body (bounded) and the sender's nick.
+/// Checks credentials and the rate limit, then reads the body (bounded) and the sender's
+/// name (see the module comment).
 async fn read_posted(
     shared: &Context,
     addr: SocketAddr,
     query: PublishQuery,
     req: Request,
 ) -> Result<Posted, AppError> {
-    if let Err(wait) = shared.publish_rate.check(addr.ip()) {
-        return Err(AppError::rate_limited(wait));
-    }
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
+    let who = super::principal(shared, &headers, query.token.as_deref())?;
+    if who != Principal::Backend
+        && let Err(wait) = shared.publish_rate.check(addr.ip())
+    {
+        return Err(AppError::rate_limited(wait));
+    }
     let limit = shared.config.ws_max_message;
     let body = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| AppError::too_large(limit))?;
-    let (text, nick) = parse_body(&headers, &body)?;
-    let nick = nick
-        .or_else(|| header_str(&headers, "x-nick"))
-        .or(query.nick)
-        .unwrap_or_else(|| ANONYMOUS.to_owned());
-    check_nick(&nick).map_err(AppError::bad_request)?;
+    let PublishBody {
+        text,
+        nick,
+        nick_key,
+    } = parse_body(&headers, &body)?;
+    let nick_key = nick_key.or_else(|| header_str(&headers, "x-nick-key"));
+    let header_nick = match headers.get("x-nick") {
+        // Header values are bytes; a nick in any script arrives as UTF-8.
+        Some(v) => Some(
+            String::from_utf8(v.as_bytes().to_vec())
+                .map_err(|_| AppError::bad_request("X-Nick is not valid UTF-8"))?,
+        ),
+        None => None,
+    };
+    let nick = nick.or(header_nick).or(query.nick);
+    if let Some(nick) = &nick {
+        check_nick(nick).map_err(AppError::bad_request)?;
+    }
     if text.trim().is_empty() {
         return Err(AppError::bad_request("the message text is empty"));
     }
+    let author = author(shared, &who, nick, nick_key.as_deref())?;
     Ok(Posted {
         text,
-        nick,
+        author,
+        who,
         headers,
+    })
+}
+
+/// The name a message is shown under (see the module comment).
+fn author(
+    shared: &Context,
+    who: &Principal,
+    nick: Option<String>,
+    nick_key: Option<&str>,
+) -> Result<Author, AppError> {
+    let (nick, sender) = match who {
+        Principal::Backend => (nick.unwrap_or_else(|| BACKEND.to_owned()), Sender::Backend),
+        Principal::User(identity) => {
+            if nick.as_deref().is_some_and(|n| n != &*identity.name) {
+                return Err(AppError::forbidden(format!(
+                    "a token publishes under its own name, {}",
+                    identity.name
+                )));
+            }
+            (
+                identity.name.to_string(),
+                Sender::User(Arc::clone(&identity.sub)),
+            )
+        }
+        Principal::Anonymous => {
+            let sender = if shared.hub.auth().is_open() {
+                Sender::Open
+            } else {
+                Sender::Anonymous
+            };
+            match nick {
+                None => (ANONYMOUS.to_owned(), sender),
+                // The client's own SSE stream holds the nick and vouches for it.
+                Some(nick) if nick_key.is_some_and(|k| shared.hub.holds_nick_key(&nick, k)) => {
+                    (nick, sender)
+                }
+                Some(nick) => {
+                    shared.hub.check_free_nick(&nick).map_err(|e| {
+                        AppError::new(StatusCode::CONFLICT, "nick_taken", e.to_string())
+                    })?;
+                    (nick, sender)
+                }
+            }
+        }
+    };
+    Ok(Author {
+        nick: nick.into(),
+        sender,
     })
 }
 
@@ -86,6 +166,13 @@ pub(crate) async fn publish(
 ) -> Result<Response, AppError> {
     check_room(&room).map_err(AppError::bad_request)?;
     let posted = read_posted(&shared, addr, query, req).await?;
+    if !shared
+        .hub
+        .auth()
+        .allows(&posted.who, &room, Action::Publish)
+    {
+        return Err(AppError::not_allowed(&posted.who, &room, Action::Publish));
+    }
     let key = header_str(&posted.headers, "idempotency-key");
     if key.as_ref().is_some_and(|k| k.len() > 200) {
         return Err(AppError::bad_request(
@@ -95,13 +182,7 @@ pub(crate) async fn publish(
     let room = shared.hub.room(&room);
     let published = shared
         .hub
-        .publish(
-            &room,
-            None,
-            posted.nick.into(),
-            &posted.text,
-            key.as_deref(),
-        )
+        .publish(&room, None, posted.author, &posted.text, key.as_deref())
         .map_err(AppError::unavailable)?;
     let acked = published.durable().await.map_err(AppError::unavailable)?;
     let status = if acked.duplicate {
@@ -128,11 +209,16 @@ pub(crate) async fn direct(
 ) -> Result<Response, AppError> {
     check_nick(&to).map_err(AppError::bad_request)?;
     let posted = read_posted(&shared, addr, query, req).await?;
+    if posted.who == Principal::Anonymous && !shared.hub.auth().is_open() {
+        return Err(AppError::unauthorized(
+            "direct messages need a token or an API key on this server",
+        ));
+    }
     // An HTTP sender has no subscriber of its own.
     const NO_SUBSCRIBER: u64 = 0;
     match shared
         .hub
-        .direct(posted.nick.into(), NO_SUBSCRIBER, &to, &posted.text)
+        .direct(posted.author, NO_SUBSCRIBER, &to, &posted.text)
     {
         Ok(()) => Ok((StatusCode::CREATED, Json(json!({ "to": to }))).into_response()),
         Err(e @ HubError::NoSuchUser(_)) => Err(AppError::new(
@@ -151,7 +237,7 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<(String, Option<String>), AppError> {
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<PublishBody, AppError> {
     let content_type = header_str(headers, header::CONTENT_TYPE.as_str()).unwrap_or_default();
     let mime = content_type
         .split(';')
@@ -160,9 +246,8 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<(String, Option<Strin
         .trim()
         .to_ascii_lowercase();
     if mime == "application/json" || mime.ends_with("+json") {
-        let parsed: PublishBody = serde_json::from_slice(body)
-            .map_err(|e| AppError::bad_request(format!("invalid JSON body: {e}")))?;
-        Ok((parsed.text, parsed.nick))
+        serde_json::from_slice(body)
+            .map_err(|e| AppError::bad_request(format!("invalid JSON body: {e}")))
     } else if mime.is_empty()
         || mime == "text/plain"
         // `curl --data 'hi'` labels its raw body as a form; take it as the text it is.
@@ -170,7 +255,11 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<(String, Option<Strin
     {
         let text = std::str::from_utf8(body)
             .map_err(|_| AppError::bad_request("the body is not valid UTF-8"))?;
-        Ok((text.to_owned(), None))
+        Ok(PublishBody {
+            text: text.to_owned(),
+            nick: None,
+            nick_key: None,
+        })
     } else {
         Err(AppError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -4,34 +4,46 @@
 //! into bytes. The room map is sharded (`DashMap`), each room has its own lock, and publishing
 //! touches one shard read lock and one room lock: there is no global lock on the publish path.
 
+mod nicks;
 mod room;
 mod subscriber;
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 
 use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
 use tokio::sync::mpsc;
 
 pub use crate::broker::{Applied, MemberInfo};
-pub use crate::event::{BadMessageId, Event, EventKind, MessageId, now_ms};
+pub use crate::event::{Author, BadMessageId, Event, EventKind, MessageId, Sender, now_ms};
 pub use crate::metrics::HubStats;
 pub use room::{Acked, Lookback, Page, Published, Room};
 pub use subscriber::{Delivery, Disconnect, Gap, Replay, Subscriber, SubscriberId, Transport};
 
+use crate::auth::Auth;
 use crate::broker::{Broker, Handler, Outgoing, Presence};
 use crate::store::{History, HistoryFactory, StoreError};
+
+/// True when two nicks are one name to the registry (case and look-alikes folded).
+pub fn same_nick(a: &str, b: &str) -> bool {
+    nicks::fold(a) == nicks::fold(b)
+}
 
 /// Errors the hub reports to a client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HubError {
-    /// Another connected client already holds this nick (compared case-insensitively).
+    /// Another connected client already holds this nick, or one that looks the same.
     #[error("nick {0} is taken")]
     NickTaken(String),
+    /// The nick would pass for the server or an operator.
+    #[error("nick {0} is reserved")]
+    NickReserved(String),
+    /// A verified user signs in under this nick (or one that looks the same).
+    #[error("nick {0} belongs to a verified user; sign in with a token to use it")]
+    NickVerified(String),
     /// A direct message named a nick nobody connected holds.
     #[error("no such user {0}")]
     NoSuchUser(String),
@@ -47,6 +59,8 @@ pub struct HubConfig {
     /// Set when rooms are shared with other nodes: publishes are numbered and fanned out
     /// there.
     pub cluster: Option<Cluster>,
+    /// Tokens and room policy.
+    pub auth: Arc<Auth>,
 }
 
 /// The seams to the other nodes, when rooms are shared (see `crate::broker`).
@@ -70,10 +84,9 @@ impl std::fmt::Debug for HubConfig {
 #[derive(Debug)]
 pub struct Hub {
     rooms: DashMap<Arc<str>, Arc<Room>>,
-    /// Nicks held by connected clients, lowercased, so two people cannot pose as one; each
-    /// names its holder, so that direct messages find it. Weak: a connection's teardown
-    /// releases its nick, and a missed release cannot keep a queue alive.
-    nicks: DashMap<String, (SubscriberId, Weak<Subscriber>)>,
+    /// Nicks held by connected clients, by look-alike skeleton, so two people cannot pose as
+    /// one; each names its holders, so that direct messages find them.
+    nicks: nicks::Nicks,
     next_id: AtomicU64,
     /// Seeds room epochs so that each process run gets new ones.
     epochs: RandomState,
@@ -85,7 +98,7 @@ impl Hub {
     pub fn new(config: HubConfig) -> Arc<Self> {
         Arc::new(Self {
             rooms: DashMap::new(),
-            nicks: DashMap::new(),
+            nicks: nicks::Nicks::default(),
             next_id: AtomicU64::new(1),
             epochs: RandomState::new(),
             config,
@@ -113,34 +126,57 @@ impl Hub {
         )
     }
 
+    /// The server's token verifier and room policy.
+    pub fn auth(&self) -> &Arc<Auth> {
+        &self.config.auth
+    }
+
     /// Claims a generated nick, `guest-N`, for a new client.
     pub fn claim_generated_nick(&self, sub: &Arc<Subscriber>) -> Arc<str> {
         let mut n = sub.id;
         loop {
             let nick = format!("guest-{n}");
-            if self.claim_nick(sub, &nick).is_ok() {
+            if self.claim_nick(sub, &nick, None).is_ok() {
                 return nick.into();
             }
             n = n.wrapping_add(self.next_id.load(Ordering::Relaxed));
         }
     }
 
-    /// Claims `nick` for `sub`. Claiming the nick one already holds succeeds.
-    pub fn claim_nick(&self, sub: &Arc<Subscriber>, nick: &str) -> Result<(), HubError> {
-        match self.nicks.entry(nick.to_lowercase()) {
-            Entry::Occupied(held) if held.get().0 == sub.id => Ok(()),
-            Entry::Occupied(_) => Err(HubError::NickTaken(nick.to_owned())),
-            Entry::Vacant(free) => {
-                free.insert((sub.id, Arc::downgrade(sub)));
-                Ok(())
-            }
-        }
+    /// Claims `nick` for `sub`, for verified subject `user` or anonymously. Claiming the
+    /// nick one already holds succeeds; see `nicks` for look-alikes and verified names.
+    pub fn claim_nick(
+        &self,
+        sub: &Arc<Subscriber>,
+        nick: &str,
+        user: Option<&Arc<str>>,
+    ) -> Result<(), HubError> {
+        self.nicks.claim(sub, nick, user)
+    }
+
+    /// Whether an anonymous sender may publish as `nick` without holding it.
+    pub fn check_free_nick(&self, nick: &str) -> Result<(), HubError> {
+        self.nicks.check_free(nick)
     }
 
     /// Releases a nick held by `id`.
     pub fn release_nick(&self, id: SubscriberId, nick: &str) {
-        self.nicks
-            .remove_if(&nick.to_lowercase(), |_, holder| holder.0 == id);
+        self.nicks.release(id, nick);
+    }
+
+    /// The key that lets HTTP publishes use the nick subscriber `id` holds (`nicks`).
+    pub fn nick_key(&self, id: SubscriberId, nick: &str) -> String {
+        self.nicks.key_for(id, nick)
+    }
+
+    /// True if `key` is a live holder's key for `nick`.
+    pub fn holds_nick_key(&self, nick: &str, key: &str) -> bool {
+        self.nicks.holds_key(nick, key)
+    }
+
+    /// Every live connection holding `nick` (all of a verified user's).
+    pub fn holders(&self, nick: &str) -> Vec<Arc<Subscriber>> {
+        self.nicks.holders(nick)
     }
 
     /// Sends `text` from `from` to whoever holds nick `to`, into its queue beside its room
@@ -148,20 +184,21 @@ impl Hub {
     /// connections.
     pub fn direct(
         &self,
-        from: Arc<str>,
+        from: Author,
         origin: SubscriberId,
         to: &str,
         text: &str,
     ) -> Result<(), HubError> {
-        let holder = self
-            .nicks
-            .get(&to.to_lowercase())
-            .and_then(|held| held.1.upgrade())
-            .filter(|sub| !sub.is_gone())
-            .ok_or_else(|| HubError::NoSuchUser(to.to_owned()))?;
-        let event = Event::direct(from, to.into(), text, origin);
-        if holder.offer(Delivery::Event(Arc::new(event))) {
-            crate::metrics::METRICS.deliveries.inc();
+        let holders = self.nicks.holders(to);
+        if holders.is_empty() {
+            return Err(HubError::NoSuchUser(to.to_owned()));
+        }
+        let event =
+            Arc::new(Event::direct(from.nick, to.into(), text, origin).with_sender(from.sender));
+        for holder in holders {
+            if holder.offer(Delivery::Event(Arc::clone(&event))) {
+                crate::metrics::METRICS.deliveries.inc();
+            }
         }
         Ok(())
     }
@@ -269,13 +306,13 @@ impl Hub {
         before - self.rooms.len()
     }
 
-    /// Publishes `text` from `nick` to `room`; `origin` is the sending subscriber, if any.
+    /// Publishes `text` from `author` to `room`; `origin` is the sending subscriber, if any.
     /// With an idempotency `key`, a repeat publishes nothing (see `Published`).
     pub fn publish(
         &self,
         room: &Room,
         origin: Option<SubscriberId>,
-        nick: Arc<str>,
+        author: Author,
         text: &str,
         key: Option<&str>,
     ) -> Result<Published, StoreError> {
@@ -285,13 +322,13 @@ impl Hub {
                     room: room.name(),
                     position: room.position(),
                     origin,
-                    nick: &nick,
+                    author: &author,
                     text,
                     key,
                 })?;
                 Ok(Published::Remote(pending))
             }
-            None => room.publish(origin, nick, text, key),
+            None => room.publish(origin, author, text, key),
         }
     }
 
@@ -379,6 +416,7 @@ mod tests {
             queue_capacity,
             history: crate::store::memory(crate::store::Retention::default()),
             cluster: None,
+            auth: crate::auth::Auth::open(),
         })
     }
 
@@ -544,6 +582,7 @@ mod tests {
                 ..Default::default()
             }),
             cluster: None,
+            auth: crate::auth::Auth::open(),
         });
         let room = hub.room("r");
         let first = say(&hub, &room, None, "p", "1").id.unwrap();
@@ -561,21 +600,21 @@ mod tests {
         let hub = hub(4);
         let (one, _r1) = hub.subscribe(Transport::Tcp, false, None);
         let (two, _r2) = hub.subscribe(Transport::Tcp, false, None);
-        assert!(hub.claim_nick(&one, "Alice").is_ok());
-        assert!(hub.claim_nick(&one, "alice").is_ok());
+        assert!(hub.claim_nick(&one, "Alice", None).is_ok());
+        assert!(hub.claim_nick(&one, "alice", None).is_ok());
         assert_eq!(
-            hub.claim_nick(&two, "ALICE"),
+            hub.claim_nick(&two, "ALICE", None),
             Err(HubError::NickTaken("ALICE".into()))
         );
         hub.release_nick(one.id, "alice");
-        assert!(hub.claim_nick(&two, "ALICE").is_ok());
+        assert!(hub.claim_nick(&two, "ALICE", None).is_ok());
     }
 
     #[test]
     fn a_direct_message_reaches_the_nick_holder_only() {
         let hub = hub(4);
         let (bob, mut bob_rx) = hub.subscribe(Transport::Ws, true, None);
-        hub.claim_nick(&bob, "bob").unwrap();
+        hub.claim_nick(&bob, "bob", None).unwrap();
         hub.direct("ann".into(), 1, "BOB", "psst").unwrap();
         let Ok(Delivery::Event(ev)) = bob_rx.try_recv() else {
             panic!("bob got nothing")

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use super::subscriber::{Delivery, Gap, Replay, Subscriber, SubscriberId};
 use crate::broker::{Applied, MemberInfo, Pending, Presence};
-use crate::event::{Disconnect, Event, EventKind, MessageId};
+use crate::event::{Author, Disconnect, Event, EventKind, MessageId};
 use crate::store::{Durability, RoomInit, StoreError};
 
 /// How far back a replay reaches.
@@ -363,7 +363,7 @@ impl Room {
     pub(crate) fn publish(
         &self,
         origin: Option<SubscriberId>,
-        nick: Arc<str>,
+        author: Author,
         text: &str,
         key: Option<&str>,
     ) -> Result<Published, StoreError> {
@@ -377,7 +377,17 @@ impl Room {
             epoch: state.epoch,
             seq: state.last_seq + 1,
         };
-        let event = self.event(EventKind::Message, Some(id), nick, text, origin);
+        let event = Arc::new(
+            Event::new(
+                EventKind::Message,
+                Arc::clone(&self.name),
+                Some(id),
+                author.nick,
+                text.into(),
+                origin,
+            )
+            .with_sender(author.sender),
+        );
         let durability = state.history.append(&event)?;
         state.last_seq = id.seq;
         if let Some(key) = key {

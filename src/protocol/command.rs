@@ -39,6 +39,8 @@ pub enum Command {
         /// The message (the rest of the line).
         text: String,
     },
+    /// `/auth TOKEN`: sign in, or refresh the token before it expires.
+    Auth(String),
     /// `/quit`: say goodbye and close.
     Quit,
 }
@@ -66,6 +68,7 @@ pub const HELP: &[&str] = &[
     "/history N   show the last N messages (default 20, at most 1000)",
     "/since ID    show every message after ID (ids are shown by /history)",
     "/msg NICK T  send text T to NICK alone",
+    "/auth TOKEN  sign in with a token (again before it expires, to refresh)",
     "/help        this list",
     "/quit        leave",
     "//text       send text that starts with /",
@@ -127,6 +130,10 @@ pub fn parse(line: &str) -> Result<Input<'_>, CommandError> {
                 _ => return Err(CommandError::Usage("/msg NICK TEXT")),
             }
         }
+        "auth" => match (arg, extra) {
+            (Some(token), false) => Command::Auth(token.to_owned()),
+            _ => return Err(CommandError::Usage("/auth TOKEN")),
+        },
         "who" => Command::Who,
         "rooms" => Command::Rooms,
         "help" => Command::Help,

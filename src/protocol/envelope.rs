@@ -55,6 +55,14 @@ pub enum ClientFrame {
         #[serde(default, rename = "ref")]
         reference: Option<String>,
     },
+    /// Sign in with a token, or refresh it before it expires.
+    Auth {
+        /// The JWT.
+        token: String,
+        /// Client-chosen correlation id.
+        #[serde(default, rename = "ref")]
+        reference: Option<String>,
+    },
 }
 
 impl ClientFrame {
@@ -64,7 +72,8 @@ impl ClientFrame {
             ClientFrame::Publish { reference, .. }
             | ClientFrame::Join { reference, .. }
             | ClientFrame::Direct { reference, .. }
-            | ClientFrame::Leave { reference, .. } => reference.as_deref(),
+            | ClientFrame::Leave { reference, .. }
+            | ClientFrame::Auth { reference, .. } => reference.as_deref(),
         }
     }
 }
@@ -84,6 +93,10 @@ pub enum ErrorCode {
     NoSuchUser,
     /// The message could not be stored (storage busy or failing); it was not published.
     Unavailable,
+    /// A token was refused (bad, expired, or none where one is needed).
+    Unauthorized,
+    /// The connection's identity may not do this in this room.
+    Forbidden,
 }
 
 /// A server frame other than a room event.
@@ -94,6 +107,9 @@ pub enum ServerFrame<'a> {
     Welcome {
         /// The nick the server gave this connection (the asked one, or it with a suffix).
         nick: &'a str,
+        /// The verified user (the token's subject), when signed in.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<&'a str>,
         /// Rooms joined.
         rooms: Vec<&'a str>,
     },
@@ -138,6 +154,18 @@ pub enum ServerFrame<'a> {
         reference: Option<&'a str>,
         /// The room.
         room: &'a str,
+    },
+    /// A token was accepted: who the connection now is, and until when.
+    Authenticated {
+        /// The client's correlation id.
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+        /// The token's subject.
+        user: &'a str,
+        /// The name shown to others.
+        nick: &'a str,
+        /// The token's expiry, seconds since the Unix epoch; refresh before it.
+        expires: u64,
     },
     /// A frame was refused; the connection stays open.
     Error {

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio_util::task::TaskTracker;
 
-use crate::event::{Disconnect, MessageId};
+use crate::auth::{Action, Identity, Principal};
+use crate::event::{Author, Disconnect, MessageId, Sender};
 use crate::hub::{Delivery, Hub, Lookback, MemberInfo, Published, Room, Subscriber};
 use crate::protocol::command;
 use crate::protocol::envelope::{ErrorCode, ServerFrame};
@@ -50,21 +51,31 @@ pub struct Session {
     tasks: TaskTracker,
     /// Told to the rooms at teardown; `None` when the client left by itself.
     reason: Option<Disconnect>,
+    /// Who the client is; decides what it may do (`crate::auth`).
+    principal: Principal,
+    /// Disconnects the client when its token expires; replaced on refresh.
+    expiry: Option<tokio::task::AbortHandle>,
 }
 
 impl Session {
     /// A session holding the asked-for nick, or it with a `-2`, `-3`… suffix when taken (so
     /// a reconnecting browser whose old connection is not yet gone still gets in), or a
     /// generated one. It is in no room yet.
+    /// A verified user gets the token's name instead (suffixed likewise if another user
+    /// holds it).
     pub fn open(
         hub: Arc<Hub>,
         sub: Arc<Subscriber>,
         wire: Wire,
         asked: Option<&str>,
+        principal: Principal,
         tasks: TaskTracker,
     ) -> Self {
-        let nick = claim_nick(&hub, &sub, asked);
-        Self {
+        let nick = match principal.user() {
+            Some(identity) => claim_verified(&hub, &sub, identity),
+            None => claim_nick(&hub, &sub, asked),
+        };
+        let mut session = Self {
             hub,
             sub,
             nick,
@@ -72,18 +83,87 @@ impl Session {
             wire,
             tasks,
             reason: None,
+            principal,
+            expiry: None,
+        };
+        session.arm_expiry();
+        session
+    }
+
+    /// A line chat session (TCP, UDP): a generated nick, the default room if it is open to
+    /// anonymous clients, a greeting.
+    pub fn start_chat(hub: Arc<Hub>, sub: Arc<Subscriber>, wire: Wire, tasks: TaskTracker) -> Self {
+        let mut session = Self::open(hub, sub, wire, None, Principal::Anonymous, tasks);
+        if session.may(DEFAULT_ROOM, Action::Subscribe) {
+            session.join(DEFAULT_ROOM, None);
+            session.notice(format!(
+                "* welcome {}, you are in {DEFAULT_ROOM} (/help lists commands)",
+                session.nick
+            ));
+        } else {
+            session.notice(format!(
+                "* welcome {}; this server needs a token: /auth TOKEN (/help lists commands)",
+                session.nick
+            ));
+        }
+        session
+    }
+
+    /// Who the client is.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// True if the client may do `action` in `room`.
+    pub fn may(&self, room: &str, action: Action) -> bool {
+        self.hub.auth().allows(&self.principal, room, action)
+    }
+
+    /// The client as the author of what it sends.
+    fn author(&self) -> Author {
+        let sender = match &self.principal {
+            Principal::User(identity) => Sender::User(Arc::clone(&identity.sub)),
+            Principal::Backend => Sender::Backend,
+            Principal::Anonymous if self.hub.auth().is_open() => Sender::Open,
+            Principal::Anonymous => Sender::Anonymous,
+        };
+        Author {
+            nick: Arc::clone(&self.nick),
+            sender,
         }
     }
 
-    /// A line chat session (TCP, UDP): a generated nick, the default room, a greeting.
-    pub fn start_chat(hub: Arc<Hub>, sub: Arc<Subscriber>, wire: Wire, tasks: TaskTracker) -> Self {
-        let mut session = Self::open(hub, sub, wire, None, tasks);
-        session.join(DEFAULT_ROOM, None);
-        session.notice(format!(
-            "* welcome {}, you are in {DEFAULT_ROOM} (/help lists commands)",
-            session.nick
-        ));
-        session
+    /// Refuses an action the client's identity does not allow in `room`.
+    fn forbid(&self, reference: Option<&str>, room: &str, action: Action) {
+        let hint = match self.principal {
+            Principal::Anonymous => " (sign in with a token)",
+            _ => "",
+        };
+        self.refuse(
+            reference,
+            ErrorCode::Forbidden,
+            format!("not allowed to {action} in {room}{hint}"),
+        );
+    }
+
+    /// Disconnects the client when its token runs out (plus the configured leeway).
+    fn arm_expiry(&mut self) {
+        if let Some(old) = self.expiry.take() {
+            old.abort();
+        }
+        let Some(identity) = self.principal.user() else {
+            return;
+        };
+        let now = crate::event::now_ms() / 1000;
+        let left = identity.expires.saturating_sub(now) + self.hub.auth().leeway();
+        let sub = Arc::downgrade(&self.sub);
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(left)).await;
+            if let Some(sub) = sub.upgrade() {
+                sub.kick(Disconnect::TokenExpired);
+            }
+        });
+        self.expiry = Some(timer.abort_handle());
     }
 
     /// The client's subscriber.
@@ -94,6 +174,11 @@ impl Session {
     /// The client's nick.
     pub fn nick(&self) -> &Arc<str> {
         &self.nick
+    }
+
+    /// The key that lets this client's HTTP publishes use its nick (`Hub::nick_key`).
+    pub fn nick_key(&self) -> String {
+        self.hub.nick_key(self.sub.id, &self.nick)
     }
 
     /// Rooms joined, in the order joined.
@@ -128,6 +213,7 @@ impl Session {
     pub fn welcome(&self, room: &str) {
         self.frame(&ServerFrame::Welcome {
             nick: &self.nick,
+            user: self.principal.user().map(|i| &*i.sub),
             rooms: vec![room],
         });
     }
@@ -183,6 +269,7 @@ impl Session {
                 }
                 self.notice(out);
             }
+            Request::Auth { token, reference } => self.authenticate(token, reference),
             Request::Quit => {
                 self.notice("* bye".to_owned());
                 return Flow::Quit;
@@ -260,9 +347,12 @@ impl Session {
             return self.refuse(reference, ErrorCode::NotJoined, message);
         };
         let room = &self.rooms[index];
-        let published =
-            self.hub
-                .publish(room, Some(self.sub.id), Arc::clone(&self.nick), text, key);
+        if !self.may(room.name(), Action::Publish) {
+            return self.forbid(reference, room.name(), Action::Publish);
+        }
+        let published = self
+            .hub
+            .publish(room, Some(self.sub.id), self.author(), text, key);
         match published {
             Err(e) => self.refuse(
                 reference,
@@ -306,9 +396,14 @@ impl Session {
     }
 
     fn direct(&mut self, to: &str, text: &str, reference: Option<&str>) {
-        let sent = self
-            .hub
-            .direct(Arc::clone(&self.nick), self.sub.id, to, text);
+        if self.principal == Principal::Anonymous && !self.hub.auth().is_open() {
+            return self.refuse(
+                reference,
+                ErrorCode::Unauthorized,
+                "direct messages need a token on this server (/auth TOKEN)",
+            );
+        }
+        let sent = self.hub.direct(self.author(), self.sub.id, to, text);
         match sent {
             Err(e) => self.refuse(reference, ErrorCode::NoSuchUser, e),
             Ok(()) if self.wire == Wire::Json => {
@@ -329,6 +424,9 @@ impl Session {
         if let Err(e) = check_room(room) {
             return self.refuse(reference, ErrorCode::BadName, e);
         }
+        if !self.may(room, Action::Subscribe) {
+            return self.forbid(reference, room, Action::Subscribe);
+        }
         let since = match MessageId::parse_opt(since) {
             Ok(since) => since,
             Err(e) => return self.refuse(reference, ErrorCode::BadFrame, e),
@@ -340,6 +438,9 @@ impl Session {
     fn move_to(&mut self, name: &str) {
         if self.room_index(name).is_some() {
             return self.notice(format!("* you are already in {name}"));
+        }
+        if !self.may(name, Action::Subscribe) {
+            return self.forbid(None, name, Action::Subscribe);
         }
         for room in self.rooms.drain(..) {
             self.hub.leave(&room, self.sub.id, None);
@@ -366,24 +467,113 @@ impl Session {
         if *new == *self.nick {
             return self.notice(format!("* you are already {new}"));
         }
-        if let Err(e) = self.hub.claim_nick(&self.sub, new) {
+        if self.principal.user().is_some() {
+            return self.refuse(None, ErrorCode::BadName, "your name comes from your token");
+        }
+        if let Err(e) = self.hub.claim_nick(&self.sub, new, None) {
             return self.refuse(None, ErrorCode::BadName, e);
         }
-        // A case-only change keeps the same registry key, so release only a different one.
-        if new.to_lowercase() != self.nick.to_lowercase() {
+        self.take_nick(new.into());
+        self.notice(format!("* you are now {}", self.nick));
+    }
+
+    /// Releases the old nick (when its registry key differs) and tells every room.
+    fn take_nick(&mut self, new: Arc<str>) {
+        // A look-alike change keeps the same registry key, so release only a different one.
+        if crate::hub::same_nick(&new, &self.nick) {
+            // Keep holding it; only the spelling changes.
+        } else {
             self.hub.release_nick(self.sub.id, &self.nick);
         }
-        self.nick = new.into();
+        self.nick = new;
         for room in &self.rooms {
             self.hub.rename(room, self.sub.id, Arc::clone(&self.nick));
         }
-        self.notice(format!("* you are now {}", self.nick));
+    }
+
+    /// `/auth TOKEN` or `{"type":"auth"}`: sign in, or refresh before expiry. The name
+    /// becomes the token's; rooms the new grants no longer cover are left.
+    fn authenticate(&mut self, token: &str, reference: Option<&str>) {
+        let identity = match self.hub.auth().verify(token) {
+            Ok(identity) => Arc::new(identity),
+            Err(e) => {
+                return self.refuse(
+                    reference,
+                    ErrorCode::Unauthorized,
+                    format!("token refused: {e}"),
+                );
+            }
+        };
+        if let Some(current) = self.principal.user()
+            && current.sub != identity.sub
+        {
+            return self.refuse(
+                reference,
+                ErrorCode::Unauthorized,
+                "this token is for another user; reconnect to switch",
+            );
+        }
+        let renamed = self
+            .principal
+            .user()
+            .is_none_or(|c| c.name != identity.name);
+        self.principal = Principal::User(Arc::clone(&identity));
+        if renamed {
+            let nick = claim_verified(&self.hub, &self.sub, &identity);
+            self.take_nick(nick);
+        }
+        self.arm_expiry();
+        self.leave_forbidden();
+        let line_chat = matches!(self.wire, Wire::Line | Wire::Datagram);
+        if line_chat && self.rooms.is_empty() && self.may(DEFAULT_ROOM, Action::Subscribe) {
+            self.join(DEFAULT_ROOM, None);
+        }
+        match self.wire {
+            Wire::Json => self.frame(&ServerFrame::Authenticated {
+                reference,
+                user: &identity.sub,
+                nick: &self.nick,
+                expires: identity.expires,
+            }),
+            _ => {
+                let rooms: Vec<&str> = self.rooms.iter().map(|r| &**r.name()).collect();
+                self.notice(format!(
+                    "* signed in as {} (token expires in {} s; /auth again to refresh); rooms: {}",
+                    self.nick,
+                    identity
+                        .expires
+                        .saturating_sub(crate::event::now_ms() / 1000),
+                    if rooms.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        rooms.join(", ")
+                    }
+                ));
+            }
+        }
+    }
+
+    /// Leaves every room the client may no longer subscribe to, saying so.
+    fn leave_forbidden(&mut self) {
+        let mut at = 0;
+        while at < self.rooms.len() {
+            if self.may(self.rooms[at].name(), Action::Subscribe) {
+                at += 1;
+                continue;
+            }
+            let left = self.rooms.swap_remove(at);
+            self.hub.leave(&left, self.sub.id, None);
+            self.forbid(None, left.name(), Action::Subscribe);
+        }
     }
 
     fn who(&self) {
         let Some(room) = self.rooms.first() else {
             return;
         };
+        if !self.may(room.name(), Action::Presence) {
+            return self.forbid(None, room.name(), Action::Presence);
+        }
         if self.hub.broker().is_none() {
             return self.notice(who_line(room.name(), &room.members()));
         }
@@ -402,7 +592,10 @@ impl Session {
 
     fn list_rooms(&self) {
         let mut out = String::from("* rooms:");
-        for (i, (name, count)) in self.hub.rooms().iter().enumerate() {
+        let visible = self.hub.rooms().into_iter().filter(|(name, _)| {
+            self.may(name, Action::Presence) || self.may(name, Action::Subscribe)
+        });
+        for (i, (name, count)) in visible.enumerate() {
             let sep = if i == 0 { " " } else { ", " };
             let _ = write!(out, "{sep}{name} ({count})");
         }
@@ -413,6 +606,9 @@ impl Session {
         let Some(room) = self.rooms.first() else {
             return;
         };
+        if !self.may(room.name(), Action::History) {
+            return self.forbid(None, room.name(), Action::History);
+        }
         room.replay(&self.sub, lookback);
         self.notice(format!("* end of history of {}", room.name()));
     }
@@ -422,6 +618,9 @@ impl Drop for Session {
     /// Teardown, in one place for every transport: leave every room (telling each why, if
     /// it was not the client's choice) and free the nick.
     fn drop(&mut self) {
+        if let Some(timer) = self.expiry.take() {
+            timer.abort();
+        }
         for room in self.rooms.drain(..) {
             self.hub.leave(&room, self.sub.id, self.reason);
         }
@@ -442,16 +641,30 @@ fn who_line(room: &str, members: &[MemberInfo]) -> String {
 
 /// See `Session::open`.
 fn claim_nick(hub: &Hub, sub: &Arc<Subscriber>, asked: Option<&str>) -> Arc<str> {
-    if let Some(asked) = asked {
-        if hub.claim_nick(sub, asked).is_ok() {
-            return asked.into();
-        }
-        for n in 2..100 {
-            let candidate = format!("{asked}-{n}");
-            if check_nick(&candidate).is_ok() && hub.claim_nick(sub, &candidate).is_ok() {
-                return candidate.into();
-            }
-        }
+    asked
+        .and_then(|asked| claim_suffixed(hub, sub, asked, None))
+        .unwrap_or_else(|| hub.claim_generated_nick(sub))
+}
+
+/// A verified user's name, or it with a suffix while another verified user holds it.
+fn claim_verified(hub: &Hub, sub: &Arc<Subscriber>, identity: &Identity) -> Arc<str> {
+    claim_suffixed(hub, sub, &identity.name, Some(&identity.sub))
+        .unwrap_or_else(|| hub.claim_generated_nick(sub))
+}
+
+/// `name`, else `name-2`, `name-3`…, whichever is free first.
+fn claim_suffixed(
+    hub: &Hub,
+    sub: &Arc<Subscriber>,
+    name: &str,
+    user: Option<&Arc<str>>,
+) -> Option<Arc<str>> {
+    if hub.claim_nick(sub, name, user).is_ok() {
+        return Some(name.into());
     }
-    hub.claim_generated_nick(sub)
+    (2..100).find_map(|n| {
+        let candidate = format!("{name}-{n}");
+        (check_nick(&candidate).is_ok() && hub.claim_nick(sub, &candidate, user).is_ok())
+            .then(|| candidate.into())
+    })
 }

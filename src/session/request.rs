@@ -58,6 +58,13 @@ pub enum Request<'a> {
     Since(&'a str),
     /// List the commands.
     Help,
+    /// Sign in with a token, or refresh it.
+    Auth {
+        /// The JWT.
+        token: &'a str,
+        /// Correlation id echoed in the answer.
+        reference: Option<&'a str>,
+    },
     /// Say goodbye and close.
     Quit,
     /// Input that could not be decoded; answered with the error.
@@ -97,6 +104,10 @@ impl<'a> Request<'a> {
                 Command::Msg { to, text } => Request::Direct {
                     to,
                     text,
+                    reference: None,
+                },
+                Command::Auth(token) => Request::Auth {
+                    token,
                     reference: None,
                 },
                 Command::Quit => Request::Quit,
@@ -142,6 +153,10 @@ impl<'a> Request<'a> {
             },
             ClientFrame::Leave { room, reference } => Request::Leave {
                 room,
+                reference: reference.as_deref(),
+            },
+            ClientFrame::Auth { token, reference } => Request::Auth {
+                token,
                 reference: reference.as_deref(),
             },
         }

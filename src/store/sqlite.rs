@@ -23,7 +23,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Cached, Durability, MemoryHistory, Retention, RoomInit, StoreError, Writer};
-use crate::event::{Event, EventKind, MessageId, now_ms};
+use crate::event::{Event, EventKind, MessageId, Sender, now_ms};
 
 /// Messages queued for the writer at most; also how far sequences jump after a crash.
 pub(crate) const MAX_IN_FLIGHT: usize = 65_536;
@@ -93,6 +93,7 @@ impl SqliteStore {
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
         )
         .map_err(failed)?;
+        add_sender_column(&conn).map_err(failed)?;
         let clean: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'clean'", [], |r| {
                 r.get(0)
@@ -180,7 +181,7 @@ impl SqliteStore {
         *last_seq = seq as u64;
         let oldest = now_ms().saturating_sub(self.retention.max_age.as_millis() as u64);
         let mut stmt = conn.prepare(
-            "SELECT seq, epoch, nick, text, time_ms FROM messages
+            "SELECT seq, epoch, nick, text, time_ms, sender FROM messages
              WHERE room = ?1 AND time_ms >= ?2 ORDER BY seq DESC LIMIT ?3",
         )?;
         let name: Arc<str> = room.into();
@@ -195,13 +196,11 @@ impl SqliteStore {
                     let nick: String = r.get(2)?;
                     let text: String = r.get(3)?;
                     let time_ms = r.get::<_, i64>(4)? as u64;
-                    Ok(Arc::new(Event::stored(
-                        Arc::clone(&name),
-                        id,
-                        nick.into(),
-                        text.into(),
-                        time_ms,
-                    )))
+                    let sender: Option<String> = r.get(5)?;
+                    Ok(Arc::new(
+                        Event::stored(Arc::clone(&name), id, nick.into(), text.into(), time_ms)
+                            .with_sender(Sender::from_stored(sender.as_deref())),
+                    ))
                 },
             )?
             .collect::<rusqlite::Result<_>>()?;
@@ -317,8 +316,8 @@ fn commit(
     let mut rooms: HashMap<&str, MessageId> = HashMap::new();
     {
         let mut insert = tx.prepare_cached(
-            "INSERT OR REPLACE INTO messages (room, seq, epoch, nick, text, time_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT OR REPLACE INTO messages (room, seq, epoch, nick, text, time_ms, sender)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         for event in events {
             let (Some(id), EventKind::Message) = (event.id, &event.kind) else {
@@ -330,7 +329,8 @@ fn commit(
                 id.epoch as i64,
                 &*event.nick,
                 &*event.text,
-                event.time_ms as i64
+                event.time_ms as i64,
+                event.sender.to_stored()
             ])?;
             rooms.insert(&event.room, id);
         }
@@ -352,4 +352,16 @@ fn commit(
         }
     }
     tx.commit()
+}
+
+/// Stores made before senders were recorded get the column (`Sender::to_stored`; NULL reads
+/// back as an open server's name).
+fn add_sender_column(conn: &Connection) -> rusqlite::Result<()> {
+    let has: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'sender'")?
+        .exists([])?;
+    if !has {
+        conn.execute_batch("ALTER TABLE messages ADD COLUMN sender TEXT")?;
+    }
+    Ok(())
 }

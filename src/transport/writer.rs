@@ -151,7 +151,7 @@ impl Outbox {
     /// Records the delivery latency of the batch's first event, on one batch in
     /// `SAMPLE_EVERY`.
     fn sample(&mut self) {
-        let sampled = self.batches % SAMPLE_EVERY == 0;
+        let sampled = self.batches.is_multiple_of(SAMPLE_EVERY);
         self.batches = self.batches.wrapping_add(1);
         if sampled && let Some(Delivery::Event(event)) = self.batch.first() {
             crate::metrics::METRICS.observe_delivery(event.time_ms);

@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use super::writer::{Outbox, Output, Sent, Wake};
 use super::ws_socket::{Deflate, WsLimits, WsMessage, WsSocket, negotiate_deflate};
+use crate::auth::{Action, Principal};
 use crate::context::Context;
 use crate::hub::Delivery;
 use crate::hub::{Disconnect, MessageId, Transport};
@@ -32,6 +33,10 @@ mod close {
     pub(super) const GOING_AWAY: u16 = 1001;
     pub(super) const UNSUPPORTED_DATA: u16 = 1003;
     pub(super) const POLICY_VIOLATION: u16 = 1008;
+    /// The token expired and was not refreshed (application range, RFC 6455 section 7.4.2).
+    pub(super) const TOKEN_EXPIRED: u16 = 4001;
+    /// An operator removed the connection.
+    pub(super) const KICKED: u16 = 4003;
 }
 
 /// Query parameters of `/ws`.
@@ -41,6 +46,7 @@ pub(crate) struct ChatQuery {
     nick: Option<String>,
     format: Option<String>,
     since: Option<String>,
+    token: Option<String>,
 }
 
 /// A refused handshake: a status and the reason, as plain text.
@@ -330,6 +336,23 @@ pub(crate) async fn chat(
             );
         }
     };
+    let (token, api_key) = crate::auth::presented(req.headers(), query.token.as_deref());
+    let who = match shared.hub.auth().principal(token, api_key) {
+        Ok(who) => who,
+        Err(e) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                format!("credentials refused: {e}"),
+            );
+        }
+    };
+    if !shared.hub.auth().allows(&who, &room, Action::Subscribe) {
+        let status = match who {
+            Principal::Anonymous => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::FORBIDDEN,
+        };
+        return refuse(status, format!("not allowed to subscribe in {room}"));
+    }
     let handshake = match Handshake::check(&shared, &mut req, true) {
         Ok(h) => h,
         Err(res) => return res,
@@ -346,6 +369,7 @@ pub(crate) async fn chat(
         addr,
         structured,
         query.nick.as_deref(),
+        who,
         &room,
         since,
     );
@@ -419,6 +443,7 @@ impl Connection {
         addr: SocketAddr,
         structured: bool,
         nick: Option<&str>,
+        who: Principal,
         room: &str,
         since: Option<MessageId>,
     ) -> Self {
@@ -430,6 +455,7 @@ impl Connection {
             Arc::clone(&sub),
             wire,
             nick,
+            who,
             shared.tasks.clone(),
         );
         if structured {
@@ -458,7 +484,9 @@ impl Connection {
                 Woke::Queue(Wake::End(reason)) => {
                     let code = match reason {
                         Disconnect::Shutdown => close::GOING_AWAY,
-                        _ => close::POLICY_VIOLATION,
+                        Disconnect::TokenExpired => close::TOKEN_EXPIRED,
+                        Disconnect::Kicked => close::KICKED,
+                        Disconnect::SlowConsumer | Disconnect::TimedOut => close::POLICY_VIOLATION,
                     };
                     break (Some(code), Some(reason));
                 }

@@ -2,20 +2,22 @@
 
 use bytes::Bytes;
 
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, Sender};
 use crate::hub::Replay;
 
 /// The JSON envelope of an event.
 pub(super) fn event(ev: &Event) -> Bytes {
     let mut v = match &ev.kind {
         EventKind::Direct { to } => {
-            return to_bytes(&serde_json::json!({
+            let mut v = serde_json::json!({
                 "type": "direct",
                 "from": &*ev.nick,
                 "to": &**to,
                 "text": &*ev.text,
                 "time": ev.time_ms,
-            }));
+            });
+            standing(&mut v, &ev.sender);
+            return to_bytes(&v);
         }
         _ => serde_json::json!({
             "room": &*ev.room,
@@ -28,6 +30,7 @@ pub(super) fn event(ev: &Event) -> Bytes {
             v["type"] = "message".into();
             v["id"] = ev.id.map(|id| id.to_string()).into();
             v["text"] = (&*ev.text).into();
+            standing(&mut v, &ev.sender);
         }
         EventKind::Join => v["type"] = "join".into(),
         EventKind::Leave { reason } => {
@@ -43,6 +46,17 @@ pub(super) fn event(ev: &Event) -> Bytes {
         EventKind::Direct { .. } => {}
     }
     to_bytes(&v)
+}
+
+/// How far the name can be trusted: `"user": SUB` when verified, `"anonymous": true` for a
+/// nick nobody vouched for on a server that verifies, nothing on an open server.
+fn standing(v: &mut serde_json::Value, sender: &Sender) {
+    match sender {
+        Sender::User(sub) => v["user"] = (&**sub).into(),
+        Sender::Anonymous => v["anonymous"] = true.into(),
+        Sender::Backend => v["backend"] = true.into(),
+        Sender::Open => {}
+    }
 }
 
 /// The gap as a JSON frame of the structured protocol.

@@ -3,8 +3,19 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, Sender};
 use crate::hub::{Gap, Replay};
+
+/// Marks a name nobody vouched for on a server that verifies names: `~bob`.
+pub(super) const ANONYMOUS_MARK: &str = "~";
+
+/// The sender's name as lines show it: `~nick` when anonymous on a server that verifies.
+fn shown(ev: &Event) -> String {
+    match ev.sender {
+        Sender::Anonymous => format!("{ANONYMOUS_MARK}{}", ev.nick),
+        _ => ev.nick.to_string(),
+    }
+}
 
 /// The event as newline-terminated text lines, the TCP and UDP wire form.
 ///
@@ -14,11 +25,11 @@ pub(super) fn event(ev: &Event) -> Bytes {
     let mut out = BytesMut::with_capacity(ev.nick.len() + ev.text.len() + 32);
     let notice = match &ev.kind {
         EventKind::Message => {
-            attributed(&mut out, ev.nick.as_bytes(), b": ", &ev.text);
+            attributed(&mut out, shown(ev).as_bytes(), b": ", &ev.text);
             return out.freeze();
         }
         EventKind::Direct { .. } => {
-            attributed(&mut out, ev.nick.as_bytes(), b" -> you: ", &ev.text);
+            attributed(&mut out, shown(ev).as_bytes(), b" -> you: ", &ev.text);
             return out.freeze();
         }
         EventKind::Join => format!("* {} joined {}\n", ev.nick, ev.room),
@@ -54,8 +65,8 @@ pub(super) fn plain(ev: &Event) -> Bytes {
             return line.slice(..line.len() - 1);
         }
     };
-    let mut out = BytesMut::with_capacity(ev.nick.len() + sep.len() + ev.text.len());
-    out.put_slice(ev.nick.as_bytes());
+    let mut out = BytesMut::with_capacity(ev.nick.len() + sep.len() + ev.text.len() + 1);
+    out.put_slice(shown(ev).as_bytes());
     out.put_slice(sep);
     out.put_slice(ev.text.as_bytes());
     out.freeze()

@@ -126,7 +126,9 @@ fn encode_replay(wire: Wire, replay: &Replay, out: &mut impl Emit) {
 /// says it another way (WebSocket close frames, see `transport::ws`).
 pub fn goodbye(wire: Wire, reason: Disconnect) -> Option<Bytes> {
     let text = match reason {
-        Disconnect::SlowConsumer => format!("ERR disconnected: {}", reason.as_str()),
+        Disconnect::SlowConsumer | Disconnect::TokenExpired | Disconnect::Kicked => {
+            format!("ERR disconnected: {}", reason.as_str())
+        }
         Disconnect::Shutdown => "* server shutting down".to_owned(),
         Disconnect::TimedOut => "* closing idle connection".to_owned(),
     };

@@ -13,7 +13,7 @@ use super::load::{StreamEntry, entry_event};
 use super::writer::RedisWriter;
 use super::{CATCH_UP_PAGE, HEARTBEAT, NODE_TTL, RedisCluster, TIMEOUT, unavailable};
 use crate::broker::{Applied, Handler};
-use crate::event::{Disconnect, Event, EventKind, MessageId, now_ms};
+use crate::event::{Disconnect, Event, EventKind, MessageId, Sender, now_ms};
 use crate::store::{Cached, MemoryHistory};
 
 /// A message or presence change as carried on the bus.
@@ -27,6 +27,9 @@ pub(super) struct BusMessage {
     #[serde(default)]
     s: Option<String>,
     n: String,
+    /// The sender as `Sender::to_stored` writes it; empty or absent on an open server.
+    #[serde(default)]
+    u: Option<String>,
     #[serde(default)]
     t: Option<String>,
     #[serde(default)]
@@ -184,6 +187,9 @@ impl RedisCluster {
                 .unwrap_or_else(now_ms),
         );
         event.origin = origin;
+        let event = event.with_sender(Sender::from_stored(
+            message.u.as_deref().filter(|u| !u.is_empty()),
+        ));
         match handler.apply(&room, Arc::new(event), false) {
             Applied::Done => {}
             // The stream holds this message and whatever came before it that is missing here.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::writer::RedisWriter;
 use super::{RedisCluster, sync_connect};
-use crate::event::{Event, MessageId};
+use crate::event::{Event, MessageId, Sender};
 use crate::store::{Cached, MemoryHistory, RoomInit};
 
 pub(super) type StreamEntry = (String, Vec<(String, String)>);
@@ -110,11 +110,14 @@ pub(super) fn entry_event(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    Some(Arc::new(Event::stored(
+    let event = Event::stored(
         Arc::clone(room),
         MessageId { epoch, seq },
         field("n")?.into(),
         field("t").unwrap_or("").into(),
         field("ms").and_then(|m| m.parse().ok()).unwrap_or(0),
-    )))
+    );
+    Some(Arc::new(event.with_sender(Sender::from_stored(
+        field("u").filter(|u| !u.is_empty()),
+    ))))
 }

@@ -211,7 +211,8 @@ impl Broker for RedisCluster {
             StoreArgs {
                 epoch,
                 seq: None,
-                nick: message.nick,
+                nick: &message.author.nick,
+                sender: &message.author.sender.to_stored().unwrap_or_default(),
                 text: message.text,
                 time_ms: now_ms(),
                 origin: &origin,

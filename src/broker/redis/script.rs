@@ -14,7 +14,7 @@ pub(super) const STORE: &str = r#"
 -- ARGV: 1 epoch if the room is new, 2 seq ('' = take the next), 3 nick, 4 text, 5 time ms,
 --       6 origin, 7 max messages, 8 max age ms, 9 '1' if KEYS[3] is used, 10 bus channel
 --       ('' = none), 11 room, 12 last seq known to the caller, 13 now ms, 14 bus JSON
---       without the id
+--       without the id, 15 sender as `Sender::to_stored` writes it ('' = open)
 local meta, log, key = KEYS[1], KEYS[2], KEYS[3]
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then
@@ -31,11 +31,11 @@ local seq
 if ARGV[2] == '' then
   seq = redis.call('HINCRBY', meta, 'seq', 1)
   redis.call('XADD', log, 'MAXLEN', ARGV[7], '0-' .. seq,
-    'n', ARGV[3], 't', ARGV[4], 'ms', ARGV[5], 'o', ARGV[6])
+    'n', ARGV[3], 't', ARGV[4], 'ms', ARGV[5], 'o', ARGV[6], 'u', ARGV[15])
 else
   seq = tonumber(ARGV[2])
   redis.call('XADD', log, 'MAXLEN', ARGV[7], '0-' .. seq,
-    'n', ARGV[3], 't', ARGV[4], 'ms', ARGV[5], 'o', ARGV[6])
+    'n', ARGV[3], 't', ARGV[4], 'ms', ARGV[5], 'o', ARGV[6], 'u', ARGV[15])
   if seq > tonumber(redis.call('HGET', meta, 'seq') or '0') then
     redis.call('HSET', meta, 'seq', seq)
   end
@@ -79,6 +79,8 @@ pub(super) struct StoreArgs<'a> {
     pub(super) epoch: u32,
     pub(super) seq: Option<u64>,
     pub(super) nick: &'a str,
+    /// `Sender::to_stored`'s form, `""` for an open server's name.
+    pub(super) sender: &'a str,
     pub(super) text: &'a str,
     pub(super) time_ms: u64,
     pub(super) origin: &'a str,
@@ -148,7 +150,7 @@ impl RedisCluster {
             .arg(now_ms());
         if args.bus {
             let json = serde_json::json!({
-                "k": "m", "r": room, "n": args.nick, "t": args.text,
+                "k": "m", "r": room, "n": args.nick, "u": args.sender, "t": args.text,
                 "ms": args.time_ms.to_string(), "o": args.origin,
             })
             .to_string();
@@ -157,6 +159,7 @@ impl RedisCluster {
         } else {
             cmd.arg("");
         }
+        cmd.arg(args.sender);
         cmd
     }
 }

@@ -137,12 +137,14 @@ impl Writer for RedisWriter {
             .id
             .ok_or_else(|| StoreError::Failed("message without id".into()))?;
         let origin = String::new();
+        let sender = event.sender.to_stored().unwrap_or_default();
         let cmd = store.store_cmd(
             room,
             StoreArgs {
                 epoch: id.epoch,
                 seq: Some(id.seq),
                 nick: &event.nick,
+                sender: &sender,
                 text: &event.text,
                 time_ms: event.time_ms,
                 origin: &origin,
