@@ -571,3 +571,56 @@ async fn an_sse_client_posts_under_its_own_nick_with_the_key_its_stream_gave_it(
     assert_eq!(own.status(), 201);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn browsers_cannot_rebind_or_post_cross_site_and_the_page_is_locked_down() {
+    let server = start_with(test_config()).await;
+    let addr = server.http();
+    // DNS rebinding: the attacker's name in Host, its page as Origin.
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    let evil = format!("evil.example:{}", addr.port());
+    req.headers_mut().insert("host", evil.parse().unwrap());
+    req.headers_mut()
+        .insert("origin", format!("http://{evil}").parse().unwrap());
+    match connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status(), 421)
+        }
+        other => panic!("rebinding handshake was not refused: {other:?}"),
+    }
+    let res = client()
+        .get(format!("http://{addr}/rooms"))
+        .header("host", &evil)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 421);
+    // A cross-site form-style post.
+    let (status, body, _) = publish(addr, "lobby", |r| {
+        r.header("origin", "https://evil.example").body("csrf")
+    })
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("origin_not_allowed"))
+    );
+    let (status, _, _) = publish(addr, "lobby", |r| {
+        r.header("origin", format!("http://{addr}"))
+            .body("same origin")
+    })
+    .await;
+    assert_eq!(status, 201);
+    let page = client()
+        .get(format!("http://{addr}/"))
+        .send()
+        .await
+        .unwrap();
+    let h = page.headers();
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'sha256-"),
+        "{csp}"
+    );
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    server.stop().await;
+}

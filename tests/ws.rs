@@ -315,7 +315,7 @@ async fn oversized_message_closes_1009_and_binary_closes_1003() {
 async fn malformed_handshakes_get_400_or_426_with_a_reason() {
     let server = start_server().await;
     let addr = server.http();
-    let (code, res) = raw(addr, "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let (code, res) = raw(addr, "GET /ws HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     assert_eq!(code, 400);
     assert!(res.contains("expected a WebSocket upgrade"), "{res}");
     let bad_key = upgrade_request("/ws", "").replace("dGhlIHNhbXBsZSBub25jZQ==", "short");
@@ -467,7 +467,7 @@ async fn index_page_is_served() {
     let server = start_server().await;
     let (code, res) = raw(
         server.http(),
-        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert_eq!(code, 200);

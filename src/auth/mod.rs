@@ -8,6 +8,7 @@
 
 mod grants;
 mod keys;
+pub mod origin;
 
 use std::sync::Arc;
 

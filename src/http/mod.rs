@@ -58,14 +58,81 @@ pub(crate) fn allowed(
 /// The chat page, embedded so the binary needs no files beside it.
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 
+/// The page's Content-Security-Policy: its one inline script and style by their hashes, and
+/// nothing else: no other script can run in it, it cannot be framed, and it talks only to
+/// this server.
+static PAGE_CSP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let hash = |open: &str, close: &str| -> String {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let body = INDEX_HTML
+            .split_once(open)
+            .and_then(|(_, rest)| rest.split_once(close))
+            .map_or("", |(inner, _)| inner);
+        let digest = sha2::Sha256::digest(body.as_bytes());
+        format!(
+            "'sha256-{}'",
+            base64::engine::general_purpose::STANDARD.encode(digest)
+        )
+    };
+    format!(
+        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self'; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        hash("<script>", "</script>"),
+        hash("<style>", "</style>"),
+    )
+});
+
 async fn index() -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, PAGE_CSP.as_str()),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            // Tokens may ride in the page's URL (`#token=` stays local, `?token=` would not).
+            (header::REFERRER_POLICY, "no-referrer"),
         ],
         INDEX_HTML,
     )
+}
+
+/// Browser protections for every route: while listening on loopback, only loopback names
+/// (and `allowed_hosts`) in `Host` (421 otherwise, against DNS rebinding); a state-changing
+/// request from a page of another origin is refused (403), whatever its content type.
+async fn guard(
+    State(shared): State<Arc<Context>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let config = &shared.config;
+    let loopback = config.http.is_some_and(|a| a.ip().is_loopback());
+    if loopback && let Err(host) = auth::origin::check_host(&config.allowed_hosts, req.headers()) {
+        tracing::info!(%host, "request for a host this server does not answer to");
+        return AppError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "host_not_allowed",
+            format!("this server does not answer to host {host} (see allowed_hosts)"),
+        )
+        .into_response();
+    }
+    let safe = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if !safe
+        && let Err(origin) = auth::origin::check(&config.allowed_origins, loopback, req.headers())
+    {
+        tracing::info!(%origin, method = %req.method(), "cross-site request refused");
+        return AppError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            format!("origin {origin} may not send requests here (see allowed_origins)"),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// All HTTP routes.
@@ -85,6 +152,10 @@ pub(crate) fn router(shared: Arc<Context>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            guard,
+        ))
         .with_state(shared)
 }
 

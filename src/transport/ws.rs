@@ -75,7 +75,11 @@ impl Handshake {
     fn check(shared: &Context, req: &mut Request, offer_protocol: bool) -> Result<Self, Response> {
         let headers = req.headers();
         let key = upgrade_key(headers)?;
-        if let Err(origin) = check_origin(shared, headers) {
+        if let Err(origin) = crate::auth::origin::check(
+            &shared.config.allowed_origins,
+            shared.config.http.is_some_and(|a| a.ip().is_loopback()),
+            headers,
+        ) {
             return Err(refuse(
                 StatusCode::FORBIDDEN,
                 format!("origin {origin} is not allowed (see allowed_origins)"),
@@ -208,58 +212,6 @@ fn valid_key(key: &str) -> bool {
         && key[..22]
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
-}
-
-/// The Origin policy. Requests without `Origin` come from non-browser clients and pass. A
-/// browser origin passes when it is listed in `allowed_origins` (or the list holds `*`), when
-/// it names the host the request was sent to, or when it is localhost/127.0.0.1/[::1]. `null`
-/// (a page opened from disk, as the seed's chat page is) passes only while HTTP listens on a
-/// loopback address, where no remote site can reach it anyway.
-fn check_origin(shared: &Context, headers: &HeaderMap) -> Result<(), String> {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return Ok(());
-    };
-    let origin = origin.to_str().map_err(|_| "(not text)".to_owned())?;
-    let allowed = &shared.config.allowed_origins;
-    if allowed
-        .iter()
-        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
-    {
-        return Ok(());
-    }
-    if origin == "null" {
-        let loopback = shared.config.http.is_some_and(|a| a.ip().is_loopback());
-        return if loopback {
-            Ok(())
-        } else {
-            Err(origin.to_owned())
-        };
-    }
-    let authority = origin
-        .split_once("://")
-        .map(|(_, rest)| rest.trim_end_matches('/'))
-        .ok_or_else(|| origin.to_owned())?;
-    let host_of = |authority: &str| -> String {
-        let host = if let Some(rest) = authority.strip_prefix('[') {
-            rest.split(']').next().unwrap_or("")
-        } else {
-            authority.split(':').next().unwrap_or("")
-        };
-        host.to_ascii_lowercase()
-    };
-    let origin_host = host_of(authority);
-    if matches!(origin_host.as_str(), "localhost" | "127.0.0.1" | "::1") {
-        return Ok(());
-    }
-    let same_host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(|h| h.eq_ignore_ascii_case(authority));
-    if same_host {
-        Ok(())
-    } else {
-        Err(origin.to_owned())
-    }
 }
 
 fn limits(shared: &Context, max_message: usize) -> WsLimits {
