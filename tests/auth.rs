@@ -624,3 +624,95 @@ async fn browsers_cannot_rebind_or_post_cross_site_and_the_page_is_locked_down()
     assert_eq!(h["x-content-type-options"], "nosniff");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_api_key_lists_connections_kicks_a_user_everywhere_and_closes_a_room() {
+    let server = start_with(auth_config()).await;
+    let addr = server.http();
+    let t = token("u-ivan", Some("ivan"), &["*=subscribe,publish"], 600);
+    let (mut tcp, _) = Line::connect(server.tcp()).await;
+    tcp.say(&format!("/auth {t}")).await;
+    tcp.line_where(|l| l.starts_with("* signed in")).await;
+    let (mut ws, _) = connect_async(format!("ws://{addr}/ws?token={t}&room=war-room"))
+        .await
+        .unwrap();
+    let (mut other, _) = Line::connect(server.tcp()).await;
+    other.say("/join public.watch").await;
+    other
+        .line_where(|l| l.contains("you joined public.watch"))
+        .await;
+
+    let admin = |path: &str| {
+        client()
+            .post(format!("http://{addr}{path}"))
+            .header("x-api-key", API_KEY)
+    };
+    let listed: Value = client()
+        .get(format!("http://{addr}/admin/connections"))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ivans: Vec<&Value> = listed["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["user"] == "u-ivan")
+        .collect();
+    assert_eq!(ivans.len(), 2, "{listed}");
+    let anonymous = client()
+        .get(format!("http://{addr}/admin/connections"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let user = client()
+        .post(format!("http://{addr}/admin/users/ivan/kick"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(user.status(), 403);
+
+    let res = admin("/admin/users/ivan/kick")
+        .json(&serde_json::json!({"reason": "spam"}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["kicked"], 2, "{body}");
+    assert!(
+        tcp.line_where(|l| l.starts_with("ERR"))
+            .await
+            .contains("removed by an operator")
+    );
+    let code = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            if let Some(Ok(Message::Close(Some(frame)))) = ws.next().await {
+                return u16::from(frame.code);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 4003);
+    let res = admin("/admin/users/ivan/kick").send().await.unwrap();
+    assert_eq!(res.status(), 404);
+
+    let res = admin("/admin/rooms/public.watch/close")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["disconnected"], 1, "{body}");
+    assert!(
+        other
+            .line_where(|l| l.starts_with("ERR"))
+            .await
+            .contains("removed by an operator")
+    );
+    server.stop().await;
+}

@@ -2,6 +2,7 @@
 //! by resource: `publish` (rooms and users), `history` (pages, long-polls), `presence`; the
 //! WebSocket and SSE endpoints are transports (`crate::transport::{ws, sse}`).
 
+mod admin;
 mod error;
 mod events;
 mod history;
@@ -149,6 +150,9 @@ pub(crate) fn router(shared: Arc<Context>) -> Router {
         )
         .route("/rooms/{room}/presence", get(presence::presence))
         .route("/users/{nick}/messages", post(publish::direct))
+        .route("/admin/connections", get(admin::connections))
+        .route("/admin/users/{nick}/kick", post(admin::kick))
+        .route("/admin/rooms/{room}/close", post(admin::close_room))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 pub use crate::broker::{Applied, MemberInfo};
 pub use crate::event::{Author, BadMessageId, Event, EventKind, MessageId, Sender, now_ms};
 pub use crate::metrics::HubStats;
+pub use nicks::Holder;
 pub use room::{Acked, Lookback, Page, Published, Room};
 pub use subscriber::{Delivery, Disconnect, Gap, Replay, Subscriber, SubscriberId, Transport};
 
@@ -172,6 +173,11 @@ impl Hub {
     /// True if `key` is a live holder's key for `nick`.
     pub fn holds_nick_key(&self, nick: &str, key: &str) -> bool {
         self.nicks.holds_key(nick, key)
+    }
+
+    /// Every connection (each holds a nick) with its verified subject, for operators.
+    pub fn connections(&self) -> Vec<nicks::Holder> {
+        self.nicks.all()
     }
 
     /// Every live connection holding `nick` (all of a verified user's).

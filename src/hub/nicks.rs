@@ -40,9 +40,22 @@ pub(super) fn fold(nick: &str) -> String {
 /// One name's holders: every connection of one verified user, or one anonymous client.
 #[derive(Debug)]
 struct Holders {
+    /// The name as its holder spelled it.
+    nick: Arc<str>,
     /// The verified subject, or `None` for an anonymous holder.
     user: Option<Arc<str>>,
     subs: Vec<(SubscriberId, Weak<Subscriber>)>,
+}
+
+/// One connection holding a name, as operators see it.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    /// The connection.
+    pub sub: Arc<Subscriber>,
+    /// The name it holds.
+    pub nick: Arc<str>,
+    /// Its verified subject, if signed in.
+    pub user: Option<Arc<str>>,
 }
 
 /// The registry.
@@ -141,6 +154,7 @@ impl Nicks {
                     // stays marked as anonymous wherever its name is shown.
                     None => {
                         *holders = Holders {
+                            nick: nick.into(),
                             user: Some(Arc::clone(user)),
                             subs: vec![me],
                         };
@@ -150,6 +164,7 @@ impl Nicks {
             }
             Entry::Vacant(free) => {
                 free.insert(Holders {
+                    nick: nick.into(),
                     user: Some(Arc::clone(user)),
                     subs: vec![me],
                 });
@@ -175,6 +190,7 @@ impl Nicks {
             Entry::Occupied(_) => Err(HubError::NickTaken(nick.to_owned())),
             Entry::Vacant(free) => {
                 free.insert(Holders {
+                    nick: nick.into(),
                     user: None,
                     subs: vec![(sub.id, Arc::downgrade(sub))],
                 });
@@ -213,6 +229,24 @@ impl Nicks {
                 held.remove();
             }
         }
+    }
+
+    /// Every live holder with its nick's verified subject, for operators.
+    pub(super) fn all(&self) -> Vec<Holder> {
+        self.held
+            .iter()
+            .flat_map(|h| {
+                h.subs
+                    .iter()
+                    .filter_map(|(_, w)| w.upgrade())
+                    .map(|sub| Holder {
+                        sub,
+                        nick: Arc::clone(&h.nick),
+                        user: h.user.clone(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// The live connections holding `nick`.

@@ -482,6 +482,15 @@ impl Room {
             .collect()
     }
 
+    /// The members' subscribers, for operator actions.
+    pub fn subscribers(&self) -> Vec<Arc<Subscriber>> {
+        self.lock()
+            .members
+            .iter()
+            .map(|m| Arc::clone(&m.sub))
+            .collect()
+    }
+
     /// Events waiting in the members' queues.
     pub fn queued(&self) -> usize {
         self.lock().members.iter().map(|m| m.sub.queued()).sum()
