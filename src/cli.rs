@@ -54,7 +54,8 @@ pub enum Command {
     Token(TokenArgs),
     /// Terminal client: prints what arrives while you type; `exit` or end of input quits.
     ///
-    /// URL schemes: tcp://HOST:PORT (chat or echo), udp://HOST:PORT, ws://HOST:PORT/PATH.
+    /// URL schemes: tcp://HOST:PORT (chat or echo), tls://HOST:PORT (chat over TLS),
+    /// udp://HOST:PORT, ws://HOST:PORT/PATH.
     Connect(ConnectArgs),
 }
 
@@ -142,10 +143,15 @@ fn parse_ttl(text: &str) -> Result<u64, String> {
 /// Options of `connect`.
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
-    /// Where to connect: tcp://HOST:PORT or udp://HOST:PORT.
+    /// Where to connect: tcp://HOST:PORT, tls://HOST:PORT, udp://HOST:PORT, ws://HOST:PORT/PATH
+    /// or http://HOST:PORT/events.
     pub url: String,
 
     /// After end of input on UDP, keep printing replies for this many milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 500)]
     pub linger_ms: u64,
+
+    /// For tls://: also trust the certificates in this PEM file (a self-signed server's).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
 }

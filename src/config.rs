@@ -171,6 +171,9 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Serve beyond loopback with no auth configured.
     pub allow_anonymous: bool,
+    /// Certificate chain and private key (PEM files): HTTP becomes HTTPS/WSS (HTTP/2 by
+    /// ALPN) and the TCP chat listener speaks TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Host names (besides loopback ones) the HTTP listener answers to while it listens on
     /// loopback, against DNS rebinding.
     pub allowed_hosts: Vec<String>,
@@ -216,6 +219,7 @@ impl Default for Config {
             },
             allow_anonymous: false,
             allowed_hosts: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -258,6 +262,8 @@ struct FileConfig {
     api_keys: Option<Vec<String>>,
     allow_anonymous: Option<bool>,
     allowed_hosts: Option<Vec<String>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     #[serde(default)]
     rooms: Vec<RoomRule>,
 }
@@ -442,6 +448,25 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allowed_hosts: Vec<String>,
+
+    /// TLS certificate chain (PEM): HTTP becomes HTTPS and WSS (HTTP/2 offered by ALPN), and
+    /// the TCP chat listener speaks TLS. Reloaded on SIGHUP.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SWITCHBOARD_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The certificate's private key (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SWITCHBOARD_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The secret `switchboard token` signs with: the flag (or its environment variable), else
@@ -564,6 +589,19 @@ impl Config {
             },
             allow_anonymous: args.allow_anonymous || file.allow_anonymous.unwrap_or(false),
             allowed_hosts: pick_list(&args.allowed_hosts, file.allowed_hosts),
+            tls: match (
+                args.tls_cert.clone().or(file.tls_cert),
+                args.tls_key.clone().or(file.tls_key),
+            ) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "tls_cert/tls_key",
+                        message: "give both the certificate and its key, or neither".into(),
+                    });
+                }
+            },
         };
         config.validate()?;
         Ok(config)

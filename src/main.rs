@@ -72,9 +72,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{token}");
         }
         Command::Connect(args) => {
-            switchboard::client::connect(&args.url, Duration::from_millis(args.linger_ms))
-                .await
-                .with_context(|| format!("connect {}", args.url))?;
+            switchboard::client::connect(
+                &args.url,
+                Duration::from_millis(args.linger_ms),
+                args.tls_ca.as_deref(),
+            )
+            .await
+            .with_context(|| format!("connect {}", args.url))?;
         }
     }
     Ok(())

@@ -18,6 +18,7 @@ use crate::broker::{Broker, Handler, RedisCluster};
 use crate::config::{Config, StoreKind};
 use crate::context::Context;
 use crate::hub::{Cluster, Hub, HubConfig};
+use crate::transport::tls::Tls;
 use crate::transport::{
     self,
     limits::{Limiter, RateLimiter},
@@ -57,6 +58,8 @@ pub struct Server {
     tcp: Option<TcpListener>,
     udp: Option<UdpSocket>,
     http: Option<TcpListener>,
+    /// Set when TCP chat and HTTP speak TLS.
+    tls: Option<Tls>,
 }
 
 impl Server {
@@ -112,6 +115,15 @@ impl Server {
             }
             _ => store::memory(retention),
         };
+        let tls = match (&config.tls, mode) {
+            (Some((cert, key)), Mode::Chat) => Some(Tls::load(cert, key).map_err(|e| {
+                Error::Config(crate::config::ConfigError::Invalid {
+                    key: "tls",
+                    message: e.to_string(),
+                })
+            })?),
+            _ => None,
+        };
         let auth = Auth::new(&config.auth).map_err(|message| {
             Error::Config(crate::config::ConfigError::Invalid {
                 key: "auth",
@@ -150,6 +162,7 @@ impl Server {
             tcp,
             udp,
             http,
+            tls,
         })
     }
 
@@ -214,13 +227,23 @@ impl Server {
                 tracing::info!(%addr, "tcp {} listening", mode_name(mode));
             }
             let shared2 = Arc::clone(&shared);
-            match mode {
-                Mode::Chat => shared.tasks.spawn(transport::accept_loop(
+            match (mode, self.tls.clone()) {
+                (Mode::Chat, Some(tls)) => {
+                    let acceptor = tls.chat().clone();
+                    shared.tasks.spawn(transport::accept_loop(
+                        listener,
+                        shared2,
+                        move |stream, addr, permit, ctx| {
+                            transport::tcp::handle_tls(stream, addr, permit, ctx, acceptor.clone())
+                        },
+                    ))
+                }
+                (Mode::Chat, None) => shared.tasks.spawn(transport::accept_loop(
                     listener,
                     shared2,
                     transport::tcp::handle,
                 )),
-                Mode::Echo => shared.tasks.spawn(transport::accept_loop(
+                (Mode::Echo, _) => shared.tasks.spawn(transport::accept_loop(
                     listener,
                     shared2,
                     transport::echo::handle_tcp,
@@ -240,23 +263,46 @@ impl Server {
                     .spawn(transport::echo::serve_udp(socket, Arc::clone(&shared))),
             };
         }
+        if let Some(tls) = self.tls.clone() {
+            shared
+                .tasks
+                .spawn(tls.reload_on_hangup(shared.shutdown.clone()));
+        }
         if let Some(listener) = self.http.take() {
-            if let Some(addr) = addrs.http {
-                tracing::info!(%addr, "http listening");
-            }
             let router = http::router(Arc::clone(&shared));
             let stop = shared.shutdown.clone();
-            shared.tasks.spawn(async move {
-                let served = axum::serve(
-                    listener,
-                    router.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-                if let Err(error) = served {
-                    tracing::error!(%error, "http server failed");
+            let app = router.into_make_service_with_connect_info::<SocketAddr>();
+            match self.tls.clone() {
+                Some(tls) => {
+                    if let Some(addr) = addrs.http {
+                        tracing::info!(%addr, alpn = "h2,http/1.1", "https listening");
+                    }
+                    // `tap_io` only so that axum's `ConnectInfo<SocketAddr>` applies to it.
+                    use axum::serve::ListenerExt as _;
+                    let listener = tls.https(listener, stop.clone()).tap_io(|_| {});
+                    shared.tasks.spawn(async move {
+                        let served = axum::serve(listener, app)
+                            .with_graceful_shutdown(stop.cancelled_owned())
+                            .await;
+                        if let Err(error) = served {
+                            tracing::error!(%error, "https server failed");
+                        }
+                    });
                 }
-            });
+                None => {
+                    if let Some(addr) = addrs.http {
+                        tracing::info!(%addr, "http listening");
+                    }
+                    shared.tasks.spawn(async move {
+                        let served = axum::serve(listener, app)
+                            .with_graceful_shutdown(stop.cancelled_owned())
+                            .await;
+                        if let Err(error) = served {
+                            tracing::error!(%error, "http server failed");
+                        }
+                    });
+                }
+            }
         }
     }
 }

@@ -16,12 +16,15 @@ use tokio::sync::mpsc;
 pub enum ClientError {
     /// The URL is not one we can connect to.
     #[error(
-        "unsupported URL {0:?}: expected tcp://HOST:PORT, udp://HOST:PORT or ws://HOST:PORT/PATH"
+        "unsupported URL {0:?}: expected tcp://HOST:PORT, tls://HOST:PORT, udp://HOST:PORT or ws://HOST:PORT/PATH"
     )]
     BadUrl(String),
     /// The host did not resolve.
     #[error("cannot resolve {0}")]
     Resolve(String),
+    /// The TLS setup or handshake failed.
+    #[error("tls: {0}")]
+    Tls(String),
     /// The WebSocket handshake or connection failed.
     #[error("websocket: {0}")]
     Ws(String),
@@ -42,7 +45,13 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClientError 
 
 /// Connects to `url` and relays stdin lines to it and its output to stdout until `exit`, end of
 /// input, or the server closing.
-pub async fn connect(url: &str, linger: Duration) -> Result<(), ClientError> {
+/// `ca` is a PEM file of certificates to trust for `tls://` besides the usual public roots
+/// (a self-signed server's own certificate, say).
+pub async fn connect(
+    url: &str,
+    linger: Duration,
+    ca: Option<&std::path::Path>,
+) -> Result<(), ClientError> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| ClientError::BadUrl(url.to_owned()))?;
@@ -62,7 +71,21 @@ pub async fn connect(url: &str, linger: Duration) -> Result<(), ClientError> {
         eprintln!("connected to {url}; type exit or press Ctrl-D to quit");
     }
     match scheme {
-        "tcp" => tcp(addr).await,
+        "tcp" => {
+            let stream = TcpStream::connect(addr)
+                .await
+                .map_err(io(format!("cannot connect to {addr}")))?;
+            let _ = stream.set_nodelay(true);
+            tcp(stream).await
+        }
+        "tls" => {
+            let host = host_port
+                .rsplit_once(':')
+                .map_or(host_port, |(h, _)| h)
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            tcp(tls(addr, host, ca).await?).await
+        }
         "udp" => udp(addr, linger).await,
         _ => Err(ClientError::BadUrl(url.to_owned())),
     }
@@ -93,12 +116,45 @@ fn input_lines() -> mpsc::Receiver<String> {
     rx
 }
 
-async fn tcp(addr: SocketAddr) -> Result<(), ClientError> {
+/// A TLS connection to `addr`, checking the certificate names `host`.
+async fn tls(
+    addr: SocketAddr,
+    host: &str,
+    ca: Option<&std::path::Path>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let bad = |e: &dyn std::fmt::Display| ClientError::Tls(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(ca) = ca {
+        for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(&e))? {
+            roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(&e))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| bad(&e))?;
     let stream = TcpStream::connect(addr)
         .await
         .map_err(io(format!("cannot connect to {addr}")))?;
     let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, stream)
+        .await
+        .map_err(|e| ClientError::Tls(format!("handshake with {host}: {e}")))
+}
+
+async fn tcp<S>(stream: S) -> Result<(), ClientError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let mut printer = tokio::spawn(async move {
         let mut buf = vec![0u8; 16 * 1024];
         let mut stdout = std::io::stdout();

@@ -6,6 +6,7 @@
 pub mod echo;
 pub mod limits;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 pub mod writer;
 pub mod ws;

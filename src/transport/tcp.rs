@@ -10,9 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -42,16 +41,40 @@ enum End {
 }
 
 /// Serves one TCP chat connection until it ends.
-pub(crate) async fn handle(
+pub(crate) async fn handle(stream: TcpStream, addr: SocketAddr, permit: Permit, ctx: Arc<Context>) {
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.into_split();
+    serve(reader, writer, addr, permit, ctx).await;
+}
+
+/// Serves one TLS chat connection: the handshake (bounded in time), then the chat.
+pub(crate) async fn handle_tls(
     stream: TcpStream,
     addr: SocketAddr,
-    _permit: Permit,
+    permit: Permit,
     ctx: Arc<Context>,
+    acceptor: tokio_rustls::TlsAcceptor,
 ) {
     let _ = stream.set_nodelay(true);
+    let handshake = acceptor.accept(stream);
+    match tokio::time::timeout(super::tls::HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(tls)) => {
+            let (reader, writer) = tokio::io::split(tls);
+            serve(reader, writer, addr, permit, ctx).await;
+        }
+        Ok(Err(error)) => tracing::debug!(%addr, %error, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+    }
+}
+
+/// The chat over one connection's two halves.
+async fn serve<R, W>(mut reader: R, writer: W, addr: SocketAddr, _permit: Permit, ctx: Arc<Context>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let (sub, rx) = ctx.hub.subscribe(Transport::Tcp, false, Some(addr));
     tracing::debug!(id = sub.id, %addr, "tcp chat connected");
-    let (mut reader, writer) = stream.into_split();
     let done = CancellationToken::new();
     let stop = super::stop_signal(&ctx);
     let outbox = Outbox::new(rx, Arc::clone(&sub), stop.clone(), Wire::Line);
@@ -98,18 +121,18 @@ pub(crate) async fn handle(
 /// The writer's side of a TCP connection: every unit of a batch copied into one buffer,
 /// written with one syscall (`TCP_NODELAY` is on, so batching happens here rather than in
 /// Nagle's timer).
-struct LineOutput {
-    writer: OwnedWriteHalf,
+struct LineOutput<W> {
+    writer: W,
     buf: BytesMut,
 }
 
-impl Emit for LineOutput {
+impl<W> Emit for LineOutput<W> {
     fn emit(&mut self, unit: &Bytes, _: Option<MessageId>) {
         self.buf.extend_from_slice(unit);
     }
 }
 
-impl Output for LineOutput {
+impl<W: AsyncWrite + Unpin + Send> Output for LineOutput<W> {
     async fn flush(&mut self) -> std::io::Result<()> {
         self.writer.write_all(&self.buf).await?;
         self.discard();
@@ -124,7 +147,7 @@ impl Output for LineOutput {
     }
 }
 async fn read_loop(
-    reader: &mut tokio::net::tcp::OwnedReadHalf,
+    reader: &mut (impl AsyncRead + Unpin),
     session: &mut Session,
     ctx: &Context,
     stop: &CancellationToken,
@@ -181,7 +204,7 @@ async fn read_loop(
 /// Reads into `buf`, making room for a few KiB first; the buffer only grows while a long line
 /// is arriving, and is emptied as lines are taken out.
 async fn read_some(
-    reader: &mut tokio::net::tcp::OwnedReadHalf,
+    reader: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
 ) -> std::io::Result<usize> {
     buf.reserve(4096);

@@ -1,0 +1,235 @@
+//! TLS (rustls, ring provider): HTTPS and WSS with HTTP/2 offered by ALPN, and TLS on the TCP
+//! chat listener. The certificate is read from its files at start and again on SIGHUP,
+//! without dropping connections: new handshakes use the new one.
+//!
+//! Handshakes run in their own tasks with a deadline, so a client that opens a socket and
+//! says nothing holds up nobody else's accept.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::crypto::ring::default_provider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+/// Longest a client may take to finish its handshake.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once on one listener; past it, accepting waits.
+const MAX_HANDSHAKES: usize = 1024;
+
+/// A certificate that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsError(String);
+
+/// The certificate and key files, and what was last read from them.
+#[derive(Debug)]
+struct Reloadable {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl Reloadable {
+    fn read(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+        let bad = |what: &Path, e: &dyn std::fmt::Display| {
+            TlsError(format!("cannot read {}: {e}", what.display()))
+        };
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .map_err(|e| bad(cert, &e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(cert, &e))?;
+        if chain.is_empty() {
+            return Err(TlsError(format!("{} holds no certificate", cert.display())));
+        }
+        let private = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+        let signing = default_provider()
+            .key_provider
+            .load_private_key(private)
+            .map_err(|e| bad(key, &e))?;
+        Ok(Arc::new(CertifiedKey::new(chain, signing)))
+    }
+}
+
+impl ResolvesServerCert for Reloadable {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(
+            &self.current.read().unwrap_or_else(|e| e.into_inner()),
+        ))
+    }
+}
+
+/// The server's TLS setup, shared by its listeners.
+#[derive(Clone)]
+pub struct Tls {
+    certs: Arc<Reloadable>,
+    /// ALPN h2 and http/1.1.
+    http: TlsAcceptor,
+    /// No ALPN: a line protocol.
+    chat: TlsAcceptor,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("cert", &self.certs.cert)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tls {
+    /// Reads the certificate chain and key (PEM).
+    pub fn load(cert: &Path, key: &Path) -> Result<Tls, TlsError> {
+        let certs = Arc::new(Reloadable {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current: RwLock::new(Reloadable::read(cert, key)?),
+        });
+        let config = |alpn: &[&[u8]]| -> Result<TlsAcceptor, TlsError> {
+            let mut config =
+                rustls::ServerConfig::builder_with_provider(Arc::new(default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| TlsError(e.to_string()))?
+                    .with_no_client_auth()
+                    .with_cert_resolver(Arc::clone(&certs) as Arc<dyn ResolvesServerCert>);
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            Ok(TlsAcceptor::from(Arc::new(config)))
+        };
+        Ok(Tls {
+            http: config(&[b"h2", b"http/1.1"])?,
+            chat: config(&[])?,
+            certs,
+        })
+    }
+
+    /// Reads the files again; on failure the old certificate stays in use.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = Reloadable::read(&self.certs.cert, &self.certs.key)?;
+        *self
+            .certs
+            .current
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// The acceptor for the TCP chat listener.
+    pub(crate) fn chat(&self) -> &TlsAcceptor {
+        &self.chat
+    }
+
+    /// Reloads on every SIGHUP until `stop`.
+    pub(crate) async fn reload_on_hangup(self, stop: CancellationToken) {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    got = hangups.recv() => if got.is_none() { return },
+                }
+                match self.reload() {
+                    Ok(()) => {
+                        tracing::info!(cert = %self.certs.cert.display(), "TLS certificate reloaded")
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "TLS reload failed; keeping the old certificate")
+                    }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        stop.cancelled().await;
+    }
+
+    /// An HTTPS listener for `axum::serve`: accepts and handshakes in the background.
+    pub(crate) fn https(&self, listener: TcpListener, stop: CancellationToken) -> HttpsListener {
+        let local = listener.local_addr();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(handshakes(listener, self.http.clone(), tx, stop));
+        HttpsListener { rx, local }
+    }
+}
+
+/// Accepts TCP connections and hands each finished handshake to `tx`.
+async fn handshakes(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    stop: CancellationToken,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, addr) = match accepted {
+            Ok(pair) => {
+                backoff = Duration::from_millis(5);
+                pair
+            }
+            Err(error) => {
+                tracing::warn!(%error, ?backoff, "https accept failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (acceptor, tx) = (acceptor.clone(), tx.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let _ = tx.send((tls, addr)).await;
+                }
+                Ok(Err(error)) => tracing::debug!(%addr, %error, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+/// Finished TLS connections, as `axum::serve` takes them.
+#[derive(Debug)]
+pub(crate) struct HttpsListener {
+    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: std::io::Result<SocketAddr>,
+}
+
+impl axum::serve::Listener for HttpsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(pair) => pair,
+            // The handshake task stopped (shutdown): nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        match &self.local {
+            Ok(addr) => Ok(*addr),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+}

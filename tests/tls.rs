@@ -1,0 +1,321 @@
+//! TLS with a certificate made in the test (rcgen): HTTPS with HTTP/2 by ALPN (curl), SSE over
+//! HTTP/2, WSS (a rustls client under tungstenite), TLS on the TCP chat listener (rustls and
+//! `switchboard connect tls://`), and a certificate reload on SIGHUP that keeps connections.
+
+mod support;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use support::{TIMEOUT, addr_of, spawn_logged, start_with, test_config};
+use switchboard::Config;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A self-signed certificate for localhost and 127.0.0.1, written as PEM files.
+fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert_path = dir.join(format!("{name}.pem"));
+    let key_path = dir.join(format!("{name}.key"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    (cert_path, key_path)
+}
+
+fn connector(ca: &Path, alpn: &[&[u8]]) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(config))
+}
+
+async fn tls_to(addr: SocketAddr, ca: &Path) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    connector(ca, &[])
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake")
+}
+
+/// curl against the server with the test's CA; returns stdout.
+fn curl(args: &[&str], ca: &Path, port: u16) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(ca)
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Exit 28 is the deadline a streaming read is given on purpose.
+    assert!(
+        out.status.success() || out.status.code() == Some(28),
+        "curl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn tls_config(cert: PathBuf, key: PathBuf) -> Config {
+    Config {
+        tls: Some((cert, key)),
+        ..test_config()
+    }
+}
+
+// curl blocks its thread; the server runs on the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_speaks_http2_and_sse_streams_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(dir.path(), "a");
+    let server = start_with(tls_config(cert.clone(), key)).await;
+    let port = server.http().port();
+    let url = format!("https://localhost:{port}");
+    let (version, ca) = (
+        curl(
+            &[
+                "--http2",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version}",
+                &format!("{url}/healthz"),
+            ],
+            &cert,
+            port,
+        ),
+        cert.clone(),
+    );
+    assert_eq!(version, "2");
+    let version = curl(
+        &[
+            "--http1.1",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}",
+            &format!("{url}/healthz"),
+        ],
+        &ca,
+        port,
+    );
+    assert_eq!(version, "1.1");
+    // SSE over HTTP/2: curl reads until its deadline; the stream's first event arrives.
+    let stream = tokio::task::spawn_blocking({
+        let ca = ca.clone();
+        let url = format!("{url}/events?room=h2");
+        move || curl(&["--http2", "-N", "--max-time", "2", &url], &ca, port)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let published = curl(
+        &[
+            "--http2",
+            "-X",
+            "POST",
+            "--data",
+            "over h2",
+            &format!("{url}/rooms/h2/messages"),
+        ],
+        &ca,
+        port,
+    );
+    assert!(published.contains("\"id\""), "{published}");
+    let events = stream.await.unwrap();
+    assert!(
+        events.contains("event: joined") && events.contains("over h2"),
+        "{events}"
+    );
+    // Plain HTTP on the TLS port is not served.
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn wss_and_tls_chat_meet_in_one_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(dir.path(), "b");
+    let server = start_with(tls_config(cert.clone(), key)).await;
+
+    let tls = TcpStream::connect(server.http()).await.unwrap();
+    let tls = connector(&cert, &[b"http/1.1"])
+        .connect(ServerName::try_from("localhost").unwrap(), tls)
+        .await
+        .unwrap();
+    let url = format!("wss://localhost:{}/ws?nick=webby", server.http().port());
+    let (mut ws, _) = tokio_tungstenite::client_async(url, tls)
+        .await
+        .expect("wss");
+
+    let chat = tls_to(server.tcp(), &cert).await;
+    let (r, mut w) = tokio::io::split(chat);
+    let mut lines = BufReader::new(r).lines();
+    let welcome = tokio::time::timeout(TIMEOUT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(welcome.unwrap().starts_with("* welcome"));
+    w.write_all(b"hello over tls\n").await.unwrap();
+    let got = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            if let Some(Ok(Message::Text(t))) = ws.next().await
+                && t.contains("hello over tls")
+            {
+                return t.to_string();
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(got.ends_with(": hello over tls"), "{got}");
+    ws.send(Message::text("and back")).await.unwrap();
+    let line = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let l = lines.next_line().await.unwrap().unwrap();
+            if l.contains("and back") {
+                return l;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(line, "webby: and back");
+
+    // A client that connects and never says hello does not hold up the next one.
+    let _silent = TcpStream::connect(server.tcp()).await.unwrap();
+    let _second = tls_to(server.tcp(), &cert).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connect_tls_and_a_sighup_reload_keep_every_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(dir.path(), "live");
+    let (cert_s, key_s) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let (server, addrs) = spawn_logged(&[
+        "serve",
+        "--store",
+        "memory",
+        "--udp",
+        "off",
+        "--tcp",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert_s,
+        "--tls-key",
+        key_s,
+    ]);
+    let tcp = addr_of(&addrs, "tcp");
+    assert_eq!(addr_of(&addrs, "https").ip(), tcp.ip());
+
+    // `switchboard connect tls://` with the test's CA.
+    let mut client = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "connect",
+            &format!("tls://localhost:{}", tcp.port()),
+            "--tls-ca",
+            cert_s,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let old = tls_to(tcp, &cert).await;
+    let (r, mut old_w) = tokio::io::split(old);
+    let mut old_lines = BufReader::new(r).lines();
+    old_lines.next_line().await.unwrap();
+
+    // New certificate files, then SIGHUP: new handshakes need the new one.
+    let (new_cert, new_key) = make_cert(dir.path(), "next");
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    let pid = server.take();
+    let hup = Command::new("kill")
+        .args(["-HUP", &pid.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let tcp_stream = TcpStream::connect(tcp).await.unwrap();
+        let with_new = connector(&new_cert, &[])
+            .connect(ServerName::try_from("localhost").unwrap(), tcp_stream)
+            .await;
+        if with_new.is_ok() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "reload not seen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The connection made before the reload still works, and meets the CLI client.
+    let mut stdin = client.stdin.take().unwrap();
+    let stdout = client.stdout.take().unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = seen_tx.send(line);
+        }
+    });
+    stdin.write_all(b"from the cli\n").unwrap();
+    let line = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let l = old_lines.next_line().await.unwrap().unwrap();
+            if l.contains("from the cli") {
+                return l;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(line.ends_with(": from the cli"), "{line}");
+    old_w.write_all(b"before and after\n").await.unwrap();
+    let shown = tokio::time::timeout(TIMEOUT, async {
+        let mut all = Vec::new();
+        while let Some(l) = seen.recv().await {
+            let done = l.contains("before and after");
+            all.push(l);
+            if done {
+                return all;
+            }
+        }
+        panic!("cli output ended: {all:?}");
+    })
+    .await
+    .expect("the cli prints the other connection's line");
+    assert!(shown[0].starts_with("* welcome"), "{shown:?}");
+    drop(stdin);
+    let _ = tokio::task::spawn_blocking(move || client.wait()).await;
+    let mut pid = pid;
+    let _ = pid.kill();
+    let _ = pid.wait();
+}
