@@ -254,24 +254,23 @@ impl Auth {
                 .collect(),
             None => Vec::new(),
         };
+        // A key id the JWKS lacks may still be a local key's (PEM keys have no id); if none
+        // of those verifies either, the JWKS is asked again, soon.
+        let unknown_kid = match (&header.kid, &self.jwks) {
+            (Some(kid), Some(jwks)) if named.is_empty() => Some((kid, jwks)),
+            _ => None,
+        };
         let candidates: Vec<&Key> = if named.is_empty() {
             self.keys
                 .iter()
-                .chain(fetched.iter())
+                .chain(fetched.iter().filter(|k| k.kid.is_none()))
                 .filter(|k| k.family == family)
                 .collect()
         } else {
             named
         };
-        if candidates.is_empty() {
-            if let (Some(kid), Some(jwks)) = (&header.kid, &self.jwks) {
-                jwks.want_refresh();
-                return Err(AuthError::UnknownKey(kid.clone()));
-            }
-            return Err(AuthError::Algorithm(format!("{:?}", header.alg)));
-        }
         let validation = self.validation(header.alg);
-        let mut last = AuthError::BadSignature;
+        let mut last = AuthError::Algorithm(format!("{:?}", header.alg));
         for key in candidates {
             match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
                 Ok(data) => return Ok(data.claims),
@@ -282,6 +281,10 @@ impl Auth {
                     }
                 }
             }
+        }
+        if let Some((kid, jwks)) = unknown_kid {
+            jwks.want_refresh();
+            return Err(AuthError::UnknownKey(kid.clone()));
         }
         Err(last)
     }
