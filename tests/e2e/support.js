@@ -1,6 +1,6 @@
 // Shared helpers for the browser tests: start the real switchboard binary on free ports and
 // launch Debian's Chromium through playwright-core.
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import net from "node:net";
 import { createInterface } from "node:readline";
 import { mkdirSync } from "node:fs";
@@ -60,6 +60,12 @@ export function startProxy(target, { blockWebSocket = false } = {}) {
     },
     close: () => { for (const s of sockets) s.destroy(); server.close(); },
   })));
+}
+
+/** A development token from `switchboard token` (the server's `--auth-secret` must match). */
+export function mintToken(secret, args) {
+  const out = execFileSync(BIN, ["token", "--auth-secret", secret, ...args]);
+  return out.toString().trim();
 }
 
 /** Starts `switchboard serve` on port 0 and resolves with its addresses once it listens. */
