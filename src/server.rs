@@ -131,6 +131,16 @@ impl Server {
             })
         })?;
         let auth = Arc::new(auth);
+        let exposed = [config.tcp, config.http]
+            .into_iter()
+            .flatten()
+            .any(|a| !a.ip().is_loopback());
+        if exposed && config.tls.is_none() && !auth.is_open() {
+            tracing::warn!(
+                "listening beyond loopback without TLS: tokens and API keys cross the network \
+                 in clear; give --tls-cert and --tls-key (or terminate TLS in front)"
+            );
+        }
         let hub = Hub::new(HubConfig {
             queue_capacity: config.queue_capacity,
             history,

@@ -716,3 +716,31 @@ async fn an_api_key_lists_connections_kicks_a_user_everywhere_and_closes_a_room(
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn tcp_refreshes_with_auth_again_and_is_told_at_expiry() {
+    let server = start_with(auth_config()).await;
+    let (mut tcp, _) = Line::connect(server.tcp()).await;
+    tcp.say(&format!("/auth {}", token("u-kim", Some("kim"), &[], 2)))
+        .await;
+    tcp.line_where(|l| l.starts_with("* signed in as kim"))
+        .await;
+    // A newer token for the same user, before expiry, keeps the connection past the first.
+    tcp.say(&format!("/auth {}", token("u-kim", Some("kim"), &[], 600)))
+        .await;
+    tcp.line_where(|l| l.starts_with("* signed in as kim"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tcp.say("/who").await;
+    assert!(tcp.line().await.starts_with("* in lobby"));
+    // A short one, not refreshed: the line says why, then the server closes.
+    let (mut short, _) = Line::connect(server.tcp()).await;
+    short
+        .say(&format!("/auth {}", token("u-lee", Some("lee"), &[], 1)))
+        .await;
+    short.line_where(|l| l.starts_with("* signed in")).await;
+    let bye = short.line_where(|l| l.starts_with("ERR")).await;
+    assert_eq!(bye, "ERR disconnected: token expired");
+    assert!(short.closed().await);
+    server.stop().await;
+}

@@ -77,7 +77,7 @@ static PAGE_CSP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         )
     };
     format!(
-        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self'; \
+        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self' data:; \
          base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
         hash("<script>", "</script>"),
         hash("<style>", "</style>"),
@@ -140,8 +140,9 @@ async fn guard(
 pub(crate) fn router(shared: Arc<Context>) -> Router {
     Router::new()
         .route("/", get(index))
-        .route("/ws", get(transport::ws::chat))
-        .route("/echo", get(transport::ws::echo))
+        // CONNECT: WebSockets over HTTP/2 (RFC 8441), which browsers use on an h2 connection.
+        .route("/ws", get(transport::ws::chat).connect(transport::ws::chat))
+        .route("/echo", get(transport::ws::echo).connect(transport::ws::echo))
         .route("/events", get(events::events))
         .route("/rooms", get(presence::rooms))
         .route(

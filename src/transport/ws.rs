@@ -63,7 +63,9 @@ fn refuse(status: StatusCode, reason: impl Into<String>) -> Response {
 
 /// What a valid handshake agreed on.
 struct Handshake {
-    accept: String,
+    /// `Sec-WebSocket-Accept` for an HTTP/1.1 upgrade; `None` for HTTP/2's extended CONNECT
+    /// (RFC 8441), which is answered 200 and has no key.
+    accept: Option<String>,
     protocol: Option<&'static str>,
     deflate: Option<(String, Deflate)>,
     on_upgrade: hyper::upgrade::OnUpgrade,
@@ -73,8 +75,25 @@ impl Handshake {
     /// Checks an upgrade request (RFC 6455 section 4.2.1) and the Origin policy.
     #[allow(clippy::result_large_err)]
     fn check(shared: &Context, req: &mut Request, offer_protocol: bool) -> Result<Self, Response> {
+        let over_h2 = req.method() == axum::http::Method::CONNECT;
+        if over_h2
+            && !req
+                .extensions()
+                .get::<hyper::ext::Protocol>()
+                .is_some_and(|p| p.as_str() == "websocket")
+        {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "CONNECT here is only for WebSockets over HTTP/2 (:protocol websocket, RFC 8441)",
+            ));
+        }
         let headers = req.headers();
-        let key = upgrade_key(headers)?;
+        let accept = if over_h2 {
+            check_version(headers)?;
+            None
+        } else {
+            Some(accept_key(upgrade_key(headers)?))
+        };
         if let Err(origin) = crate::auth::origin::check(
             &shared.config.allowed_origins,
             shared.config.http.is_some_and(|a| a.ip().is_loopback()),
@@ -104,7 +123,6 @@ impl Handshake {
         } else {
             None
         };
-        let accept = accept_key(key);
         let on_upgrade = hyper::upgrade::on(req);
         Ok(Self {
             accept,
@@ -120,11 +138,15 @@ impl Handshake {
         F: FnOnce(WsSocket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let mut res = Response::builder()
-            .status(StatusCode::SWITCHING_PROTOCOLS)
-            .header(header::UPGRADE, "websocket")
-            .header(header::CONNECTION, "Upgrade")
-            .header(header::SEC_WEBSOCKET_ACCEPT, self.accept);
+        let mut res = match self.accept {
+            Some(accept) => Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header(header::UPGRADE, "websocket")
+                .header(header::CONNECTION, "Upgrade")
+                .header(header::SEC_WEBSOCKET_ACCEPT, accept),
+            // HTTP/2: a 200 to the extended CONNECT opens the stream as the WebSocket.
+            None => Response::builder().status(StatusCode::OK),
+        };
         if let Some(protocol) = self.protocol {
             res = res.header(header::SEC_WEBSOCKET_PROTOCOL, protocol);
         }
@@ -169,6 +191,23 @@ fn upgrade_key(headers: &HeaderMap) -> Result<&str, Response> {
             "expected Connection: Upgrade",
         ));
     }
+    check_version(headers)?;
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| valid_key(k))
+        .ok_or_else(|| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "missing or malformed Sec-WebSocket-Key (must be 16 bytes, base64)",
+            )
+        })
+}
+
+/// `Sec-WebSocket-Version` must be 13 (RFC 6455 section 4.2.1; RFC 8441 section 5).
+#[allow(clippy::result_large_err)]
+fn check_version(headers: &HeaderMap) -> Result<(), Response> {
     match headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .map(|v| v.as_bytes())
@@ -187,17 +226,7 @@ fn upgrade_key(headers: &HeaderMap) -> Result<&str, Response> {
             ));
         }
     }
-    headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| valid_key(k))
-        .ok_or_else(|| {
-            refuse(
-                StatusCode::BAD_REQUEST,
-                "missing or malformed Sec-WebSocket-Key (must be 16 bytes, base64)",
-            )
-        })
+    Ok(())
 }
 
 /// `Sec-WebSocket-Accept` for a key (RFC 6455 section 4.2.2).

@@ -85,9 +85,10 @@ export function startServer(extraArgs = []) {
       const { message, addr } = v.fields || {};
       if (addr && /listening$/.test(message || "")) {
         addrs[message.split(" ")[0]] = addr;
-        if (addrs.tcp && addrs.http) {
+        const http = addrs.http || addrs.https;
+        if (addrs.tcp && http) {
           clearTimeout(timer);
-          resolve({ child, tcp: addrs.tcp, http: addrs.http, stop: () => stop(child) });
+          resolve({ child, tcp: addrs.tcp, http, stop: () => stop(child) });
         }
       }
     });
