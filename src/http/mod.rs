@@ -142,7 +142,10 @@ pub(crate) fn router(shared: Arc<Context>) -> Router {
         .route("/", get(index))
         // CONNECT: WebSockets over HTTP/2 (RFC 8441), which browsers use on an h2 connection.
         .route("/ws", get(transport::ws::chat).connect(transport::ws::chat))
-        .route("/echo", get(transport::ws::echo).connect(transport::ws::echo))
+        .route(
+            "/echo",
+            get(transport::ws::echo).connect(transport::ws::echo),
+        )
         .route("/events", get(events::events))
         .route("/rooms", get(presence::rooms))
         .route(
