@@ -493,6 +493,36 @@ pub fn signing_secret(flag: Option<String>, file: Option<&Path>) -> Result<Strin
     Ok(secret)
 }
 
+/// The token, key and certificate settings, taken out of `file`.
+fn resolve_trust(
+    args: &ServeArgs,
+    file: &mut FileConfig,
+    d: &Config,
+) -> Result<(AuthConfig, Option<(PathBuf, PathBuf)>), ConfigError> {
+    let auth = AuthConfig {
+        secrets: pick_list(&args.auth_secrets, file.auth_secrets.take()),
+        public_keys: pick_list(&args.auth_public_keys, file.auth_public_keys.take()),
+        jwks_url: args.auth_jwks_url.clone().or(file.auth_jwks_url.take()),
+        leeway_secs: pick(args.auth_leeway, file.auth_leeway_secs, d.auth.leeway_secs),
+        api_keys: pick_list(&args.api_keys, file.api_keys.take()),
+        rooms: std::mem::take(&mut file.rooms),
+    };
+    let tls = match (
+        args.tls_cert.clone().or(file.tls_cert.take()),
+        args.tls_key.clone().or(file.tls_key.take()),
+    ) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::Invalid {
+                key: "tls_cert/tls_key",
+                message: "give both the certificate and its key, or neither".into(),
+            });
+        }
+    };
+    Ok((auth, tls))
+}
+
 /// The list from the flags if any were given, else the file's.
 fn pick_list<T: Clone>(flag: &[T], file: Option<Vec<T>>) -> Vec<T> {
     if flag.is_empty() {
@@ -511,11 +541,12 @@ fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
 impl Config {
     /// Resolves flags and environment (already merged by clap) over the file over defaults.
     pub fn resolve(args: &ServeArgs) -> Result<Self, ConfigError> {
-        let file = match &args.config {
+        let mut file = match &args.config {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
         let d = Config::default();
+        let (auth, tls) = resolve_trust(args, &mut file, &d)?;
         let secs = Duration::from_secs;
         let redis = args.redis.clone().or(file.redis.clone());
         let config = Config {
@@ -579,29 +610,10 @@ impl Config {
             publish_rate: pick(args.publish_rate, file.publish_rate, d.publish_rate),
             publish_burst: pick(args.publish_burst, file.publish_burst, d.publish_burst),
             shutdown_grace: d.shutdown_grace,
-            auth: AuthConfig {
-                secrets: pick_list(&args.auth_secrets, file.auth_secrets),
-                public_keys: pick_list(&args.auth_public_keys, file.auth_public_keys),
-                jwks_url: args.auth_jwks_url.clone().or(file.auth_jwks_url),
-                leeway_secs: pick(args.auth_leeway, file.auth_leeway_secs, d.auth.leeway_secs),
-                api_keys: pick_list(&args.api_keys, file.api_keys),
-                rooms: file.rooms,
-            },
+            auth,
             allow_anonymous: args.allow_anonymous || file.allow_anonymous.unwrap_or(false),
             allowed_hosts: pick_list(&args.allowed_hosts, file.allowed_hosts),
-            tls: match (
-                args.tls_cert.clone().or(file.tls_cert),
-                args.tls_key.clone().or(file.tls_key),
-            ) {
-                (Some(cert), Some(key)) => Some((cert, key)),
-                (None, None) => None,
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        key: "tls_cert/tls_key",
-                        message: "give both the certificate and its key, or neither".into(),
-                    });
-                }
-            },
+            tls,
         };
         config.validate()?;
         Ok(config)

@@ -91,56 +91,12 @@ impl Server {
             Some(addr) => Some(bind_tcp("http", addr).await?),
             None => None,
         };
-        let retention = store::Retention {
-            max_messages: config.history_max_messages,
-            max_age: config.history_max_age,
-        };
-        // The echo server keeps no history, so it opens no store.
-        let (mut sqlite, mut cluster) = (None, None);
-        let history = match (mode, config.store, &config.redis) {
-            (Mode::Chat, StoreKind::Sqlite, _) => {
-                let store = store::SqliteStore::open(&config.data_dir, retention)?;
-                let factory = store.factory();
-                sqlite = Some(store);
-                factory
-            }
-            (Mode::Chat, StoreKind::Redis, Some(url)) => {
-                let redis = RedisCluster::connect(url, &config.redis_prefix, retention)?;
-                let factory = redis.factory();
-                cluster = Some(Cluster {
-                    broker: Arc::clone(&redis) as Arc<dyn Broker>,
-                    presence: redis,
-                });
-                factory
-            }
-            _ => store::memory(retention),
-        };
-        let tls = match (&config.tls, mode) {
-            (Some((cert, key)), Mode::Chat) => Some(Tls::load(cert, key).map_err(|e| {
-                Error::Config(crate::config::ConfigError::Invalid {
-                    key: "tls",
-                    message: e.to_string(),
-                })
-            })?),
-            _ => None,
-        };
-        let auth = Auth::new(&config.auth).map_err(|message| {
-            Error::Config(crate::config::ConfigError::Invalid {
-                key: "auth",
-                message,
-            })
-        })?;
-        let auth = Arc::new(auth);
-        let exposed = [config.tcp, config.http]
-            .into_iter()
-            .flatten()
-            .any(|a| !a.ip().is_loopback());
-        if exposed && config.tls.is_none() && !auth.is_open() {
-            tracing::warn!(
-                "listening beyond loopback without TLS: tokens and API keys cross the network \
-                 in clear; give --tls-cert and --tls-key (or terminate TLS in front)"
-            );
-        }
+        let Stores {
+            sqlite,
+            cluster,
+            history,
+        } = open_stores(mode, &config)?;
+        let (tls, auth) = trust(mode, &config)?;
         let hub = Hub::new(HubConfig {
             queue_capacity: config.queue_capacity,
             history,
@@ -279,42 +235,119 @@ impl Server {
                 .spawn(tls.reload_on_hangup(shared.shutdown.clone()));
         }
         if let Some(listener) = self.http.take() {
-            let router = http::router(Arc::clone(&shared));
-            let stop = shared.shutdown.clone();
-            let app = router.into_make_service_with_connect_info::<SocketAddr>();
-            match self.tls.clone() {
-                Some(tls) => {
-                    if let Some(addr) = addrs.http {
-                        tracing::info!(%addr, alpn = "h2,http/1.1", "https listening");
-                    }
-                    // `tap_io` only so that axum's `ConnectInfo<SocketAddr>` applies to it.
-                    use axum::serve::ListenerExt as _;
-                    let listener = tls.https(listener, stop.clone()).tap_io(|_| {});
-                    shared.tasks.spawn(async move {
-                        let served = axum::serve(listener, app)
-                            .with_graceful_shutdown(stop.cancelled_owned())
-                            .await;
-                        if let Err(error) = served {
-                            tracing::error!(%error, "https server failed");
-                        }
-                    });
-                }
-                None => {
-                    if let Some(addr) = addrs.http {
-                        tracing::info!(%addr, "http listening");
-                    }
-                    shared.tasks.spawn(async move {
-                        let served = axum::serve(listener, app)
-                            .with_graceful_shutdown(stop.cancelled_owned())
-                            .await;
-                        if let Err(error) = served {
-                            tracing::error!(%error, "http server failed");
-                        }
-                    });
-                }
-            }
+            spawn_http(&shared, listener, self.tls.clone(), addrs.http);
         }
     }
+}
+
+/// Serves the router on `listener`, over TLS when `tls` is set.
+fn spawn_http(
+    shared: &Arc<Context>,
+    listener: TcpListener,
+    tls: Option<Tls>,
+    addr: Option<SocketAddr>,
+) {
+    let router = http::router(Arc::clone(shared));
+    let stop = shared.shutdown.clone();
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        Some(tls) => {
+            if let Some(addr) = addr {
+                tracing::info!(%addr, alpn = "h2,http/1.1", "https listening");
+            }
+            // `tap_io` only so that axum's `ConnectInfo<SocketAddr>` applies to it.
+            use axum::serve::ListenerExt as _;
+            let listener = tls.https(listener, stop.clone()).tap_io(|_| {});
+            shared.tasks.spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "https server failed");
+                }
+            });
+        }
+        None => {
+            if let Some(addr) = addr {
+                tracing::info!(%addr, "http listening");
+            }
+            shared.tasks.spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "http server failed");
+                }
+            });
+        }
+    }
+}
+
+/// Where history lives: the SQLite store, the Redis cluster, or memory.
+struct Stores {
+    sqlite: Option<Arc<store::SqliteStore>>,
+    cluster: Option<Cluster>,
+    history: store::HistoryFactory,
+}
+
+/// Opens the configured store. The echo server keeps no history, so it opens none.
+fn open_stores(mode: Mode, config: &Config) -> Result<Stores, Error> {
+    let retention = store::Retention {
+        max_messages: config.history_max_messages,
+        max_age: config.history_max_age,
+    };
+    Ok(match (mode, config.store, &config.redis) {
+        (Mode::Chat, StoreKind::Sqlite, _) => {
+            let store = store::SqliteStore::open(&config.data_dir, retention)?;
+            Stores {
+                history: store.factory(),
+                sqlite: Some(store),
+                cluster: None,
+            }
+        }
+        (Mode::Chat, StoreKind::Redis, Some(url)) => {
+            let redis = RedisCluster::connect(url, &config.redis_prefix, retention)?;
+            Stores {
+                history: redis.factory(),
+                sqlite: None,
+                cluster: Some(Cluster {
+                    broker: Arc::clone(&redis) as Arc<dyn Broker>,
+                    presence: redis,
+                }),
+            }
+        }
+        _ => Stores {
+            history: store::memory(retention),
+            sqlite: None,
+            cluster: None,
+        },
+    })
+}
+
+/// The certificate (chat mode only) and the token verifier; warns when tokens would cross
+/// the network in clear.
+fn trust(mode: Mode, config: &Config) -> Result<(Option<Tls>, Arc<Auth>), Error> {
+    let invalid = |key: &'static str, message: String| {
+        Error::Config(crate::config::ConfigError::Invalid { key, message })
+    };
+    let tls = match (&config.tls, mode) {
+        (Some((cert, key)), Mode::Chat) => {
+            Some(Tls::load(cert, key).map_err(|e| invalid("tls", e.to_string()))?)
+        }
+        _ => None,
+    };
+    let auth = Arc::new(Auth::new(&config.auth).map_err(|m| invalid("auth", m))?);
+    let exposed = [config.tcp, config.http]
+        .into_iter()
+        .flatten()
+        .any(|a| !a.ip().is_loopback());
+    if exposed && tls.is_none() && !auth.is_open() {
+        tracing::warn!(
+            "listening beyond loopback without TLS: tokens and API keys cross the network \
+             in clear; give --tls-cert and --tls-key (or terminate TLS in front)"
+        );
+    }
+    Ok((tls, auth))
 }
 
 /// Drops rooms nobody uses any more (no members, no history, no holder), and prunes the

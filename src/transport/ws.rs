@@ -76,12 +76,11 @@ impl Handshake {
     #[allow(clippy::result_large_err)]
     fn check(shared: &Context, req: &mut Request, offer_protocol: bool) -> Result<Self, Response> {
         let over_h2 = req.method() == axum::http::Method::CONNECT;
-        if over_h2
-            && !req
-                .extensions()
-                .get::<hyper::ext::Protocol>()
-                .is_some_and(|p| p.as_str() == "websocket")
-        {
+        let websocket_protocol = req
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str() == "websocket");
+        if over_h2 && !websocket_protocol {
             return Err(refuse(
                 StatusCode::BAD_REQUEST,
                 "CONNECT here is only for WebSockets over HTTP/2 (:protocol websocket, RFC 8441)",
