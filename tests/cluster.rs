@@ -466,3 +466,61 @@ async fn a_node_killed_under_load_loses_no_acknowledged_message() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_senders_standing_crosses_nodes_on_the_bus_and_in_the_stream() {
+    let redis = Redis::start();
+    let secret = "cluster-secret-0123456789abcdef012345";
+    let config = || {
+        let mut c = node_config(&redis);
+        c.auth.secrets = vec![secret.into()];
+        c.auth.api_keys = vec!["cluster-key".into()];
+        c
+    };
+    let (a, b) = (start_with(config()).await, start_with(config()).await);
+    let mut grants = switchboard::auth::Grants::default();
+    let (p, actions) = switchboard::auth::Grants::parse_one("std=subscribe,publish").unwrap();
+    grants.push(p, actions);
+    let token = switchboard::auth::sign(secret, "u-zoe", Some("zoe"), &grants, 600).unwrap();
+    // Live, through the bus: a structured reader on node b.
+    let mut reader = ws(b.http(), &format!("room=std&format=json&token={token}")).await;
+    let res = client()
+        .post(format!("http://{}/rooms/std/messages", a.http()))
+        .bearer_auth(&token)
+        .body("verified")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let res = client()
+        .post(format!("http://{}/rooms/std/messages", a.http()))
+        .header("x-api-key", "cluster-key")
+        .header("x-nick", "deploy")
+        .body("from a backend")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let mut live = Vec::new();
+    while live.len() < 2 {
+        let v: Value = serde_json::from_str(&ws_line(&mut reader).await).unwrap();
+        if v["type"] == "message" {
+            live.push(v);
+        }
+    }
+    assert_eq!(live[0]["user"], "u-zoe");
+    assert_eq!(live[1]["backend"], true);
+    // Stored, through the stream: a fresh node reads the history from Redis.
+    let c = start_with(config()).await;
+    let page: Value = client()
+        .get(format!("http://{}/rooms/std/messages", c.http()))
+        .header("x-api-key", "cluster-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["messages"][0]["user"], "u-zoe", "{page}");
+    assert_eq!(page["messages"][1]["backend"], true, "{page}");
+}
