@@ -54,7 +54,7 @@ pub enum Command {
     Token(TokenArgs),
     /// Terminal client: prints what arrives while you type; `exit` or end of input quits.
     ///
-    /// URL schemes: tcp://HOST:PORT (chat or echo), tls://HOST:PORT (chat over TLS),
+    /// URL schemes: tcp://HOST:PORT (chat or echo), tls://HOST:PORT (chat over TLS), wss://…,
     /// udp://HOST:PORT, ws://HOST:PORT/PATH.
     Connect(ConnectArgs),
 }

@@ -319,3 +319,38 @@ async fn connect_tls_and_a_sighup_reload_keep_every_connection() {
     let _ = pid.kill();
     let _ = pid.wait();
 }
+
+#[tokio::test]
+async fn connect_wss_chats_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(dir.path(), "c");
+    let server = start_with(tls_config(cert.clone(), key)).await;
+    let chat = tls_to(server.tcp(), &cert).await;
+    let (r, _w) = tokio::io::split(chat);
+    let mut lines = BufReader::new(r).lines();
+    lines.next_line().await.unwrap();
+    let url = format!("wss://localhost:{}/ws?nick=clippy", server.http().port());
+    let mut client = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["connect", &url, "--tls-ca", cert.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(b"hi from wss\n").unwrap();
+    let line = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let l = lines.next_line().await.unwrap().unwrap();
+            if l.contains("hi from wss") {
+                return l;
+            }
+        }
+    })
+    .await
+    .expect("the TLS TCP client hears the wss client");
+    assert_eq!(line, "clippy: hi from wss");
+    drop(stdin);
+    let _ = tokio::task::spawn_blocking(move || client.wait()).await;
+    server.stop().await;
+}

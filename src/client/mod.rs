@@ -62,7 +62,7 @@ pub async fn connect(
         if std::io::stdin().is_terminal() {
             eprintln!("connecting to {url}; type exit or press Ctrl-D to quit");
         }
-        return ws(url).await;
+        return ws(url, ca).await;
     }
     let host_port = rest.split('/').next().unwrap_or(rest);
     let addr = resolve(host_port).await?;
@@ -188,13 +188,40 @@ where
     Ok(())
 }
 
-async fn ws(url: &str) -> Result<(), ClientError> {
+async fn ws(url: &str, ca: Option<&std::path::Path>) -> Result<(), ClientError> {
+    let failed = |e: tokio_tungstenite::tungstenite::Error| ClientError::Ws(e.to_string());
+    let Some(rest) = url.strip_prefix("wss://") else {
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(failed)?;
+        return ws_session(socket).await;
+    };
+    // TLS by rustls here (as for tls://), then the WebSocket handshake over it.
+    let host_port = rest.split(['/', '?']).next().unwrap_or(rest);
+    let host = host_port
+        .rsplit_once(':')
+        .map_or(host_port, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let with_port = if host_port.contains(':') && !host_port.ends_with(']') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:443")
+    };
+    let stream = tls(resolve(&with_port).await?, host, ca).await?;
+    let (socket, _) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .map_err(failed)?;
+    ws_session(socket).await
+}
+
+async fn ws_session<S>(socket: tokio_tungstenite::WebSocketStream<S>) -> Result<(), ClientError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
 
-    let (socket, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .map_err(|e| ClientError::Ws(e.to_string()))?;
     let (mut sink, mut stream) = socket.split();
     let mut printer = tokio::spawn(async move {
         let mut stdout = std::io::stdout();
