@@ -25,6 +25,9 @@ pub enum NameError {
         /// The maximum in characters.
         max: usize,
     },
+    /// A room called `.` or `..`.
+    #[error("room must not be . or ..")]
+    Dots,
     /// The name held a character outside the allowed set.
     #[error("{what} may contain only letters, digits and - _ . (got {ch:?})")]
     BadChar {
@@ -40,8 +43,12 @@ pub fn check_nick(name: &str) -> Result<(), NameError> {
     check("nick", name, MAX_NICK_CHARS)
 }
 
-/// Checks a room name: 1–64 letters, digits, `-`, `_` or `.`.
+/// Checks a room name: 1–64 letters, digits, `-`, `_` or `.`, and not `.` or `..` (which
+/// a URL path or a file name would read as a directory).
 pub fn check_room(name: &str) -> Result<(), NameError> {
+    if name == "." || name == ".." {
+        return Err(NameError::Dots);
+    }
     check("room", name, MAX_ROOM_CHARS)
 }
 
@@ -82,6 +89,9 @@ mod tests {
             check_room(&"x".repeat(65)),
             Err(NameError::TooLong { max: 64, .. })
         ));
+        assert_eq!(check_room(".."), Err(NameError::Dots));
+        assert_eq!(check_room("."), Err(NameError::Dots));
+        assert!(check_room("a.b").is_ok() && check_room("...").is_ok());
         assert!(matches!(
             check_room("a/b"),
             Err(NameError::BadChar { ch: '/', .. })

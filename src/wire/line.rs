@@ -43,14 +43,48 @@ pub(super) fn event(ev: &Event) -> Bytes {
     out.freeze()
 }
 
-/// One `PREFIX SEP line\n` per line of `text`.
+/// One `PREFIX SEP line\n` per line of `text`, each made safe for a terminal.
 fn attributed(out: &mut BytesMut, prefix: &[u8], sep: &[u8], text: &str) {
     for part in text.split('\n') {
         let part = part.strip_suffix('\r').unwrap_or(part);
         out.put_slice(prefix);
         out.put_slice(sep);
-        out.put_slice(part.as_bytes());
+        out.put_slice(terminal_safe(part).as_bytes());
         out.put_u8(b'\n');
+    }
+}
+
+/// The text with everything a terminal would act on, or that hides or reorders text,
+/// replaced by a visible stand-in: C0 controls (tab aside) by their Control Pictures
+/// (`ESC` → `␛`, so OSC 52 clipboard writes, title changes, cursor moves, `CR` and backspace
+/// overwrites all show as text), `DEL` by `␡`, and C1 controls, bidirectional overrides and
+/// isolates, and invisible format characters by `�`. Joiners (ZWJ, ZWNJ) stay: emoji and
+/// several scripts need them. Text that needs nothing is borrowed, not copied.
+pub(super) fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(needs_standin) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(text.chars().map(standin).collect())
+}
+
+fn needs_standin(c: char) -> bool {
+    standin(c) != c
+}
+
+fn standin(c: char) -> char {
+    match c {
+        '\t' => c,
+        '\0'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'),
+        '\u{7f}' => '\u{2421}',
+        '\u{80}'..='\u{9f}'
+        | '\u{061c}'
+        | '\u{200b}'
+        | '\u{200e}'
+        | '\u{200f}'
+        | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{2069}'
+        | '\u{feff}' => '\u{fffd}',
+        _ => c,
     }
 }
 
@@ -108,4 +142,33 @@ pub fn gap(replay: &Replay) -> Option<String> {
             replay.events.len()
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_a_terminal_acts_on_gets_through() {
+        let attack = "\u{1b}]52;c;ZXZpbA==\u{7}hi\u{1b}[2J\rX\u{8}\u{9b}31m\u{202e}txt.exe";
+        let safe = terminal_safe(attack);
+        assert!(
+            !safe.chars().any(|c| c.is_control() && c != '\t'),
+            "{safe:?}"
+        );
+        assert!(safe.starts_with('\u{241b}'), "ESC shows as ␛: {safe:?}");
+        assert!(!safe.contains('\u{202e}'));
+        // Ordinary text, tabs, emoji with joiners and other scripts are left alone.
+        for fine in [
+            "plain\ttext",
+            "👨\u{200d}👩\u{200d}👧",
+            "привіт",
+            "می\u{200c}خواهم",
+        ] {
+            assert!(
+                matches!(terminal_safe(fine), std::borrow::Cow::Borrowed(_)),
+                "{fine}"
+            );
+        }
+    }
 }
