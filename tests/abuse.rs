@@ -99,3 +99,21 @@ async fn dot_rooms_are_refused_everywhere() {
     assert_eq!(status, 400);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_bad_query_number_gets_the_json_error() {
+    let server = start_server().await;
+    let res = reqwest::Client::new()
+        .get(format!(
+            "http://{}/rooms/lobby/messages?limit=99999999999999999999999",
+            server.http()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let body: serde_json::Value = res.json().await.expect("a JSON body");
+    assert_eq!(body["code"], "bad_request");
+    assert!(body["error"].as_str().unwrap().contains("limit"), "{body}");
+    server.stop().await;
+}

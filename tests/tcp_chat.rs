@@ -150,7 +150,7 @@ async fn every_error_is_an_err_line_and_the_connection_stays_usable() {
 }
 
 #[tokio::test]
-async fn over_the_connection_limits_the_client_gets_server_full() {
+async fn over_the_connection_limits_the_client_is_told_which() {
     let server = start_with(Config {
         max_connections: 2,
         ..test_config()
@@ -169,7 +169,7 @@ async fn over_the_connection_limits_the_client_gets_server_full() {
     .await;
     let (_a, _) = Line::connect(per_ip.tcp()).await;
     let mut b = Line::connect_raw(per_ip.tcp()).await;
-    assert_eq!(b.line().await, "ERR server full");
+    assert_eq!(b.line().await, "ERR too many connections from your address");
     // A freed place can be taken again.
     drop(_a);
     let mut ok = None;

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::AppError;
+use super::{AppError, Path};
 use crate::auth::Principal;
 use crate::context::Context;
 use crate::event::Disconnect;

@@ -98,12 +98,13 @@ impl AppError {
         )
     }
 
-    /// 503 when the connection limits are reached.
-    pub(crate) fn server_full() -> Self {
+    /// 503 when a connection cap is reached, naming which.
+    pub(crate) fn full(full: crate::transport::limits::Full) -> Self {
+        crate::metrics::METRICS.refuse(full.code());
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "server_full",
-            "server full",
+            full.code(),
+            full.to_string(),
         )
     }
 }

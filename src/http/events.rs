@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 
-use super::AppError;
+use super::{AppError, Query};
 use crate::auth::Action;
 use crate::context::Context;
 use crate::hub::{MessageId, Transport};
@@ -73,7 +73,7 @@ pub(crate) async fn events(
     let permit = shared
         .limiter
         .try_acquire(addr.ip())
-        .ok_or_else(AppError::server_full)?;
+        .map_err(AppError::full)?;
 
     let hub = Arc::clone(&shared.hub);
     let (sub, rx) = hub.subscribe(Transport::Sse, true, Some(addr));

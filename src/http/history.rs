@@ -6,14 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::AppError;
+use super::{AppError, Path, Query};
 use crate::auth::Action;
 use crate::context::Context;
 use crate::hub::{MessageId, Page, Room};

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::AppError;
+use super::{AppError, Path, Query};
 use crate::auth::Action;
 use crate::context::Context;
 use crate::protocol::names::check_room;

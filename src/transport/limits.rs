@@ -33,8 +33,8 @@ impl Limiter {
         })
     }
 
-    /// Admits a connection from `ip`, or returns `None` when a cap is reached.
-    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<Permit> {
+    /// Admits a connection from `ip`, or says which cap it hit.
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Full> {
         let admitted = self
             .total
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -42,16 +42,16 @@ impl Limiter {
             })
             .is_ok();
         if !admitted {
-            return None;
+            return Err(Full::Server);
         }
         let mut count = self.per_ip.entry(ip).or_insert(0);
         if *count >= self.max_per_ip {
             drop(count);
             self.total.fetch_sub(1, Ordering::AcqRel);
-            return None;
+            return Err(Full::Address);
         }
         *count += 1;
-        Some(Permit {
+        Ok(Permit {
             limiter: Arc::clone(self),
             ip,
         })
@@ -60,6 +60,27 @@ impl Limiter {
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.total.load(Ordering::Acquire)
+    }
+}
+
+/// Which connection cap refused a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Full {
+    /// `max_connections`: the server as a whole.
+    #[error("server full")]
+    Server,
+    /// `max_connections_per_ip`: this client's address.
+    #[error("too many connections from your address")]
+    Address,
+}
+
+impl Full {
+    /// The reason as metrics and JSON errors name it.
+    pub fn code(self) -> &'static str {
+        match self {
+            Full::Server => "server_full",
+            Full::Address => "too_many_from_address",
+        }
     }
 }
 
@@ -160,9 +181,17 @@ mod tests {
         let b: IpAddr = "127.0.0.2".parse().unwrap();
         let p1 = limiter.try_acquire(a).unwrap();
         let _p2 = limiter.try_acquire(a).unwrap();
-        assert!(limiter.try_acquire(a).is_none(), "per-IP cap");
+        assert_eq!(
+            limiter.try_acquire(a).err(),
+            Some(Full::Address),
+            "per-IP cap"
+        );
         let _p3 = limiter.try_acquire(b).unwrap();
-        assert!(limiter.try_acquire(b).is_none(), "total cap");
+        assert_eq!(
+            limiter.try_acquire(b).err(),
+            Some(Full::Server),
+            "total cap"
+        );
         drop(p1);
         let _p4 = limiter.try_acquire(a).expect("a place was freed");
         assert_eq!(limiter.open(), 3);

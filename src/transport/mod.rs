@@ -69,17 +69,17 @@ where
             }
         };
         match shared.limiter.try_acquire(addr.ip()) {
-            Some(permit) => {
+            Ok(permit) => {
                 shared
                     .tasks
                     .spawn(handler(stream, addr, permit, Arc::clone(&shared)));
             }
-            None => {
-                tracing::info!(%addr, "refusing connection: server full");
-                crate::metrics::METRICS.refuse("server_full");
+            Err(full) => {
+                tracing::info!(%addr, %full, "refusing connection");
+                crate::metrics::METRICS.refuse(full.code());
                 shared.tasks.spawn(async move {
                     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                        stream.write_all(b"ERR server full\n").await?;
+                        stream.write_all(format!("ERR {full}\n").as_bytes()).await?;
                         stream.shutdown().await
                     })
                     .await;

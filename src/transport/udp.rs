@@ -115,9 +115,15 @@ impl Chat {
         let member = match self.members.entry(addr) {
             Entry::Occupied(slot) => slot.into_mut(),
             Entry::Vacant(slot) => {
-                let Some(permit) = self.shared.limiter.try_acquire(addr.ip()) else {
-                    let _ = self.socket.send_to(b"ERR server full", addr).await;
-                    return;
+                let permit = match self.shared.limiter.try_acquire(addr.ip()) {
+                    Ok(permit) => permit,
+                    Err(full) => {
+                        let _ = self
+                            .socket
+                            .send_to(format!("ERR {full}").as_bytes(), addr)
+                            .await;
+                        return;
+                    }
                 };
                 slot.insert(admit(&self.socket, &self.shared, addr, permit))
             }

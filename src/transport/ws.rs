@@ -338,8 +338,9 @@ pub(crate) async fn chat(
         Err(res) => return res,
     };
     let structured = json_query || handshake.protocol.is_some();
-    let Some(permit) = shared.limiter.try_acquire(addr.ip()) else {
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "server full");
+    let permit = match shared.limiter.try_acquire(addr.ip()) {
+        Ok(permit) => permit,
+        Err(full) => return refuse(StatusCode::SERVICE_UNAVAILABLE, full.to_string()),
     };
     let limits = limits(&shared, shared.config.ws_max_message);
     // Joined before the 101 goes out, so that a client whose handshake has completed misses
