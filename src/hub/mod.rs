@@ -357,6 +357,11 @@ impl Hub {
         stats
     }
 
+    /// How many rooms exist, without listing them (`/healthz` asks this on every probe).
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
     /// Every room with its member count, sorted by name.
     pub fn rooms(&self) -> Vec<(Arc<str>, usize)> {
         let rooms: Vec<Arc<Room>> = self.rooms.iter().map(|r| Arc::clone(r.value())).collect();
