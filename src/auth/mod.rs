@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub use grants::{Action, Actions, Grants, Pattern, RoomRule};
 use keys::{Family, Jwks, Key};
 
+use crate::event::Sender;
 use crate::protocol::names::check_nick;
 
 /// Longest token accepted, in bytes (a header, the claims and a signature).
@@ -327,6 +328,24 @@ impl Auth {
             Some(token) => Ok(Principal::User(Arc::new(self.verify(token)?))),
             None => Ok(Principal::Anonymous),
         }
+    }
+
+    /// How far `who`'s name can be trusted, as every message from them records it: a nick
+    /// is only anonymous on a server that verifies anyone at all.
+    pub fn sender(&self, who: &Principal) -> Sender {
+        match who {
+            Principal::User(identity) => Sender::User(Arc::clone(&identity.sub)),
+            Principal::Backend => Sender::Backend,
+            Principal::Anonymous if self.is_open() => Sender::Open,
+            Principal::Anonymous => Sender::Anonymous,
+        }
+    }
+
+    /// Whether `who` may send direct messages: anyone on an open server, else only a token
+    /// or key holder (a direct message reaches one user, and names no room a rule could
+    /// open).
+    pub fn may_direct(&self, who: &Principal) -> bool {
+        self.is_open() || *who != Principal::Anonymous
     }
 
     /// What `who` may do in `room`: everything on an open server or with an API key; else

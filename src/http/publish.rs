@@ -21,7 +21,7 @@ use serde_json::json;
 use super::{AppError, Path, Query};
 use crate::auth::{Action, Principal};
 use crate::context::Context;
-use crate::event::{Author, Sender};
+use crate::event::Author;
 use crate::hub::HubError;
 use crate::protocol::names::{check_nick, check_room};
 
@@ -53,21 +53,41 @@ pub(crate) struct PublishQuery {
 struct Posted {
     text: String,
     author: Author,
-    who: Principal,
     headers: HeaderMap,
 }
 
-/// Checks credentials and the rate limit, then reads the body (bounded) and the sender's
-/// name (see the module comment).
+/// Where a post goes.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    Room(&'a str),
+    User,
+}
+
+/// Checks credentials, the sender's right to post to `target` and the rate limit, before
+/// reading anything more; then reads the body (bounded) and the sender's name (see the
+/// module comment).
 async fn read_posted(
     shared: &Context,
     addr: SocketAddr,
     query: PublishQuery,
     req: Request,
+    target: Target<'_>,
 ) -> Result<Posted, AppError> {
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
     let who = super::principal(shared, &headers, query.token.as_deref())?;
+    let auth = shared.hub.auth();
+    match target {
+        Target::Room(room) if !auth.allows(&who, room, Action::Publish) => {
+            return Err(AppError::not_allowed(&who, room, Action::Publish));
+        }
+        Target::User if !auth.may_direct(&who) => {
+            return Err(AppError::unauthorized(
+                "direct messages need a token or an API key on this server",
+            ));
+        }
+        _ => {}
+    }
     if who != Principal::Backend
         && let Err(wait) = shared.publish_rate.check(addr.ip())
     {
@@ -102,7 +122,6 @@ async fn read_posted(
     Ok(Posted {
         text,
         author,
-        who,
         headers,
     })
 }
@@ -114,8 +133,8 @@ fn author(
     nick: Option<String>,
     nick_key: Option<&str>,
 ) -> Result<Author, AppError> {
-    let (nick, sender) = match who {
-        Principal::Backend => (nick.unwrap_or_else(|| BACKEND.to_owned()), Sender::Backend),
+    let nick = match who {
+        Principal::Backend => nick.unwrap_or_else(|| BACKEND.to_owned()),
         Principal::User(identity) => {
             if nick.as_deref().is_some_and(|n| n != &*identity.name) {
                 return Err(AppError::forbidden(format!(
@@ -123,35 +142,23 @@ fn author(
                     identity.name
                 )));
             }
-            (
-                identity.name.to_string(),
-                Sender::User(Arc::clone(&identity.sub)),
-            )
+            identity.name.to_string()
         }
-        Principal::Anonymous => {
-            let sender = if shared.hub.auth().is_open() {
-                Sender::Open
-            } else {
-                Sender::Anonymous
-            };
-            match nick {
-                None => (ANONYMOUS.to_owned(), sender),
-                // The client's own SSE stream holds the nick and vouches for it.
-                Some(nick) if nick_key.is_some_and(|k| shared.hub.holds_nick_key(&nick, k)) => {
-                    (nick, sender)
-                }
-                Some(nick) => {
-                    shared.hub.check_free_nick(&nick).map_err(|e| {
-                        AppError::new(StatusCode::CONFLICT, "nick_taken", e.to_string())
-                    })?;
-                    (nick, sender)
-                }
+        Principal::Anonymous => match nick {
+            None => ANONYMOUS.to_owned(),
+            // The client's own SSE stream holds the nick and vouches for it.
+            Some(nick) if nick_key.is_some_and(|k| shared.hub.holds_nick_key(&nick, k)) => nick,
+            Some(nick) => {
+                shared.hub.check_free_nick(&nick).map_err(|e| {
+                    AppError::new(StatusCode::CONFLICT, "nick_taken", e.to_string())
+                })?;
+                nick
             }
-        }
+        },
     };
     Ok(Author {
         nick: nick.into(),
-        sender,
+        sender: shared.hub.auth().sender(who),
     })
 }
 
@@ -165,14 +172,7 @@ pub(crate) async fn publish(
     req: Request,
 ) -> Result<Response, AppError> {
     check_room(&room).map_err(AppError::bad_request)?;
-    let posted = read_posted(&shared, addr, query, req).await?;
-    if !shared
-        .hub
-        .auth()
-        .allows(&posted.who, &room, Action::Publish)
-    {
-        return Err(AppError::not_allowed(&posted.who, &room, Action::Publish));
-    }
+    let posted = read_posted(&shared, addr, query, req, Target::Room(&room)).await?;
     let key = header_str(&posted.headers, "idempotency-key");
     if key.as_ref().is_some_and(|k| k.len() > 200) {
         return Err(AppError::bad_request(
@@ -208,12 +208,7 @@ pub(crate) async fn direct(
     req: Request,
 ) -> Result<Response, AppError> {
     check_nick(&to).map_err(AppError::bad_request)?;
-    let posted = read_posted(&shared, addr, query, req).await?;
-    if posted.who == Principal::Anonymous && !shared.hub.auth().is_open() {
-        return Err(AppError::unauthorized(
-            "direct messages need a token or an API key on this server",
-        ));
-    }
+    let posted = read_posted(&shared, addr, query, req, Target::User).await?;
     // An HTTP sender has no subscriber of its own.
     const NO_SUBSCRIBER: u64 = 0;
     match shared

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Action, Identity, Principal};
-use crate::event::{Author, Disconnect, MessageId, Sender};
+use crate::event::{Author, Disconnect, MessageId};
 use crate::hub::{Delivery, Hub, Lookback, MemberInfo, Published, Room, Subscriber};
 use crate::protocol::command;
 use crate::protocol::envelope::{ErrorCode, ServerFrame};
@@ -121,15 +121,9 @@ impl Session {
 
     /// The client as the author of what it sends.
     fn author(&self) -> Author {
-        let sender = match &self.principal {
-            Principal::User(identity) => Sender::User(Arc::clone(&identity.sub)),
-            Principal::Backend => Sender::Backend,
-            Principal::Anonymous if self.hub.auth().is_open() => Sender::Open,
-            Principal::Anonymous => Sender::Anonymous,
-        };
         Author {
             nick: Arc::clone(&self.nick),
-            sender,
+            sender: self.hub.auth().sender(&self.principal),
         }
     }
 
@@ -396,7 +390,7 @@ impl Session {
     }
 
     fn direct(&mut self, to: &str, text: &str, reference: Option<&str>) {
-        if self.principal == Principal::Anonymous && !self.hub.auth().is_open() {
+        if !self.hub.auth().may_direct(&self.principal) {
             return self.refuse(
                 reference,
                 ErrorCode::Unauthorized,
