@@ -220,14 +220,6 @@ impl Sender {
             _ => Sender::Open,
         }
     }
-
-    /// The verified subject, if any.
-    pub fn user(&self) -> Option<&str> {
-        match self {
-            Sender::User(sub) => Some(sub),
-            _ => None,
-        }
-    }
 }
 
 /// A message's sender: the nick shown and how far it can be trusted.

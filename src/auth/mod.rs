@@ -136,19 +136,12 @@ pub struct Auth {
     /// SHA-256 of each API key, so that comparing takes the same time whatever the length.
     api_keys: Vec<[u8; 32]>,
     rules: Vec<RoomRule>,
-    /// First secret, for `switchboard token`.
-    signing_secret: Option<String>,
 }
 
 impl Auth {
     /// Builds the verifier; a key file that cannot be read is an error.
     pub fn new(config: &AuthConfig) -> Result<Auth, String> {
-        let mut keys: Vec<Key> = config
-            .secrets
-            .iter()
-            .filter(|s| !s.is_empty())
-            .map(|s| keys::secret(s))
-            .collect();
+        let mut keys: Vec<Key> = config.secrets.iter().map(|s| keys::secret(s)).collect();
         if let Some(short) = config.secrets.iter().find(|s| s.len() < 32) {
             // RFC 7518 section 3.2: an HS256 key must be at least 256 bits.
             return Err(format!(
@@ -171,20 +164,12 @@ impl Auth {
             leeway: config.leeway_secs,
             api_keys: config.api_keys.iter().map(|k| digest(k)).collect(),
             rules: config.rooms.clone(),
-            signing_secret: config.secrets.first().cloned(),
         })
     }
 
     /// A server with nothing configured: everyone may do everything.
     pub fn open() -> Arc<Auth> {
-        Arc::new(Auth {
-            keys: Vec::new(),
-            jwks: None,
-            leeway: 0,
-            api_keys: Vec::new(),
-            rules: Vec::new(),
-            signing_secret: None,
-        })
+        Arc::new(Auth::new(&AuthConfig::default()).expect("nothing configured is valid"))
     }
 
     /// No tokens, no API keys and no room rules: everyone may do everything.
@@ -203,11 +188,6 @@ impl Auth {
     /// Seconds of clock skew forgiven on `exp`.
     pub fn leeway(&self) -> u64 {
         self.leeway
-    }
-
-    /// The secret `switchboard token` signs with.
-    pub fn signing_secret(&self) -> Option<&str> {
-        self.signing_secret.as_deref()
     }
 
     /// Fetches the JWKS once (at start) and keeps it fresh until `stop`.

@@ -102,13 +102,14 @@ impl Nicks {
     /// an SSE client gets it and sends it with its HTTP publishes, which may then use the
     /// nick its stream holds. HMAC-SHA256 of the id and nick, so nothing is stored.
     pub(super) fn key_for(&self, id: SubscriberId, nick: &str) -> String {
+        use std::fmt::Write as _;
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("any key length");
         mac.update(format!("{id}:{}", fold(nick)).as_bytes());
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        let mut hex = String::with_capacity(64);
+        for b in mac.finalize().into_bytes() {
+            let _ = write!(hex, "{b:02x}");
+        }
+        hex
     }
 
     /// True if `key` is the key of a live holder of `nick` (compared in constant time).
@@ -119,8 +120,15 @@ impl Nicks {
             .any(|sub| bool::from(self.key_for(sub.id, nick).as_bytes().ct_eq(key.as_bytes())))
     }
 
-    fn is_reserved(&self, key: &str) -> bool {
-        self.reserved.iter().any(|r| r == key)
+    /// Names no anonymous client may use: reserved ones and verified users'.
+    fn check_anonymous(&self, key: &str, nick: &str) -> Result<(), HubError> {
+        if self.reserved.iter().any(|r| r == key) {
+            return Err(HubError::NickReserved(nick.to_owned()));
+        }
+        if self.verified.contains_key(key) {
+            return Err(HubError::NickVerified(nick.to_owned()));
+        }
+        Ok(())
     }
 
     /// Claims `nick` for `sub`, anonymous when `user` is `None`. Claiming a name one already
@@ -179,12 +187,7 @@ impl Nicks {
         nick: &str,
         key: String,
     ) -> Result<(), HubError> {
-        if self.is_reserved(&key) {
-            return Err(HubError::NickReserved(nick.to_owned()));
-        }
-        if self.verified.contains_key(&key) {
-            return Err(HubError::NickVerified(nick.to_owned()));
-        }
+        self.check_anonymous(&key, nick)?;
         match self.held.entry(key) {
             Entry::Occupied(held) if held.get().subs.iter().any(|(id, _)| *id == sub.id) => Ok(()),
             Entry::Occupied(_) => Err(HubError::NickTaken(nick.to_owned())),
@@ -203,12 +206,7 @@ impl Nicks {
     /// while someone holds it, and never a reserved or verified name.
     pub(super) fn check_free(&self, nick: &str) -> Result<(), HubError> {
         let key = fold(nick);
-        if self.is_reserved(&key) {
-            return Err(HubError::NickReserved(nick.to_owned()));
-        }
-        if self.verified.contains_key(&key) {
-            return Err(HubError::NickVerified(nick.to_owned()));
-        }
+        self.check_anonymous(&key, nick)?;
         let live = self.held.get(&key).is_some_and(|h| {
             h.subs
                 .iter()

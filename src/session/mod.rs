@@ -109,11 +109,6 @@ impl Session {
         session
     }
 
-    /// Who the client is.
-    pub fn principal(&self) -> &Principal {
-        &self.principal
-    }
-
     /// True if the client may do `action` in `room`.
     pub fn may(&self, room: &str, action: Action) -> bool {
         self.hub.auth().allows(&self.principal, room, action)
@@ -474,9 +469,7 @@ impl Session {
     /// Releases the old nick (when its registry key differs) and tells every room.
     fn take_nick(&mut self, new: Arc<str>) {
         // A look-alike change keeps the same registry key, so release only a different one.
-        if crate::hub::same_nick(&new, &self.nick) {
-            // Keep holding it; only the spelling changes.
-        } else {
+        if !crate::hub::same_nick(&new, &self.nick) {
             self.hub.release_nick(self.sub.id, &self.nick);
         }
         self.nick = new;

@@ -10,10 +10,10 @@ use crate::hub::{Gap, Replay};
 pub(super) const ANONYMOUS_MARK: &str = "~";
 
 /// The sender's name as lines show it: `~nick` when anonymous on a server that verifies.
-fn shown(ev: &Event) -> String {
+fn shown(ev: &Event) -> std::borrow::Cow<'_, str> {
     match ev.sender {
-        Sender::Anonymous => format!("{ANONYMOUS_MARK}{}", ev.nick),
-        _ => ev.nick.to_string(),
+        Sender::Anonymous => format!("{ANONYMOUS_MARK}{}", ev.nick).into(),
+        _ => std::borrow::Cow::Borrowed(&ev.nick),
     }
 }
 
