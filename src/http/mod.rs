@@ -27,48 +27,14 @@ use crate::auth::{self, Action, Principal};
 
 /// `axum::extract::Query`, refusing a bad query (an overflowing number, say) with the JSON
 /// error every other 400 has instead of axum's plain text.
-#[derive(Debug)]
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(AppError))]
 pub(crate) struct Query<T>(pub(crate) T);
 
-impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
-where
-    T: serde::de::DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = AppError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, AppError> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|q| Query(q.0))
-            .map_err(|e| AppError::bad_request(e.body_text()))
-    }
-}
-
 /// `axum::extract::Path`, with the JSON error (a path segment that is not UTF-8, say).
-#[derive(Debug)]
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(AppError))]
 pub(crate) struct Path<T>(pub(crate) T);
-
-impl<T, S> axum::extract::FromRequestParts<S> for Path<T>
-where
-    T: serde::de::DeserializeOwned + Send,
-    S: Send + Sync,
-{
-    type Rejection = AppError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, AppError> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|p| Path(p.0))
-            .map_err(|e| AppError::bad_request(e.body_text()))
-    }
-}
 
 /// Who an HTTP client is: an API key, a token (header or `?token=`), or anonymous. A key or
 /// token that does not check out is a 401, never a silent downgrade to anonymous.
