@@ -257,7 +257,10 @@ fn spawn_http(
             }
             // `tap_io` only so that axum's `ConnectInfo<SocketAddr>` applies to it.
             use axum::serve::ListenerExt as _;
-            let listener = tls.https(listener, stop.clone()).tap_io(|_| {});
+            let listener = match tls.https(listener, stop.clone()) {
+                Ok(listener) => listener.tap_io(|_| {}),
+                Err(error) => return tracing::error!(%error, "https listener failed"),
+            };
             shared.tasks.spawn(async move {
                 let served = axum::serve(listener, app)
                     .with_graceful_shutdown(stop.cancelled_owned())

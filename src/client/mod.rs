@@ -78,16 +78,21 @@ pub async fn connect(
             let _ = stream.set_nodelay(true);
             tcp(stream).await
         }
-        "tls" => {
-            let host = host_port
-                .rsplit_once(':')
-                .map_or(host_port, |(h, _)| h)
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            tcp(tls(addr, host, ca).await?).await
-        }
+        "tls" => tcp(tls(addr, split_host(host_port).0, ca).await?).await,
         "udp" => udp(addr, linger).await,
         _ => Err(ClientError::BadUrl(url.to_owned())),
+    }
+}
+
+/// The host of `HOST:PORT` or `[V6]:PORT` (brackets dropped), and whether a port is given.
+fn split_host(host_port: &str) -> (&str, bool) {
+    if let Some(rest) = host_port.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').unwrap_or((rest, ""));
+        return (host, after.starts_with(':'));
+    }
+    match host_port.rsplit_once(':') {
+        Some((host, _)) => (host, true),
+        None => (host_port, false),
     }
 }
 
@@ -198,12 +203,8 @@ async fn ws(url: &str, ca: Option<&std::path::Path>) -> Result<(), ClientError> 
     };
     // TLS by rustls here (as for tls://), then the WebSocket handshake over it.
     let host_port = rest.split(['/', '?']).next().unwrap_or(rest);
-    let host = host_port
-        .rsplit_once(':')
-        .map_or(host_port, |(h, _)| h)
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let with_port = if host_port.contains(':') && !host_port.ends_with(']') {
+    let (host, has_port) = split_host(host_port);
+    let with_port = if has_port {
         host_port.to_owned()
     } else {
         format!("{host_port}:443")
@@ -348,4 +349,17 @@ async fn udp(addr: SocketAddr, linger: Duration) -> Result<(), ClientError> {
     tokio::time::sleep(linger).await;
     printer.abort();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host;
+
+    #[test]
+    fn hosts_split_from_ports_in_both_notations() {
+        assert_eq!(split_host("chat.example:443"), ("chat.example", true));
+        assert_eq!(split_host("chat.example"), ("chat.example", false));
+        assert_eq!(split_host("[::1]:8443"), ("::1", true));
+        assert_eq!(split_host("[::1]"), ("::1", false));
+    }
 }

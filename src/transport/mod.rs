@@ -23,7 +23,6 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::context::Context;
 use limits::Permit;
 
-/// Sleeps until `deadline`, or forever when there is none (an optional timer in `select!`).
 /// A connection's own shutdown signal: a child of the server's token, cancelled with it.
 ///
 /// Connection loops wait on it at every wake-up. Polling a `CancellationToken` locks its
@@ -33,6 +32,7 @@ pub(crate) fn stop_signal(shared: &Context) -> tokio_util::sync::CancellationTok
     shared.shutdown.child_token()
 }
 
+/// Sleeps until `deadline`, or forever when there is none (an optional timer in `select!`).
 pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -40,34 +40,38 @@ pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Accepts connections until shutdown, admitting each through the connection limits.
-///
-/// A refused client gets `ERR server full` and is closed. `accept` errors (out of file
-/// descriptors, say) are logged and retried with a doubling pause, as mini-redis does, so the
-/// listener survives a burst instead of spinning or dying.
+/// A listener's accepts until a stop signal. `accept` errors (out of file descriptors, say)
+/// are logged and retried with a doubling pause, as mini-redis does, so the listener survives
+/// a burst instead of spinning or dying.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Option<(TcpStream, SocketAddr)> {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return None,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok(pair) => return Some(pair),
+            Err(error) => {
+                tracing::warn!(%error, ?backoff, "accept failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Accepts connections until shutdown, admitting each through the connection limits. A
+/// refused client gets an `ERR` line saying which limit and is closed.
 pub(crate) async fn accept_loop<F, Fut>(listener: TcpListener, shared: Arc<Context>, handler: F)
 where
     F: Fn(TcpStream, SocketAddr, Permit, Arc<Context>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (mut stream, addr) = match accepted {
-            Ok(pair) => {
-                backoff = Duration::from_millis(5);
-                pair
-            }
-            Err(error) => {
-                tracing::warn!(%error, ?backoff, "accept failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
+    while let Some((mut stream, addr)) = accept(&listener, &shared.shutdown).await {
         match shared.limiter.try_acquire(addr.ip()) {
             Ok(permit) => {
                 shared

@@ -155,11 +155,15 @@ impl Tls {
     }
 
     /// An HTTPS listener for `axum::serve`: accepts and handshakes in the background.
-    pub(crate) fn https(&self, listener: TcpListener, stop: CancellationToken) -> HttpsListener {
-        let local = listener.local_addr();
+    pub(crate) fn https(
+        &self,
+        listener: TcpListener,
+        stop: CancellationToken,
+    ) -> std::io::Result<HttpsListener> {
+        let local = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(handshakes(listener, self.http.clone(), tx, stop));
-        HttpsListener { rx, local }
+        Ok(HttpsListener { rx, local })
     }
 }
 
@@ -171,26 +175,12 @@ async fn handshakes(
     stop: CancellationToken,
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-    let mut backoff = Duration::from_millis(5);
     loop {
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return;
         };
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, addr) = match accepted {
-            Ok(pair) => {
-                backoff = Duration::from_millis(5);
-                pair
-            }
-            Err(error) => {
-                tracing::warn!(%error, ?backoff, "https accept failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
+        let Some((stream, addr)) = super::accept(&listener, &stop).await else {
+            return;
         };
         let _ = stream.set_nodelay(true);
         let (acceptor, tx) = (acceptor.clone(), tx.clone());
@@ -211,7 +201,7 @@ async fn handshakes(
 #[derive(Debug)]
 pub(crate) struct HttpsListener {
     rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: std::io::Result<SocketAddr>,
+    local: SocketAddr,
 }
 
 impl axum::serve::Listener for HttpsListener {
@@ -227,9 +217,6 @@ impl axum::serve::Listener for HttpsListener {
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        match &self.local {
-            Ok(addr) => Ok(*addr),
-            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-        }
+        Ok(self.local)
     }
 }
