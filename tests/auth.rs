@@ -53,9 +53,7 @@ fn token(sub: &str, name: Option<&str>, grants: &[&str], ttl: u64) -> String {
     sign(SECRET, sub, name, &g, ttl).unwrap()
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(TIMEOUT).build().unwrap()
-}
+use support::http_client as client;
 
 /// The status of a WebSocket handshake refusal, or 101.
 async fn ws_status(addr: SocketAddr, query: &str) -> u16 {

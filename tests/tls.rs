@@ -75,6 +75,23 @@ fn curl(args: &[&str], ca: &Path, port: u16) -> String {
     stdout
 }
 
+/// The next line containing `needle`, skipping others; panics after `TIMEOUT`.
+async fn line_with<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    needle: &str,
+) -> String {
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let l = lines.next_line().await.unwrap().expect("connection open");
+            if l.contains(needle) {
+                return l;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no line with {needle:?}"))
+}
+
 fn tls_config(cert: PathBuf, key: PathBuf) -> Config {
     Config {
         tls: Some((cert, key)),
@@ -192,16 +209,7 @@ async fn wss_and_tls_chat_meet_in_one_room() {
     .unwrap();
     assert!(got.ends_with(": hello over tls"), "{got}");
     ws.send(Message::text("and back")).await.unwrap();
-    let line = tokio::time::timeout(TIMEOUT, async {
-        loop {
-            let l = lines.next_line().await.unwrap().unwrap();
-            if l.contains("and back") {
-                return l;
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let line = line_with(&mut lines, "and back").await;
     assert_eq!(line, "webby: and back");
 
     // A client that connects and never says hello does not hold up the next one.
@@ -287,16 +295,7 @@ async fn connect_tls_and_a_sighup_reload_keep_every_connection() {
         }
     });
     stdin.write_all(b"from the cli\n").unwrap();
-    let line = tokio::time::timeout(TIMEOUT, async {
-        loop {
-            let l = old_lines.next_line().await.unwrap().unwrap();
-            if l.contains("from the cli") {
-                return l;
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let line = line_with(&mut old_lines, "from the cli").await;
     assert!(line.ends_with(": from the cli"), "{line}");
     old_w.write_all(b"before and after\n").await.unwrap();
     let shown = tokio::time::timeout(TIMEOUT, async {
@@ -339,16 +338,7 @@ async fn connect_wss_chats_over_tls() {
         .unwrap();
     let mut stdin = client.stdin.take().unwrap();
     stdin.write_all(b"hi from wss\n").unwrap();
-    let line = tokio::time::timeout(TIMEOUT, async {
-        loop {
-            let l = lines.next_line().await.unwrap().unwrap();
-            if l.contains("hi from wss") {
-                return l;
-            }
-        }
-    })
-    .await
-    .expect("the TLS TCP client hears the wss client");
+    let line = line_with(&mut lines, "hi from wss").await;
     assert_eq!(line, "clippy: hi from wss");
     drop(stdin);
     let _ = tokio::task::spawn_blocking(move || client.wait()).await;

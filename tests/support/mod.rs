@@ -278,7 +278,8 @@ pub fn addr_of(addrs: &[(String, SocketAddr)], what: &str) -> SocketAddr {
         .1
 }
 
-fn http_client() -> reqwest::Client {
+/// An HTTP client whose every request is bounded by `TIMEOUT`.
+pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder().timeout(TIMEOUT).build().unwrap()
 }
 
