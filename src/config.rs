@@ -694,12 +694,7 @@ impl Config {
         let exposed = [("tcp", self.tcp), ("udp", self.udp), ("http", self.http)]
             .into_iter()
             .find_map(|(name, addr)| addr.filter(|a| !a.ip().is_loopback()).map(|a| (name, a)));
-        let auth = &self.auth;
-        let configured = !(auth.secrets.is_empty()
-            && auth.public_keys.is_empty()
-            && auth.jwks_url.is_none()
-            && auth.api_keys.is_empty()
-            && auth.rooms.is_empty());
+        let configured = !self.auth.is_empty();
         match exposed {
             Some((name, addr)) if !configured && !self.allow_anonymous => {
                 Err(ConfigError::Invalid {

@@ -127,6 +127,17 @@ pub struct AuthConfig {
     pub rooms: Vec<RoomRule>,
 }
 
+impl AuthConfig {
+    /// No secret, key, JWKS, API key or room rule: the server verifies nobody.
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+            && self.public_keys.is_empty()
+            && self.jwks_url.is_none()
+            && self.api_keys.is_empty()
+            && self.rooms.is_empty()
+    }
+}
+
 /// The server's verifier and policy.
 #[derive(Debug)]
 pub struct Auth {
@@ -136,6 +147,8 @@ pub struct Auth {
     /// SHA-256 of each API key, so that comparing takes the same time whatever the length.
     api_keys: Vec<[u8; 32]>,
     rules: Vec<RoomRule>,
+    /// `AuthConfig::is_empty` of what it was built from.
+    open: bool,
 }
 
 impl Auth {
@@ -164,6 +177,7 @@ impl Auth {
             leeway: config.leeway_secs,
             api_keys: config.api_keys.iter().map(|k| digest(k)).collect(),
             rules: config.rooms.clone(),
+            open: config.is_empty(),
         })
     }
 
@@ -174,10 +188,7 @@ impl Auth {
 
     /// No tokens, no API keys and no room rules: everyone may do everything.
     pub fn is_open(&self) -> bool {
-        self.keys.is_empty()
-            && self.jwks.is_none()
-            && self.api_keys.is_empty()
-            && self.rules.is_empty()
+        self.open
     }
 
     /// True when tokens can be verified at all.
