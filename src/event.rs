@@ -303,7 +303,7 @@ pub enum Disconnect {
     TimedOut,
     /// Its token expired and was not refreshed in time.
     TokenExpired,
-    /// An operator removed it (`DELETE /admin/users/{nick}`, `POST /admin/rooms/{room}/close`).
+    /// An operator removed it (`POST /admin/users/{nick}/kick`, `POST /admin/rooms/{room}/close`).
     Kicked,
 }
 
