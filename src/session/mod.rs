@@ -95,11 +95,13 @@ impl Session {
     pub fn start_chat(hub: Arc<Hub>, sub: Arc<Subscriber>, wire: Wire, tasks: TaskTracker) -> Self {
         let mut session = Self::open(hub, sub, wire, None, Principal::Anonymous, tasks);
         if session.may(DEFAULT_ROOM, Action::Subscribe) {
-            session.join(DEFAULT_ROOM, None);
+            // Queued before joining, so that it is the first line: once joined, the room's
+            // events (someone leaving, say) can land in the queue at any moment.
             session.notice(format!(
                 "* welcome {}, you are in {DEFAULT_ROOM} (/help lists commands)",
                 session.nick
             ));
+            session.join(DEFAULT_ROOM, None);
         } else {
             session.notice(format!(
                 "* welcome {}; this server needs a token: /auth TOKEN (/help lists commands)",
