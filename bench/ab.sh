@@ -15,7 +15,7 @@ run() { # bin label name url-template args...   (PORT = HTTP, TPORT = TCP chat)
   local port tport pid url
   port=$(free_port); tport=$(free_port)
   "$bin" serve --tcp "127.0.0.1:$tport" --udp off --http "127.0.0.1:$port" --store memory \
-    --publish-rate 0 --log warn &
+    --publish-rate 0 --connection-rate 0 --log warn &
   pid=$!
   for _ in $(seq 1 50); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   url=${template//TPORT/$tport}; url=${url//PORT/$port}

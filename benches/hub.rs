@@ -20,6 +20,7 @@ fn fan_out(c: &mut Criterion) {
             history: store::memory(Retention::default()),
             cluster: None,
             auth: switchboard::auth::Auth::open(),
+            ..HubConfig::default()
         });
         let mut receivers = Vec::new();
         let mut subs = Vec::new();

@@ -9,16 +9,19 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::transport::limits::{Limiter, RateLimiter};
+use crate::transport::limits::Limiter;
 
 /// What every connection task shares.
 #[derive(Debug)]
 pub(crate) struct Context {
     pub(crate) hub: Arc<Hub>,
     pub(crate) config: Config,
+    /// Sessions (every transport's clients), in total and per IP.
     pub(crate) limiter: Arc<Limiter>,
-    /// Token buckets for HTTP publishers, per IP.
-    pub(crate) publish_rate: RateLimiter,
+    /// HTTP connections, in total and per IP, whatever they carry.
+    pub(crate) http_limiter: Arc<Limiter>,
+    /// Accepted TCP sockets on every listener, within the process's file limit.
+    pub(crate) sockets: Arc<Limiter>,
     /// Cancelled once, when the server starts shutting down.
     pub(crate) shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.

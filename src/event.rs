@@ -305,15 +305,18 @@ pub enum Disconnect {
     TokenExpired,
     /// An operator removed it (`POST /admin/users/{nick}/kick`, `POST /admin/rooms/{room}/close`).
     Kicked,
+    /// It kept publishing after being told to slow down (`limits.flood_refusals`).
+    Flooding,
 }
 
 impl Disconnect {
-    const ALL: [Disconnect; 5] = [
+    const ALL: [Disconnect; 6] = [
         Disconnect::SlowConsumer,
         Disconnect::Shutdown,
         Disconnect::TimedOut,
         Disconnect::TokenExpired,
         Disconnect::Kicked,
+        Disconnect::Flooding,
     ];
 
     /// The reason as said to the client and in logs.
@@ -324,6 +327,7 @@ impl Disconnect {
             Disconnect::TimedOut => "timed out",
             Disconnect::TokenExpired => "token expired",
             Disconnect::Kicked => "removed by an operator",
+            Disconnect::Flooding => "publishing too fast",
         }
     }
 

@@ -19,10 +19,7 @@ use crate::config::{Config, StoreKind};
 use crate::context::Context;
 use crate::hub::{Cluster, Hub, HubConfig};
 use crate::transport::tls::Tls;
-use crate::transport::{
-    self,
-    limits::{Limiter, RateLimiter},
-};
+use crate::transport::{self, limits::Limiter};
 use crate::{Error, http, store};
 
 /// How often idle rooms are looked for.
@@ -102,6 +99,8 @@ impl Server {
             history,
             cluster: cluster.clone(),
             auth: Arc::clone(&auth),
+            identity_rate: (config.publish_rate, config.publish_burst),
+            limits: config.limits.clone(),
         });
         if let Some(sqlite) = &sqlite {
             // Rooms are otherwise created on first use; those with history must be readable
@@ -113,15 +112,20 @@ impl Server {
             tracing::info!(rooms = rooms.len(), "rooms with history loaded");
         }
         let limiter = Limiter::new(config.max_connections, config.max_connections_per_ip);
+        let limits = &config.limits;
+        let http_limiter = Limiter::new(limits.http_connections, limits.http_connections_per_ip);
+        let sockets = Limiter::new(socket_budget(limits.reserved_fds), usize::MAX);
+        transport::fds::RESERVE.hold();
         Ok(Self {
             mode,
             sqlite,
             broker: cluster.map(|c| c.broker),
             shared: Arc::new(Context {
                 hub,
-                publish_rate: RateLimiter::new(config.publish_rate, config.publish_burst),
                 config,
                 limiter,
+                http_limiter,
+                sockets,
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
@@ -240,7 +244,7 @@ impl Server {
     }
 }
 
-/// Serves the router on `listener`, over TLS when `tls` is set.
+/// Serves the router on `listener`, over TLS when `tls` is set (`http::serve`).
 fn spawn_http(
     shared: &Arc<Context>,
     listener: TcpListener,
@@ -248,41 +252,31 @@ fn spawn_http(
     addr: Option<SocketAddr>,
 ) {
     let router = http::router(Arc::clone(shared));
-    let stop = shared.shutdown.clone();
-    let app = router.into_make_service_with_connect_info::<SocketAddr>();
-    match tls {
-        Some(tls) => {
-            if let Some(addr) = addr {
-                tracing::info!(%addr, alpn = "h2,http/1.1", "https listening");
-            }
-            // `tap_io` only so that axum's `ConnectInfo<SocketAddr>` applies to it.
-            use axum::serve::ListenerExt as _;
-            let listener = match tls.https(listener, stop.clone()) {
-                Ok(listener) => listener.tap_io(|_| {}),
-                Err(error) => return tracing::error!(%error, "https listener failed"),
-            };
-            shared.tasks.spawn(async move {
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-                if let Err(error) = served {
-                    tracing::error!(%error, "https server failed");
-                }
-            });
+    if let Some(addr) = addr {
+        match &tls {
+            Some(_) => tracing::info!(%addr, alpn = "h2,http/1.1", "https listening"),
+            None => tracing::info!(%addr, "http listening"),
         }
-        None => {
-            if let Some(addr) = addr {
-                tracing::info!(%addr, "http listening");
-            }
-            shared.tasks.spawn(async move {
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-                if let Err(error) = served {
-                    tracing::error!(%error, "http server failed");
-                }
-            });
+    }
+    let acceptor = tls.map(|tls| tls.http().clone());
+    shared
+        .tasks
+        .spawn(http::serve(listener, router, acceptor, Arc::clone(shared)));
+}
+
+/// Sockets the process may have open at once: its file limit (raised to the hard limit)
+/// less `reserved` for the store, the UDP socket, the listeners and the spare that refuses
+/// connections when the rest are taken.
+fn socket_budget(reserved: usize) -> usize {
+    match transport::fds::raise_limit() {
+        Some(limit) => {
+            let budget = usize::try_from(limit)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(reserved);
+            tracing::debug!(limit, budget, "open file limit");
+            budget.max(1)
         }
+        None => usize::MAX,
     }
 }
 
@@ -361,7 +355,7 @@ async fn sweep_loop(shared: Arc<Context>) {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             _ = every.tick() => {
-                shared.publish_rate.prune();
+                shared.hub.identities().prune();
                 let dropped = shared.hub.sweep();
                 if dropped > 0 {
                     tracing::debug!(dropped, "idle rooms dropped");

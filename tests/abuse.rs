@@ -117,3 +117,197 @@ async fn a_bad_query_number_gets_the_json_error() {
     assert!(body["error"].as_str().unwrap().contains("limit"), "{body}");
     server.stop().await;
 }
+
+/// The default publish limits with a probe: another client in another room, publishing over
+/// HTTP and reading over TCP, must see every one of its messages while the flood runs.
+struct Probe {
+    reader: Line,
+    http: std::net::SocketAddr,
+    sent: usize,
+}
+
+impl Probe {
+    async fn join(server: &support::TestServer, room: &str) -> Probe {
+        let (mut reader, _) = Line::connect(server.tcp()).await;
+        reader.say(&format!("/join {room}")).await;
+        reader
+            .line_where(|l| l.contains(&format!("joined {room}")))
+            .await;
+        Probe {
+            reader,
+            http: server.http(),
+            sent: 0,
+        }
+    }
+
+    /// Publishes one message over HTTP (with an API key when the server has one) and waits
+    /// for it on the TCP reader; panics if either fails within the bound.
+    async fn check(&mut self, room: &str) {
+        self.sent += 1;
+        let text = format!("probe {}", self.sent);
+        // From 127.0.0.2: another address than every attacker here, so another identity.
+        let client = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+            .timeout(TIMEOUT)
+            .build()
+            .unwrap();
+        let res = client
+            .post(format!("http://{}/rooms/{room}/messages", self.http))
+            .body(text.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "probe publish {} refused", self.sent);
+        self.reader.line_where(|l| l.ends_with(&text)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_tcp_publish_flood_is_answered_then_cut_and_others_are_unaffected() {
+    let server = start_server().await;
+    let mut probe = Probe::join(&server, "quiet").await;
+    let (mut flooder, _) = Line::connect(server.tcp()).await;
+    // Past the burst (50): the next ones are refused, each with an answer.
+    for i in 0..60 {
+        flooder.say(&format!("spam {i}")).await;
+    }
+    flooder
+        .line_where(|l| l.starts_with("ERR too many messages; not sent (retry in"))
+        .await;
+    probe.check("quiet").await;
+    // Sustained: past 100 refusals in a row the connection is cut, saying why.
+    let (mut read, mut write) = flooder.into_parts();
+    let flood: String = (0..2_000).map(|i| format!("spam {i}\n")).collect();
+    write.write_all(flood.as_bytes()).await.unwrap();
+    let mut last = String::new();
+    let mut line = String::new();
+    use tokio::io::AsyncBufReadExt;
+    while tokio::time::timeout(TIMEOUT, read.read_line(&mut line))
+        .await
+        .expect("the flooder hears back in time")
+        .unwrap()
+        > 0
+    {
+        last = std::mem::take(&mut line);
+    }
+    assert_eq!(last.trim_end(), "ERR disconnected: publishing too fast");
+    probe.check("quiet").await;
+}
+
+#[tokio::test]
+async fn a_websocket_publish_flood_gets_error_frames_then_close_1008() {
+    let server = start_server().await;
+    let mut probe = Probe::join(&server, "quiet").await;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws?format=json", server.http()))
+            .await
+            .unwrap();
+    use futures_util::StreamExt;
+    let publish = |i: usize| {
+        Message::text(format!(
+            r#"{{"type":"publish","room":"lobby","text":"spam {i}"}}"#
+        ))
+    };
+    for i in 0..60 {
+        ws.send(publish(i)).await.unwrap();
+    }
+    loop {
+        let msg = tokio::time::timeout(TIMEOUT, ws.next()).await.unwrap();
+        if let Some(Ok(Message::Text(t))) = msg
+            && t.contains(r#""code":"rate_limited""#)
+        {
+            break;
+        }
+    }
+    for i in 60..400 {
+        if ws.send(publish(i)).await.is_err() {
+            break;
+        }
+    }
+    let close = loop {
+        match tokio::time::timeout(TIMEOUT, ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close frame"),
+            Some(Ok(_)) => continue,
+            other => panic!("closed without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1008);
+    assert_eq!(close.reason.as_str(), "publishing too fast");
+    probe.check("quiet").await;
+}
+
+fn tight_http() -> switchboard::Config {
+    let mut config = support::test_config();
+    config.limits.http_header_timeout = std::time::Duration::from_secs(1);
+    config.limits.http_body_timeout = std::time::Duration::from_secs(1);
+    config.limits.http_connections_per_ip = 50;
+    config
+}
+
+#[tokio::test]
+async fn slowloris_connections_are_closed_after_the_header_timeout_and_capped_per_ip() {
+    let server = support::start_with(tight_http()).await;
+    let mut probe = Probe::join(&server, "quiet").await;
+    // 50 connections each send half a request line and stall.
+    let mut held = Vec::new();
+    for _ in 0..50 {
+        let mut s = tokio::net::TcpStream::connect(server.http()).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow:")
+            .await
+            .unwrap();
+        held.push(s);
+    }
+    // The 51st from the same address is refused with the JSON error.
+    let mut extra = tokio::net::TcpStream::connect(server.http()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(TIMEOUT, extra.read_to_string(&mut answer))
+        .await
+        .expect("refused in time")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains(r#""code":"too_many_from_address""#),
+        "{answer}"
+    );
+    // Every stalled one is closed once the header timeout (1 s) passes.
+    for mut s in held {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(TIMEOUT, s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "a stalled connection was closed");
+    }
+    // Their places are free again, and the probe never noticed.
+    probe.check("quiet").await;
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_is_refused_with_408() {
+    let server = support::start_with(tight_http()).await;
+    let mut s = tokio::net::TcpStream::connect(server.http()).await.unwrap();
+    s.write_all(
+        b"POST /rooms/lobby/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+          Content-Type: text/plain\r\nContent-Length: 100\r\n\r\nhel",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let trickle = async {
+        // One byte every 300 ms: the 1 s body deadline passes long before 100 bytes.
+        for _ in 0..20 {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            if s.write_all(b"l").await.is_err() {
+                break;
+            }
+            let mut buf = [0u8; 4096];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(std::time::Duration::from_millis(1), s.read(&mut buf)).await
+            {
+                answer.extend_from_slice(&buf[..n]);
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(TIMEOUT, trickle).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"body_timeout""#), "{answer}");
+}

@@ -22,6 +22,7 @@ fn client() -> reqwest::Client {
 fn unlimited() -> Config {
     Config {
         publish_rate: 0.0,
+        limits: switchboard::config::Limits::unlimited(),
         ..test_config()
     }
 }

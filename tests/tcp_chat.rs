@@ -188,7 +188,7 @@ async fn over_the_connection_limits_the_client_is_told_which() {
 async fn a_client_that_never_reads_is_cut_and_the_others_get_everything() {
     let server = start_with(Config {
         queue_capacity: 256,
-        ..test_config()
+        ..support::flood_config()
     })
     .await;
     let (mut publisher, _) = Line::connect(server.tcp()).await;

@@ -415,7 +415,7 @@ async fn idle_clients_are_pinged_and_dead_ones_dropped() {
 async fn a_websocket_client_that_never_reads_is_closed_1008_and_others_get_everything() {
     let server = start_with(Config {
         queue_capacity: 256,
-        ..test_config()
+        ..support::flood_config()
     })
     .await;
     let mut stalled = ws(server.http(), "/ws?nick=stalled").await;

@@ -75,6 +75,19 @@ impl AppError {
         )
     }
 
+    /// 408 for a body that did not arrive in time (`limits.http_body_timeout`).
+    pub(crate) fn body_timeout(timeout: Duration) -> Self {
+        crate::metrics::METRICS.refuse("body_timeout");
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                timeout.as_secs()
+            ),
+        )
+    }
+
     /// 429 with `Retry-After`.
     pub(crate) fn rate_limited(wait: Duration) -> Self {
         crate::metrics::METRICS.refuse("rate_limited");

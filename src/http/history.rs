@@ -198,7 +198,7 @@ mod tests {
     use crate::context::Context;
     use crate::hub::{Hub, HubConfig};
     use crate::store::{self, Retention};
-    use crate::transport::limits::{Limiter, RateLimiter};
+    use crate::transport::limits::Limiter;
 
     fn shared() -> Context {
         Context {
@@ -207,10 +207,12 @@ mod tests {
                 history: store::memory(Retention::default()),
                 cluster: None,
                 auth: crate::auth::Auth::open(),
+                ..HubConfig::default()
             }),
             config: Config::default(),
             limiter: Limiter::new(10, 10),
-            publish_rate: RateLimiter::new(0.0, 1.0),
+            http_limiter: Limiter::new(10, 10),
+            sockets: Limiter::new(10, 10),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         }

@@ -8,6 +8,9 @@ mod events;
 mod history;
 mod presence;
 mod publish;
+mod serve;
+
+pub(crate) use serve::serve;
 
 use std::sync::Arc;
 
@@ -171,6 +174,11 @@ pub(crate) fn router(shared: Arc<Context>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        // A backstop for bodies read by extractors (the admin routes' JSON): publishes time
+        // their own body (`publish::read_posted`) to answer 408 with the JSON error.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            shared.config.limits.http_body_timeout + std::time::Duration::from_secs(1),
+        ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&shared),
             guard,

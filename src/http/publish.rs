@@ -88,14 +88,18 @@ async fn read_posted(
         }
         _ => {}
     }
-    if who != Principal::Backend
-        && let Err(wait) = shared.publish_rate.check(addr.ip())
+    if let Some(identity) = crate::hub::pace::Who::of(&who, Some(addr))
+        && let Err(wait) = shared.hub.identities().check(&identity)
     {
         return Err(AppError::rate_limited(wait));
     }
     let limit = shared.config.ws_max_message;
-    let body = axum::body::to_bytes(body, limit)
+    // One deadline for the whole body: at the default 64 KiB cap and 10 s, a body slower
+    // than 6.4 KiB/s on average is refused instead of holding its connection.
+    let timeout = shared.config.limits.http_body_timeout;
+    let body = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
         .await
+        .map_err(|_| AppError::body_timeout(timeout))?
         .map_err(|_| AppError::too_large(limit))?;
     let PublishBody {
         text,

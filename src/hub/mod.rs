@@ -5,6 +5,7 @@
 //! touches one shard read lock and one room lock: there is no global lock on the publish path.
 
 mod nicks;
+pub mod pace;
 mod room;
 mod subscriber;
 
@@ -26,7 +27,9 @@ pub use subscriber::{Delivery, Disconnect, Gap, Replay, Subscriber, SubscriberId
 
 use crate::auth::Auth;
 use crate::broker::{Broker, Handler, Outgoing, Presence};
+use crate::config::Limits;
 use crate::store::{History, HistoryFactory, StoreError};
+use pace::{RateLimiter, Who};
 
 /// True when two nicks are one name to the registry (case and look-alikes folded).
 pub fn same_nick(a: &str, b: &str) -> bool {
@@ -62,6 +65,25 @@ pub struct HubConfig {
     pub cluster: Option<Cluster>,
     /// Tokens and room policy.
     pub auth: Arc<Auth>,
+    /// Publishes per second per identity, every transport together (0 = unlimited), and the
+    /// burst before that rate applies.
+    pub identity_rate: (f64, f64),
+    /// What one client, identity or creator may ask of the hub.
+    pub limits: Limits,
+}
+
+impl Default for HubConfig {
+    /// An in-memory hub, open to everyone, with the default limits.
+    fn default() -> Self {
+        Self {
+            queue_capacity: 1024,
+            history: crate::store::memory(crate::store::Retention::default()),
+            cluster: None,
+            auth: Auth::open(),
+            identity_rate: (20.0, 50.0),
+            limits: Limits::default(),
+        }
+    }
 }
 
 /// The seams to the other nodes, when rooms are shared (see `crate::broker`).
@@ -91,6 +113,8 @@ pub struct Hub {
     next_id: AtomicU64,
     /// Seeds room epochs so that each process run gets new ones.
     epochs: RandomState,
+    /// Publish buckets per identity (`pace`).
+    identities: RateLimiter<Who>,
     config: HubConfig,
 }
 
@@ -102,8 +126,19 @@ impl Hub {
             nicks: nicks::Nicks::default(),
             next_id: AtomicU64::new(1),
             epochs: RandomState::new(),
+            identities: RateLimiter::new(config.identity_rate.0, config.identity_rate.1),
             config,
         })
+    }
+
+    /// Publish buckets per identity, shared by every transport.
+    pub fn identities(&self) -> &RateLimiter<Who> {
+        &self.identities
+    }
+
+    /// What one client, identity or creator may ask.
+    pub fn limits(&self) -> &Limits {
+        &self.config.limits
     }
 
     /// Registers a new client and gives it its bounded outbound queue.
@@ -428,6 +463,7 @@ mod tests {
             history: crate::store::memory(crate::store::Retention::default()),
             cluster: None,
             auth: crate::auth::Auth::open(),
+            ..HubConfig::default()
         })
     }
 
@@ -594,6 +630,7 @@ mod tests {
             }),
             cluster: None,
             auth: crate::auth::Auth::open(),
+            ..HubConfig::default()
         });
         let room = hub.room("r");
         let first = say(&hub, &room, None, "p", "1").id.unwrap();

@@ -97,6 +97,10 @@ pub enum ErrorCode {
     Unauthorized,
     /// The connection's identity may not do this in this room.
     Forbidden,
+    /// Publishing faster than the limits allow; the message was not sent.
+    RateLimited,
+    /// A server limit (rooms, members, reply size) refused the request.
+    LimitReached,
 }
 
 /// A server frame other than a room event.

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Action, Identity, Principal};
 use crate::event::{Author, Disconnect, MessageId};
+use crate::hub::pace::{Pace, Verdict, Who};
 use crate::hub::{Delivery, Hub, Lookback, MemberInfo, Published, Room, Subscriber};
 use crate::protocol::command;
 use crate::protocol::envelope::{ErrorCode, ServerFrame};
@@ -55,6 +56,8 @@ pub struct Session {
     principal: Principal,
     /// Disconnects the client when its token expires; replaced on refresh.
     expiry: Option<tokio::task::AbortHandle>,
+    /// This connection's publish limits (`crate::hub::pace`).
+    pace: Pace,
 }
 
 impl Session {
@@ -75,6 +78,7 @@ impl Session {
             Some(identity) => claim_verified(&hub, &sub, identity),
             None => claim_nick(&hub, &sub, asked),
         };
+        let limits = hub.limits().clone();
         let mut session = Self {
             hub,
             sub,
@@ -85,6 +89,11 @@ impl Session {
             reason: None,
             principal,
             expiry: None,
+            pace: Pace::new(
+                limits.connection_rate,
+                limits.connection_burst,
+                limits.flood_refusals,
+            ),
         };
         session.arm_expiry();
         session
@@ -135,6 +144,30 @@ impl Session {
             ErrorCode::Forbidden,
             format!("not allowed to {action} in {room}{hint}"),
         );
+    }
+
+    /// Counts a publish against this connection's and its identity's rates. Over them the
+    /// client is told how long to wait; told too often in a row, it is cut as a flood.
+    fn paced(&mut self, reference: Option<&str>) -> bool {
+        let who = Who::of(&self.principal, self.sub.addr);
+        match self.pace.check(self.hub.identities(), who.as_ref()) {
+            Verdict::Allow => true,
+            Verdict::Wait(wait) => {
+                self.refuse(
+                    reference,
+                    ErrorCode::RateLimited,
+                    format!(
+                        "too many messages; not sent (retry in {:.1} s)",
+                        wait.as_secs_f64().max(0.1)
+                    ),
+                );
+                false
+            }
+            Verdict::Flood => {
+                self.sub.kick(Disconnect::Flooding);
+                false
+            }
+        }
     }
 
     /// Disconnects the client when its token runs out (plus the configured leeway).
@@ -337,10 +370,13 @@ impl Session {
             };
             return self.refuse(reference, ErrorCode::NotJoined, message);
         };
-        let room = &self.rooms[index];
-        if !self.may(room.name(), Action::Publish) {
-            return self.forbid(reference, room.name(), Action::Publish);
+        if !self.may(self.rooms[index].name(), Action::Publish) {
+            return self.forbid(reference, self.rooms[index].name(), Action::Publish);
         }
+        if !self.paced(reference) {
+            return;
+        }
+        let room = &self.rooms[index];
         let published = self
             .hub
             .publish(room, Some(self.sub.id), self.author(), text, key);
@@ -394,6 +430,9 @@ impl Session {
                 "direct messages need a token on this server (/auth TOKEN)",
             );
         }
+        if !self.paced(reference) {
+            return;
+        }
         let sent = self.hub.direct(self.author(), self.sub.id, to, text);
         match sent {
             Err(e) => self.refuse(reference, ErrorCode::NoSuchUser, e),
@@ -433,6 +472,10 @@ impl Session {
         if !self.may(name, Action::Subscribe) {
             return self.forbid(None, name, Action::Subscribe);
         }
+        // A move is told to two rooms: it is paced like a message.
+        if !self.paced(None) {
+            return;
+        }
         for room in self.rooms.drain(..) {
             self.hub.leave(&room, self.sub.id, None);
         }
@@ -457,6 +500,10 @@ impl Session {
     fn rename(&mut self, new: &str) {
         if *new == *self.nick {
             return self.notice(format!("* you are already {new}"));
+        }
+        // Every rename is told to every room: it is paced like a message.
+        if !self.paced(None) {
+            return;
         }
         if self.principal.user().is_some() {
             return self.refuse(None, ErrorCode::BadName, "your name comes from your token");

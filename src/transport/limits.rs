@@ -1,4 +1,5 @@
-//! Connection limits: a global cap and a per-IP cap, shared by every transport.
+//! Connection limits: a global cap and a per-IP cap, shared by every transport. Publish
+//! rates are the hub's (`crate::hub::pace`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -94,85 +95,9 @@ impl Drop for Permit {
     }
 }
 
-/// A token bucket per IP address: `rate` publishes per second on average, `burst` at once.
-#[derive(Debug)]
-pub struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    buckets: DashMap<IpAddr, Bucket>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    updated: std::time::Instant,
-}
-
-impl RateLimiter {
-    /// A limiter; a `rate` of 0 admits everything.
-    pub fn new(rate: f64, burst: f64) -> Self {
-        Self {
-            rate,
-            burst: burst.max(1.0),
-            buckets: DashMap::new(),
-        }
-    }
-
-    /// Takes one token for `ip`, or says how long until one is available.
-    pub fn check(&self, ip: IpAddr) -> Result<(), std::time::Duration> {
-        self.check_at(ip, std::time::Instant::now())
-    }
-
-    fn check_at(&self, ip: IpAddr, now: std::time::Instant) -> Result<(), std::time::Duration> {
-        if self.rate <= 0.0 {
-            return Ok(());
-        }
-        let mut bucket = self.buckets.entry(ip).or_insert(Bucket {
-            tokens: self.burst,
-            updated: now,
-        });
-        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - bucket.tokens) / self.rate;
-            Err(std::time::Duration::from_secs_f64(wait))
-        }
-    }
-
-    /// Forgets buckets that have refilled, so the map holds only recent publishers.
-    pub fn prune(&self) {
-        let now = std::time::Instant::now();
-        self.buckets.retain(|_, b| {
-            let elapsed = now.saturating_duration_since(b.updated).as_secs_f64();
-            b.tokens + elapsed * self.rate < self.burst
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_bucket_allows_a_burst_then_the_rate() {
-        let limiter = RateLimiter::new(10.0, 3.0);
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let t0 = std::time::Instant::now();
-        for _ in 0..3 {
-            assert!(limiter.check_at(ip, t0).is_ok());
-        }
-        let wait = limiter.check_at(ip, t0).unwrap_err();
-        assert!(wait <= std::time::Duration::from_millis(100), "{wait:?}");
-        let later = t0 + std::time::Duration::from_millis(100);
-        assert!(limiter.check_at(ip, later).is_ok());
-        let other: IpAddr = "127.0.0.2".parse().unwrap();
-        assert!(limiter.check_at(other, t0).is_ok(), "per IP");
-        limiter.prune();
-    }
 
     #[test]
     fn caps_total_and_per_ip_and_frees_on_drop() {

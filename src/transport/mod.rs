@@ -4,6 +4,7 @@
 //! back into bytes. Room logic never lives here.
 
 pub mod echo;
+pub mod fds;
 pub mod limits;
 pub mod tcp;
 pub mod tls;
@@ -40,9 +41,11 @@ pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// A listener's accepts until a stop signal. `accept` errors (out of file descriptors, say)
-/// are logged and retried with a doubling pause, as mini-redis does, so the listener survives
-/// a burst instead of spinning or dying.
+/// A listener's accepts until a stop signal. `accept` errors are retried with a doubling
+/// pause, as mini-redis does, so the listener survives a burst instead of spinning or dying;
+/// they are logged at most once per `ACCEPT_LOG_EVERY`. Out of file descriptors (EMFILE,
+/// ENFILE), the spare descriptor (`fds::Reserve`) is freed to accept the waiting connection
+/// and close it at once, so that clients are refused instead of hanging in the backlog.
 pub(crate) async fn accept(
     listener: &TcpListener,
     stop: &tokio_util::sync::CancellationToken,
@@ -56,7 +59,10 @@ pub(crate) async fn accept(
         match accepted {
             Ok(pair) => return Some(pair),
             Err(error) => {
-                tracing::warn!(%error, ?backoff, "accept failed; retrying");
+                if fds::is_exhausted(&error) {
+                    fds::RESERVE.shed(listener);
+                }
+                fds::log_accept_error(&error, backoff);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
@@ -72,11 +78,17 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     while let Some((mut stream, addr)) = accept(&listener, &shared.shutdown).await {
-        match shared.limiter.try_acquire(addr.ip()) {
-            Ok(permit) => {
-                shared
-                    .tasks
-                    .spawn(handler(stream, addr, permit, Arc::clone(&shared)));
+        let permits = shared
+            .sockets
+            .try_acquire(addr.ip())
+            .and_then(|socket| Ok((socket, shared.limiter.try_acquire(addr.ip())?)));
+        match permits {
+            Ok((socket, permit)) => {
+                let served = handler(stream, addr, permit, Arc::clone(&shared));
+                shared.tasks.spawn(async move {
+                    let _socket = socket;
+                    served.await
+                });
             }
             Err(full) => {
                 tracing::info!(%addr, %full, "refusing connection");

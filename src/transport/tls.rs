@@ -2,10 +2,10 @@
 //! chat listener. The certificate is read from its files at start and again on SIGHUP,
 //! without dropping connections: new handshakes use the new one.
 //!
-//! Handshakes run in their own tasks with a deadline, so a client that opens a socket and
-//! says nothing holds up nobody else's accept.
+//! Handshakes run in each connection's own task with a deadline (`HANDSHAKE_TIMEOUT`), after
+//! the connection was admitted by the limits, so a client that opens a socket and says
+//! nothing holds up nobody else's accept and holds only its own place.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -15,16 +15,11 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 /// Longest a client may take to finish its handshake.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once on one listener; past it, accepting waits.
-const MAX_HANDSHAKES: usize = 1024;
 
 /// A certificate that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -154,69 +149,8 @@ impl Tls {
         stop.cancelled().await;
     }
 
-    /// An HTTPS listener for `axum::serve`: accepts and handshakes in the background.
-    pub(crate) fn https(
-        &self,
-        listener: TcpListener,
-        stop: CancellationToken,
-    ) -> std::io::Result<HttpsListener> {
-        let local = listener.local_addr()?;
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(handshakes(listener, self.http.clone(), tx, stop));
-        Ok(HttpsListener { rx, local })
-    }
-}
-
-/// Accepts TCP connections and hands each finished handshake to `tx`.
-async fn handshakes(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-    stop: CancellationToken,
-) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-    loop {
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-            return;
-        };
-        let Some((stream, addr)) = super::accept(&listener, &stop).await else {
-            return;
-        };
-        let _ = stream.set_nodelay(true);
-        let (acceptor, tx) = (acceptor.clone(), tx.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    let _ = tx.send((tls, addr)).await;
-                }
-                Ok(Err(error)) => tracing::debug!(%addr, %error, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
-            }
-        });
-    }
-}
-
-/// Finished TLS connections, as `axum::serve` takes them.
-#[derive(Debug)]
-pub(crate) struct HttpsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl axum::serve::Listener for HttpsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(pair) => pair,
-            // The handshake task stopped (shutdown): nothing more will come.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
+    /// The acceptor for the HTTP listener (ALPN h2 and http/1.1).
+    pub(crate) fn http(&self) -> &TlsAcceptor {
+        &self.http
     }
 }

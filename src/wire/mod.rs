@@ -126,7 +126,10 @@ fn encode_replay(wire: Wire, replay: &Replay, out: &mut impl Emit) {
 /// says it another way (WebSocket close frames, see `transport::ws`).
 pub fn goodbye(wire: Wire, reason: Disconnect) -> Option<Bytes> {
     let text = match reason {
-        Disconnect::SlowConsumer | Disconnect::TokenExpired | Disconnect::Kicked => {
+        Disconnect::SlowConsumer
+        | Disconnect::TokenExpired
+        | Disconnect::Kicked
+        | Disconnect::Flooding => {
             format!("ERR disconnected: {}", reason.as_str())
         }
         Disconnect::Shutdown => "* server shutting down".to_owned(),

@@ -63,6 +63,16 @@ pub fn test_config() -> Config {
     }
 }
 
+/// `test_config` without publish limits, for tests that flood a room on purpose to see
+/// how a slow reader is dealt with.
+pub fn flood_config() -> Config {
+    Config {
+        publish_rate: 0.0,
+        limits: switchboard::config::Limits::unlimited(),
+        ..test_config()
+    }
+}
+
 pub async fn start_server() -> TestServer {
     start_with(test_config()).await
 }

@@ -36,6 +36,8 @@ fn test_config() -> Config {
         udp: None,
         http: Some(any),
         store: switchboard::config::StoreKind::Memory,
+        publish_rate: 0.0,
+        limits: switchboard::config::Limits::unlimited(),
         ..Config::default()
     }
 }
@@ -214,7 +216,11 @@ async fn sse_setups_that_cannot_work_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limited_publisher_is_reported_with_the_servers_answer() {
     // The default publish rate limit (20/s, bursts of 50) stops a publisher going flat out.
-    let server = start_with(test_config()).await;
+    let server = start_with(Config {
+        publish_rate: Config::default().publish_rate,
+        ..test_config()
+    })
+    .await;
     let mut opts = options(
         format!("http://{}/events?room=limited", server.http()),
         Mode::Broadcast,

@@ -14,6 +14,10 @@ use clap::Args;
 use crate::auth::{AuthConfig, RoomRule};
 use serde::Deserialize;
 
+mod limits;
+
+pub use limits::Limits;
+
 /// Default TCP chat address, the seed's.
 pub const DEFAULT_TCP: &str = "127.0.0.1:12345";
 /// Default UDP chat address, the seed's port on UDP.
@@ -157,10 +161,13 @@ pub struct Config {
     /// End each SSE stream after this long so clients reconnect (resuming with
     /// `Last-Event-ID`), e.g. to spread them over nodes; `None` (the default) never does.
     pub sse_max_lifetime: Option<Duration>,
-    /// HTTP publishes per second per client IP, on average; 0 = unlimited.
+    /// Publishes per second per identity (a user, or an anonymous client's IP) on every
+    /// transport together, on average; 0 = unlimited.
     pub publish_rate: f64,
-    /// HTTP publishes one client IP may make at once before the rate applies.
+    /// Publishes one identity may make at once before the rate applies.
     pub publish_burst: f64,
+    /// What one client, identity or creator may ask of the server.
+    pub limits: Limits,
     /// Most messages each room keeps for resume and history.
     pub history_max_messages: usize,
     /// Oldest message each room keeps.
@@ -220,6 +227,7 @@ impl Default for Config {
             allow_anonymous: false,
             allowed_hosts: Vec::new(),
             tls: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -266,6 +274,8 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     #[serde(default)]
     rooms: Vec<RoomRule>,
+    #[serde(default)]
+    limits: limits::FileLimits,
 }
 
 impl FileConfig {
@@ -371,13 +381,28 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", env = "SWITCHBOARD_SSE_MAX_LIFETIME")]
     pub sse_max_lifetime: Option<u64>,
 
-    /// HTTP publishes per second per client IP; 0 = unlimited [default: 20].
+    /// Publishes per second per user (or anonymous IP), every transport together; 0 =
+    /// unlimited [default: 20].
     #[arg(long, value_name = "N", env = "SWITCHBOARD_PUBLISH_RATE")]
     pub publish_rate: Option<f64>,
 
-    /// HTTP publishes one client IP may burst before the rate applies [default: 50].
+    /// Publishes one user (or anonymous IP) may burst before the rate applies [default: 50].
     #[arg(long, value_name = "N", env = "SWITCHBOARD_PUBLISH_BURST")]
     pub publish_burst: Option<f64>,
+
+    /// Publishes per second per connection (TCP, UDP, WebSocket); 0 = unlimited; more
+    /// limits in the file's [limits] table (docs/RELIABILITY.md) [default: 20].
+    #[arg(long, value_name = "N", env = "SWITCHBOARD_CONNECTION_RATE")]
+    pub connection_rate: Option<f64>,
+
+    /// Bytes waiting to be written to one client before it is cut as a slow consumer
+    /// [default: 4194304].
+    #[arg(long, value_name = "BYTES", env = "SWITCHBOARD_QUEUE_BYTES")]
+    pub queue_bytes: Option<usize>,
+
+    /// Rooms that may exist at once [default: 100000].
+    #[arg(long, value_name = "N", env = "SWITCHBOARD_MAX_ROOMS")]
+    pub max_rooms: Option<usize>,
 
     /// Most messages each room keeps for history and resume [default: 1000].
     #[arg(long, value_name = "N", env = "SWITCHBOARD_HISTORY_MAX_MESSAGES")]
@@ -549,6 +574,14 @@ impl Config {
         let (auth, tls) = resolve_trust(args, &mut file, &d)?;
         let secs = Duration::from_secs;
         let redis = args.redis.clone().or(file.redis.clone());
+        let limits = Limits::resolve(
+            limits::FlagLimits {
+                connection_rate: args.connection_rate,
+                queue_bytes: args.queue_bytes,
+                max_rooms: args.max_rooms,
+            },
+            std::mem::take(&mut file.limits),
+        )?;
         let config = Config {
             tcp: args.tcp.or(file.tcp).map_or(d.tcp, |l| l.0),
             udp: args.udp.or(file.udp).map_or(d.udp, |l| l.0),
@@ -614,6 +647,7 @@ impl Config {
             allow_anonymous: args.allow_anonymous || file.allow_anonymous.unwrap_or(false),
             allowed_hosts: pick_list(&args.allowed_hosts, file.allowed_hosts),
             tls,
+            limits,
         };
         config.validate()?;
         Ok(config)

@@ -1,0 +1,140 @@
+//! The HTTP listener's accept loop (hyper, HTTP/1.1 and HTTP/2 on one port), with the limits
+//! `axum::serve` leaves out: every connection, whatever it carries (a request, a long-poll,
+//! SSE, a WebSocket), is admitted by the socket budget and the HTTP connection caps, total
+//! and per IP; headers must arrive within `limits.http_header_timeout`, which also closes
+//! idle keep-alive connections; TLS handshakes have their own deadline. Bodies are timed
+//! where they are read (`crate::http::body`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
+
+use crate::context::Context;
+use crate::transport::limits::{Full, Permit};
+
+/// HTTP/2 streams one connection may have open at once.
+const MAX_STREAMS: u32 = 128;
+
+/// Serves `router` on `listener` until shutdown, over TLS when `tls` is set.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Context>,
+) {
+    let builder = Arc::new(builder(&shared));
+    while let Some((stream, addr)) = crate::transport::accept(&listener, &shared.shutdown).await {
+        let permits = shared
+            .sockets
+            .try_acquire(addr.ip())
+            .and_then(|socket| Ok((socket, shared.http_limiter.try_acquire(addr.ip())?)));
+        let permits = match permits {
+            Ok(permits) => permits,
+            Err(full) => {
+                refuse(stream, addr, full, tls.is_some(), &shared);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (router, builder, tls, ctx) = (
+            router.clone(),
+            Arc::clone(&builder),
+            tls.clone(),
+            Arc::clone(&shared),
+        );
+        shared.tasks.spawn(async move {
+            match tls {
+                None => connection(stream, addr, router, &builder, &ctx, permits).await,
+                Some(acceptor) => {
+                    let timeout = crate::transport::tls::HANDSHAKE_TIMEOUT;
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => connection(tls, addr, router, &builder, &ctx, permits).await,
+                        Ok(Err(error)) => tracing::debug!(%addr, %error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn builder(shared: &Context) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.limits.http_header_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
+        .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
+        .keep_alive_timeout(std::time::Duration::from_secs(10))
+        .enable_connect_protocol();
+    builder
+}
+
+/// Serves one admitted connection until it ends, or until shutdown lets its requests
+/// finish (WebSockets and SSE streams end themselves on the same signal).
+async fn connection<I>(
+    io: I,
+    addr: SocketAddr,
+    router: Router,
+    builder: &auto::Builder<TokioExecutor>,
+    shared: &Context,
+    permits: (Permit, Permit),
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _permits = permits;
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+        req.extensions_mut().insert(ConnectInfo(addr));
+        router.clone().oneshot(req)
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let stop = shared.shutdown.clone();
+    let served = tokio::select! {
+        served = conn.as_mut() => served,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(error) = served {
+        tracing::debug!(%addr, %error, "http connection ended with an error");
+    }
+}
+
+/// Answers a connection over the caps: a plain-HTTP 503 with the JSON error and a
+/// `Retry-After`, written once without reading the request, bounded in time. Over TLS the
+/// connection is closed (a response would need a handshake the cap is there to avoid).
+fn refuse(mut stream: TcpStream, addr: SocketAddr, full: Full, tls: bool, shared: &Context) {
+    tracing::info!(%addr, %full, "refusing http connection");
+    crate::metrics::METRICS.refuse(full.code());
+    if tls {
+        return;
+    }
+    shared.tasks.spawn(async move {
+        let body = serde_json::json!({"error": full.to_string(), "code": full.code()}).to_string();
+        let response = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+             retry-after: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            stream.write_all(response.as_bytes()).await?;
+            stream.shutdown().await
+        })
+        .await;
+    });
+}
