@@ -125,6 +125,12 @@ impl Form {
 }
 
 impl Event {
+    /// What the event costs a queue that holds it, in bytes: its text, names and a fixed
+    /// allowance for the framing every wire form adds. Bounds count this, not the encoding.
+    pub fn weight(&self) -> usize {
+        self.text.len() + self.nick.len() + self.room.len() + 64
+    }
+
     /// A new event stamped with the current time.
     pub fn new(
         kind: EventKind,

@@ -311,3 +311,90 @@ async fn a_body_that_trickles_is_refused_with_408() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains(r#""code":"body_timeout""#), "{answer}");
 }
+
+/// Fills `room` with `count` messages of `size` bytes over HTTP.
+async fn fill(server: &support::TestServer, room: &str, count: usize, size: usize) {
+    let client = support::http_client();
+    for i in 0..count {
+        let res = client
+            .post(format!("http://{}/rooms/{room}/messages", server.http()))
+            .body(format!("{i} {}", "x".repeat(size)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_requests_that_are_never_read_cannot_grow_the_server() {
+    let server = support::start_with(support::flood_config()).await;
+    // 300 messages of 16 KiB: 4.8 MB of history, every `/history 1000` asks for all of it.
+    fill(&server, "big", 300, 16 * 1024).await;
+    let mut probe = Probe::join(&server, "quiet").await;
+    let before = support::rss_bytes();
+    let mut attackers = Vec::new();
+    for _ in 0..2 {
+        let (mut attacker, _) = Line::connect(server.tcp()).await;
+        attacker.say("/join big").await;
+        let (read, mut write) = attacker.into_parts();
+        // 40 requests in 560 bytes; before the byte bound each queued 4.8 MB.
+        write
+            .write_all("/history 1000\n".repeat(40).as_bytes())
+            .await
+            .unwrap();
+        attackers.push((read, write));
+    }
+    probe.check("quiet").await;
+    // Each is cut as a slow consumer once its 4 MiB are queued: its connection ends.
+    for (mut read, _write) in attackers {
+        let mut sink = Vec::new();
+        let ended = tokio::time::timeout(TIMEOUT, read.read_to_end(&mut sink)).await;
+        assert!(ended.is_ok(), "the attacker was cut");
+        assert!(
+            sink.len() < 8 << 20,
+            "it got at most its bound: {}",
+            sink.len()
+        );
+    }
+    let grown = support::rss_bytes().saturating_sub(before);
+    eprintln!("history amplification: server grew by {} KiB", grown >> 10);
+    assert!(grown < 64 << 20, "server grew by {} MiB", grown >> 20);
+    probe.check("quiet").await;
+}
+
+#[tokio::test]
+async fn a_history_reply_is_cut_to_the_reply_limit_and_says_so() {
+    let server = support::start_with(support::flood_config()).await;
+    fill(&server, "big", 100, 16 * 1024).await;
+    let (mut reader, _) = Line::connect(server.tcp()).await;
+    reader.say("/join big").await;
+    reader.say("/history 1000").await;
+    let gap = reader.line_where(|l| l.starts_with("* gap in big")).await;
+    assert!(gap.contains("reply size limit reached"), "{gap}");
+    let mut got = 0;
+    loop {
+        let line = reader.line().await;
+        if line.starts_with("* end of history") {
+            break;
+        }
+        got += 1;
+    }
+    // 1 MiB of 16 KiB messages: the newest 63, not all 100.
+    assert!((50..100).contains(&got), "{got} messages replayed");
+    // HTTP pages are cut the same way, and say there is more.
+    let page: serde_json::Value = support::http_client()
+        .get(format!(
+            "http://{}/rooms/big/messages?limit=1000",
+            server.http()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let n = page["messages"].as_array().unwrap().len();
+    assert!((50..100).contains(&n), "{n} on the page");
+    assert_eq!(page["more"], true);
+}

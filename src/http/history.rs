@@ -98,6 +98,7 @@ pub(crate) async fn messages(
         Some(r) => r.page(since, limit),
         None => empty_page(),
     };
+    let page = page.within(shared.config.limits.reply_bytes);
     Ok(page_response(
         &room,
         since,

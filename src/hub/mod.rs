@@ -157,7 +157,17 @@ impl Hub {
             })
             .inc();
         (
-            Arc::new(Subscriber::new(id, transport, echo_own, addr, tx)),
+            Arc::new(Subscriber::new(
+                id,
+                transport,
+                echo_own,
+                addr,
+                tx,
+                (
+                    self.config.limits.queue_bytes,
+                    self.config.limits.reply_bytes,
+                ),
+            )),
             rx,
         )
     }

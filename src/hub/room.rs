@@ -37,6 +37,29 @@ pub struct Page {
     pub last_id: Option<MessageId>,
 }
 
+impl Page {
+    /// The page cut to `budget` bytes (`Event::weight`): the oldest messages that fit, with
+    /// `more` set when some were left for the next page. At least one message is kept so
+    /// that paging always moves on.
+    pub fn within(mut self, budget: usize) -> Self {
+        let mut weight = 0;
+        let fits = self
+            .events
+            .iter()
+            .take_while(|e| {
+                weight += e.weight();
+                weight <= budget
+            })
+            .count()
+            .max(1);
+        if fits < self.events.len() {
+            self.events.truncate(fits);
+            self.more = true;
+        }
+        self
+    }
+}
+
 #[derive(Debug)]
 struct Member {
     sub: Arc<Subscriber>,
@@ -230,11 +253,12 @@ impl Room {
         };
         if let Some(since) = since {
             let page = Self::read(&mut state, since, usize::MAX);
-            sub.offer(Delivery::Replay(Box::new(Replay {
-                room: Arc::clone(&self.name),
-                events: page.events,
-                gap: page.gap,
-            })));
+            sub.offer(Delivery::Replay(Box::new(Replay::within(
+                Arc::clone(&self.name),
+                page.events,
+                page.gap,
+                sub.reply_bytes(),
+            ))));
         }
         if state.index.contains_key(&sub.id) {
             return Some(cursor);
@@ -305,11 +329,12 @@ impl Room {
                 (page.events, page.gap)
             }
         };
-        sub.offer(Delivery::Replay(Box::new(Replay {
-            room: Arc::clone(&self.name),
+        sub.offer(Delivery::Replay(Box::new(Replay::within(
+            Arc::clone(&self.name),
             events,
             gap,
-        })));
+            sub.reply_bytes(),
+        ))));
     }
 
     /// Messages held in history now.

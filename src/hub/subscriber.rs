@@ -5,6 +5,7 @@
 //! disconnects it with a stated reason instead of slowing the room.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -36,6 +37,15 @@ impl Delivery {
     pub fn direct(bytes: impl Into<Bytes>) -> Self {
         Delivery::Direct(Box::new(bytes.into()))
     }
+
+    /// What it costs the queue, in bytes (`Event::weight`).
+    pub fn weight(&self) -> usize {
+        match self {
+            Delivery::Event(event) => event.weight(),
+            Delivery::Direct(bytes) => bytes.len(),
+            Delivery::Replay(replay) => replay.weight,
+        }
+    }
 }
 
 /// Messages a client missed, and whether they are all of them.
@@ -47,6 +57,44 @@ pub struct Replay {
     pub events: Vec<Arc<Event>>,
     /// Set when history does not reach back to the client's cursor.
     pub gap: Option<Gap>,
+    /// The events' total weight (`Event::weight`).
+    pub weight: usize,
+}
+
+impl Replay {
+    /// A replay of `events` (oldest first) that fits in `budget` bytes: the newest that fit
+    /// are kept, and if older ones had to be left out the gap says so (`Gap::Truncated`,
+    /// unless a gap was already there).
+    pub fn within(
+        room: Arc<str>,
+        mut events: Vec<Arc<Event>>,
+        gap: Option<Gap>,
+        budget: usize,
+    ) -> Self {
+        let mut weight = 0;
+        let mut keep = events.len();
+        for event in events.iter().rev() {
+            if weight + event.weight() > budget {
+                break;
+            }
+            weight += event.weight();
+            keep -= 1;
+        }
+        let truncated = keep > 0;
+        if truncated {
+            events.drain(..keep);
+        }
+        Self {
+            room,
+            events,
+            gap: if truncated {
+                gap.or(Some(Gap::Truncated))
+            } else {
+                gap
+            },
+            weight,
+        }
+    }
 }
 
 /// Why a replay cannot be complete.
@@ -57,6 +105,9 @@ pub enum Gap {
     /// The cursor is from another epoch of the room (its history was lost): what was missed
     /// is unknown, and everything held now is replayed.
     Reset,
+    /// The reply reached its size limit (`limits.reply_bytes`): older messages were left
+    /// out; HTTP history pages back to them.
+    Truncated,
 }
 
 impl Gap {
@@ -65,6 +116,7 @@ impl Gap {
         match self {
             Gap::Expired => "expired",
             Gap::Reset => "reset",
+            Gap::Truncated => "truncated",
         }
     }
 }
@@ -82,6 +134,12 @@ pub struct Subscriber {
     pub addr: Option<SocketAddr>,
     /// Bounded: see `Config::queue_capacity` for how the bound was chosen.
     tx: mpsc::Sender<Delivery>,
+    /// Bytes queued and not yet written (`Delivery::weight`), against `max_bytes`.
+    queued_bytes: AtomicUsize,
+    /// Past this many queued bytes the client is cut as a slow consumer.
+    max_bytes: usize,
+    /// Largest history reply this client is sent at once (`Replay::within`).
+    reply_bytes: usize,
     /// Cancelled when the hub disconnects the client; the connection task selects on it.
     kicked: CancellationToken,
     /// Set once, before `kicked` is cancelled.
@@ -95,6 +153,7 @@ impl Subscriber {
         echo_own: bool,
         addr: Option<SocketAddr>,
         tx: mpsc::Sender<Delivery>,
+        (max_bytes, reply_bytes): (usize, usize),
     ) -> Self {
         Self {
             id,
@@ -102,6 +161,9 @@ impl Subscriber {
             echo_own,
             addr,
             tx,
+            queued_bytes: AtomicUsize::new(0),
+            max_bytes,
+            reply_bytes,
             kicked: CancellationToken::new(),
             reason: OnceLock::new(),
         }
@@ -109,15 +171,43 @@ impl Subscriber {
 
     /// Queues a delivery without waiting. On a full queue the subscriber is kicked as a slow
     /// consumer and `false` is returned; `false` also when the connection is already gone.
+    /// The queue is bounded twice: in deliveries (the channel) and in bytes (`max_bytes`),
+    /// whichever fills first.
     pub fn offer(&self, delivery: Delivery) -> bool {
+        let weight = delivery.weight();
+        let before = self.queued_bytes.fetch_add(weight, Ordering::Relaxed);
+        if before + weight > self.max_bytes {
+            self.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+            if !self.tx.is_closed() {
+                self.kick(Disconnect::SlowConsumer);
+            }
+            return false;
+        }
         match self.tx.try_send(delivery) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.kick(Disconnect::SlowConsumer);
+            Err(e) => {
+                self.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
+                if let mpsc::error::TrySendError::Full(_) = e {
+                    self.kick(Disconnect::SlowConsumer);
+                }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// The writer took deliveries weighing `bytes` off the queue and wrote them.
+    pub fn written(&self, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Largest history reply to queue for this client at once.
+    pub fn reply_bytes(&self) -> usize {
+        self.reply_bytes
     }
 
     /// Disconnects the subscriber; the first reason given wins.

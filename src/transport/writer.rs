@@ -127,12 +127,15 @@ impl Outbox {
     /// the server stops while the write waits on a client that does not read.
     pub(crate) async fn send<O: Output>(&mut self, out: &mut O) -> Sent {
         self.sample();
+        let weight = self.weight();
         let flushed = tokio::select! {
             biased;
             _ = self.sub.kicked() => return Sent::Interrupted,
             _ = self.stop.cancelled() => return Sent::Interrupted,
             flushed = out.write(self.wire, &mut self.batch) => flushed,
         };
+        // Counted until written, so a client whose socket is full is bounded in bytes too.
+        self.sub.written(weight);
         match flushed {
             Ok(()) => Sent::Done,
             Err(error) => {
@@ -145,7 +148,13 @@ impl Outbox {
     /// Encodes the batch into `out` without writing it.
     pub(crate) fn encode(&mut self, out: &mut impl Emit) {
         self.sample();
+        self.sub.written(self.weight());
         wire::encode(self.wire, &mut self.batch, out);
+    }
+
+    /// The batch's weight in the subscriber's byte bound (`Subscriber::offer`).
+    fn weight(&self) -> usize {
+        self.batch.iter().map(Delivery::weight).sum()
     }
 
     /// Records the delivery latency of the batch's first event, on one batch in

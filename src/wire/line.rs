@@ -141,6 +141,11 @@ pub fn gap(replay: &Replay) -> Option<String> {
             replay.room,
             replay.events.len()
         ),
+        Gap::Truncated => format!(
+            "* gap in {}: reply size limit reached; older messages left out, history resumes \
+             at {first} (GET /rooms/{}/messages pages back)",
+            replay.room, replay.room
+        ),
     })
 }
 

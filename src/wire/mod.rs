@@ -220,11 +220,12 @@ mod tests {
             "kept".into(),
             0,
         ));
-        let replay = Replay {
-            room: "r".into(),
-            events: vec![ev],
-            gap: Some(crate::hub::Gap::Expired),
-        };
+        let replay = Replay::within(
+            "r".into(),
+            vec![ev],
+            Some(crate::hub::Gap::Expired),
+            1 << 20,
+        );
         let mut units: Vec<Bytes> = Vec::new();
         encode(
             Wire::Line,

@@ -401,3 +401,14 @@ impl Udp {
         panic!("no matching datagram");
     }
 }
+
+/// This process's resident memory in bytes (the server under test runs in it).
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
