@@ -398,3 +398,122 @@ async fn a_history_reply_is_cut_to_the_reply_limit_and_says_so() {
     assert!((50..100).contains(&n), "{n} on the page");
     assert_eq!(page["more"], true);
 }
+
+/// No publish limits, the default room caps: a room flood meets only the room caps.
+fn rooms_config() -> switchboard::Config {
+    let mut config = support::test_config();
+    config.publish_rate = 0.0;
+    config.limits.connection_rate = 0.0;
+    config
+}
+
+#[tokio::test]
+async fn a_room_flood_stops_at_the_per_creator_cap_on_every_transport() {
+    let mut config = rooms_config();
+    config.limits.max_rooms_per_creator = 20;
+    let server = support::start_with(config).await;
+    let mut probe = Probe::join(&server, "quiet").await;
+    let (mut tcp, _) = Line::connect(server.tcp()).await;
+    // The lobby and the probe's room are the server's and the probe's; 20 more are allowed.
+    let mut refused = None;
+    for i in 0..40 {
+        tcp.say(&format!("/join flood{i}")).await;
+        let line = tcp
+            .line_where(|l| l.starts_with("* you joined") || l.starts_with("ERR"))
+            .await;
+        if line.starts_with("ERR") {
+            refused = Some((i, line));
+            break;
+        }
+    }
+    let (at, line) = refused.expect("refused before 40 rooms");
+    assert!(at <= 20, "refused at {at}");
+    assert!(line.contains("created too many rooms"), "{line}");
+    // The refused move left the client where it was.
+    tcp.say("hello").await;
+    // Over HTTP, the same address gets 429 with the code.
+    let res = support::http_client()
+        .post(format!("http://{}/rooms/another/messages", server.http()))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "too_many_rooms_created");
+    probe.check("quiet").await;
+}
+
+#[tokio::test]
+async fn rooms_in_all_and_members_per_room_are_capped() {
+    let mut config = rooms_config();
+    config.limits.max_rooms = 5;
+    config.limits.max_members = 2;
+    let server = support::start_with(config).await;
+    let (_a, _) = Line::connect(server.tcp()).await;
+    let (_b, _) = Line::connect(server.tcp()).await;
+    // The lobby holds two: a third is told, and stays in no room.
+    let (mut c, _) = Line::connect(server.tcp()).await;
+    let full = c.line_where(|l| l.starts_with("ERR")).await;
+    assert_eq!(full, "ERR room lobby is full");
+    for i in 0..4 {
+        c.say(&format!("/join r{i}")).await;
+        c.line_where(|l| l.starts_with("* you joined")).await;
+    }
+    c.say("/join r9").await;
+    let many = c.line_where(|l| l.starts_with("ERR")).await;
+    assert!(many.contains("too many rooms"), "{many}");
+    let res = support::http_client()
+        .post(format!("http://{}/rooms/r10/messages", server.http()))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+}
+
+#[tokio::test]
+async fn rooms_are_listed_a_page_at_a_time() {
+    let server = support::start_with(rooms_config()).await;
+    let (mut tcp, _) = Line::connect(server.tcp()).await;
+    for i in 0..70 {
+        tcp.say(&format!("/join p{i:02}")).await;
+        tcp.line_where(|l| l.starts_with("* you joined")).await;
+    }
+    // Rooms left empty and without history are swept later; they are still listed now.
+    let client = support::http_client();
+    let mut names = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..20 {
+        let mut url = format!("http://{}/rooms?limit=30", server.http());
+        if let Some(a) = &after {
+            url.push_str(&format!("&after={a}"));
+        }
+        let page: serde_json::Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        let rooms = page["rooms"].as_array().unwrap();
+        assert!(rooms.len() <= 30);
+        names.extend(rooms.iter().map(|r| r["name"].as_str().unwrap().to_owned()));
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let mut sorted = names.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(names, sorted, "in order, each once");
+    assert!(names.len() >= 70, "{}", names.len());
+    let res = client
+        .get(format!("http://{}/rooms?limit=0", server.http()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    tcp.say("/rooms").await;
+    let first = tcp.line_where(|l| l.starts_with("* rooms:")).await;
+    assert!(first.contains("; more: /rooms "), "{first}");
+    let next = first.rsplit("/rooms ").next().unwrap().to_owned();
+    tcp.say(&format!("/rooms {next}")).await;
+    let second = tcp.line_where(|l| l.starts_with("* rooms:")).await;
+    assert!(!second.contains(&format!("{next} (")), "{second}");
+}

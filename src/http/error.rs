@@ -88,6 +88,18 @@ impl AppError {
         )
     }
 
+    /// A room limit: 409 for a full room, 429 for too many created by this client, 503
+    /// for too many on the server.
+    pub(crate) fn room(error: crate::hub::RoomError) -> Self {
+        use crate::hub::RoomError;
+        let status = match error {
+            RoomError::Full(_) => StatusCode::CONFLICT,
+            RoomError::TooManyByYou => StatusCode::TOO_MANY_REQUESTS,
+            RoomError::TooMany => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, error.code(), error.to_string())
+    }
+
     /// 429 with `Retry-After`.
     pub(crate) fn rate_limited(wait: Duration) -> Self {
         crate::metrics::METRICS.refuse("rate_limited");

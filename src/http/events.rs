@@ -85,7 +85,7 @@ pub(crate) async fn events(
         who,
         shared.tasks.clone(),
     );
-    let cursor = session.join(&room, since);
+    let cursor = session.join(&room, since).map_err(AppError::room)?;
     tracing::debug!(id = sub.id, %addr, nick = %session.nick(), %room, ?since, "sse connected");
 
     let stream = EventStream {

@@ -41,6 +41,7 @@ pub(crate) struct MessagesQuery {
 /// A room that does not exist is an empty room: rooms are created on first use.
 pub(crate) async fn messages(
     State(shared): State<Arc<Context>>,
+    axum::extract::ConnectInfo(addr): axum::extract::ConnectInfo<std::net::SocketAddr>,
     Path(room): Path<String>,
     Query(query): Query<MessagesQuery>,
     headers: HeaderMap,
@@ -73,11 +74,19 @@ pub(crate) async fn messages(
             )));
         }
         let found = shared.hub.room_to_read(&room);
-        let page = found.as_ref().map_or_else(empty_page, |r| Page {
-            events: r.last(last),
-            gap: None,
-            more: false,
-            last_id: r.latest(),
+        let page = found.as_ref().map_or_else(empty_page, |r| {
+            let newest = crate::hub::Replay::within(
+                Arc::clone(r.name()),
+                r.last(last),
+                None,
+                shared.config.limits.reply_bytes,
+            );
+            Page {
+                more: newest.gap.is_some(),
+                events: newest.events,
+                gap: None,
+                last_id: r.latest(),
+            }
         });
         return Ok(page_response(&room, None, &page, found.map(|r| r.cursor())));
     }
@@ -91,7 +100,13 @@ pub(crate) async fn messages(
     let found = if wait.is_zero() {
         shared.hub.room_to_read(&room)
     } else {
-        Some(shared.hub.room(&room))
+        let who = crate::hub::pace::Who::of(&who, Some(addr));
+        Some(
+            shared
+                .hub
+                .open_room(&room, who.as_ref())
+                .map_err(AppError::room)?,
+        )
     };
     let page = match &found {
         Some(r) if !wait.is_zero() => long_poll(&shared, r, since, limit, wait).await,

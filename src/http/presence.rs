@@ -19,33 +19,51 @@ pub(crate) struct TokenQuery {
     token: Option<String>,
 }
 
-/// `GET /rooms`: every room the caller may see (presence or subscribe) with its member count
-/// and latest id.
+/// `GET /rooms` query: a token, and the page.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RoomsQuery {
+    token: Option<String>,
+    /// Continue after this room (the previous page's `next`).
+    after: Option<String>,
+    /// Rooms per page, 1 to `MAX_ROOMS_PAGE` [default: 100].
+    limit: Option<usize>,
+}
+
+/// Largest `GET /rooms` page.
+const MAX_ROOMS_PAGE: usize = 1000;
+
+/// `GET /rooms`: a page of the rooms the caller may see (presence or subscribe), in name
+/// order, with member counts and latest ids; `next` names where the next page starts.
 pub(crate) async fn rooms(
     State(shared): State<Arc<Context>>,
-    Query(query): Query<TokenQuery>,
+    Query(query): Query<RoomsQuery>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let who = super::principal(&shared, &headers, query.token.as_deref())?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_ROOMS_PAGE).contains(&limit) {
+        return Err(AppError::bad_request(format!(
+            "limit must be 1 to {MAX_ROOMS_PAGE}"
+        )));
+    }
     let auth = shared.hub.auth();
-    let rooms: Vec<_> = shared
+    let (page, next) = shared
         .hub
-        .rooms()
-        .into_iter()
-        .filter(|(name, _)| {
+        .rooms_page(query.after.as_deref(), limit, |name| {
             let may = auth.actions(&who, name);
             may.allows(Action::Presence) || may.allows(Action::Subscribe)
-        })
-        .map(|(name, members)| {
-            let last_id = shared
-                .hub
-                .existing_room(&name)
-                .and_then(|r| r.latest())
-                .map(|id| id.to_string());
-            json!({"name": &*name, "members": members, "last_id": last_id})
+        });
+    let rooms: Vec<_> = page
+        .iter()
+        .map(|room| {
+            json!({
+                "name": &**room.name(),
+                "members": room.member_count(),
+                "last_id": room.latest().map(|id| id.to_string()),
+            })
         })
         .collect();
-    Ok(Json(json!({ "rooms": rooms })))
+    Ok(Json(json!({ "rooms": rooms, "next": next.as_deref() })))
 }
 
 /// `GET /rooms/{room}/presence`: members across every transport.

@@ -54,6 +54,7 @@ struct Posted {
     text: String,
     author: Author,
     headers: HeaderMap,
+    principal: Principal,
 }
 
 /// Where a post goes.
@@ -127,6 +128,7 @@ async fn read_posted(
         text,
         author,
         headers,
+        principal: who,
     })
 }
 
@@ -183,7 +185,11 @@ pub(crate) async fn publish(
             "Idempotency-Key longer than 200 bytes",
         ));
     }
-    let room = shared.hub.room(&room);
+    let creator = crate::hub::pace::Who::of(&posted.principal, Some(addr));
+    let room = shared
+        .hub
+        .open_room(&room, creator.as_ref())
+        .map_err(AppError::room)?;
     let published = shared
         .hub
         .publish(&room, None, posted.author, &posted.text, key.as_deref())

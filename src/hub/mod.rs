@@ -53,6 +53,31 @@ pub enum HubError {
     NoSuchUser(String),
 }
 
+/// Why a room could not be created or joined (`Limits`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomError {
+    /// `max_rooms`: the server holds as many rooms as it may.
+    #[error("this server has too many rooms to create another")]
+    TooMany,
+    /// `max_rooms_per_creator`: this user or address created as many as it may.
+    #[error("you have created too many rooms; reuse one, or wait until one is idle")]
+    TooManyByYou,
+    /// `max_members`: the room is full.
+    #[error("room {0} is full")]
+    Full(Arc<str>),
+}
+
+impl RoomError {
+    /// The reason as metrics and JSON errors name it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RoomError::TooMany => "too_many_rooms",
+            RoomError::TooManyByYou => "too_many_rooms_created",
+            RoomError::Full(_) => "room_full",
+        }
+    }
+}
+
 /// Settings the hub needs.
 #[derive(Clone)]
 pub struct HubConfig {
@@ -115,6 +140,11 @@ pub struct Hub {
     epochs: RandomState,
     /// Publish buckets per identity (`pace`).
     identities: RateLimiter<Who>,
+    /// Rooms existing now by who created them, against `max_rooms_per_creator`.
+    creators: DashMap<Who, usize>,
+    /// Every room's name in order, so that listing a page of rooms costs the page, not a
+    /// sort of them all.
+    names: std::sync::Mutex<std::collections::BTreeSet<Arc<str>>>,
     config: HubConfig,
 }
 
@@ -127,6 +157,8 @@ impl Hub {
             next_id: AtomicU64::new(1),
             epochs: RandomState::new(),
             identities: RateLimiter::new(config.identity_rate.0, config.identity_rate.1),
+            creators: DashMap::new(),
+            names: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             config,
         })
     }
@@ -282,8 +314,11 @@ impl Hub {
                 })
                 .value(),
         );
-        if created && let Some(cluster) = &self.config.cluster {
-            cluster.broker.watch(&name);
+        if created {
+            self.names().insert(Arc::clone(&name));
+            if let Some(cluster) = &self.config.cluster {
+                cluster.broker.watch(&name);
+            }
         }
         room
     }
@@ -320,6 +355,65 @@ impl Hub {
         self.rooms.get(name).map(|r| Arc::clone(&r))
     }
 
+    /// The room called `name`, created for `creator` if it does not exist yet and the
+    /// limits allow: rooms in all, rooms per creator (`None`, a backend, is not counted).
+    pub fn open_room(&self, name: &str, creator: Option<&Who>) -> Result<Arc<Room>, RoomError> {
+        if let Some(room) = self.existing_room(name) {
+            return Ok(room);
+        }
+        let limits = &self.config.limits;
+        if self.rooms.len() >= limits.max_rooms {
+            crate::metrics::METRICS.refuse(RoomError::TooMany.code());
+            return Err(RoomError::TooMany);
+        }
+        if let Some(creator) = creator {
+            let mut made = self.creators.entry(creator.clone()).or_insert(0);
+            if *made >= limits.max_rooms_per_creator {
+                crate::metrics::METRICS.refuse(RoomError::TooManyByYou.code());
+                return Err(RoomError::TooManyByYou);
+            }
+            *made += 1;
+        }
+        let room = self.room(name);
+        // Whoever created it first is its creator; a racing second opener gives its count
+        // back.
+        if let Some(creator) = creator
+            && room.set_creator(creator.clone()).is_err()
+        {
+            self.forget_created(creator);
+        }
+        Ok(room)
+    }
+
+    fn forget_created(&self, creator: &Who) {
+        self.creators.remove_if_mut(creator, |_, made| {
+            *made -= 1;
+            *made == 0
+        });
+    }
+
+    /// Joins `sub` to room `name` (see `join_since`), creating it within the limits
+    /// (`open_room`) and refusing when it is full.
+    pub fn enter(
+        &self,
+        name: &str,
+        sub: &Arc<Subscriber>,
+        nick: Arc<str>,
+        since: Option<MessageId>,
+        creator: Option<&Who>,
+    ) -> Result<(Arc<Room>, MessageId), RoomError> {
+        loop {
+            let room = self.open_room(name, creator)?;
+            if room.member_count() >= self.config.limits.max_members {
+                crate::metrics::METRICS.refuse("room_full");
+                return Err(RoomError::Full(Arc::clone(room.name())));
+            }
+            if let Some(cursor) = room.add(sub, Arc::clone(&nick), since) {
+                return Ok((room, cursor));
+            }
+        }
+    }
+
     /// Adds `sub` to room `name` under `nick` and tells the room.
     pub fn join(&self, name: &str, sub: &Arc<Subscriber>, nick: Arc<str>) -> Arc<Room> {
         self.join_since(name, sub, nick, None).0
@@ -352,8 +446,16 @@ impl Hub {
     /// a long-poll). Run periodically by the server; returns how many were dropped.
     pub fn sweep(&self) -> usize {
         let before = self.rooms.len();
-        self.rooms
-            .retain(|_, room| !(Arc::strong_count(room) == 1 && room.retire_if_idle()));
+        self.rooms.retain(|_, room| {
+            let retired = Arc::strong_count(room) == 1 && room.retire_if_idle();
+            if retired {
+                self.names().remove(room.name());
+                if let Some(creator) = room.creator() {
+                    self.forget_created(creator);
+                }
+            }
+            !retired
+        });
         before - self.rooms.len()
     }
 
@@ -407,15 +509,44 @@ impl Hub {
         self.rooms.len()
     }
 
-    /// Every room with its member count, sorted by name.
-    pub fn rooms(&self) -> Vec<(Arc<str>, usize)> {
-        let rooms: Vec<Arc<Room>> = self.rooms.iter().map(|r| Arc::clone(r.value())).collect();
-        let mut out: Vec<_> = rooms
-            .iter()
-            .map(|r| (Arc::clone(r.name()), r.member_count()))
+    fn names(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<Arc<str>>> {
+        self.names.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Up to `limit` rooms `visible` lets through, in name order after `after`, and the name
+    /// to continue after when there are more. At most `limit * 10` names are looked at per
+    /// call, so a caller who may see few rooms among many pages through them too.
+    pub fn rooms_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        visible: impl Fn(&str) -> bool,
+    ) -> (Vec<Arc<Room>>, Option<Arc<str>>) {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let names: Vec<Arc<str>> = self
+            .names()
+            .range::<str, _>((start, Bound::Unbounded))
+            .take(limit.saturating_mul(10).saturating_add(1))
+            .cloned()
             .collect();
-        out.sort();
-        out
+        let mut page = Vec::new();
+        for (looked, name) in names.iter().enumerate() {
+            if page.len() == limit || looked == limit.saturating_mul(10) {
+                let last = if looked == 0 {
+                    name
+                } else {
+                    &names[looked - 1]
+                };
+                return (page, Some(Arc::clone(last)));
+            }
+            if visible(name)
+                && let Some(room) = self.existing_room(name)
+            {
+                page.push(room);
+            }
+        }
+        (page, None)
     }
 }
 
@@ -563,7 +694,7 @@ mod tests {
         assert_eq!(hub.sweep(), 0, "still held by a connection");
         drop(room);
         assert_eq!(hub.sweep(), 1);
-        assert!(hub.rooms().is_empty());
+        assert!(hub.rooms_page(None, 10, |_| true).0.is_empty());
         let again = hub.join("r", &a, "a".into());
         assert_ne!(again.epoch(), epoch);
         assert_eq!(again.member_count(), 1);

@@ -177,6 +177,8 @@ pub struct Room {
     presence: Option<Arc<dyn Presence>>,
     /// Woken on every message, for long-polls (which are not members).
     changed: Notify,
+    /// Who created it, when that is counted (`Hub::open_room`).
+    creator: std::sync::OnceLock<super::pace::Who>,
 }
 
 impl Room {
@@ -200,7 +202,18 @@ impl Room {
                 key_order: std::collections::VecDeque::new(),
             }),
             changed: Notify::new(),
+            creator: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Records who created the room; fails if someone already did.
+    pub(crate) fn set_creator(&self, who: super::pace::Who) -> Result<(), super::pace::Who> {
+        self.creator.set(who)
+    }
+
+    /// Who created the room, when counted.
+    pub(crate) fn creator(&self) -> Option<&super::pace::Who> {
+        self.creator.get()
     }
 
     /// The room's current epoch.

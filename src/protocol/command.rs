@@ -24,8 +24,9 @@ pub enum Command {
     Join(String),
     /// `/who`: list the members of the current room.
     Who,
-    /// `/rooms`: list rooms with their member counts.
-    Rooms,
+    /// `/rooms [AFTER]`: list rooms with their member counts, a page at a time, after the
+    /// named room when given.
+    Rooms(Option<String>),
     /// `/help`: list the commands.
     Help,
     /// `/history [N]`: the last N messages of the room (default 20).
@@ -64,7 +65,7 @@ pub const HELP: &[&str] = &[
     "/nick NAME   change your nick",
     "/join ROOM   move to ROOM (created on first use)",
     "/who         list the members of your room",
-    "/rooms       list rooms and their member counts",
+    "/rooms [R]   list rooms and their member counts (50 at a time, after R)",
     "/history N   show the last N messages (default 20, at most 1000)",
     "/since ID    show every message after ID (ids are shown by /history)",
     "/msg NICK T  send text T to NICK alone",
@@ -135,7 +136,14 @@ pub fn parse(line: &str) -> Result<Input<'_>, CommandError> {
             _ => return Err(CommandError::Usage("/auth TOKEN")),
         },
         "who" => Command::Who,
-        "rooms" => Command::Rooms,
+        "rooms" => match (arg, extra) {
+            (None, _) => Command::Rooms(None),
+            (Some(after), false) => {
+                check_room(after)?;
+                Command::Rooms(Some(after.to_owned()))
+            }
+            _ => return Err(CommandError::Usage("/rooms [AFTER]")),
+        },
         "help" => Command::Help,
         "quit" | "exit" => Command::Quit,
         _ => return Err(CommandError::Unknown(word.to_owned())),

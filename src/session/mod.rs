@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Action, Identity, Principal};
 use crate::event::{Author, Disconnect, MessageId};
 use crate::hub::pace::{Pace, Verdict, Who};
-use crate::hub::{Delivery, Hub, Lookback, MemberInfo, Published, Room, Subscriber};
+use crate::hub::{Delivery, Hub, Lookback, MemberInfo, Published, Room, RoomError, Subscriber};
 use crate::protocol::command;
 use crate::protocol::envelope::{ErrorCode, ServerFrame};
 use crate::protocol::names::{check_nick, check_room};
@@ -29,6 +29,9 @@ pub use request::Request;
 
 /// The room every client starts in unless it names one.
 pub const DEFAULT_ROOM: &str = "lobby";
+
+/// Rooms listed per `/rooms` answer.
+const ROOMS_PER_PAGE: usize = 50;
 
 /// What the transport should do after a request.
 #[derive(Debug, PartialEq, Eq)]
@@ -110,7 +113,7 @@ impl Session {
                 "* welcome {}, you are in {DEFAULT_ROOM} (/help lists commands)",
                 session.nick
             ));
-            session.join(DEFAULT_ROOM, None);
+            session.join_or_refuse(None, DEFAULT_ROOM);
         } else {
             session.notice(format!(
                 "* welcome {}; this server needs a token: /auth TOKEN (/help lists commands)",
@@ -217,19 +220,32 @@ impl Session {
 
     /// Joins `room` (replaying what came after `since` first), or, if already in it,
     /// replays after `since`. Returns the cursor at which the live stream starts.
-    pub fn join(&mut self, room: &str, since: Option<MessageId>) -> MessageId {
+    /// Refused when the room would be one too many or is full (`RoomError`).
+    pub fn join(&mut self, room: &str, since: Option<MessageId>) -> Result<MessageId, RoomError> {
         if let Some(index) = self.room_index(room) {
             let joined = &self.rooms[index];
             if let Some(since) = since {
                 joined.replay(&self.sub, Lookback::Since(since));
             }
-            return joined.cursor();
+            return Ok(joined.cursor());
         }
-        let (joined, cursor) = self
-            .hub
-            .join_since(room, &self.sub, Arc::clone(&self.nick), since);
+        let creator = Who::of(&self.principal, self.sub.addr);
+        let (joined, cursor) = self.hub.enter(
+            room,
+            &self.sub,
+            Arc::clone(&self.nick),
+            since,
+            creator.as_ref(),
+        )?;
         self.rooms.push(joined);
-        cursor
+        Ok(cursor)
+    }
+
+    /// `join`, telling the client when it is refused.
+    fn join_or_refuse(&mut self, reference: Option<&str>, room: &str) {
+        if let Err(e) = self.join(room, None) {
+            self.refuse(reference, ErrorCode::LimitReached, e);
+        }
     }
 
     /// Queues the structured protocol's first frame; sent before the first join so that it
@@ -279,7 +295,7 @@ impl Session {
             Request::Leave { room, reference } => self.leave(room, reference),
             Request::Nick(nick) => self.rename(nick),
             Request::Who => self.who(),
-            Request::Rooms => self.list_rooms(),
+            Request::Rooms(after) => self.list_rooms(after),
             Request::History(n) => self.history(Lookback::Last(n)),
             Request::Since(id) => match id.parse::<MessageId>() {
                 Ok(id) => self.history(Lookback::Since(id)),
@@ -461,8 +477,10 @@ impl Session {
             Ok(since) => since,
             Err(e) => return self.refuse(reference, ErrorCode::BadFrame, e),
         };
-        let cursor = self.join(room, since);
-        self.joined(reference, room, cursor);
+        match self.join(room, since) {
+            Ok(cursor) => self.joined(reference, room, cursor),
+            Err(e) => self.refuse(reference, ErrorCode::LimitReached, e),
+        }
     }
 
     fn move_to(&mut self, name: &str) {
@@ -476,10 +494,15 @@ impl Session {
         if !self.paced(None) {
             return;
         }
+        // Joined first, so that a refused move leaves the client where it was.
+        if let Err(e) = self.join(name, None) {
+            return self.refuse(None, ErrorCode::LimitReached, e);
+        }
+        let joined = self.rooms.pop();
         for room in self.rooms.drain(..) {
             self.hub.leave(&room, self.sub.id, None);
         }
-        self.join(name, None);
+        self.rooms.extend(joined);
         let count = self.rooms[0].member_count();
         self.notice(format!("* you joined {name} ({count} here)"));
     }
@@ -562,7 +585,7 @@ impl Session {
         self.leave_forbidden();
         let line_chat = matches!(self.wire, Wire::Line | Wire::Datagram);
         if line_chat && self.rooms.is_empty() && self.may(DEFAULT_ROOM, Action::Subscribe) {
-            self.join(DEFAULT_ROOM, None);
+            self.join_or_refuse(reference, DEFAULT_ROOM);
         }
         match self.wire {
             Wire::Json => self.frame(&ServerFrame::Authenticated {
@@ -626,14 +649,17 @@ impl Session {
         });
     }
 
-    fn list_rooms(&self) {
+    fn list_rooms(&self, after: Option<&str>) {
         let mut out = String::from("* rooms:");
-        let visible = self.hub.rooms().into_iter().filter(|(name, _)| {
+        let (rooms, next) = self.hub.rooms_page(after, ROOMS_PER_PAGE, |name| {
             self.may(name, Action::Presence) || self.may(name, Action::Subscribe)
         });
-        for (i, (name, count)) in visible.enumerate() {
+        for (i, room) in rooms.iter().enumerate() {
             let sep = if i == 0 { " " } else { ", " };
-            let _ = write!(out, "{sep}{name} ({count})");
+            let _ = write!(out, "{sep}{} ({})", room.name(), room.member_count());
+        }
+        if let Some(next) = next {
+            let _ = write!(out, "; more: /rooms {next}");
         }
         self.notice(out);
     }

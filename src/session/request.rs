@@ -50,8 +50,8 @@ pub enum Request<'a> {
     Nick(&'a str),
     /// List the current room's members.
     Who,
-    /// List rooms.
-    Rooms,
+    /// List rooms, a page after this name.
+    Rooms(Option<&'a str>),
     /// Replay the current room's last N messages.
     History(usize),
     /// Replay the current room's messages after an id.
@@ -97,7 +97,7 @@ impl<'a> Request<'a> {
                 Command::Nick(nick) => Request::Nick(nick),
                 Command::Join(room) => Request::Move(room),
                 Command::Who => Request::Who,
-                Command::Rooms => Request::Rooms,
+                Command::Rooms(after) => Request::Rooms(after.as_deref()),
                 Command::Help => Request::Help,
                 Command::History(n) => Request::History(*n),
                 Command::Since(id) => Request::Since(id),

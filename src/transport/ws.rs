@@ -23,7 +23,7 @@ use crate::auth::{Action, Principal};
 use crate::context::Context;
 use crate::hub::Delivery;
 use crate::hub::{Disconnect, MessageId, Transport};
-use crate::protocol::envelope::{self, SUBPROTOCOL};
+use crate::protocol::envelope::{self, ErrorCode, SUBPROTOCOL};
 use crate::protocol::names::{check_nick, check_room};
 use crate::session::{self, DEFAULT_ROOM, Session};
 use crate::wire::{self, Emit, Wire};
@@ -442,10 +442,11 @@ impl Connection {
         if structured {
             session.welcome(room);
         }
-        let cursor = session.join(room, since);
         tracing::debug!(id = sub.id, %addr, nick = %session.nick(), structured, "websocket chat connected");
-        if structured {
-            session.joined(None, room, cursor);
+        match session.join(room, since) {
+            Ok(cursor) if structured => session.joined(None, room, cursor),
+            Ok(_) => {}
+            Err(e) => session.refuse(None, ErrorCode::LimitReached, e),
         }
         Self {
             outbox: Outbox::new(rx, sub, super::stop_signal(&shared), wire),
