@@ -82,6 +82,14 @@ pub enum EventKind {
         /// The nick it was sent to.
         to: Arc<str>,
     },
+    /// Joins and leaves too many to tell one by one (a storm), summed up; the member list
+    /// is then read from presence.
+    Crowd {
+        /// How many joined since the last presence event told.
+        joined: u32,
+        /// How many left.
+        left: u32,
+    },
 }
 
 /// One event in one room, shared by all its receivers.

@@ -351,9 +351,11 @@ fn trust(mode: Mode, config: &Config) -> Result<(Option<Tls>, Arc<Auth>), Error>
 /// publish rate limiter's idle buckets, until shutdown.
 async fn sweep_loop(shared: Arc<Context>) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
+    let mut presence = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
+            _ = presence.tick() => shared.hub.flush_presence(),
             _ = every.tick() => {
                 shared.hub.identities().prune();
                 let dropped = shared.hub.sweep();

@@ -476,11 +476,12 @@ async fn rooms_in_all_and_members_per_room_are_capped() {
 async fn rooms_are_listed_a_page_at_a_time() {
     let server = support::start_with(rooms_config()).await;
     let (mut tcp, _) = Line::connect(server.tcp()).await;
+    // Each gets a message: a room left empty without history may be swept at any time.
     for i in 0..70 {
         tcp.say(&format!("/join p{i:02}")).await;
         tcp.line_where(|l| l.starts_with("* you joined")).await;
+        tcp.say("kept").await;
     }
-    // Rooms left empty and without history are swept later; they are still listed now.
     let client = support::http_client();
     let mut names = Vec::new();
     let mut after: Option<String> = None;
@@ -502,7 +503,7 @@ async fn rooms_are_listed_a_page_at_a_time() {
     sorted.sort();
     sorted.dedup();
     assert_eq!(names, sorted, "in order, each once");
-    assert!(names.len() >= 70, "{}", names.len());
+    assert!(names.len() >= 70, "{} {names:?}", names.len());
     let res = client
         .get(format!("http://{}/rooms?limit=0", server.http()))
         .send()
@@ -516,4 +517,92 @@ async fn rooms_are_listed_a_page_at_a_time() {
     tcp.say(&format!("/rooms {next}")).await;
     let second = tcp.line_where(|l| l.starts_with("* rooms:")).await;
     assert!(!second.contains(&format!("{next} (")), "{second}");
+}
+
+#[tokio::test]
+async fn an_unverified_udp_address_gets_no_more_bytes_than_it_sent_and_no_membership() {
+    let server = support::start_with(support::flood_config()).await;
+    fill(&server, "lobby", 50, 1000).await;
+    let spoofed = support::Udp::unverified(server.udp()).await;
+    let (mut sent, mut received) = (0usize, 0usize);
+    // Short requests get nothing; padded ones only the cookie. `/history` is never run.
+    for request in [
+        "/history 1000",
+        "hi",
+        "/join lobby",
+        "/cookie forged-cookie-value",
+    ]
+    .into_iter()
+    .chain(std::iter::once(&*format!(
+        "/history 1000{}",
+        " ".repeat(60)
+    ))) {
+        spoofed.send(request).await;
+        sent += request.len();
+        while let Some(d) = spoofed
+            .try_recv(std::time::Duration::from_millis(200))
+            .await
+        {
+            assert!(
+                d.len() <= request.len(),
+                "{} bytes for {}",
+                d.len(),
+                request.len()
+            );
+            assert!(d.starts_with("COOKIE "), "{d}");
+            received += d.len();
+        }
+    }
+    assert!(received <= sent, "{received} bytes out for {sent} in");
+    let presence: serde_json::Value = support::http_client()
+        .get(format!("http://{}/rooms/lobby/presence", server.http()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !presence.to_string().contains("udp"),
+        "no member without the cookie: {presence}"
+    );
+    // Answering the cookie makes it a member; only then does `/history` run.
+    let member = support::Udp::connect(server.udp()).await;
+    member.recv_where(|d| d.starts_with("* welcome")).await;
+    member.send("/history 5").await;
+    member
+        .recv_where(|d| d.starts_with("* end of history"))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_udp_arrivals_is_summed_up_and_never_cuts_a_reader() {
+    // A small queue: 600 joins and leaves told one by one would overflow it.
+    let server = support::start_with(switchboard::Config {
+        queue_capacity: 64,
+        ..support::flood_config()
+    })
+    .await;
+    let (mut reader, _) = Line::connect(server.tcp()).await;
+    let mut members = Vec::new();
+    for _ in 0..300 {
+        members.push(support::Udp::connect(server.udp()).await);
+    }
+    for member in &members {
+        member.send("/quit").await;
+    }
+    let crowd = reader
+        .line_where(|l| l.contains(" joined and ") || l.starts_with("ERR"))
+        .await;
+    assert!(
+        crowd.ends_with("left lobby (too many to list; /who for members)"),
+        "{crowd}"
+    );
+    // Still connected and hearing the room.
+    let (mut other, other_nick) = Line::connect(server.tcp()).await;
+    other.say("after the storm").await;
+    let heard = reader
+        .line_where(|l| l.ends_with("after the storm") || l.starts_with("ERR"))
+        .await;
+    assert_eq!(heard, format!("{other_nick}: after the storm"));
 }

@@ -86,6 +86,9 @@ async fn silent_udp_member_leaves_after_its_ttl_and_can_rejoin() {
         tcp.line_where(|l| l.starts_with("* ghost left")).await,
         "* ghost left lobby (timed out)"
     );
+    // Gone, it is a stranger again: it proves its address anew before it is heard.
+    udp.send("back").await;
+    udp.verify().await;
     udp.send("back").await;
     tcp.line_where(|l| l.ends_with(": back")).await;
 }

@@ -309,6 +309,12 @@ fn describe(kind: &str, data: &str) -> String {
         "leave" => format!("* {} left {}", s("nick"), s("room")),
         "nick" => format!("* {} is now known as {}", s("old"), s("nick")),
         "gap" => format!("* gap in {}: {}", s("room"), s("reason")),
+        "crowd" => format!(
+            "* {} joined and {} left {}",
+            v["joined"],
+            v["left"],
+            s("room")
+        ),
         "close" => format!("* closed: {}", s("reason")),
         other => format!("{other}: {data}"),
     }
@@ -327,6 +333,7 @@ async fn udp(addr: SocketAddr, linger: Duration) -> Result<(), ClientError> {
         .connect(addr)
         .await
         .map_err(io(format!("cannot reach {addr}")))?;
+    handshake(&socket).await?;
     let socket = std::sync::Arc::new(socket);
     let receiver = std::sync::Arc::clone(&socket);
     let printer = tokio::spawn(async move {
@@ -349,6 +356,38 @@ async fn udp(addr: SocketAddr, linger: Duration) -> Result<(), ClientError> {
     tokio::time::sleep(linger).await;
     printer.abort();
     Ok(())
+}
+
+/// The UDP chat's first exchange: a probe as long as the answer, the server's
+/// `COOKIE X`, and `/cookie X` back, which makes this address a member (see
+/// `transport::udp`). The probe is sent up to three times, a second apart, since datagrams
+/// may be lost; an echo server sends the probe back instead, and is used as it is.
+async fn handshake(socket: &UdpSocket) -> Result<(), ClientError> {
+    let probe = format!("/hello{}", " ".repeat(58));
+    let mut buf = vec![0u8; 2048];
+    for _ in 0..3 {
+        socket
+            .send(probe.as_bytes())
+            .await
+            .map_err(io("send failed"))?;
+        let answer = tokio::time::timeout(Duration::from_secs(1), socket.recv(&mut buf)).await;
+        let Ok(Ok(n)) = answer else { continue };
+        let text = String::from_utf8_lossy(&buf[..n]);
+        if let Some(cookie) = text.strip_prefix("COOKIE ") {
+            let answer = format!("/cookie {}", cookie.trim());
+            socket
+                .send(answer.as_bytes())
+                .await
+                .map_err(io("send failed"))?;
+        }
+        // Anything else is a server without the exchange (the echo server sends the probe
+        // back), which needs nothing more.
+        return Ok(());
+    }
+    Err(ClientError::Io {
+        context: "no answer from the UDP chat server in 3 s".to_owned(),
+        source: std::io::ErrorKind::TimedOut.into(),
+    })
 }
 
 #[cfg(test)]

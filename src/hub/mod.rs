@@ -145,6 +145,8 @@ pub struct Hub {
     /// Every room's name in order, so that listing a page of rooms costs the page, not a
     /// sort of them all.
     names: std::sync::Mutex<std::collections::BTreeSet<Arc<str>>>,
+    /// Rooms with a summed-up presence change to tell (`Room::flush_crowd`).
+    crowded: Arc<room::Crowded>,
     config: HubConfig,
 }
 
@@ -159,8 +161,25 @@ impl Hub {
             identities: RateLimiter::new(config.identity_rate.0, config.identity_rate.1),
             creators: DashMap::new(),
             names: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+            crowded: Arc::default(),
             config,
         })
+    }
+
+    /// Tells every room's summed-up presence change (joins and leaves past its presence
+    /// budget); the server calls it every second.
+    pub fn flush_presence(&self) {
+        let names: Vec<Arc<str>> = self
+            .crowded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        for name in names {
+            if let Some(room) = self.existing_room(&name) {
+                room.flush_crowd();
+            }
+        }
     }
 
     /// Publish buckets per identity, shared by every transport.
@@ -310,7 +329,13 @@ impl Hub {
                 .entry(Arc::clone(&name))
                 .or_insert_with(|| {
                     created = true;
-                    Arc::new(Room::new(Arc::clone(&name), epoch, init, presence))
+                    Arc::new(Room::new(
+                        Arc::clone(&name),
+                        epoch,
+                        init,
+                        presence,
+                        Arc::clone(&self.crowded),
+                    ))
                 })
                 .value(),
         );

@@ -86,10 +86,30 @@ struct RoomState {
     keys: HashMap<Box<str>, MessageId>,
     /// The same keys in arrival order, to forget the oldest past `MAX_KEYS`.
     key_order: std::collections::VecDeque<Box<str>>,
+    /// Presence events' budget and what was summed up past it.
+    crowd: Crowd,
 }
 
 /// Idempotency keys remembered per room.
 const MAX_KEYS: usize = 4096;
+
+/// Joins, leaves and renames told one by one per second, on average, in one room; past
+/// it (and its burst) they are summed up in one `EventKind::Crowd` event, so that a storm
+/// of arrivals (a thousand UDP senders at once, say) cannot fill readers' queues.
+const PRESENCE_RATE: f64 = 20.0;
+/// Presence events told at once before `PRESENCE_RATE` applies.
+const PRESENCE_BURST: f64 = 100.0;
+
+/// Rooms holding a summed-up presence change not yet told (`Room::flush_crowd`).
+pub(crate) type Crowded = std::sync::Mutex<std::collections::HashSet<Arc<str>>>;
+
+/// Presence changes not told one by one.
+#[derive(Debug)]
+struct Crowd {
+    bucket: super::pace::Bucket,
+    joined: u32,
+    left: u32,
+}
 
 /// The outcome of a publish.
 #[derive(Debug)]
@@ -179,6 +199,9 @@ pub struct Room {
     changed: Notify,
     /// Who created it, when that is counted (`Hub::open_room`).
     creator: std::sync::OnceLock<super::pace::Who>,
+    /// Where the room puts its name when it has a summed-up presence change to tell; the
+    /// hub flushes them every second (`Hub::flush_presence`).
+    crowded: Arc<Crowded>,
 }
 
 impl Room {
@@ -187,10 +210,12 @@ impl Room {
         epoch: u32,
         init: RoomInit,
         presence: Option<Arc<dyn Presence>>,
+        crowded: Arc<Crowded>,
     ) -> Self {
         Self {
             name,
             presence,
+            crowded,
             state: Mutex::new(RoomState {
                 epoch,
                 history: init.history,
@@ -200,6 +225,11 @@ impl Room {
                 retired: false,
                 keys: HashMap::new(),
                 key_order: std::collections::VecDeque::new(),
+                crowd: Crowd {
+                    bucket: super::pace::Bucket::full(PRESENCE_BURST, std::time::Instant::now()),
+                    joined: 0,
+                    left: 0,
+                },
             }),
             changed: Notify::new(),
             creator: std::sync::OnceLock::new(),
@@ -284,7 +314,7 @@ impl Room {
         state.index.insert(sub.id, at);
         let event = self.event(EventKind::Join, None, nick, "", Some(sub.id));
         self.announce(&event, sub);
-        self.deliver(&mut state, event);
+        self.deliver_presence(&mut state, event);
         Some(cursor)
     }
 
@@ -294,7 +324,7 @@ impl Room {
         if let Some(member) = state.remove(id) {
             let event = self.event(EventKind::Leave { reason }, None, member.nick, "", Some(id));
             self.announce(&event, &member.sub);
-            self.deliver(&mut state, event);
+            self.deliver_presence(&mut state, event);
         }
         state.members.is_empty()
     }
@@ -473,7 +503,53 @@ impl Room {
     /// Delivers a presence change from another node to the local members.
     pub(crate) fn deliver_remote(&self, event: Arc<Event>) {
         let mut state = self.lock();
-        self.deliver(&mut state, event);
+        self.deliver_presence(&mut state, event);
+    }
+
+    /// Delivers a join, leave or rename within the room's presence budget; past it, the
+    /// change is only counted, and told later in one `Crowd` event.
+    fn deliver_presence(&self, state: &mut RoomState, event: Arc<Event>) {
+        let now = std::time::Instant::now();
+        if state
+            .crowd
+            .bucket
+            .take(PRESENCE_RATE, PRESENCE_BURST, now)
+            .is_ok()
+        {
+            self.tell_crowd(state);
+            return self.deliver(state, event);
+        }
+        let first = state.crowd.joined + state.crowd.left == 0;
+        match event.kind {
+            EventKind::Join => state.crowd.joined += 1,
+            EventKind::Leave { .. } => state.crowd.left += 1,
+            // A rename in a storm is not told; `/who` and presence show the new name.
+            _ => return,
+        }
+        if first {
+            self.crowded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(Arc::clone(&self.name));
+        }
+    }
+
+    /// Tells the members what was summed up, if anything.
+    fn tell_crowd(&self, state: &mut RoomState) {
+        let (joined, left) = (state.crowd.joined, state.crowd.left);
+        if joined + left == 0 {
+            return;
+        }
+        state.crowd.joined = 0;
+        state.crowd.left = 0;
+        let event = self.event(EventKind::Crowd { joined, left }, None, "".into(), "", None);
+        self.deliver(state, event);
+    }
+
+    /// Tells a summed-up presence change now (called by the hub every second).
+    pub(crate) fn flush_crowd(&self) {
+        let mut state = self.lock();
+        self.tell_crowd(&mut state);
     }
 
     /// Starts the room over, empty, in `epoch` (a cluster room that Redis numbers in another
@@ -505,7 +581,7 @@ impl Room {
         let event = self.event(EventKind::Nick { old }, None, nick, "", Some(id));
         let sub = Arc::clone(&state.members[at].sub);
         self.announce(&event, &sub);
-        self.deliver(&mut state, event);
+        self.deliver_presence(&mut state, event);
     }
 
     /// The current members.

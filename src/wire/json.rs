@@ -43,6 +43,11 @@ pub(super) fn event(ev: &Event) -> Bytes {
             v["type"] = "nick".into();
             v["old"] = (&**old).into();
         }
+        EventKind::Crowd { joined, left } => {
+            v["type"] = "crowd".into();
+            v["joined"] = (*joined).into();
+            v["left"] = (*left).into();
+        }
         EventKind::Direct { .. } => {}
     }
     to_bytes(&v)

@@ -19,6 +19,7 @@ pub(super) fn event(ev: &Event) -> Bytes {
         EventKind::Leave { .. } => "leave",
         EventKind::Nick { .. } => "nick",
         EventKind::Direct { .. } => "direct",
+        EventKind::Crowd { .. } => "crowd",
     };
     put_block(&mut out, kind, json);
     out.freeze()

@@ -372,7 +372,27 @@ pub async fn history_of(addr: SocketAddr, room: &str) -> Vec<(String, String)> {
 pub struct Udp(pub UdpSocket);
 
 impl Udp {
+    /// Connects and proves the address (the server's cookie exchange), so that the server
+    /// makes it a member: its welcome is the next datagram.
     pub async fn connect(addr: SocketAddr) -> Self {
+        let udp = Self::unverified(addr).await;
+        udp.verify().await;
+        udp
+    }
+
+    /// The cookie exchange: a probe as long as the answer, then the cookie sent back.
+    pub async fn verify(&self) {
+        self.send(&format!("/hello{}", " ".repeat(58))).await;
+        // Skips what an earlier membership left unread.
+        let challenge = self.recv_where(|d| d.starts_with("COOKIE ")).await;
+        let cookie = challenge
+            .strip_prefix("COOKIE ")
+            .unwrap_or_else(|| panic!("a cookie, got {challenge:?}"));
+        self.send(&format!("/cookie {cookie}")).await;
+    }
+
+    /// A socket that has not done the cookie exchange.
+    pub async fn unverified(addr: SocketAddr) -> Self {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         socket.connect(addr).await.unwrap();
         Udp(socket)

@@ -19,7 +19,7 @@ impl RedisCluster {
             EventKind::Join => ("j", None, None),
             EventKind::Leave { reason } => ("l", None, *reason),
             EventKind::Nick { old } => ("n", Some(&**old), None),
-            EventKind::Message | EventKind::Direct { .. } => return,
+            EventKind::Message | EventKind::Direct { .. } | EventKind::Crowd { .. } => return,
         };
         let mut hash = redis::cmd(if kind == "l" { "HDEL" } else { "HSET" });
         hash.arg(&who).arg(&member);

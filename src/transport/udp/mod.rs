@@ -1,12 +1,16 @@
 //! UDP chat: each datagram is one line of the chat protocol; room events go back as datagrams.
 //!
-//! A sender becomes a member on its first datagram and stays one until it has been silent for
-//! `udp_ttl`. One task owns the socket's receive side and the member table (no lock); each
+//! A sender first proves it receives at its address: its first datagram (at least as long
+//! as the answer, so that nobody can aim the server at a third party and get more bytes out
+//! than they put in) is answered with `COOKIE X` and nothing else; it becomes a member when
+//! it sends `/cookie X` back (`cookie`), and stays one until it has been silent for
+//! `udp_ttl`. Nothing else is sent to an address before that. One task owns the socket's receive side and the member table (no lock); each
 //! member has a small writer task that drains its queue into `send_to`, best effort, so a
 //! member never blocks its room.
 
+mod cookie;
+
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +43,7 @@ struct Chat {
     socket: Arc<UdpSocket>,
     shared: Arc<Context>,
     members: HashMap<SocketAddr, Member>,
+    cookies: cookie::Cookies,
 }
 
 /// Serves the UDP chat on `socket` until shutdown.
@@ -46,8 +51,9 @@ pub(crate) async fn serve(socket: UdpSocket, shared: Arc<Context>) {
     let config = shared.config.clone();
     let mut chat = Chat {
         socket: Arc::new(socket),
-        shared,
         members: HashMap::new(),
+        cookies: cookie::Cookies::new(shared.config.limits.udp_cookie_ttl),
+        shared,
     };
     // One spare byte tells an oversized datagram from one exactly at the limit.
     let mut buf = vec![0u8; config.udp_max_in + 1];
@@ -103,6 +109,9 @@ impl Chat {
 
     /// Acts on one datagram from `addr`, making its sender a member first if it is new.
     async fn receive(&mut self, addr: SocketAddr, datagram: &[u8]) {
+        if !self.members.contains_key(&addr) {
+            return self.verify(addr, datagram).await;
+        }
         let max_in = self.shared.config.udp_max_in;
         if datagram.len() > max_in {
             let message = format!("ERR datagram larger than {max_in} bytes");
@@ -112,21 +121,8 @@ impl Chat {
             }
             return;
         }
-        let member = match self.members.entry(addr) {
-            Entry::Occupied(slot) => slot.into_mut(),
-            Entry::Vacant(slot) => {
-                let permit = match self.shared.limiter.try_acquire(addr.ip()) {
-                    Ok(permit) => permit,
-                    Err(full) => {
-                        let _ = self
-                            .socket
-                            .send_to(format!("ERR {full}").as_bytes(), addr)
-                            .await;
-                        return;
-                    }
-                };
-                slot.insert(admit(&self.socket, &self.shared, addr, permit))
-            }
+        let Some(member) = self.members.get_mut(&addr) else {
+            return;
         };
         member.last_seen = Instant::now();
         let flow = match std::str::from_utf8(datagram) {
@@ -149,6 +145,42 @@ impl Chat {
             // The writer flushes the goodbye before it stops.
             member.done.cancel();
         }
+    }
+}
+
+impl Chat {
+    /// A datagram from an address that is not a member: `/cookie X` with a good cookie
+    /// makes it one; anything else is answered with a cookie, if it was at least as long as
+    /// the answer, and otherwise dropped.
+    async fn verify(&mut self, addr: SocketAddr, datagram: &[u8]) {
+        let text = std::str::from_utf8(datagram).unwrap_or("").trim_end();
+        if let Some(cookie) = text.strip_prefix(cookie::ANSWER) {
+            if !self.cookies.check(addr, cookie.trim()) {
+                crate::metrics::METRICS.refuse("udp_bad_cookie");
+                tracing::debug!(%addr, "udp cookie refused");
+                return;
+            }
+            let permit = match self.shared.limiter.try_acquire(addr.ip()) {
+                Ok(permit) => permit,
+                Err(full) => {
+                    let _ = self
+                        .socket
+                        .send_to(format!("ERR {full}").as_bytes(), addr)
+                        .await;
+                    return;
+                }
+            };
+            let member = admit(&self.socket, &self.shared, addr, permit);
+            self.members.insert(addr, member);
+            return;
+        }
+        let challenge = self.cookies.challenge(addr);
+        if datagram.len() < challenge.len() {
+            crate::metrics::METRICS.refuse("udp_short_probe");
+            tracing::debug!(%addr, len = datagram.len(), "udp datagram from an unverified address too short to answer");
+            return;
+        }
+        let _ = self.socket.send_to(challenge.as_bytes(), addr).await;
     }
 }
 
