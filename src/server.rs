@@ -292,6 +292,7 @@ fn open_stores(mode: Mode, config: &Config) -> Result<Stores, Error> {
     let retention = store::Retention {
         max_messages: config.history_max_messages,
         max_age: config.history_max_age,
+        key_window: config.limits.idempotency_window,
     };
     Ok(match (mode, config.store, &config.redis) {
         (Mode::Chat, StoreKind::Sqlite, _) => {

@@ -156,3 +156,51 @@ async fn the_database_does_not_grow_without_bound() {
         .unwrap();
     assert_eq!(rows, 50, "rows on disk are trimmed to the retention limit");
 }
+
+/// Publishes `text` with an idempotency key; the status and the id.
+async fn publish_keyed(addr: SocketAddr, key: &str, text: &str) -> (u16, String, bool) {
+    let res = support::http_client()
+        .post(format!("http://{addr}/rooms/keyed/messages"))
+        .header("idempotency-key", key)
+        .body(text.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let v: serde_json::Value = res.json().await.unwrap();
+    (
+        status,
+        v["id"].as_str().unwrap_or_default().to_owned(),
+        v["duplicate"].as_bool().unwrap_or(false),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_is_honoured_after_a_clean_restart_and_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]);
+    let (status, first, _) = publish_keyed(node.http, "retry-1", "once").await;
+    assert_eq!(status, 201);
+    node.stop();
+
+    let node = Node::start(dir.path(), &[]);
+    let (status, again, duplicate) = publish_keyed(node.http, "retry-1", "once").await;
+    assert_eq!((status, duplicate), (200, true), "after a clean restart");
+    assert_eq!(again, first, "the earlier id");
+    let (status, second, _) = publish_keyed(node.http, "retry-2", "twice").await;
+    assert_eq!(status, 201);
+    node.kill9();
+
+    let node = Node::start(dir.path(), &[]);
+    for (key, id) in [("retry-1", &first), ("retry-2", &second)] {
+        let (status, again, duplicate) = publish_keyed(node.http, key, "again").await;
+        assert_eq!((status, duplicate), (200, true), "{key} after kill -9");
+        assert_eq!(&again, id);
+    }
+    let texts: Vec<String> = history_of(node.http, "keyed")
+        .await
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect();
+    assert_eq!(texts, ["once", "twice"], "one stored copy each");
+}

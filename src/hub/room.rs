@@ -436,10 +436,13 @@ impl Room {
         key: Option<&str>,
     ) -> Result<Published, StoreError> {
         let mut state = self.lock();
-        if let Some(key) = key
-            && let Some(id) = state.keys.get(key)
-        {
-            return Ok(Published::Duplicate(*id));
+        if let Some(key) = key {
+            let known = state.keys.get(key).copied();
+            // Keys the room no longer holds in memory (after a restart, say) are asked of
+            // the store, which keeps them with their messages for the key window.
+            if let Some(id) = known.or_else(|| state.history.find_key(key)) {
+                return Ok(Published::Duplicate(id));
+            }
         }
         let id = MessageId {
             epoch: state.epoch,
@@ -456,7 +459,10 @@ impl Room {
             )
             .with_sender(author.sender),
         );
-        let durability = state.history.append(&event)?;
+        let durability = match key {
+            Some(key) => state.history.append_keyed(&event, key)?,
+            None => state.history.append(&event)?,
+        };
         state.last_seq = id.seq;
         if let Some(key) = key {
             let key: Box<str> = key.into();

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 pub use memory::MemoryHistory;
 pub use sqlite::SqliteStore;
 
-use crate::event::Event;
+use crate::event::{Event, MessageId};
 
 /// Retention limits every backend enforces.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +24,9 @@ pub struct Retention {
     pub max_messages: usize,
     /// Oldest message kept, by age.
     pub max_age: Duration,
+    /// How long a durable store remembers a publish's idempotency key (whatever retention
+    /// does to the message itself).
+    pub key_window: Duration,
 }
 
 impl Default for Retention {
@@ -31,6 +34,7 @@ impl Default for Retention {
         Self {
             max_messages: 1_000,
             max_age: Duration::from_secs(24 * 60 * 60),
+            key_window: Duration::from_secs(24 * 60 * 60),
         }
     }
 }
@@ -100,6 +104,20 @@ pub trait History: Send + Sync + std::fmt::Debug {
     /// error means the message must not be published.
     fn append(&mut self, event: &Arc<Event>) -> Result<Durability, StoreError>;
 
+    /// Stores a message published with an idempotency key; a durable store keeps the key
+    /// with it, in the same transaction, so that `find_key` finds it after a restart.
+    fn append_keyed(&mut self, event: &Arc<Event>, key: &str) -> Result<Durability, StoreError> {
+        let _ = key;
+        self.append(event)
+    }
+
+    /// The id a message published with `key` got, if the store remembers it (a durable
+    /// store, within its key window); the room checks its own recent keys first.
+    fn find_key(&mut self, key: &str) -> Option<MessageId> {
+        let _ = key;
+        None
+    }
+
     /// Keeps a message that is already stored elsewhere (numbered and written by the
     /// cluster), for reads. Called under the room lock in sequence order.
     fn record(&mut self, event: &Arc<Event>) {
@@ -127,6 +145,18 @@ pub trait History: Send + Sync + std::fmt::Debug {
 /// writer task). It must not block: it queues the write and says when it is done.
 pub(crate) trait Writer: Send + Sync + std::fmt::Debug {
     fn write(&mut self, event: &Arc<Event>) -> Result<Durability, StoreError>;
+
+    /// `write`, keeping the idempotency key with the message where the backend can.
+    fn write_keyed(&mut self, event: &Arc<Event>, key: &str) -> Result<Durability, StoreError> {
+        let _ = key;
+        self.write(event)
+    }
+
+    /// See `History::find_key`.
+    fn find_key(&mut self, key: &str) -> Option<MessageId> {
+        let _ = key;
+        None
+    }
 }
 
 /// A durable backend's room: writes go to the backend, and every read is served by the
@@ -142,6 +172,16 @@ impl<W: Writer> History for Cached<W> {
         let durability = self.writer.write(event)?;
         self.cache.push(event);
         Ok(durability)
+    }
+
+    fn append_keyed(&mut self, event: &Arc<Event>, key: &str) -> Result<Durability, StoreError> {
+        let durability = self.writer.write_keyed(event, key)?;
+        self.cache.push(event);
+        Ok(durability)
+    }
+
+    fn find_key(&mut self, key: &str) -> Option<MessageId> {
+        self.writer.find_key(key)
     }
 
     /// Already stored by whoever numbered it: only kept for reads.

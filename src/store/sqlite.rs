@@ -37,6 +37,8 @@ const FILE: &str = "switchboard.sqlite3";
 enum Op {
     Append {
         event: Arc<Event>,
+        /// The publish's idempotency key, stored in the same transaction.
+        key: Option<Box<str>>,
         done: oneshot::Sender<Result<(), StoreError>>,
     },
     Close(oneshot::Sender<()>),
@@ -90,7 +92,11 @@ impl SqliteStore {
                  PRIMARY KEY (room, seq)) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS rooms (
                  room TEXT PRIMARY KEY, epoch INTEGER NOT NULL, last_seq INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS idempotency (
+                 room TEXT NOT NULL, key TEXT NOT NULL, epoch INTEGER NOT NULL,
+                 seq INTEGER NOT NULL, time_ms INTEGER NOT NULL,
+                 PRIMARY KEY (room, key)) WITHOUT ROWID;",
         )
         .map_err(failed)?;
         add_sender_column(&conn).map_err(failed)?;
@@ -154,7 +160,10 @@ impl SqliteStore {
         RoomInit {
             history: Box::new(Cached {
                 cache,
-                writer: SqliteWriter(Arc::clone(self)),
+                writer: SqliteWriter {
+                    store: Arc::clone(self),
+                    room: room.into(),
+                },
             }),
             epoch,
             last_seq,
@@ -234,20 +243,61 @@ impl SqliteStore {
 
 /// A room's writes on SQLite: the writer thread's queue.
 #[derive(Debug)]
-struct SqliteWriter(Arc<SqliteStore>);
+struct SqliteWriter {
+    store: Arc<SqliteStore>,
+    room: Arc<str>,
+}
 
-impl Writer for SqliteWriter {
-    fn write(&mut self, event: &Arc<Event>) -> Result<Durability, StoreError> {
-        let permit = self.0.writer.try_reserve().map_err(|e| match e {
+impl SqliteWriter {
+    fn queue(&mut self, event: &Arc<Event>, key: Option<&str>) -> Result<Durability, StoreError> {
+        let permit = self.store.writer.try_reserve().map_err(|e| match e {
             mpsc::error::TrySendError::Full(()) => StoreError::Busy,
             mpsc::error::TrySendError::Closed(()) => StoreError::Closed,
         })?;
         let (done, rx) = oneshot::channel();
         permit.send(Op::Append {
             event: Arc::clone(event),
+            key: key.map(Into::into),
             done,
         });
         Ok(Durability::Pending(rx))
+    }
+}
+
+impl Writer for SqliteWriter {
+    fn write(&mut self, event: &Arc<Event>) -> Result<Durability, StoreError> {
+        self.queue(event, None)
+    }
+
+    fn write_keyed(&mut self, event: &Arc<Event>, key: &str) -> Result<Durability, StoreError> {
+        self.queue(event, Some(key))
+    }
+
+    /// One indexed read on the reader connection; only a keyed publish the room's own
+    /// recent keys do not know (after a restart, or past its last 4,096) gets here.
+    fn find_key(&mut self, key: &str) -> Option<MessageId> {
+        let oldest = now_ms().saturating_sub(self.store.retention.key_window.as_millis() as u64);
+        let conn = self.store.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let found = conn
+            .prepare_cached(
+                "SELECT epoch, seq FROM idempotency WHERE room = ?1 AND key = ?2 AND time_ms >= ?3",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![&*self.room, key, oldest as i64], |r| {
+                    Ok(MessageId {
+                        epoch: r.get::<_, i64>(0)? as u32,
+                        seq: r.get::<_, i64>(1)? as u64,
+                    })
+                })
+                .optional()
+            });
+        match found {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::error!(%error, room = %self.room, "cannot look up an idempotency key");
+                None
+            }
+        }
     }
 }
 
@@ -270,8 +320,8 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Op>, retention: Reten
         let mut events = Vec::with_capacity(batch.len());
         for op in batch.drain(..) {
             match op {
-                Op::Append { event, done } => {
-                    events.push(event);
+                Op::Append { event, key, done } => {
+                    events.push((event, key));
                     waiting.push(done);
                 }
                 Op::Close(done) => closing = Some(done),
@@ -292,6 +342,13 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Op>, retention: Reten
             {
                 tracing::error!(%error, "sqlite age sweep failed");
             }
+            let oldest_key = now_ms().saturating_sub(retention.key_window.as_millis() as u64);
+            if let Err(error) = conn.execute(
+                "DELETE FROM idempotency WHERE time_ms < ?1",
+                [oldest_key as i64],
+            ) {
+                tracing::error!(%error, "sqlite idempotency sweep failed");
+            }
         }
     }
     if let Err(error) = conn.execute("UPDATE meta SET value = '1' WHERE key = 'clean'", []) {
@@ -303,10 +360,11 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Op>, retention: Reten
     }
 }
 
-/// Writes one batch: the messages, each room's epoch and last sequence, and the count limit.
+/// Writes one batch: the messages with their idempotency keys, each room's epoch and last
+/// sequence, and the count limit.
 fn commit(
     conn: &mut Connection,
-    events: &[Arc<Event>],
+    events: &[(Arc<Event>, Option<Box<str>>)],
     retention: Retention,
 ) -> rusqlite::Result<()> {
     if events.is_empty() {
@@ -319,10 +377,23 @@ fn commit(
             "INSERT OR REPLACE INTO messages (room, seq, epoch, nick, text, time_ms, sender)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
-        for event in events {
+        let mut keep_key = tx.prepare_cached(
+            "INSERT OR REPLACE INTO idempotency (room, key, epoch, seq, time_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (event, key) in events {
             let (Some(id), EventKind::Message) = (event.id, &event.kind) else {
                 continue;
             };
+            if let Some(key) = key {
+                keep_key.execute(params![
+                    &*event.room,
+                    &**key,
+                    id.epoch as i64,
+                    id.seq as i64,
+                    event.time_ms as i64
+                ])?;
+            }
             insert.execute(params![
                 &*event.room,
                 id.seq as i64,
