@@ -21,6 +21,8 @@ pub mod client;
 pub mod config;
 pub(crate) mod context;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzz;
 mod http;
 pub mod hub;
 pub mod metrics;

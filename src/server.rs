@@ -114,7 +114,13 @@ impl Server {
         let limiter = Limiter::new(config.max_connections, config.max_connections_per_ip);
         let limits = &config.limits;
         let http_limiter = Limiter::new(limits.http_connections, limits.http_connections_per_ip);
-        let sockets = Limiter::new(socket_budget(limits.reserved_fds), usize::MAX);
+        // One address may hold at most half the descriptors, so that others still get in.
+        let budget = socket_budget(limits.reserved_fds);
+        let per_ip = config
+            .max_connections_per_ip
+            .max(limits.http_connections_per_ip)
+            .min((budget / 2).max(1));
+        let sockets = Limiter::new(budget, per_ip);
         transport::fds::RESERVE.hold();
         Ok(Self {
             mode,

@@ -36,9 +36,9 @@ const RETRY_MS: u64 = 2_000;
 /// Query of `/events`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct EventsQuery {
-    room: Option<String>,
-    nick: Option<String>,
-    since: Option<String>,
+    pub(crate) room: Option<String>,
+    pub(crate) nick: Option<String>,
+    pub(crate) since: Option<String>,
     token: Option<String>,
 }
 

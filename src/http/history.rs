@@ -28,7 +28,7 @@ const MAX_LIMIT: usize = 1_000;
 /// Query of a history read.
 #[derive(Debug, Deserialize)]
 pub(crate) struct MessagesQuery {
-    since: Option<String>,
+    pub(crate) since: Option<String>,
     limit: Option<usize>,
     wait: Option<u64>,
     last: Option<usize>,

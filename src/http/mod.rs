@@ -5,11 +5,13 @@
 mod admin;
 mod error;
 mod events;
+mod fuzz;
 mod history;
 mod presence;
 mod publish;
 mod serve;
 
+pub(crate) use fuzz::fuzz_query;
 pub(crate) use serve::serve;
 
 use std::sync::Arc;

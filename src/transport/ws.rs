@@ -42,10 +42,10 @@ mod close {
 /// Query parameters of `/ws`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ChatQuery {
-    room: Option<String>,
-    nick: Option<String>,
+    pub(crate) room: Option<String>,
+    pub(crate) nick: Option<String>,
     format: Option<String>,
-    since: Option<String>,
+    pub(crate) since: Option<String>,
     token: Option<String>,
 }
 

@@ -64,7 +64,7 @@ fn attributed(out: &mut BytesMut, prefix: &[u8], sep: &[u8], text: &str) {
 /// overwrites all show as text), `DEL` by `␡`, and C1 controls, bidirectional overrides and
 /// isolates, and invisible format characters by `�`. Joiners (ZWJ, ZWNJ) stay: emoji and
 /// several scripts need them. Text that needs nothing is borrowed, not copied.
-pub(super) fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(needs_standin) {
         return std::borrow::Cow::Borrowed(text);
     }

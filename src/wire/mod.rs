@@ -16,6 +16,7 @@ use crate::hub::{Delivery, Replay};
 
 pub use json::gap as gap_json;
 pub use line::gap as gap_text;
+pub use line::terminal_safe;
 
 /// The form a connection's deliveries take on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -120,7 +120,11 @@ impl Line {
 
     /// Connects without reading anything.
     pub async fn connect_raw(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).await.expect("connect");
+        Self::from_stream(TcpStream::connect(addr).await.expect("connect"))
+    }
+
+    /// A connected stream, read line by line.
+    pub fn from_stream(stream: TcpStream) -> Self {
         let (r, w) = stream.into_split();
         Self {
             reader: BufReader::new(r),
@@ -249,7 +253,22 @@ pub const SERVE_HTTP_ONLY: [&str; 7] = [
 /// Spawns the real binary with `args` and reads the addresses it logs (as JSON, on stderr)
 /// for each `:0` it was given.
 pub fn spawn_logged(args: &[&str]) -> (Spawned, Vec<(String, SocketAddr)>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    spawn_from(Command::new(env!("CARGO_BIN_EXE_switchboard")), args)
+}
+
+/// `spawn_logged` with the process's open-file limit (soft and hard) set to `nofile`.
+pub fn spawn_with_nofile(nofile: u32, args: &[&str]) -> (Spawned, Vec<(String, SocketAddr)>) {
+    let mut sh = Command::new("sh");
+    sh.args([
+        "-c",
+        &format!("ulimit -n {nofile} && exec \"$0\" \"$@\""),
+        env!("CARGO_BIN_EXE_switchboard"),
+    ]);
+    spawn_from(sh, args)
+}
+
+fn spawn_from(mut command: Command, args: &[&str]) -> (Spawned, Vec<(String, SocketAddr)>) {
+    let mut child = command
         .args(args)
         .args(["--log-format", "json"])
         .stdin(Stdio::null())

@@ -1,0 +1,147 @@
+//! The fuzz targets (`switchboard::fuzz`) on stable: the committed corpus (`fuzz/corpus`,
+//! grown by `cargo +nightly fuzz`) and, bounded in count, deterministic mutations of it.
+//! `FUZZ_RUNS` sets the mutations per target (default 20,000); a failing input is printed.
+
+use std::path::Path;
+
+type Target = fn(&[u8]);
+
+/// Tokens worth splicing in: the syntax each parser branches on.
+const TOKENS: &[&[u8]] = &[
+    b"/",
+    b"//",
+    b"\n",
+    b"\r\n",
+    b"\0",
+    b"\x1b[",
+    b"\xe2\x80\xae",
+    b"\xff",
+    b"{",
+    b"}",
+    b"\"",
+    b":",
+    b",",
+    b"[",
+    b"]",
+    b"&",
+    b"=",
+    b"%",
+    b"%FF",
+    b"-",
+    b"99999999999999999999",
+    b"type",
+    b"publish",
+    b"join",
+    b"since",
+    b"limit",
+    b"room",
+    b"nick",
+    b"/nick ",
+    b"/join ",
+    b"/msg ",
+    b"/history ",
+    b"/since ",
+    b"/rooms ",
+    b"/auth ",
+    b"..",
+];
+
+/// xorshift64*: the same mutations on every run, so a failure reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn mutate(rng: &mut Rng, corpus: &[Vec<u8>], input: &mut Vec<u8>) {
+    for _ in 0..=rng.below(4) {
+        let at = rng.below(input.len() + 1);
+        match rng.below(6) {
+            0 if !input.is_empty() => {
+                let i = rng.below(input.len());
+                input[i] ^= 1 << rng.below(8);
+            }
+            1 => input.insert(at, rng.next() as u8),
+            2 if !input.is_empty() => {
+                let end = (at + rng.below(8)).min(input.len());
+                input.drain(at..end);
+            }
+            3 => {
+                let token = TOKENS[rng.below(TOKENS.len())];
+                input.splice(at..at, token.iter().copied());
+            }
+            4 => {
+                let other = &corpus[rng.below(corpus.len())];
+                let from = rng.below(other.len() + 1);
+                input.splice(at..at, other[from..].iter().copied());
+            }
+            _ => {
+                let n = rng.below(64);
+                let byte = rng.next() as u8;
+                input.splice(at..at, std::iter::repeat_n(byte, n));
+            }
+        }
+    }
+    input.truncate(4096);
+}
+
+fn run(name: &str, target: Target) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(name);
+    let mut corpus: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
+        .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
+        .collect();
+    corpus.sort();
+    assert!(!corpus.is_empty(), "no corpus for {name}");
+    let runs: usize = std::env::var("FUZZ_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let check = |input: &[u8]| {
+        let caught = std::panic::catch_unwind(|| target(input));
+        assert!(
+            caught.is_ok(),
+            "{name} failed on {:?}",
+            String::from_utf8_lossy(input)
+        );
+    };
+    for input in &corpus {
+        check(input);
+    }
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ name.len() as u64);
+    for _ in 0..runs {
+        let mut input = corpus[rng.below(corpus.len())].clone();
+        mutate(&mut rng, &corpus, &mut input);
+        check(&input);
+    }
+}
+
+#[test]
+fn line_decoder() {
+    run("line_decoder", switchboard::fuzz::line_decoder);
+}
+
+#[test]
+fn chat_command() {
+    run("chat_command", switchboard::fuzz::chat_command);
+}
+
+#[test]
+fn envelope() {
+    run("envelope", switchboard::fuzz::envelope);
+}
+
+#[test]
+fn http_query() {
+    run("http_query", switchboard::fuzz::http_query);
+}
