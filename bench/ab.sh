@@ -14,8 +14,11 @@ run() { # bin label name url-template args...   (PORT = HTTP, TPORT = TCP chat)
   local bin=$1 label=$2 name=$3 template=$4; shift 4
   local port tport pid url
   port=$(free_port); tport=$(free_port)
+  # Builds from before the per-connection limit have no --connection-rate.
+  local limits=(--publish-rate 0)
+  "$bin" serve --help | grep -q -- --connection-rate && limits+=(--connection-rate 0)
   "$bin" serve --tcp "127.0.0.1:$tport" --udp off --http "127.0.0.1:$port" --store memory \
-    --publish-rate 0 --connection-rate 0 --log warn &
+    "${limits[@]}" --log warn &
   pid=$!
   for _ in $(seq 1 50); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   url=${template//TPORT/$tport}; url=${url//PORT/$port}

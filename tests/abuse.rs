@@ -178,6 +178,7 @@ async fn a_tcp_publish_flood_is_answered_then_cut_and_others_are_unaffected() {
     // Sustained: past 100 refusals in a row the connection is cut, saying why.
     let (mut read, mut write) = flooder.into_parts();
     let flood: String = (0..2_000).map(|i| format!("spam {i}\n")).collect();
+    let started = std::time::Instant::now();
     write.write_all(flood.as_bytes()).await.unwrap();
     let mut last = String::new();
     let mut line = String::new();
@@ -191,6 +192,7 @@ async fn a_tcp_publish_flood_is_answered_then_cut_and_others_are_unaffected() {
         last = std::mem::take(&mut line);
     }
     assert_eq!(last.trim_end(), "ERR disconnected: publishing too fast");
+    eprintln!("tcp flood: cut after {:?}", started.elapsed());
     probe.check("quiet").await;
 }
 
@@ -270,11 +272,16 @@ async fn slowloris_connections_are_closed_after_the_header_timeout_and_capped_pe
         "{answer}"
     );
     // Every stalled one is closed once the header timeout (1 s) passes.
+    let started = std::time::Instant::now();
     for mut s in held {
         let mut buf = Vec::new();
         let read = tokio::time::timeout(TIMEOUT, s.read_to_end(&mut buf)).await;
         assert!(read.is_ok(), "a stalled connection was closed");
     }
+    eprintln!(
+        "slowloris: 50 stalled closed within {:?}",
+        started.elapsed()
+    );
     // Their places are free again, and the probe never noticed.
     probe.check("quiet").await;
 }
@@ -554,6 +561,7 @@ async fn an_unverified_udp_address_gets_no_more_bytes_than_it_sent_and_no_member
         }
     }
     assert!(received <= sent, "{received} bytes out for {sent} in");
+    eprintln!("udp unverified: {received} bytes out for {sent} in");
     let presence: serde_json::Value = support::http_client()
         .get(format!("http://{}/rooms/lobby/presence", server.http()))
         .send()
