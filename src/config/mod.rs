@@ -559,6 +559,16 @@ fn pick_list<T: Clone>(flag: &[T], file: Option<Vec<T>>) -> Vec<T> {
 
 /// The flag (or its environment variable, merged by clap), else the file's key, else the
 /// default.
+impl From<&ServeArgs> for limits::FlagLimits {
+    fn from(args: &ServeArgs) -> Self {
+        Self {
+            connection_rate: args.connection_rate,
+            queue_bytes: args.queue_bytes,
+            max_rooms: args.max_rooms,
+        }
+    }
+}
+
 fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
     flag.or(file).unwrap_or(default)
 }
@@ -574,14 +584,7 @@ impl Config {
         let (auth, tls) = resolve_trust(args, &mut file, &d)?;
         let secs = Duration::from_secs;
         let redis = args.redis.clone().or(file.redis.clone());
-        let limits = Limits::resolve(
-            limits::FlagLimits {
-                connection_rate: args.connection_rate,
-                queue_bytes: args.queue_bytes,
-                max_rooms: args.max_rooms,
-            },
-            std::mem::take(&mut file.limits),
-        )?;
+        let limits = Limits::resolve(args.into(), std::mem::take(&mut file.limits))?;
         let config = Config {
             tcp: args.tcp.or(file.tcp).map_or(d.tcp, |l| l.0),
             udp: args.udp.or(file.udp).map_or(d.udp, |l| l.0),

@@ -75,18 +75,7 @@ pub(crate) async fn messages(
         }
         let found = shared.hub.room_to_read(&room);
         let page = found.as_ref().map_or_else(empty_page, |r| {
-            let newest = crate::hub::Replay::within(
-                Arc::clone(r.name()),
-                r.last(last),
-                None,
-                shared.config.limits.reply_bytes,
-            );
-            Page {
-                more: newest.gap.is_some(),
-                events: newest.events,
-                gap: None,
-                last_id: r.latest(),
-            }
+            newest_page(r, last, shared.config.limits.reply_bytes)
         });
         return Ok(page_response(&room, None, &page, found.map(|r| r.cursor())));
     }
@@ -120,6 +109,17 @@ pub(crate) async fn messages(
         &page,
         found.map(|r| r.cursor()),
     ))
+}
+
+/// The newest `last` messages that fit in `budget` bytes; `more` when some were left out.
+fn newest_page(room: &Room, last: usize, budget: usize) -> Page {
+    let newest = crate::hub::Replay::within(Arc::clone(room.name()), room.last(last), None, budget);
+    Page {
+        more: newest.gap.is_some(),
+        events: newest.events,
+        gap: None,
+        last_id: room.latest(),
+    }
 }
 
 fn empty_page() -> Page {
