@@ -86,6 +86,9 @@ pub fn parse(line: &str) -> Result<Input<'_>, CommandError> {
     if rest.starts_with('/') {
         return Ok(Input::Text(rest));
     }
+    // Words are split on Unicode whitespace; `rest` starts at the first word so that slicing
+    // past it (`/msg`) lands on a character boundary whatever spaces came first (U+0085, say).
+    let rest = rest.trim_start();
     let mut words = rest.split_whitespace();
     let word = words.next().unwrap_or("");
     let arg = words.next();
@@ -154,6 +157,18 @@ pub fn parse(line: &str) -> Result<Input<'_>, CommandError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leading_unicode_space_before_a_command_is_skipped_safely() {
+        // Found by tests/fuzz.rs: `/` then U+0085 (two bytes) made `/msg` slice mid-character.
+        assert_eq!(
+            parse("/\u{85}msg bob hi"),
+            Ok(Input::Command(Command::Msg {
+                to: "bob".into(),
+                text: "hi".into()
+            }))
+        );
+    }
 
     #[test]
     fn text_and_escaped_slash() {
