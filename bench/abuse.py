@@ -4,7 +4,7 @@
 Usage: bench/abuse.py BINARY   (starts BINARY serve on free loopback ports, SQLite in a temp dir)
 Every loop is bounded in count and time and targets only 127.0.0.1.
 """
-import json, os, socket, subprocess, sys, tempfile, threading, time, urllib.request
+import http.client, json, os, socket, subprocess, sys, tempfile, threading, time, urllib.request
 
 def free_port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
@@ -28,12 +28,14 @@ def start(binary, extra=()):
             time.sleep(0.05)
     return p, tcp, http
 
-def post(http, room, text, timeout=5):
-    req = urllib.request.Request(f"http://127.0.0.1:{http}/rooms/{room}/messages", data=text.encode(), method="POST")
+def post(port, room, text, source="127.0.0.1", timeout=5):
+    """POSTs from `source` (another loopback address is another anonymous identity)."""
     try:
-        return urllib.request.urlopen(req, timeout=timeout).status
-    except urllib.error.HTTPError as e:
-        return e.code
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, source_address=(source, 0))
+        c.request("POST", f"/rooms/{room}/messages", body=text.encode())
+        status = c.getresponse().status
+        c.close()
+        return status
     except OSError:
         return 0
 
@@ -78,19 +80,27 @@ def slowloris(binary):
             s = socket.create_connection(("127.0.0.1", http), 1); s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n"); held.append(s)
         except OSError:
             pass
+    peak = rss_mb(p.pid)
     time.sleep(12)
-    open_ = 0
+    open_, refused, closed = 0, 0, 0
     for s in held:
         s.setblocking(False)
         try:
-            open_ += 0 if s.recv(1) == b"" else 1
+            data = s.recv(4096)
+            if data.startswith(b"HTTP/1.1 503"):
+                refused += 1
+            elif data == b"":
+                closed += 1
+            else:
+                open_ += 1
         except BlockingIOError:
             open_ += 1
         except OSError:
-            pass
+            closed += 1
     after = rss_mb(p.pid)
     p.kill(); p.wait()
-    return f"slowloris: 2500 stalled connections, {open_} still open after 12 s, RSS {before:.0f} -> {after:.0f} MB"
+    return (f"slowloris: 2500 stalled connections: {refused} refused with 503, {closed} closed, "
+            f"{open_} still open after 12 s; RSS {before:.0f} -> {peak:.0f} (all held) -> {after:.0f} MB")
 
 def flood(binary):
     p, tcp, http = start(binary)
@@ -106,7 +116,7 @@ def flood(binary):
     t = threading.Thread(target=blast); t.start()
     codes = []
     while time.time() < stop:
-        codes.append(post(http, "other", "probe"))
+        codes.append(post(http, "other", "probe", source="127.0.0.2"))
         time.sleep(0.1)
     t.join()
     last = json.load(urllib.request.urlopen(f"http://127.0.0.1:{http}/rooms/lobby/messages?last=1", timeout=5))
