@@ -357,7 +357,10 @@ fn trust(mode: Mode, config: &Config) -> Result<(Option<Tls>, Arc<Auth>), Error>
 /// Drops rooms nobody uses any more (no members, no history, no holder), and prunes the
 /// publish rate limiter's idle buckets, until shutdown.
 async fn sweep_loop(shared: Arc<Context>) {
-    let mut every = tokio::time::interval(SWEEP_EVERY);
+    // The first sweep one period after start, not at once (an interval's first tick is
+    // immediate): a room made in the first moments gets its full idle period too.
+    let mut every =
+        tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
     let mut presence = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
