@@ -7,31 +7,28 @@
 //! bounded like them, in the client's dialect (lines, plain text frames or JSON frames).
 //! Teardown is `Drop`: however a connection ends, it leaves its rooms and frees its nick.
 
+mod publish;
 mod request;
+mod rooms;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Action, Identity, Principal};
 use crate::event::{Author, Disconnect, MessageId};
-use crate::hub::pace::{Pace, Verdict, Who};
-use crate::hub::{Delivery, Hub, Lookback, MemberInfo, Published, Room, RoomError, Subscriber};
+use crate::hub::pace::Pace;
+use crate::hub::{Delivery, Hub, Lookback, Room, Subscriber};
 use crate::protocol::command;
 use crate::protocol::envelope::{ErrorCode, ServerFrame};
-use crate::protocol::names::{check_nick, check_room};
-use crate::store::StoreError;
+use crate::protocol::names::check_nick;
 use crate::wire::Wire;
 
 pub use request::Request;
 
 /// The room every client starts in unless it names one.
 pub const DEFAULT_ROOM: &str = "lobby";
-
-/// Rooms listed per `/rooms` answer.
-const ROOMS_PER_PAGE: usize = 50;
 
 /// What the transport should do after a request.
 #[derive(Debug, PartialEq, Eq)]
@@ -149,30 +146,6 @@ impl Session {
         );
     }
 
-    /// Counts a publish against this connection's and its identity's rates. Over them the
-    /// client is told how long to wait; told too often in a row, it is cut as a flood.
-    fn paced(&mut self, reference: Option<&str>) -> bool {
-        let who = Who::of(&self.principal, self.sub.addr);
-        match self.pace.check(self.hub.identities(), who.as_ref()) {
-            Verdict::Allow => true,
-            Verdict::Wait(wait) => {
-                self.refuse(
-                    reference,
-                    ErrorCode::RateLimited,
-                    format!(
-                        "too many messages; not sent (retry in {:.1} s)",
-                        wait.as_secs_f64().max(0.1)
-                    ),
-                );
-                false
-            }
-            Verdict::Flood => {
-                self.sub.kick(Disconnect::Flooding);
-                false
-            }
-        }
-    }
-
     /// Disconnects the client when its token runs out (plus the configured leeway).
     fn arm_expiry(&mut self) {
         if let Some(old) = self.expiry.take() {
@@ -216,36 +189,6 @@ impl Session {
     /// Says why the connection ends; the rooms are told at teardown.
     pub fn end(&mut self, reason: Option<Disconnect>) {
         self.reason = reason;
-    }
-
-    /// Joins `room` (replaying what came after `since` first), or, if already in it,
-    /// replays after `since`. Returns the cursor at which the live stream starts.
-    /// Refused when the room would be one too many or is full (`RoomError`).
-    pub fn join(&mut self, room: &str, since: Option<MessageId>) -> Result<MessageId, RoomError> {
-        if let Some(index) = self.room_index(room) {
-            let joined = &self.rooms[index];
-            if let Some(since) = since {
-                joined.replay(&self.sub, Lookback::Since(since));
-            }
-            return Ok(joined.cursor());
-        }
-        let creator = Who::of(&self.principal, self.sub.addr);
-        let (joined, cursor) = self.hub.enter(
-            room,
-            &self.sub,
-            Arc::clone(&self.nick),
-            since,
-            creator.as_ref(),
-        )?;
-        self.rooms.push(joined);
-        Ok(cursor)
-    }
-
-    /// `join`, telling the client when it is refused.
-    fn join_or_refuse(&mut self, reference: Option<&str>, room: &str) {
-        if let Err(e) = self.join(room, None) {
-            self.refuse(reference, ErrorCode::LimitReached, e);
-        }
     }
 
     /// Queues the structured protocol's first frame; sent before the first join so that it
@@ -367,159 +310,6 @@ impl Session {
         self.rooms.iter().position(|r| &**r.name() == name)
     }
 
-    fn publish(
-        &mut self,
-        room: Option<&str>,
-        text: &str,
-        key: Option<&str>,
-        reference: Option<&str>,
-    ) {
-        let index = match room {
-            Some(name) => self.room_index(name),
-            None if self.rooms.len() == 1 => Some(0),
-            None => None,
-        };
-        let Some(index) = index else {
-            let message = match room {
-                Some(name) => format!("not in room {name}; join it first"),
-                None => "several rooms joined; say which with \"room\"".to_owned(),
-            };
-            return self.refuse(reference, ErrorCode::NotJoined, message);
-        };
-        if !self.may(self.rooms[index].name(), Action::Publish) {
-            return self.forbid(reference, self.rooms[index].name(), Action::Publish);
-        }
-        if !self.paced(reference) {
-            return;
-        }
-        let room = &self.rooms[index];
-        let published = self
-            .hub
-            .publish(room, Some(self.sub.id), self.author(), text, key);
-        match published {
-            Err(e) => self.refuse(
-                reference,
-                ErrorCode::Unavailable,
-                format!("message not sent: {e}"),
-            ),
-            Ok(published) if self.wire == Wire::Json => {
-                self.ack(published, Arc::clone(room.name()), reference)
-            }
-            Ok(published) => {
-                let newline = if self.wire == Wire::Line { "\n" } else { "" };
-                published.report_failure(&self.sub, move |e: StoreError| {
-                    Bytes::from(format!("ERR message not sent: {e}{newline}"))
-                });
-            }
-        }
-    }
-
-    /// The structured ack waits until the message is durable, without holding up this
-    /// connection's other traffic.
-    fn ack(&self, published: Published, room: Arc<str>, reference: Option<&str>) {
-        let sub = Arc::clone(&self.sub);
-        let reference = reference.map(str::to_owned);
-        self.tasks.spawn(async move {
-            let reference = reference.as_deref();
-            let frame = match published.durable().await {
-                Ok(acked) => ServerFrame::Ack {
-                    reference,
-                    room: &room,
-                    id: acked.id.to_string(),
-                    duplicate: acked.duplicate,
-                },
-                Err(e) => ServerFrame::Error {
-                    reference,
-                    code: ErrorCode::Unavailable,
-                    message: format!("message not stored: {e}"),
-                },
-            };
-            sub.offer(Delivery::direct(frame.encode()));
-        });
-    }
-
-    fn direct(&mut self, to: &str, text: &str, reference: Option<&str>) {
-        if !self.hub.auth().may_direct(&self.principal) {
-            return self.refuse(
-                reference,
-                ErrorCode::Unauthorized,
-                "direct messages need a token on this server (/auth TOKEN)",
-            );
-        }
-        if !self.paced(reference) {
-            return;
-        }
-        let sent = self.hub.direct(self.author(), self.sub.id, to, text);
-        match sent {
-            Err(e) => self.refuse(reference, ErrorCode::NoSuchUser, e),
-            Ok(()) if self.wire == Wire::Json => {
-                self.frame(&ServerFrame::Sent { reference, to });
-            }
-            // One `you -> NICK:` per line, as the recipient sees `NICK -> you:` per line.
-            Ok(()) => {
-                let lines: Vec<String> = text
-                    .split('\n')
-                    .map(|line| format!("you -> {to}: {}", line.trim_end_matches('\r')))
-                    .collect();
-                self.notice(lines.join("\n"));
-            }
-        }
-    }
-
-    fn join_more(&mut self, room: &str, since: Option<&str>, reference: Option<&str>) {
-        if let Err(e) = check_room(room) {
-            return self.refuse(reference, ErrorCode::BadName, e);
-        }
-        if !self.may(room, Action::Subscribe) {
-            return self.forbid(reference, room, Action::Subscribe);
-        }
-        let since = match MessageId::parse_opt(since) {
-            Ok(since) => since,
-            Err(e) => return self.refuse(reference, ErrorCode::BadFrame, e),
-        };
-        match self.join(room, since) {
-            Ok(cursor) => self.joined(reference, room, cursor),
-            Err(e) => self.refuse(reference, ErrorCode::LimitReached, e),
-        }
-    }
-
-    fn move_to(&mut self, name: &str) {
-        if self.room_index(name).is_some() {
-            return self.notice(format!("* you are already in {name}"));
-        }
-        if !self.may(name, Action::Subscribe) {
-            return self.forbid(None, name, Action::Subscribe);
-        }
-        // A move is told to two rooms: it is paced like a message.
-        if !self.paced(None) {
-            return;
-        }
-        // Joined first, so that a refused move leaves the client where it was.
-        if let Err(e) = self.join(name, None) {
-            return self.refuse(None, ErrorCode::LimitReached, e);
-        }
-        let joined = self.rooms.pop();
-        for room in self.rooms.drain(..) {
-            self.hub.leave(&room, self.sub.id, None);
-        }
-        self.rooms.extend(joined);
-        let count = self.rooms[0].member_count();
-        self.notice(format!("* you joined {name} ({count} here)"));
-    }
-
-    fn leave(&mut self, room: &str, reference: Option<&str>) {
-        let Some(index) = self.room_index(room) else {
-            return self.refuse(
-                reference,
-                ErrorCode::NotJoined,
-                format!("not in room {room}"),
-            );
-        };
-        let left = self.rooms.swap_remove(index);
-        self.hub.leave(&left, self.sub.id, None);
-        self.frame(&ServerFrame::Left { reference, room });
-    }
-
     fn rename(&mut self, new: &str) {
         if *new == *self.nick {
             return self.notice(format!("* you are already {new}"));
@@ -611,69 +401,6 @@ impl Session {
             }
         }
     }
-
-    /// Leaves every room the client may no longer subscribe to, saying so.
-    fn leave_forbidden(&mut self) {
-        let mut at = 0;
-        while at < self.rooms.len() {
-            if self.may(self.rooms[at].name(), Action::Subscribe) {
-                at += 1;
-                continue;
-            }
-            let left = self.rooms.swap_remove(at);
-            self.hub.leave(&left, self.sub.id, None);
-            self.forbid(None, left.name(), Action::Subscribe);
-        }
-    }
-
-    fn who(&self) {
-        let Some(room) = self.rooms.first() else {
-            return;
-        };
-        if !self.may(room.name(), Action::Presence) {
-            return self.forbid(None, room.name(), Action::Presence);
-        }
-        if self.hub.broker().is_none() {
-            return self.notice(who_line(room.name(), &room.members()));
-        }
-        // Members on other nodes are asked of Redis; the answer joins this client's queue
-        // when it comes.
-        let (hub, sub) = (Arc::clone(&self.hub), Arc::clone(&self.sub));
-        let room = Arc::clone(room.name());
-        self.tasks.spawn(async move {
-            let line = match hub.members(&room).await {
-                Ok(members) => who_line(&room, &members),
-                Err(e) => format!("ERR cannot list members: {e}"),
-            };
-            sub.offer(Delivery::direct(line + "\n"));
-        });
-    }
-
-    fn list_rooms(&self, after: Option<&str>) {
-        let mut out = String::from("* rooms:");
-        let (rooms, next) = self.hub.rooms_page(after, ROOMS_PER_PAGE, |name| {
-            self.may(name, Action::Presence) || self.may(name, Action::Subscribe)
-        });
-        for (i, room) in rooms.iter().enumerate() {
-            let sep = if i == 0 { " " } else { ", " };
-            let _ = write!(out, "{sep}{} ({})", room.name(), room.member_count());
-        }
-        if let Some(next) = next {
-            let _ = write!(out, "; more: /rooms {next}");
-        }
-        self.notice(out);
-    }
-
-    fn history(&self, lookback: Lookback) {
-        let Some(room) = self.rooms.first() else {
-            return;
-        };
-        if !self.may(room.name(), Action::History) {
-            return self.forbid(None, room.name(), Action::History);
-        }
-        room.replay(&self.sub, lookback);
-        self.notice(format!("* end of history of {}", room.name()));
-    }
 }
 
 impl Drop for Session {
@@ -689,16 +416,6 @@ impl Drop for Session {
         self.hub.release_nick(self.sub.id, &self.nick);
         tracing::debug!(id = self.sub.id, transport = self.sub.transport.as_str(), reason = ?self.reason, "session ended");
     }
-}
-
-/// The answer to `/who`: `* in ROOM: nick (transport), ...`, without newline.
-fn who_line(room: &str, members: &[MemberInfo]) -> String {
-    let mut out = format!("* in {room}:");
-    for (i, m) in members.iter().enumerate() {
-        let sep = if i == 0 { " " } else { ", " };
-        let _ = write!(out, "{sep}{} ({})", m.nick, m.transport.as_str());
-    }
-    out
 }
 
 /// See `Session::open`.

@@ -1,0 +1,175 @@
+//! A session's rooms: joining (within the room limits, resuming from a cursor), moving,
+//! leaving, and what it may ask of them: members, the room list a page at a time, history.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use super::Session;
+use crate::auth::Action;
+use crate::event::MessageId;
+use crate::hub::pace::Who;
+use crate::hub::{Delivery, Lookback, MemberInfo, RoomError};
+use crate::protocol::envelope::{ErrorCode, ServerFrame};
+use crate::protocol::names::check_room;
+
+/// Rooms listed per `/rooms` answer.
+const ROOMS_PER_PAGE: usize = 50;
+
+impl Session {
+    /// Joins `room` (replaying what came after `since` first), or, if already in it,
+    /// replays after `since`. Returns the cursor at which the live stream starts.
+    /// Refused when the room would be one too many or is full (`RoomError`).
+    pub fn join(&mut self, room: &str, since: Option<MessageId>) -> Result<MessageId, RoomError> {
+        if let Some(index) = self.room_index(room) {
+            let joined = &self.rooms[index];
+            if let Some(since) = since {
+                joined.replay(&self.sub, Lookback::Since(since));
+            }
+            return Ok(joined.cursor());
+        }
+        let creator = Who::of(&self.principal, self.sub.addr);
+        let (joined, cursor) = self.hub.enter(
+            room,
+            &self.sub,
+            Arc::clone(&self.nick),
+            since,
+            creator.as_ref(),
+        )?;
+        self.rooms.push(joined);
+        Ok(cursor)
+    }
+
+    /// `join`, telling the client when it is refused.
+    pub(super) fn join_or_refuse(&mut self, reference: Option<&str>, room: &str) {
+        if let Err(e) = self.join(room, None) {
+            self.refuse(reference, ErrorCode::LimitReached, e);
+        }
+    }
+
+    pub(super) fn join_more(&mut self, room: &str, since: Option<&str>, reference: Option<&str>) {
+        if let Err(e) = check_room(room) {
+            return self.refuse(reference, ErrorCode::BadName, e);
+        }
+        if !self.may(room, Action::Subscribe) {
+            return self.forbid(reference, room, Action::Subscribe);
+        }
+        let since = match MessageId::parse_opt(since) {
+            Ok(since) => since,
+            Err(e) => return self.refuse(reference, ErrorCode::BadFrame, e),
+        };
+        match self.join(room, since) {
+            Ok(cursor) => self.joined(reference, room, cursor),
+            Err(e) => self.refuse(reference, ErrorCode::LimitReached, e),
+        }
+    }
+
+    pub(super) fn move_to(&mut self, name: &str) {
+        if self.room_index(name).is_some() {
+            return self.notice(format!("* you are already in {name}"));
+        }
+        if !self.may(name, Action::Subscribe) {
+            return self.forbid(None, name, Action::Subscribe);
+        }
+        // A move is told to two rooms: it is paced like a message.
+        if !self.paced(None) {
+            return;
+        }
+        // Joined first, so that a refused move leaves the client where it was.
+        if let Err(e) = self.join(name, None) {
+            return self.refuse(None, ErrorCode::LimitReached, e);
+        }
+        let joined = self.rooms.pop();
+        for room in self.rooms.drain(..) {
+            self.hub.leave(&room, self.sub.id, None);
+        }
+        self.rooms.extend(joined);
+        let count = self.rooms[0].member_count();
+        self.notice(format!("* you joined {name} ({count} here)"));
+    }
+
+    pub(super) fn leave(&mut self, room: &str, reference: Option<&str>) {
+        let Some(index) = self.room_index(room) else {
+            return self.refuse(
+                reference,
+                ErrorCode::NotJoined,
+                format!("not in room {room}"),
+            );
+        };
+        let left = self.rooms.swap_remove(index);
+        self.hub.leave(&left, self.sub.id, None);
+        self.frame(&ServerFrame::Left { reference, room });
+    }
+
+    /// Leaves every room the client may no longer subscribe to, saying so.
+    pub(super) fn leave_forbidden(&mut self) {
+        let mut at = 0;
+        while at < self.rooms.len() {
+            if self.may(self.rooms[at].name(), Action::Subscribe) {
+                at += 1;
+                continue;
+            }
+            let left = self.rooms.swap_remove(at);
+            self.hub.leave(&left, self.sub.id, None);
+            self.forbid(None, left.name(), Action::Subscribe);
+        }
+    }
+
+    pub(super) fn who(&self) {
+        let Some(room) = self.rooms.first() else {
+            return;
+        };
+        if !self.may(room.name(), Action::Presence) {
+            return self.forbid(None, room.name(), Action::Presence);
+        }
+        if self.hub.broker().is_none() {
+            return self.notice(who_line(room.name(), &room.members()));
+        }
+        // Members on other nodes are asked of Redis; the answer joins this client's queue
+        // when it comes.
+        let (hub, sub) = (Arc::clone(&self.hub), Arc::clone(&self.sub));
+        let room = Arc::clone(room.name());
+        self.tasks.spawn(async move {
+            let line = match hub.members(&room).await {
+                Ok(members) => who_line(&room, &members),
+                Err(e) => format!("ERR cannot list members: {e}"),
+            };
+            sub.offer(Delivery::direct(line + "\n"));
+        });
+    }
+
+    pub(super) fn list_rooms(&self, after: Option<&str>) {
+        let mut out = String::from("* rooms:");
+        let (rooms, next) = self.hub.rooms_page(after, ROOMS_PER_PAGE, |name| {
+            self.may(name, Action::Presence) || self.may(name, Action::Subscribe)
+        });
+        for (i, room) in rooms.iter().enumerate() {
+            let sep = if i == 0 { " " } else { ", " };
+            let _ = write!(out, "{sep}{} ({})", room.name(), room.member_count());
+        }
+        if let Some(next) = next {
+            let _ = write!(out, "; more: /rooms {next}");
+        }
+        self.notice(out);
+    }
+
+    pub(super) fn history(&self, lookback: Lookback) {
+        let Some(room) = self.rooms.first() else {
+            return;
+        };
+        if !self.may(room.name(), Action::History) {
+            return self.forbid(None, room.name(), Action::History);
+        }
+        room.replay(&self.sub, lookback);
+        self.notice(format!("* end of history of {}", room.name()));
+    }
+}
+
+/// The answer to `/who`: `* in ROOM: nick (transport), ...`, without newline.
+fn who_line(room: &str, members: &[MemberInfo]) -> String {
+    let mut out = format!("* in {room}:");
+    for (i, m) in members.iter().enumerate() {
+        let sep = if i == 0 { " " } else { ", " };
+        let _ = write!(out, "{sep}{} ({})", m.nick, m.transport.as_str());
+    }
+    out
+}
