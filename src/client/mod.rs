@@ -309,12 +309,7 @@ fn describe(kind: &str, data: &str) -> String {
         "leave" => format!("* {} left {}", s("nick"), s("room")),
         "nick" => format!("* {} is now known as {}", s("old"), s("nick")),
         "gap" => format!("* gap in {}: {}", s("room"), s("reason")),
-        "crowd" => format!(
-            "* {} joined and {} left {}",
-            v["joined"],
-            v["left"],
-            s("room")
-        ),
+        "crowd" => format!("* {} joined, {} left {}", v["joined"], v["left"], s("room")),
         "close" => format!("* closed: {}", s("reason")),
         other => format!("{other}: {data}"),
     }

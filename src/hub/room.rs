@@ -515,17 +515,19 @@ impl Room {
     /// Delivers a join, leave or rename within the room's presence budget; past it, the
     /// change is only counted, and told later in one `Crowd` event.
     fn deliver_presence(&self, state: &mut RoomState, event: Arc<Event>) {
+        // Once a storm is being counted, everything is counted until the next flush tells
+        // it, so that members see one summary a second, not summaries between singles.
+        let first = state.crowd.joined + state.crowd.left == 0;
         let now = std::time::Instant::now();
-        if state
-            .crowd
-            .bucket
-            .take(PRESENCE_RATE, PRESENCE_BURST, now)
-            .is_ok()
+        if first
+            && state
+                .crowd
+                .bucket
+                .take(PRESENCE_RATE, PRESENCE_BURST, now)
+                .is_ok()
         {
-            self.tell_crowd(state);
             return self.deliver(state, event);
         }
-        let first = state.crowd.joined + state.crowd.left == 0;
         match event.kind {
             EventKind::Join => state.crowd.joined += 1,
             EventKind::Leave { .. } => state.crowd.left += 1,

@@ -38,10 +38,17 @@ pub(super) fn event(ev: &Event) -> Bytes {
             reason: Some(reason),
         } => format!("* {} left {} ({})\n", ev.nick, ev.room, reason.as_str()),
         EventKind::Nick { old } => format!("* {old} is now known as {}\n", ev.nick),
-        EventKind::Crowd { joined, left } => format!(
-            "* {joined} joined and {left} left {} (too many to list; /who for members)\n",
-            ev.room
-        ),
+        EventKind::Crowd { joined, left } => {
+            let counts = match (joined, left) {
+                (0, left) => format!("{left} left"),
+                (joined, 0) => format!("{joined} joined"),
+                (joined, left) => format!("{joined} joined and {left} left"),
+            };
+            format!(
+                "* {counts} {} (too many to list; /who for members)\n",
+                ev.room
+            )
+        }
     };
     out.put_slice(notice.as_bytes());
     out.freeze()
