@@ -1,0 +1,211 @@
+//! The flags of `serve` (each with its `SWITCHBOARD_*` environment variable); `Config::resolve`
+//! merges them over the file and the defaults.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{Listen, StoreKind};
+
+/// Options of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TCP chat address, or `off` [default: 127.0.0.1:12345].
+    #[arg(long, value_name = "ADDR", env = "SWITCHBOARD_TCP")]
+    pub tcp: Option<Listen>,
+
+    /// UDP chat address, or `off` [default: 127.0.0.1:12345].
+    #[arg(long, value_name = "ADDR", env = "SWITCHBOARD_UDP")]
+    pub udp: Option<Listen>,
+
+    /// HTTP and WebSocket address, or `off` [default: 127.0.0.1:8000].
+    #[arg(long, value_name = "ADDR", env = "SWITCHBOARD_HTTP")]
+    pub http: Option<Listen>,
+
+    /// Where history is kept: sqlite (durable, under --data-dir), memory, or redis (implied
+    /// by --redis) [default: sqlite].
+    #[arg(long, value_enum, env = "SWITCHBOARD_STORE")]
+    pub store: Option<StoreKind>,
+
+    /// Directory of the durable store [default: ./switchboard-data].
+    #[arg(long, value_name = "DIR", env = "SWITCHBOARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Share rooms with every node that uses this Redis: ids, order, history, presence
+    /// (e.g. redis://127.0.0.1:6379).
+    #[arg(long, value_name = "URL", env = "SWITCHBOARD_REDIS")]
+    pub redis: Option<String>,
+
+    /// Prefix of the Redis keys, so that several clusters can share one Redis
+    /// [default: switchboard].
+    #[arg(long, value_name = "PREFIX", env = "SWITCHBOARD_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+
+    /// TOML file with settings; flags and environment variables override it.
+    #[arg(long, value_name = "FILE", env = "SWITCHBOARD_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Connections across all transports at once [default: 100000].
+    #[arg(long, value_name = "N", env = "SWITCHBOARD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Connections from one IP address at once [default: 1000].
+    #[arg(long, value_name = "N", env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// Longest TCP chat line in bytes [default: 65536].
+    #[arg(long, value_name = "BYTES", env = "SWITCHBOARD_MAX_LINE_BYTES")]
+    pub max_line_bytes: Option<usize>,
+
+    /// Close TCP chat connections silent this long; 0 = never [default: 0].
+    #[arg(long, value_name = "SECS", env = "SWITCHBOARD_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<u64>,
+
+    /// Events queued for one client before it is dropped as a slow consumer [default: 1024].
+    #[arg(long, value_name = "N", env = "SWITCHBOARD_QUEUE_CAPACITY")]
+    pub queue_capacity: Option<usize>,
+
+    /// Deliver text sent without a newline after this pause [default: 50].
+    #[arg(long, value_name = "MS", env = "SWITCHBOARD_LINE_FLUSH_MS")]
+    pub line_flush_ms: Option<u64>,
+
+    /// A silent UDP client leaves its room after this long [default: 60].
+    #[arg(long, value_name = "SECS", env = "SWITCHBOARD_UDP_TTL")]
+    pub udp_ttl: Option<u64>,
+
+    /// Largest datagram accepted from a UDP client [default: 65536].
+    #[arg(long, value_name = "BYTES", env = "SWITCHBOARD_UDP_MAX_IN")]
+    pub udp_max_in: Option<usize>,
+
+    /// Largest datagram sent to a UDP client [default: 1200].
+    #[arg(long, value_name = "BYTES", env = "SWITCHBOARD_UDP_MAX_OUT")]
+    pub udp_max_out: Option<usize>,
+
+    /// Largest WebSocket chat message; larger ones close with 1009 [default: 65536].
+    #[arg(long, value_name = "BYTES", env = "SWITCHBOARD_WS_MAX_MESSAGE")]
+    pub ws_max_message: Option<usize>,
+
+    /// Ping quiet WebSocket clients this often; 0 = never [default: 30].
+    #[arg(long, value_name = "SECS", env = "SWITCHBOARD_WS_PING_INTERVAL")]
+    pub ws_ping_interval: Option<u64>,
+
+    /// Offer permessage-deflate compression to WebSocket clients [default: true].
+    #[arg(long, value_name = "BOOL", env = "SWITCHBOARD_WS_DEFLATE")]
+    pub ws_deflate: Option<bool>,
+
+    /// End SSE streams after this long so clients reconnect and resume; 0 = never [default: 0].
+    #[arg(long, value_name = "SECS", env = "SWITCHBOARD_SSE_MAX_LIFETIME")]
+    pub sse_max_lifetime: Option<u64>,
+
+    /// Publishes per second per user (or anonymous IP), every transport together; 0 =
+    /// unlimited [default: 20].
+    #[arg(long, value_name = "N", env = "SWITCHBOARD_PUBLISH_RATE")]
+    pub publish_rate: Option<f64>,
+
+    /// Publishes one user (or anonymous IP) may burst before the rate applies [default: 50].
+    #[arg(long, value_name = "N", env = "SWITCHBOARD_PUBLISH_BURST")]
+    pub publish_burst: Option<f64>,
+
+    /// Publishes per second per connection (TCP, UDP, WebSocket); 0 = unlimited; more
+    /// limits in the file's [limits] table (docs/PROTOCOL.md, "Limits") [default: 20].
+    #[arg(long, value_name = "N", env = "SWITCHBOARD_CONNECTION_RATE")]
+    pub connection_rate: Option<f64>,
+
+    /// Bytes waiting to be written to one client before it is cut as a slow consumer
+    /// [default: 4194304].
+    #[arg(long, value_name = "BYTES", env = "SWITCHBOARD_QUEUE_BYTES")]
+    pub queue_bytes: Option<usize>,
+
+    /// Rooms that may exist at once [default: 100000].
+    #[arg(long, value_name = "N", env = "SWITCHBOARD_MAX_ROOMS")]
+    pub max_rooms: Option<usize>,
+
+    /// Most messages each room keeps for history and resume [default: 1000].
+    #[arg(long, value_name = "N", env = "SWITCHBOARD_HISTORY_MAX_MESSAGES")]
+    pub history_max_messages: Option<usize>,
+
+    /// Oldest message each room keeps, in seconds [default: 86400].
+    #[arg(long, value_name = "SECS", env = "SWITCHBOARD_HISTORY_MAX_AGE")]
+    pub history_max_age: Option<u64>,
+
+    /// A browser origin allowed to open WebSockets (repeatable; `*` = any). The server's own
+    /// host and localhost are always allowed; `null` (a page opened from disk) is allowed while
+    /// HTTP listens on loopback.
+    #[arg(
+        long = "allowed-origin",
+        value_name = "ORIGIN",
+        env = "SWITCHBOARD_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// HS256 secret that signs tokens (repeatable for rotation: every one verifies, the first
+    /// signs `switchboard token`); at least 32 bytes. Turns authentication on.
+    #[arg(
+        long = "auth-secret",
+        value_name = "SECRET",
+        env = "SWITCHBOARD_AUTH_SECRET"
+    )]
+    pub auth_secrets: Vec<String>,
+
+    /// RSA or EC public key (PEM file) that verifies RS256/ES256 tokens (repeatable).
+    #[arg(
+        long = "auth-public-key",
+        value_name = "FILE",
+        env = "SWITCHBOARD_AUTH_PUBLIC_KEY"
+    )]
+    pub auth_public_keys: Vec<PathBuf>,
+
+    /// URL of a JWKS document whose keys verify tokens (fetched only from here, refreshed
+    /// every 5 minutes).
+    #[arg(long, value_name = "URL", env = "SWITCHBOARD_AUTH_JWKS_URL")]
+    pub auth_jwks_url: Option<String>,
+
+    /// Clock skew forgiven on token exp/nbf, in seconds [default: 30].
+    #[arg(long, value_name = "SECS", env = "SWITCHBOARD_AUTH_LEEWAY")]
+    pub auth_leeway: Option<u64>,
+
+    /// API key for backends, sent as `X-API-Key` (repeatable; comma-separated in the
+    /// environment): publish under any name, no per-IP limit, every room, management calls.
+    #[arg(
+        long = "api-key",
+        value_name = "KEY",
+        env = "SWITCHBOARD_API_KEYS",
+        value_delimiter = ','
+    )]
+    pub api_keys: Vec<String>,
+
+    /// Listen beyond loopback with no authentication configured (everyone may read and
+    /// write every room).
+    #[arg(long, env = "SWITCHBOARD_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+
+    /// Host name the HTTP listener answers to besides loopback names, while it listens on
+    /// loopback (repeatable); other Host headers get 421, against DNS rebinding.
+    #[arg(
+        long = "allowed-host",
+        value_name = "HOST",
+        env = "SWITCHBOARD_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+
+    /// TLS certificate chain (PEM): HTTP becomes HTTPS and WSS (HTTP/2 offered by ALPN), and
+    /// the TCP chat listener speaks TLS. Reloaded on SIGHUP.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SWITCHBOARD_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The certificate's private key (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SWITCHBOARD_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+}
