@@ -190,3 +190,40 @@ async fn sqlite_reopens_with_history_epoch_and_sequence() {
     assert_eq!(seqs(&history.last(10)), [1, 2, 3]);
     assert_eq!(history.last(1)[0].text.as_ref(), "m3");
 }
+
+#[tokio::test]
+async fn sqlite_reloads_recent_keys_and_says_when_it_holds_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::SqliteStore::open(dir.path(), Retention::default()).unwrap();
+    let mut room = (store.factory())("r");
+    let held = store::KEYS_HELD as u64;
+    for seq in 1..=held + 1 {
+        room.history
+            .append_keyed(&event("r", seq, Duration::ZERO), &format!("k{seq}"))
+            .expect("accepted")
+            .wait()
+            .await
+            .expect("durable");
+    }
+    let mut again = (store.factory())("r");
+    // The newest KEYS_HELD come back; the oldest is only in the store, and it says so.
+    assert_eq!(again.keys.keys.len(), store::KEYS_HELD);
+    assert!(again.keys.partial);
+    let newest = format!("k{}", held + 1);
+    assert_eq!(again.keys.keys.last().map(|(k, _)| &**k), Some(&*newest));
+    assert!(again.keys.keys.iter().all(|(k, _)| &**k != "k1"));
+    assert_eq!(again.history.find_key("k1").map(|id| id.seq), Some(1));
+    assert_eq!(again.history.find_key("never"), None);
+    // A room with fewer keys holds them all: nothing is asked of the store.
+    let mut other = (store.factory())("s");
+    other
+        .history
+        .append_keyed(&event("s", 1, Duration::ZERO), "only")
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let other = (store.factory())("s");
+    assert!(!other.keys.partial);
+    assert_eq!(other.keys.keys.len(), 1);
+}

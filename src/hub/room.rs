@@ -84,14 +84,16 @@ struct RoomState {
     /// Idempotency keys of recent publishes and the ids they got, so that a client retrying a
     /// publish (after a reconnect, or over another transport) does not post it twice.
     keys: HashMap<Box<str>, MessageId>,
-    /// The same keys in arrival order, to forget the oldest past `MAX_KEYS`.
+    /// The same keys in arrival order, to forget the oldest past `KEYS_HELD`.
     key_order: std::collections::VecDeque<Box<str>>,
+    /// True when the store may know keys `keys` does not (it held more than `KEYS_HELD`
+    /// at load, or some were forgotten since): only then is a new key asked of the store.
+    keys_partial: bool,
     /// Presence events' budget and what was summed up past it.
     crowd: Crowd,
 }
 
-/// Idempotency keys remembered per room.
-const MAX_KEYS: usize = 4096;
+use crate::store::KEYS_HELD;
 
 /// Joins, leaves and renames told one by one per second, on average, in one room; past
 /// it (and its burst) they are summed up in one `EventKind::Crowd` event, so that a storm
@@ -223,8 +225,9 @@ impl Room {
                 members: Vec::new(),
                 index: HashMap::new(),
                 retired: false,
-                keys: HashMap::new(),
-                key_order: std::collections::VecDeque::new(),
+                keys: init.keys.keys.iter().cloned().collect(),
+                key_order: init.keys.keys.into_iter().map(|(key, _)| key).collect(),
+                keys_partial: init.keys.partial,
                 crowd: Crowd {
                     bucket: super::pace::Bucket::full(PRESENCE_BURST, std::time::Instant::now()),
                     joined: 0,
@@ -438,9 +441,13 @@ impl Room {
         let mut state = self.lock();
         if let Some(key) = key {
             let known = state.keys.get(key).copied();
-            // Keys the room no longer holds in memory (after a restart, say) are asked of
-            // the store, which keeps them with their messages for the key window.
-            if let Some(id) = known.or_else(|| state.history.find_key(key)) {
+            // Memory holds every key of the window unless it is partial; then a key it does
+            // not hold is asked of the store, which keeps them with their messages.
+            let stored = || match state.keys_partial {
+                true => state.history.find_key(key),
+                false => None,
+            };
+            if let Some(id) = known.or_else(stored) {
                 return Ok(Published::Duplicate(id));
             }
         }
@@ -468,10 +475,11 @@ impl Room {
             let key: Box<str> = key.into();
             state.keys.insert(key.clone(), id);
             state.key_order.push_back(key);
-            if state.key_order.len() > MAX_KEYS
+            if state.key_order.len() > KEYS_HELD
                 && let Some(old) = state.key_order.pop_front()
             {
                 state.keys.remove(&old);
+                state.keys_partial = true;
             }
         }
         self.deliver(&mut state, Arc::clone(&event));

@@ -96,6 +96,23 @@ pub struct RoomInit {
     pub epoch: Option<u32>,
     /// The last sequence number handed out in this epoch.
     pub last_seq: u64,
+    /// The idempotency keys the store remembers for the room.
+    pub keys: RecentKeys,
+}
+
+/// Idempotency keys a room holds in memory at most.
+pub const KEYS_HELD: usize = 4096;
+
+/// The idempotency keys a room starts with, so that a retry after a restart is known without
+/// asking the store on every keyed publish.
+#[derive(Debug, Default)]
+pub struct RecentKeys {
+    /// The newest keys within the store's key window and the ids they got, oldest first, at
+    /// most `KEYS_HELD`.
+    pub keys: Vec<(Box<str>, MessageId)>,
+    /// True when the store holds more keys for the room than `keys`: a key missing from the
+    /// room's memory must then be asked of the store (`History::find_key`).
+    pub partial: bool,
 }
 
 /// One room's history.
@@ -112,7 +129,9 @@ pub trait History: Send + Sync + std::fmt::Debug {
     }
 
     /// The id a message published with `key` got, if the store remembers it (a durable
-    /// store, within its key window); the room checks its own recent keys first.
+    /// store, within its key window). The room asks only for a key its memory does not hold
+    /// while its memory is known to be partial (`RecentKeys::partial`, or keys forgotten
+    /// past `KEYS_HELD`).
     fn find_key(&mut self, key: &str) -> Option<MessageId> {
         let _ = key;
         None
@@ -211,5 +230,6 @@ pub fn memory(retention: Retention) -> HistoryFactory {
         history: Box::new(MemoryHistory::new(retention)),
         epoch: None,
         last_seq: 0,
+        keys: RecentKeys::default(),
     })
 }

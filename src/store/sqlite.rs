@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Cached, Durability, MemoryHistory, Retention, RoomInit, StoreError, Writer};
+use super::{
+    Cached, Durability, KEYS_HELD, MemoryHistory, RecentKeys, Retention, RoomInit, StoreError,
+    Writer,
+};
 use crate::event::{Event, EventKind, MessageId, Sender, now_ms};
 
 /// Messages queued for the writer at most; also how far sequences jump after a crash.
@@ -157,6 +160,13 @@ impl SqliteStore {
             // The room starts empty in a new epoch, which tells clients their gap is unknown.
             tracing::error!(room, %error, "cannot load room history");
         }
+        let keys = self.load_keys(room).unwrap_or_else(|error| {
+            tracing::error!(room, %error, "cannot load idempotency keys; asking the store for each");
+            RecentKeys {
+                keys: Vec::new(),
+                partial: true,
+            }
+        });
         RoomInit {
             history: Box::new(Cached {
                 cache,
@@ -167,7 +177,33 @@ impl SqliteStore {
             }),
             epoch,
             last_seq,
+            keys,
         }
+    }
+
+    /// The room's newest idempotency keys within the key window, oldest first.
+    fn load_keys(&self, room: &str) -> rusqlite::Result<RecentKeys> {
+        let oldest = now_ms().saturating_sub(self.retention.key_window.as_millis() as u64);
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stmt = conn.prepare_cached(
+            "SELECT key, epoch, seq FROM idempotency WHERE room = ?1 AND time_ms >= ?2
+             ORDER BY time_ms DESC, seq DESC LIMIT ?3",
+        )?;
+        let mut keys: Vec<(Box<str>, MessageId)> = stmt
+            .query_map(params![room, oldest as i64, KEYS_HELD as i64 + 1], |r| {
+                let key: String = r.get(0)?;
+                let id = MessageId {
+                    epoch: r.get::<_, i64>(1)? as u32,
+                    seq: r.get::<_, i64>(2)? as u64,
+                };
+                Ok((key.into_boxed_str(), id))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        // One more than the room holds was asked for: if it came, the rest are in the store.
+        let partial = keys.len() > KEYS_HELD;
+        keys.truncate(KEYS_HELD);
+        keys.reverse();
+        Ok(RecentKeys { keys, partial })
     }
 
     fn load(
@@ -273,8 +309,8 @@ impl Writer for SqliteWriter {
         self.queue(event, Some(key))
     }
 
-    /// One indexed read on the reader connection; only a keyed publish the room's own
-    /// recent keys do not know (after a restart, or past its last 4,096) gets here.
+    /// One indexed read on the reader connection. A room asks only while its memory of keys
+    /// is partial (more than `KEYS_HELD` in the window), for a key memory does not hold.
     fn find_key(&mut self, key: &str) -> Option<MessageId> {
         let oldest = now_ms().saturating_sub(self.store.retention.key_window.as_millis() as u64);
         let conn = self.store.reader.lock().unwrap_or_else(|e| e.into_inner());

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::writer::RedisWriter;
 use super::{RedisCluster, sync_connect};
 use crate::event::{Event, MessageId, Sender};
-use crate::store::{Cached, MemoryHistory, RoomInit};
+use crate::store::{Cached, MemoryHistory, RecentKeys, RoomInit};
 
 pub(super) type StreamEntry = (String, Vec<(String, String)>);
 pub(super) type LoadAnswer = ((Option<String>, Option<String>), Vec<StreamEntry>);
@@ -93,6 +93,8 @@ impl RedisCluster {
             }),
             epoch,
             last_seq,
+            // Redis checks keys itself, in the `STORE` script.
+            keys: RecentKeys::default(),
         }
     }
 }
