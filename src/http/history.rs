@@ -113,11 +113,12 @@ pub(crate) async fn messages(
 
 /// The newest `last` messages that fit in `budget` bytes; `more` when some were left out.
 fn newest_page(room: &Room, last: usize, budget: usize) -> Page {
-    let newest = crate::hub::Replay::within(Arc::clone(room.name()), room.last(last), None, budget);
+    let mut events = room.last(last);
+    let (_, more) = crate::hub::keep_newest(&mut events, budget);
     Page {
-        more: newest.gap.is_some(),
-        events: newest.events,
+        events,
         gap: None,
+        more,
         last_id: room.latest(),
     }
 }

@@ -24,7 +24,9 @@ pub use crate::metrics::HubStats;
 pub use nicks::Holder;
 pub use room::{Acked, Lookback, Page, Published, Room};
 pub use rooms::RoomError;
-pub use subscriber::{Delivery, Disconnect, Gap, Replay, Subscriber, SubscriberId, Transport};
+pub use subscriber::{
+    Delivery, Disconnect, Gap, Replay, Subscriber, SubscriberId, Transport, keep_newest,
+};
 
 use crate::auth::Auth;
 use crate::broker::{Broker, Handler, Outgoing, Presence};

@@ -71,19 +71,7 @@ impl Replay {
         gap: Option<Gap>,
         budget: usize,
     ) -> Self {
-        let mut weight = 0;
-        let mut keep = events.len();
-        for event in events.iter().rev() {
-            if weight + event.weight() > budget {
-                break;
-            }
-            weight += event.weight();
-            keep -= 1;
-        }
-        let truncated = keep > 0;
-        if truncated {
-            events.drain(..keep);
-        }
+        let (weight, truncated) = keep_newest(&mut events, budget);
         Self {
             room,
             events,
@@ -95,6 +83,23 @@ impl Replay {
             weight,
         }
     }
+}
+
+/// Drops the oldest of `events` (oldest first) until the rest weigh at most `budget` bytes
+/// (`Event::weight`); returns their weight and whether any were dropped.
+pub fn keep_newest(events: &mut Vec<Arc<Event>>, budget: usize) -> (usize, bool) {
+    let mut weight = 0;
+    let mut drop = events.len();
+    for event in events.iter().rev() {
+        let next = weight + event.weight();
+        if next > budget {
+            break;
+        }
+        weight = next;
+        drop -= 1;
+    }
+    events.drain(..drop);
+    (weight, drop > 0)
 }
 
 /// Why a replay cannot be complete.
