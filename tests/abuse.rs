@@ -331,16 +331,23 @@ async fn a_body_that_trickles_is_refused_with_408() {
 
 /// Fills `room` with `count` messages of `size` bytes over HTTP.
 async fn fill(server: &support::TestServer, room: &str, count: usize, size: usize) {
-    let client = support::http_client();
     for i in 0..count {
-        let res = client
-            .post(format!("http://{}/rooms/{room}/messages", server.http()))
-            .body(format!("{i} {}", "x".repeat(size)))
-            .send()
+        let text = format!("{i} {}", "x".repeat(size));
+        support::publish_to(server.http(), room, &text)
             .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
+            .expect("stored");
     }
+}
+
+/// Posts one message to a new room `room`; the status and the JSON body.
+async fn post_new_room(server: &support::TestServer, room: &str) -> (u16, serde_json::Value) {
+    let res = support::http_client()
+        .post(format!("http://{}/rooms/{room}/messages", server.http()))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,17 +407,7 @@ async fn a_history_reply_is_cut_to_the_reply_limit_and_says_so() {
     // 1 MiB of 16 KiB messages: the newest 63, not all 100.
     assert!((50..100).contains(&got), "{got} messages replayed");
     // HTTP pages are cut the same way, and say there is more.
-    let page: serde_json::Value = support::http_client()
-        .get(format!(
-            "http://{}/rooms/big/messages?limit=1000",
-            server.http()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = support::get_json(server.http(), "/rooms/big/messages?limit=1000").await;
     let n = page["messages"].as_array().unwrap().len();
     assert!((50..100).contains(&n), "{n} on the page");
     assert_eq!(page["more"], true);
@@ -449,14 +446,8 @@ async fn a_room_flood_stops_at_the_per_creator_cap_on_every_transport() {
     // The refused move left the client where it was.
     tcp.say("hello").await;
     // Over HTTP, the same address gets 429 with the code.
-    let res = support::http_client()
-        .post(format!("http://{}/rooms/another/messages", server.http()))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 429);
-    let body: serde_json::Value = res.json().await.unwrap();
+    let (status, body) = post_new_room(&server, "another").await;
+    assert_eq!(status, 429);
     assert_eq!(body["code"], "too_many_rooms_created");
     probe.check("quiet").await;
 }
@@ -480,13 +471,8 @@ async fn rooms_in_all_and_members_per_room_are_capped() {
     c.say("/join r9").await;
     let many = c.line_where(|l| l.starts_with("ERR")).await;
     assert!(many.contains("too many rooms"), "{many}");
-    let res = support::http_client()
-        .post(format!("http://{}/rooms/r10/messages", server.http()))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 503);
+    let (status, _) = post_new_room(&server, "r10").await;
+    assert_eq!(status, 503);
 }
 
 #[tokio::test]
@@ -499,15 +485,14 @@ async fn rooms_are_listed_a_page_at_a_time() {
         tcp.line_where(|l| l.starts_with("* you joined")).await;
         tcp.say("kept").await;
     }
-    let client = support::http_client();
     let mut names = Vec::new();
     let mut after: Option<String> = None;
     for _ in 0..20 {
-        let mut url = format!("http://{}/rooms?limit=30", server.http());
+        let mut path = "/rooms?limit=30".to_owned();
         if let Some(a) = &after {
-            url.push_str(&format!("&after={a}"));
+            path.push_str(&format!("&after={a}"));
         }
-        let page: serde_json::Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        let page = support::get_json(server.http(), &path).await;
         let rooms = page["rooms"].as_array().unwrap();
         assert!(rooms.len() <= 30);
         names.extend(rooms.iter().map(|r| r["name"].as_str().unwrap().to_owned()));
@@ -521,7 +506,7 @@ async fn rooms_are_listed_a_page_at_a_time() {
     sorted.dedup();
     assert_eq!(names, sorted, "in order, each once");
     assert!(names.len() >= 70, "{} {names:?}", names.len());
-    let res = client
+    let res = support::http_client()
         .get(format!("http://{}/rooms?limit=0", server.http()))
         .send()
         .await
@@ -572,14 +557,7 @@ async fn an_unverified_udp_address_gets_no_more_bytes_than_it_sent_and_no_member
     }
     assert!(received <= sent, "{received} bytes out for {sent} in");
     eprintln!("udp unverified: {received} bytes out for {sent} in");
-    let presence: serde_json::Value = support::http_client()
-        .get(format!("http://{}/rooms/lobby/presence", server.http()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let presence = support::get_json(server.http(), "/rooms/lobby/presence").await;
     assert!(
         !presence.to_string().contains("udp"),
         "no member without the cookie: {presence}"

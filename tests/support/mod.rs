@@ -312,6 +312,18 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder().timeout(TIMEOUT).build().unwrap()
 }
 
+/// `GET path` on `addr`, its JSON body.
+pub async fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
+    http_client()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Publishes `text` to `room` over HTTP; the id on `201`, otherwise why not.
 pub async fn publish_to(addr: SocketAddr, room: &str, text: &str) -> Result<String, String> {
     let res = http_client()
