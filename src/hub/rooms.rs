@@ -158,8 +158,9 @@ impl Hub {
         loop {
             let room = self.open_room(name, creator)?;
             if room.member_count() >= self.config.limits.max_members {
-                crate::metrics::METRICS.refuse("room_full");
-                return Err(RoomError::Full(Arc::clone(room.name())));
+                let full = RoomError::Full(Arc::clone(room.name()));
+                crate::metrics::METRICS.refuse(full.code());
+                return Err(full);
             }
             if let Some(cursor) = room.add(sub, Arc::clone(&nick), since) {
                 return Ok((room, cursor));
