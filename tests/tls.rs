@@ -254,6 +254,21 @@ async fn connect_tls_and_a_sighup_reload_keep_every_connection() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let stdout = client.stdout.take().unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = seen_tx.send(line);
+        }
+    });
+    // The CLI is connected (its welcome came) before the certificate changes: otherwise
+    // its handshake could meet the new certificate with the old one as its CA, and fail.
+    let welcome = tokio::time::timeout(TIMEOUT, seen.recv()).await.unwrap();
+    assert!(welcome.is_some_and(|l| l.starts_with("* welcome")));
     let old = tls_to(tcp, &cert).await;
     let (r, mut old_w) = tokio::io::split(old);
     let mut old_lines = BufReader::new(r).lines();
@@ -283,17 +298,6 @@ async fn connect_tls_and_a_sighup_reload_keep_every_connection() {
     }
     // The connection made before the reload still works, and meets the CLI client.
     let mut stdin = client.stdin.take().unwrap();
-    let stdout = client.stdout.take().unwrap();
-    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = seen_tx.send(line);
-        }
-    });
     stdin.write_all(b"from the cli\n").unwrap();
     let line = line_with(&mut old_lines, "from the cli").await;
     assert!(line.ends_with(": from the cli"), "{line}");
@@ -311,7 +315,12 @@ async fn connect_tls_and_a_sighup_reload_keep_every_connection() {
     })
     .await
     .expect("the cli prints the other connection's line");
-    assert!(shown[0].starts_with("* welcome"), "{shown:?}");
+    assert!(
+        shown
+            .last()
+            .is_some_and(|l| l.ends_with(": before and after")),
+        "{shown:?}"
+    );
     drop(stdin);
     let _ = tokio::task::spawn_blocking(move || client.wait()).await;
     let mut pid = pid;
