@@ -279,6 +279,8 @@ pub enum Transport {
     Ws,
     /// Server-Sent Events.
     Sse,
+    /// MQTT, over TCP or WebSocket.
+    Mqtt,
 }
 
 impl Transport {
@@ -289,6 +291,7 @@ impl Transport {
             Transport::Udp => "udp",
             Transport::Ws => "ws",
             Transport::Sse => "sse",
+            Transport::Mqtt => "mqtt",
         }
     }
 
@@ -299,6 +302,7 @@ impl Transport {
             Transport::Udp,
             Transport::Ws,
             Transport::Sse,
+            Transport::Mqtt,
         ]
         .into_iter()
         .find(|t| t.as_str() == name)
@@ -321,16 +325,19 @@ pub enum Disconnect {
     Kicked,
     /// It kept publishing after being told to slow down (`limits.flood_refusals`).
     Flooding,
+    /// A new connection took over its MQTT client id.
+    Replaced,
 }
 
 impl Disconnect {
-    const ALL: [Disconnect; 6] = [
+    const ALL: [Disconnect; 7] = [
         Disconnect::SlowConsumer,
         Disconnect::Shutdown,
         Disconnect::TimedOut,
         Disconnect::TokenExpired,
         Disconnect::Kicked,
         Disconnect::Flooding,
+        Disconnect::Replaced,
     ];
 
     /// The reason as said to the client and in logs.
@@ -342,6 +349,7 @@ impl Disconnect {
             Disconnect::TokenExpired => "token expired",
             Disconnect::Kicked => "removed by an operator",
             Disconnect::Flooding => "publishing too fast",
+            Disconnect::Replaced => "replaced by a new connection",
         }
     }
 

@@ -9,6 +9,7 @@ pub mod pace;
 mod room;
 mod rooms;
 mod subscriber;
+pub mod topics;
 
 use std::collections::hash_map::RandomState;
 use std::net::SocketAddr;
@@ -125,6 +126,8 @@ pub struct Hub {
     names: std::sync::Mutex<std::collections::BTreeSet<Arc<str>>>,
     /// Rooms with a summed-up presence change to tell (`Room::flush_crowd`).
     crowded: Arc<room::Crowded>,
+    /// Wildcard subscriptions, told of new rooms (`topics`).
+    topics: std::sync::Mutex<topics::Node>,
     config: HubConfig,
 }
 
@@ -140,6 +143,7 @@ impl Hub {
             creators: DashMap::new(),
             names: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             crowded: Arc::default(),
+            topics: std::sync::Mutex::default(),
             config,
         })
     }

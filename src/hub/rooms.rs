@@ -90,6 +90,7 @@ impl Hub {
             if let Some(cluster) = &self.config.cluster {
                 cluster.broker.watch(&name);
             }
+            self.announce_room(&name);
         }
         room
     }
@@ -218,7 +219,7 @@ impl Hub {
         self.rooms.len()
     }
 
-    fn names(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<Arc<str>>> {
+    pub(super) fn names(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<Arc<str>>> {
         self.names.lock().unwrap_or_else(|e| e.into_inner())
     }
 

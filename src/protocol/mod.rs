@@ -7,3 +7,4 @@ pub mod command;
 pub mod envelope;
 pub mod line;
 pub mod names;
+pub mod topic;

@@ -25,11 +25,14 @@ pub enum NameError {
         /// The maximum in characters.
         max: usize,
     },
-    /// A room called `.` or `..`.
-    #[error("room must not be . or ..")]
+    /// A room (or one of its levels) called `.` or `..`.
+    #[error("room must not be . or .. (nor have such a level)")]
     Dots,
+    /// A room name with an empty level: `a//b`, `/a` or `a/`.
+    #[error("room levels split by / must not be empty")]
+    EmptyLevel,
     /// The name held a character outside the allowed set.
-    #[error("{what} may contain only letters, digits and - _ . (got {ch:?})")]
+    #[error("{what} may contain only letters, digits and - _ . (and / between room levels; got {ch:?})")]
     BadChar {
         /// "nick" or "room".
         what: &'static str,
@@ -43,13 +46,26 @@ pub fn check_nick(name: &str) -> Result<(), NameError> {
     check("nick", name, MAX_NICK_CHARS)
 }
 
-/// Checks a room name: 1–64 letters, digits, `-`, `_` or `.`, and not `.` or `..` (which
-/// a URL path or a file name would read as a directory).
+/// Checks a room name: 1–64 characters in levels split by `/` (as MQTT topics are:
+/// `sensors/kitchen/temp`), each level one or more letters, digits, `-`, `_` or `.` and not
+/// `.` or `..` (which a URL path or a file name would read as a directory).
 pub fn check_room(name: &str) -> Result<(), NameError> {
-    if name == "." || name == ".." {
-        return Err(NameError::Dots);
+    if name.chars().count() > MAX_ROOM_CHARS {
+        return Err(NameError::TooLong {
+            what: "room",
+            max: MAX_ROOM_CHARS,
+        });
     }
-    check("room", name, MAX_ROOM_CHARS)
+    for level in name.split('/') {
+        if level == "." || level == ".." {
+            return Err(NameError::Dots);
+        }
+        if level.is_empty() && name.contains('/') {
+            return Err(NameError::EmptyLevel);
+        }
+        check("room", level, MAX_ROOM_CHARS)?;
+    }
+    Ok(())
 }
 
 fn check(what: &'static str, name: &str, max: usize) -> Result<(), NameError> {
@@ -76,6 +92,18 @@ mod tests {
     fn accepts_plain_and_unicode_names() {
         assert!(check_nick("alice_1").is_ok());
         assert!(check_room("кімната-2").is_ok());
+    }
+
+    #[test]
+    fn room_names_have_topic_levels() {
+        assert!(check_room("sensors/kitchen/temp").is_ok());
+        assert_eq!(check_room("a//b"), Err(NameError::EmptyLevel));
+        assert_eq!(check_room("/a"), Err(NameError::EmptyLevel));
+        assert_eq!(check_room("a/"), Err(NameError::EmptyLevel));
+        assert_eq!(check_room("a/../b"), Err(NameError::Dots));
+        assert!(check_room("a/+").is_err());
+        assert!(check_room("$SYS/x").is_err());
+        assert!(check_nick("a/b").is_err());
     }
 
     #[test]

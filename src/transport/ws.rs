@@ -468,9 +468,10 @@ impl Connection {
                         Disconnect::Shutdown => close::GOING_AWAY,
                         Disconnect::TokenExpired => close::TOKEN_EXPIRED,
                         Disconnect::Kicked => close::KICKED,
-                        Disconnect::SlowConsumer | Disconnect::TimedOut | Disconnect::Flooding => {
-                            close::POLICY_VIOLATION
-                        }
+                        Disconnect::SlowConsumer
+                        | Disconnect::TimedOut
+                        | Disconnect::Flooding
+                        | Disconnect::Replaced => close::POLICY_VIOLATION,
                     };
                     break (Some(code), Some(reason));
                 }

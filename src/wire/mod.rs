@@ -130,7 +130,8 @@ pub fn goodbye(wire: Wire, reason: Disconnect) -> Option<Bytes> {
         Disconnect::SlowConsumer
         | Disconnect::TokenExpired
         | Disconnect::Kicked
-        | Disconnect::Flooding => {
+        | Disconnect::Flooding
+        | Disconnect::Replaced => {
             format!("ERR disconnected: {}", reason.as_str())
         }
         Disconnect::Shutdown => "* server shutting down".to_owned(),
