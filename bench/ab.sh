@@ -17,6 +17,7 @@ run() { # bin label name url-template args...   (PORT = HTTP, TPORT = TCP chat)
   # Builds from before the per-connection limit have no --connection-rate.
   local limits=(--publish-rate 0)
   "$bin" serve --help | grep -q -- --connection-rate && limits+=(--connection-rate 0)
+  "$bin" serve --help | grep -q -- --mqtt && limits+=(--mqtt off)
   "$bin" serve --tcp "127.0.0.1:$tport" --udp off --http "127.0.0.1:$port" --store memory \
     "${limits[@]}" --log warn &
   pid=$!

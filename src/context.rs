@@ -26,4 +26,6 @@ pub(crate) struct Context {
     pub(crate) shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub(crate) tasks: TaskTracker,
+    /// MQTT client ids, parked sessions and retained messages.
+    pub(crate) mqtt: crate::transport::mqtt::Mqtt,
 }

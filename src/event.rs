@@ -126,10 +126,14 @@ pub enum Form {
     Json,
     /// A Server-Sent Events block.
     Sse,
+    /// An MQTT 3.1.1 PUBLISH at QoS 0.
+    Mqtt,
+    /// An MQTT 5.0 PUBLISH at QoS 0 (with the id as a user property).
+    Mqtt5,
 }
 
 impl Form {
-    const COUNT: usize = 4;
+    const COUNT: usize = 6;
 }
 
 impl Event {

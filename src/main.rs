@@ -44,6 +44,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 tcp: args.tcp.0,
                 udp: args.udp.0,
                 http: None,
+                mqtt: None,
                 ..Config::default()
             };
             anyhow::ensure!(

@@ -34,6 +34,8 @@ pub struct Addrs {
     pub udp: Option<SocketAddr>,
     /// HTTP listener, if on.
     pub http: Option<SocketAddr>,
+    /// MQTT listener, if on.
+    pub mqtt: Option<SocketAddr>,
 }
 
 /// Which service the listeners provide.
@@ -55,6 +57,7 @@ pub struct Server {
     tcp: Option<TcpListener>,
     udp: Option<UdpSocket>,
     http: Option<TcpListener>,
+    mqtt: Option<TcpListener>,
     /// Set when TCP chat and HTTP speak TLS.
     tls: Option<Tls>,
 }
@@ -68,6 +71,7 @@ impl Server {
     /// Binds the echo server's listeners (`config.tcp` and `config.udp`; HTTP is ignored).
     pub async fn bind_echo(mut config: Config) -> Result<Self, Error> {
         config.http = None;
+        config.mqtt = None;
         Self::bind_mode(Mode::Echo, config).await
     }
 
@@ -88,11 +92,20 @@ impl Server {
             Some(addr) => Some(bind_tcp("http", addr).await?),
             None => None,
         };
+        let mqtt = match config.mqtt {
+            Some(addr) => Some(bind_tcp("mqtt", addr).await?),
+            None => None,
+        };
         let Stores {
             sqlite,
             cluster,
             history,
         } = open_stores(mode, &config)?;
+        // Retained messages and parked MQTT sessions live beside durable history.
+        let keep = match (mode, config.store) {
+            (Mode::Chat, StoreKind::Sqlite) => store::Keep::open(&config.data_dir)?,
+            _ => store::Keep::memory(),
+        };
         let (tls, auth) = trust(mode, &config)?;
         let hub = Hub::new(HubConfig {
             queue_capacity: config.queue_capacity,
@@ -134,10 +147,12 @@ impl Server {
                 sockets,
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                mqtt: transport::mqtt::Mqtt::new(keep),
             }),
             tcp,
             udp,
             http,
+            mqtt,
             tls,
         })
     }
@@ -148,6 +163,7 @@ impl Server {
             tcp: self.tcp.as_ref().and_then(|l| l.local_addr().ok()),
             udp: self.udp.as_ref().and_then(|s| s.local_addr().ok()),
             http: self.http.as_ref().and_then(|l| l.local_addr().ok()),
+            mqtt: self.mqtt.as_ref().and_then(|l| l.local_addr().ok()),
         }
     }
 
@@ -246,6 +262,16 @@ impl Server {
         }
         if let Some(listener) = self.http.take() {
             spawn_http(&shared, listener, self.tls.clone(), addrs.http);
+        }
+        if let Some(listener) = self.mqtt.take() {
+            if let Some(addr) = addrs.mqtt {
+                tracing::info!(%addr, "mqtt listening");
+            }
+            shared.tasks.spawn(transport::accept_loop(
+                listener,
+                Arc::clone(&shared),
+                transport::mqtt::handle,
+            ));
         }
     }
 }
@@ -368,6 +394,10 @@ async fn sweep_loop(shared: Arc<Context>) {
             _ = presence.tick() => shared.hub.flush_presence(),
             _ = every.tick() => {
                 shared.hub.identities().prune();
+                let expired = shared.mqtt.expire();
+                if expired > 0 {
+                    tracing::debug!(expired, "expired mqtt sessions forgotten");
+                }
                 let dropped = shared.hub.sweep();
                 if dropped > 0 {
                     tracing::debug!(dropped, "idle rooms dropped");

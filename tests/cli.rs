@@ -147,6 +147,8 @@ fn seed_echo_client_works_against_echo_server_binary() {
 fn seed_chat_clients_talk_through_serve_binary() {
     let (mut server, addrs) = spawn_logged(&[
         "serve",
+        "--mqtt",
+        "off",
         "--tcp",
         "127.0.0.1:0",
         "--udp",
@@ -184,6 +186,8 @@ fn seed_chat_clients_talk_through_serve_binary() {
 fn sigterm_tells_clients_and_exits_cleanly() {
     let (server, addrs) = spawn_logged(&[
         "serve",
+        "--mqtt",
+        "off",
         "--tcp",
         "127.0.0.1:0",
         "--udp",
@@ -235,6 +239,8 @@ fn bad_flags_and_config_are_explained() {
     assert!(err.contains("cannot read config file"), "{err}");
     let (_, err, code) = run(&[
         "serve",
+        "--mqtt",
+        "off",
         "--store",
         "sqlite",
         "--redis",

@@ -19,6 +19,8 @@ async fn idle_sockets_from_one_address_cannot_starve_the_others() {
         256,
         &[
             "serve",
+            "--mqtt",
+            "off",
             "--tcp",
             "127.0.0.1:0",
             "--udp",

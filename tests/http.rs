@@ -136,7 +136,7 @@ async fn publish_answers_201_with_the_id_and_explains_bad_input() {
             "larger than",
         ),
         (
-            http.post(format!("http://{addr}/rooms/bad%2Fname/messages"))
+            http.post(format!("http://{addr}/rooms/bad%5Cname/messages"))
                 .body("x"),
             400,
             "room may contain only",

@@ -225,6 +225,8 @@ async fn connect_tls_and_a_sighup_reload_keep_every_connection() {
     let (cert_s, key_s) = (cert.to_str().unwrap(), key.to_str().unwrap());
     let (server, addrs) = spawn_logged(&[
         "serve",
+        "--mqtt",
+        "off",
         "--store",
         "memory",
         "--udp",

@@ -22,6 +22,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", env = "SWITCHBOARD_HTTP")]
     pub http: Option<Listen>,
 
+    /// MQTT 3.1.1 and 5.0 address, or `off` [default: 127.0.0.1:1883]. MQTT over WebSocket is
+    /// at /mqtt on the HTTP listener.
+    #[arg(long, value_name = "ADDR", env = "SWITCHBOARD_MQTT")]
+    pub mqtt: Option<Listen>,
+
+    /// Largest MQTT packet taken, in bytes [default: 65536 plus room for the topic].
+    #[arg(long, value_name = "BYTES", env = "SWITCHBOARD_MQTT_MAX_PACKET")]
+    pub mqtt_max_packet: Option<usize>,
+
     /// Where history is kept: sqlite (durable, under --data-dir), memory, or redis (implied
     /// by --redis) [default: sqlite].
     #[arg(long, value_enum, env = "SWITCHBOARD_STORE")]

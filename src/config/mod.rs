@@ -22,6 +22,8 @@ pub use limits::Limits;
 pub const DEFAULT_TCP: &str = "127.0.0.1:12345";
 /// Default UDP chat address, the seed's port on UDP.
 pub const DEFAULT_UDP: &str = "127.0.0.1:12345";
+/// Default MQTT listener (MQTT's registered port).
+pub const DEFAULT_MQTT: &str = "127.0.0.1:1883";
 /// Default HTTP/WebSocket address, the seed's.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8000";
 
@@ -118,6 +120,10 @@ pub struct Config {
     pub udp: Option<SocketAddr>,
     /// HTTP and WebSocket listener; `None` when switched off.
     pub http: Option<SocketAddr>,
+    /// MQTT listener; `None` when switched off.
+    pub mqtt: Option<SocketAddr>,
+    /// Largest MQTT packet taken, in bytes.
+    pub mqtt_max_packet: usize,
     /// Where history is kept.
     pub store: StoreKind,
     /// Directory of the SQLite store.
@@ -192,6 +198,8 @@ impl Default for Config {
             tcp: DEFAULT_TCP.parse().ok(),
             udp: DEFAULT_UDP.parse().ok(),
             http: DEFAULT_HTTP.parse().ok(),
+            mqtt: DEFAULT_MQTT.parse().ok(),
+            mqtt_max_packet: 64 * 1024 + 1024,
             store: StoreKind::Sqlite,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             redis: None,
@@ -239,6 +247,8 @@ struct FileConfig {
     tcp: Option<Listen>,
     udp: Option<Listen>,
     http: Option<Listen>,
+    mqtt: Option<Listen>,
+    mqtt_max_packet: Option<usize>,
     store: Option<StoreKind>,
     data_dir: Option<PathBuf>,
     redis: Option<String>,
@@ -386,6 +396,12 @@ impl Config {
             tcp: args.tcp.or(file.tcp).map_or(d.tcp, |l| l.0),
             udp: args.udp.or(file.udp).map_or(d.udp, |l| l.0),
             http: args.http.or(file.http).map_or(d.http, |l| l.0),
+            mqtt: args.mqtt.or(file.mqtt).map_or(d.mqtt, |l| l.0),
+            mqtt_max_packet: pick(
+                args.mqtt_max_packet,
+                file.mqtt_max_packet,
+                d.mqtt_max_packet,
+            ),
             store: match (args.store.or(file.store), &redis) {
                 (Some(store), _) => store,
                 // `--redis` alone means history lives there too.
@@ -511,9 +527,15 @@ impl Config {
             });
         }
         self.check_exposure()?;
-        if self.tcp.is_none() && self.udp.is_none() && self.http.is_none() {
+        if !(64..=16 * 1024 * 1024).contains(&self.mqtt_max_packet) {
             return Err(ConfigError::Invalid {
-                key: "tcp/udp/http",
+                key: "mqtt_max_packet",
+                message: "must be 64 bytes to 16 MiB".into(),
+            });
+        }
+        if self.tcp.is_none() && self.udp.is_none() && self.http.is_none() && self.mqtt.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "tcp/udp/http/mqtt",
                 message: "every listener is off; nothing to serve".into(),
             });
         }
@@ -525,9 +547,14 @@ impl Config {
     /// Secure by default: a listener beyond loopback needs some authentication, or an
     /// explicit `--allow-anonymous`.
     fn check_exposure(&self) -> Result<(), ConfigError> {
-        let exposed = [("tcp", self.tcp), ("udp", self.udp), ("http", self.http)]
-            .into_iter()
-            .find_map(|(name, addr)| addr.filter(|a| !a.ip().is_loopback()).map(|a| (name, a)));
+        let exposed = [
+            ("tcp", self.tcp),
+            ("udp", self.udp),
+            ("http", self.http),
+            ("mqtt", self.mqtt),
+        ]
+        .into_iter()
+        .find_map(|(name, addr)| addr.filter(|a| !a.ip().is_loopback()).map(|a| (name, a)));
         let configured = !self.auth.is_empty();
         match exposed {
             Some((name, addr)) if !configured && !self.allow_anonymous => {
@@ -598,8 +625,10 @@ mod tests {
 
     #[test]
     fn all_off_is_refused() {
-        let err =
-            Config::resolve(&args(&["--tcp", "off", "--udp", "off", "--http", "off"])).unwrap_err();
+        let err = Config::resolve(&args(&[
+            "--tcp", "off", "--udp", "off", "--http", "off", "--mqtt", "off",
+        ]))
+        .unwrap_err();
         assert!(err.to_string().contains("nothing to serve"));
     }
 

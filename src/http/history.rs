@@ -232,6 +232,7 @@ mod tests {
             sockets: Limiter::new(10, 10),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            mqtt: crate::transport::mqtt::Mqtt::new(store::Keep::memory()),
         }
     }
 

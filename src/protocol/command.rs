@@ -218,6 +218,10 @@ mod tests {
         assert_eq!(parse("/frob"), Err(CommandError::Unknown("frob".into())));
         assert_eq!(parse("/nick"), Err(CommandError::Usage("/nick NAME")));
         assert_eq!(parse("/nick a b"), Err(CommandError::Usage("/nick NAME")));
-        assert!(matches!(parse("/join a/b"), Err(CommandError::Name(_))));
+        assert!(matches!(parse("/join a//b"), Err(CommandError::Name(_))));
+        assert_eq!(
+            parse("/join a/b"),
+            Ok(Input::Command(Command::Join("a/b".into())))
+        );
     }
 }

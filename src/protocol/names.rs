@@ -32,7 +32,9 @@ pub enum NameError {
     #[error("room levels split by / must not be empty")]
     EmptyLevel,
     /// The name held a character outside the allowed set.
-    #[error("{what} may contain only letters, digits and - _ . (and / between room levels; got {ch:?})")]
+    #[error(
+        "{what} may contain only letters, digits and - _ . (and / between room levels; got {ch:?})"
+    )]
     BadChar {
         /// "nick" or "room".
         what: &'static str,
@@ -121,8 +123,8 @@ mod tests {
         assert_eq!(check_room("."), Err(NameError::Dots));
         assert!(check_room("a.b").is_ok() && check_room("...").is_ok());
         assert!(matches!(
-            check_room("a/b"),
-            Err(NameError::BadChar { ch: '/', .. })
+            check_room("a\\b"),
+            Err(NameError::BadChar { ch: '\\', .. })
         ));
     }
 }

@@ -25,6 +25,7 @@ use crate::protocol::envelope::{ErrorCode, ServerFrame};
 use crate::protocol::names::check_nick;
 use crate::wire::Wire;
 
+pub use publish::Refusal;
 pub use request::Request;
 
 /// The room every client starts in unless it names one.
@@ -279,6 +280,7 @@ impl Session {
     pub fn notice(&self, text: String) {
         let bytes = match self.wire {
             Wire::Line => text + "\n",
+            Wire::Mqtt => return,
             _ => text,
         };
         self.sub.offer(Delivery::direct(bytes));

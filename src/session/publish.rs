@@ -14,7 +14,55 @@ use crate::protocol::envelope::{ErrorCode, ServerFrame};
 use crate::store::StoreError;
 use crate::wire::Wire;
 
+/// Why `Session::publish_to` refused a message, for transports that answer with a code of
+/// their own (MQTT reason codes) instead of a queued error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What kind of refusal.
+    pub code: ErrorCode,
+    /// What to log.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl std::fmt::Display) -> Self {
+        Self {
+            code,
+            message: message.to_string(),
+        }
+    }
+}
+
 impl Session {
+    /// The publish limits' verdict on one more message, for a transport that waits instead
+    /// of refusing (MQTT reads no further until the wait is over). Counted like `paced`.
+    pub fn pace(&mut self) -> Verdict {
+        let who = Who::of(&self.principal, self.sub.addr);
+        self.pace.check(self.hub.identities(), who.as_ref())
+    }
+
+    /// Publishes `text` to the room `name`, joined or not, creating it within the room
+    /// limits: what MQTT's PUBLISH and a backend's publish do. The caller paces it first
+    /// (`pace`); the refusal is returned rather than queued to the client.
+    pub fn publish_to(&mut self, name: &str, text: &str) -> Result<Published, Refusal> {
+        crate::protocol::names::check_room(name)
+            .map_err(|e| Refusal::new(ErrorCode::BadName, e))?;
+        if !self.may(name, Action::Publish) {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                format!("not allowed to publish in {name}"),
+            ));
+        }
+        let creator = Who::of(&self.principal, self.sub.addr);
+        let room = self
+            .hub
+            .open_room(name, creator.as_ref())
+            .map_err(|e| Refusal::new(ErrorCode::LimitReached, e))?;
+        self.hub
+            .publish(&room, Some(self.sub.id), self.author(), text, None)
+            .map_err(|e| Refusal::new(ErrorCode::Unavailable, format!("message not sent: {e}")))
+    }
+
     /// Counts a publish against this connection's and its identity's rates. Over them the
     /// client is told how long to wait; told too often in a row, it is cut as a flood.
     pub(super) fn paced(&mut self, reference: Option<&str>) -> bool {

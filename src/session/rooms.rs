@@ -39,6 +39,16 @@ impl Session {
         Ok(cursor)
     }
 
+    /// Leaves `room` without answering the client; false if it was not in it.
+    pub fn part(&mut self, room: &str) -> bool {
+        let Some(index) = self.room_index(room) else {
+            return false;
+        };
+        let left = self.rooms.swap_remove(index);
+        self.hub.leave(&left, self.sub.id, None);
+        true
+    }
+
     /// `join`, telling the client when it is refused.
     pub(super) fn join_or_refuse(&mut self, reference: Option<&str>, room: &str) {
         if let Err(e) = self.join(room, None) {

@@ -4,6 +4,7 @@
 //! A room owns one `History` and writes to it under its own lock, in sequence order, so a
 //! snapshot taken under that lock lines up exactly with the live stream that follows it.
 
+mod keep;
 mod memory;
 mod sqlite;
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+pub use keep::{Keep, Table};
 pub use memory::MemoryHistory;
 pub use sqlite::SqliteStore;
 

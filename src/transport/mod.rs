@@ -6,6 +6,7 @@
 pub mod echo;
 pub mod fds;
 pub mod limits;
+pub mod mqtt;
 pub mod tcp;
 pub mod tls;
 pub mod udp;

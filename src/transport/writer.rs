@@ -152,6 +152,14 @@ impl Outbox {
         wire::encode(self.wire, &mut self.batch, out);
     }
 
+    /// Takes the batch out, counted as written, for a transport that encodes deliveries
+    /// itself and paces them against the client's window (MQTT).
+    pub(crate) fn take(&mut self) -> std::vec::Drain<'_, Delivery> {
+        self.sample();
+        self.sub.written(self.weight());
+        self.batch.drain(..)
+    }
+
     /// The batch's weight in the subscriber's byte bound (`Subscriber::offer`).
     fn weight(&self) -> usize {
         self.batch.iter().map(Delivery::weight).sum()

@@ -31,6 +31,9 @@ pub enum Wire {
     Json,
     /// Server-Sent Events blocks carrying the JSON envelope.
     Sse,
+    /// MQTT: `transport::mqtt` writes PUBLISH packets from the events themselves; the session
+    /// queues it no text (an MQTT client has nowhere to show a notice).
+    Mqtt,
 }
 
 /// Where encoded units go: a transport's output buffer.
@@ -47,6 +50,7 @@ pub fn event(wire: Wire, event: &Event) -> &Bytes {
         Wire::Plain => event.encoded(Form::Plain, line::plain),
         Wire::Json => event.encoded(Form::Json, json::event),
         Wire::Sse => event.encoded(Form::Sse, sse::event),
+        Wire::Mqtt => event.encoded(Form::Plain, line::plain),
     }
 }
 
@@ -111,6 +115,7 @@ fn encode_replay(wire: Wire, replay: &Replay, out: &mut impl Emit) {
         Wire::Datagram | Wire::Plain => gap_text(replay).map(Bytes::from),
         Wire::Json => gap_json(replay),
         Wire::Sse => gap_json(replay).map(|g| sse::block("gap", &g)),
+        Wire::Mqtt => None,
     };
     if let Some(gap) = gap {
         out.emit(&gap, None);
@@ -141,7 +146,7 @@ pub fn goodbye(wire: Wire, reason: Disconnect) -> Option<Bytes> {
         Wire::Line => Some(Bytes::from(text + "\n")),
         Wire::Datagram => Some(Bytes::from(text)),
         Wire::Sse => Some(sse::close(reason.as_str())),
-        Wire::Plain | Wire::Json => None,
+        Wire::Plain | Wire::Json | Wire::Mqtt => None,
     }
 }
 

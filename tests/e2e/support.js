@@ -72,7 +72,8 @@ export function mintToken(secret, args) {
 export function startServer(extraArgs = []) {
   const store = extraArgs.includes("--data-dir") ? [] : ["--store", "memory"];
   const http = extraArgs.includes("--http") ? [] : ["--http", "127.0.0.1:0"];
-  const args = ["serve", "--tcp", "127.0.0.1:0", "--udp", "off", ...http,
+  const mqtt = extraArgs.includes("--mqtt") ? [] : ["--mqtt", "127.0.0.1:0"];
+  const args = ["serve", "--tcp", "127.0.0.1:0", "--udp", "off", ...http, ...mqtt,
     "--log-format", "json", "--publish-rate", "0", ...store, ...extraArgs];
   const child = spawn(BIN, args, { stdio: ["ignore", "ignore", "pipe"] });
   const addrs = {};
@@ -86,9 +87,9 @@ export function startServer(extraArgs = []) {
       if (addr && /listening$/.test(message || "")) {
         addrs[message.split(" ")[0]] = addr;
         const http = addrs.http || addrs.https;
-        if (addrs.tcp && http) {
+        if (addrs.tcp && http && (addrs.mqtt || mqtt.length === 0)) {
           clearTimeout(timer);
-          resolve({ child, tcp: addrs.tcp, http, stop: () => stop(child) });
+          resolve({ child, tcp: addrs.tcp, http, mqtt: addrs.mqtt, stop: () => stop(child) });
         }
       }
     });

@@ -29,6 +29,9 @@ impl TestServer {
     pub fn udp(&self) -> SocketAddr {
         self.addrs.udp.expect("udp on")
     }
+    pub fn mqtt(&self) -> SocketAddr {
+        self.addrs.mqtt.expect("mqtt on")
+    }
     pub fn http(&self) -> SocketAddr {
         self.addrs.http.expect("http on")
     }
@@ -58,6 +61,7 @@ pub fn test_config() -> Config {
         tcp: Some(any),
         udp: Some(any),
         http: Some(any),
+        mqtt: Some(any),
         store: switchboard::config::StoreKind::Memory,
         ..Config::default()
     }
@@ -240,8 +244,10 @@ impl Drop for Spawned {
 
 /// `serve` with HTTP alone, on a free port: the start of most command lines given to
 /// `spawn_logged`.
-pub const SERVE_HTTP_ONLY: [&str; 7] = [
+pub const SERVE_HTTP_ONLY: [&str; 9] = [
     "serve",
+    "--mqtt",
+    "off",
     "--tcp",
     "off",
     "--udp",

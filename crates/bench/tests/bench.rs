@@ -35,6 +35,7 @@ fn test_config() -> Config {
         tcp: Some(any),
         udp: None,
         http: Some(any),
+        mqtt: None,
         store: switchboard::config::StoreKind::Memory,
         publish_rate: 0.0,
         limits: switchboard::config::Limits::unlimited(),
