@@ -116,6 +116,11 @@ pub(crate) fn decode(
             None => return Ok(None),
             Some(4) => Version::V4,
             Some(5) => Version::V5,
+            Some(0) => {
+                return Err(DecodeError::Malformed(
+                    "the first packet must be CONNECT".into(),
+                ));
+            }
             Some(level) => return Err(DecodeError::Version(level)),
         },
     };
@@ -143,7 +148,7 @@ pub(crate) fn decode(
 }
 
 /// The protocol level of the CONNECT at the front of `buf` (`None`: not enough bytes yet).
-/// Anything but a CONNECT reads as level 0, refused.
+/// Anything but a CONNECT reads as level 0, which `decode` refuses as malformed.
 fn connect_level(buf: &[u8]) -> Option<u8> {
     if buf[0] != 0x10 {
         return Some(0);

@@ -320,6 +320,10 @@ impl Conn {
     async fn run<L: Link>(&mut self, link: &mut L, buf: &mut BytesMut) -> End {
         let mut sys_tick = tokio::time::interval(sys::EVERY);
         sys_tick.reset();
+        // Packets that came in the CONNECT's read.
+        if let Err(end) = self.on_bytes(buf).await {
+            return end;
+        }
         loop {
             self.pump();
             if !self.out.is_empty()
@@ -1026,12 +1030,13 @@ impl Conn {
                 Disconnect::Kicked | Disconnect::TokenExpired => Reason::AdministrativeAction,
             }),
         };
+        // What is buffered (the CONNACK, say, when the first packets already break the
+        // rules) goes out, then 5.0's reason; bounded in time, as the client may not read.
         if let Some(reason) = reason {
-            self.out.clear();
             self.write(&Outbound::Disconnect(reason));
-            if !self.out.is_empty() {
-                let _ = tokio::time::timeout(Duration::from_secs(1), link.write(&self.out)).await;
-            }
+        }
+        if !self.out.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), link.write(&self.out)).await;
         }
         if !matches!(end, End::Disconnected(false))
             && let Some(will) = self.will.take()

@@ -1,0 +1,533 @@
+//! MQTT with real clients: Debian's `mosquitto_sub` and `mosquitto_pub` against the server,
+//! the server's rooms seen from TCP, SSE and HTTP, and raw packets for what no client sends.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use support::{Line, TIMEOUT, publish_to, start_with, test_config};
+use switchboard::Config;
+use switchboard::auth::{Action, AuthConfig, Grants, Pattern, RoomRule, sign};
+
+/// A running `mosquitto_sub`: its printed messages, one line each (`-F` decides the form).
+struct Sub {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Messages printed before the awaited debug line.
+    early: std::cell::RefCell<std::collections::VecDeque<String>>,
+}
+
+impl Sub {
+    /// Starts `mosquitto_sub` with `args` and waits until the server has acknowledged its
+    /// subscriptions.
+    fn start(addr: SocketAddr, args: &[&str]) -> Sub {
+        // Line-buffered: a pipe would otherwise hold its lines until it exits.
+        let mut child = Command::new("stdbuf")
+            .args([
+                "-oL",
+                "mosquitto_sub",
+                "-d",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &addr.port().to_string(),
+                "-W",
+                "30",
+            ])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub installed (Debian mosquitto-clients)");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let sub = Sub {
+            child,
+            lines,
+            early: Default::default(),
+        };
+        sub.debug_until("received SUBACK");
+        sub
+    }
+
+    /// Waits for a debug line containing `needle`.
+    fn debug_until(&self, needle: &str) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(line) if is_debug(&line) => continue,
+                Ok(line) => self.early.borrow_mut().push_back(line),
+                Err(e) => panic!("no {needle:?} from mosquitto_sub: {e}"),
+            }
+        }
+    }
+
+    /// The next printed message, skipping debug lines; `None` after `wait`.
+    fn try_next(&self, wait: Duration) -> Option<String> {
+        if let Some(line) = self.early.borrow_mut().pop_front() {
+            return Some(line);
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            if !is_debug(&line) {
+                return Some(line);
+            }
+        }
+    }
+
+    fn next(&self) -> String {
+        self.try_next(TIMEOUT)
+            .expect("a message within the timeout")
+    }
+
+    /// Kills the client without a DISCONNECT (as a device losing power would).
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the client to exit by itself (after `-C N` messages, or when cut).
+    fn wait_exit(mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("mosquitto_sub did not exit");
+    }
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A line `-d` prints about the protocol rather than a message.
+fn is_debug(line: &str) -> bool {
+    line.starts_with("Client ") || line.starts_with("Subscribed")
+}
+
+/// Runs `mosquitto_pub` with `args`; its output.
+fn publish(addr: SocketAddr, args: &[&str]) -> std::process::Output {
+    Command::new("timeout")
+        .args(["10", "mosquitto_pub", "-h", "127.0.0.1"])
+        .args(["-p", &addr.port().to_string()])
+        .args(args)
+        .output()
+        .expect("mosquitto_pub installed")
+}
+
+fn publish_ok(addr: SocketAddr, args: &[&str]) {
+    let out = publish(addr, args);
+    assert!(
+        out.status.success(),
+        "mosquitto_pub {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `%r %q %t %p`: retained flag, QoS, topic, payload.
+const FORMAT: &[&str] = &["-F", "%r %q %t %p"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn qos_0_1_and_2_reach_wildcard_subscribers_in_order() {
+    let server = start_with(test_config()).await;
+    let mqtt = server.mqtt();
+    let all = Sub::start(mqtt, &[FORMAT, &["-q", "2", "-t", "sensors/#"]].concat());
+    let one = Sub::start(
+        mqtt,
+        &[FORMAT, &["-q", "1", "-t", "sensors/+/temp"]].concat(),
+    );
+    for (qos, topic, value) in [
+        ("0", "sensors/kitchen/temp", "21.5"),
+        ("1", "sensors/hall/temp", "19.0"),
+        ("2", "sensors/hall/humidity", "40"),
+    ] {
+        publish_ok(mqtt, &["-q", qos, "-t", topic, "-m", value]);
+    }
+    // Delivered at the subscription's QoS: every room message is stored.
+    assert_eq!(all.next(), "0 2 sensors/kitchen/temp 21.5");
+    assert_eq!(all.next(), "0 2 sensors/hall/temp 19.0");
+    assert_eq!(all.next(), "0 2 sensors/hall/humidity 40");
+    assert_eq!(one.next(), "0 1 sensors/kitchen/temp 21.5");
+    assert_eq!(one.next(), "0 1 sensors/hall/temp 19.0");
+    assert_eq!(one.try_next(Duration::from_millis(300)), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mqtt_tcp_sse_and_http_share_one_room() {
+    let server = start_with(test_config()).await;
+    let (mqtt, http) = (server.mqtt(), server.http());
+    let (mut tcp, _) = Line::connect(server.tcp()).await;
+    tcp.say("/join sensors/kitchen").await;
+    tcp.line_where(|l| l.contains("joined sensors/kitchen"))
+        .await;
+    let res = support::http_client()
+        .get(format!("http://{http}/events?room=sensors/kitchen"))
+        .send()
+        .await
+        .unwrap();
+    let mut sse = Box::pin(res.bytes_stream().eventsource());
+    let sub = Sub::start(mqtt, &["-v", "-q", "1", "-t", "sensors/kitchen"]);
+
+    publish_ok(
+        mqtt,
+        &[
+            "-i",
+            "thermo",
+            "-q",
+            "1",
+            "-t",
+            "sensors/kitchen",
+            "-m",
+            "21.5",
+        ],
+    );
+    assert_eq!(
+        tcp.line_where(|l| l.starts_with("thermo")).await,
+        "thermo: 21.5"
+    );
+    let event = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let e = sse.next().await.unwrap().unwrap();
+            if e.event == "message" {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+    assert_eq!(
+        (v["nick"].as_str(), v["text"].as_str()),
+        (Some("thermo"), Some("21.5"))
+    );
+    assert_eq!(sub.next(), "sensors/kitchen 21.5");
+
+    tcp.say("from the terminal").await;
+    assert_eq!(sub.next(), "sensors/kitchen from the terminal");
+    publish_to(http, "sensors%2Fkitchen", "from a backend")
+        .await
+        .unwrap();
+    assert_eq!(sub.next(), "sensors/kitchen from a backend");
+    let body = support::get_json(http, "/rooms/sensors%2Fkitchen/messages").await;
+    assert_eq!(body["messages"].as_array().unwrap().len(), 3, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retained_messages_are_kept_across_a_restart_and_cleared_by_an_empty_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let durable = || Config {
+        store: switchboard::config::StoreKind::Sqlite,
+        data_dir: dir.path().to_owned(),
+        ..test_config()
+    };
+    let server = start_with(durable()).await;
+    publish_ok(
+        server.mqtt(),
+        &["-r", "-q", "1", "-t", "home/door", "-m", "open"],
+    );
+    let sub = Sub::start(server.mqtt(), &[FORMAT, &["-t", "home/#"]].concat());
+    assert_eq!(sub.next(), "1 0 home/door open");
+    drop(sub);
+    server.stop().await;
+
+    let server = start_with(durable()).await;
+    let sub = Sub::start(
+        server.mqtt(),
+        &[FORMAT, &["-q", "1", "-t", "home/door"]].concat(),
+    );
+    assert_eq!(sub.next(), "1 1 home/door open");
+    publish_ok(server.mqtt(), &["-r", "-t", "home/door", "-n"]);
+    drop(sub);
+    let sub = Sub::start(server.mqtt(), &[FORMAT, &["-t", "home/door"]].concat());
+    assert_eq!(sub.try_next(Duration::from_millis(300)), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_will_is_published_when_a_client_vanishes_but_not_when_it_says_goodbye() {
+    let server = start_with(test_config()).await;
+    let mqtt = server.mqtt();
+    let watcher = Sub::start(mqtt, &["-v", "-t", "status/+"]);
+    let device = Sub::start(
+        mqtt,
+        &[
+            "-t",
+            "cmd/d1",
+            "--will-topic",
+            "status/d1",
+            "--will-payload",
+            "offline",
+        ],
+    );
+    device.kill();
+    assert_eq!(watcher.next(), "status/d1 offline");
+    let polite = Sub::start(
+        mqtt,
+        &[
+            "-t",
+            "cmd/d2",
+            "-C",
+            "1",
+            "--will-topic",
+            "status/d2",
+            "--will-payload",
+            "offline",
+        ],
+    );
+    publish_ok(mqtt, &["-t", "cmd/d2", "-m", "stop"]);
+    assert!(polite.wait_exit().success());
+    assert_eq!(watcher.try_next(Duration::from_millis(300)), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_persistent_session_gets_what_it_missed_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let durable = || Config {
+        store: switchboard::config::StoreKind::Sqlite,
+        data_dir: dir.path().to_owned(),
+        ..test_config()
+    };
+    let server = start_with(durable()).await;
+    let persistent = ["-c", "-i", "dev-7", "-q", "1", "-v", "-t", "fleet/+/cmd"];
+    let sub = Sub::start(server.mqtt(), &persistent);
+    publish_ok(
+        server.mqtt(),
+        &["-q", "1", "-t", "fleet/a/cmd", "-m", "first"],
+    );
+    assert_eq!(sub.next(), "fleet/a/cmd first");
+    sub.kill();
+    // While it is away: a message to a room it is in, and one to a room made since.
+    publish_to(server.http(), "fleet%2Fa%2Fcmd", "while away")
+        .await
+        .unwrap();
+    publish_to(server.http(), "fleet%2Fb%2Fcmd", "new room")
+        .await
+        .unwrap();
+    server.stop().await;
+
+    let server = start_with(durable()).await;
+    publish_to(server.http(), "fleet%2Fa%2Fcmd", "after restart")
+        .await
+        .unwrap();
+    let sub = Sub::start(server.mqtt(), &persistent);
+    let mut got = vec![sub.next(), sub.next(), sub.next()];
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "fleet/a/cmd after restart",
+            "fleet/a/cmd while away",
+            "fleet/b/cmd new room"
+        ]
+    );
+    assert_eq!(sub.try_next(Duration::from_millis(300)), None);
+    // A clean session starts empty and forgets the parked one.
+    sub.kill();
+    let clean = Sub::start(server.mqtt(), &["-i", "dev-7", "-v", "-t", "other"]);
+    publish_to(server.http(), "fleet%2Fa%2Fcmd", "not for you")
+        .await
+        .unwrap();
+    assert_eq!(clean.try_next(Duration::from_millis(300)), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_connection_with_the_same_client_id_takes_over() {
+    let server = start_with(test_config()).await;
+    // The first holder is a raw 3.1.1 connection called "same".
+    let mut first = TcpStream::connect(server.mqtt()).unwrap();
+    first.set_read_timeout(Some(TIMEOUT)).unwrap();
+    first
+        .write_all(b"\x10\x10\x00\x04MQTT\x04\x02\x00\x3c\x00\x04same")
+        .unwrap();
+    let mut connack = [0; 4];
+    first.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, *b"\x20\x02\x00\x00");
+    let second = Sub::start(server.mqtt(), &["-i", "same", "-v", "-t", "a"]);
+    publish_ok(server.mqtt(), &["-t", "a", "-m", "hi"]);
+    assert_eq!(second.next(), "a hi");
+    // The first is closed (3.1.1 has no server DISCONNECT).
+    let mut rest = Vec::new();
+    first.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mqtt_5_carries_the_message_id_and_says_why_it_refuses() {
+    let server = start_with(test_config()).await;
+    let mqtt = server.mqtt();
+    let sub = Sub::start(mqtt, &["-V", "5", "-F", "%t %p %P", "-t", "v5/room"]);
+    publish_ok(
+        mqtt,
+        &["-V", "5", "-q", "1", "-t", "v5/room", "-m", "hello"],
+    );
+    let line = sub.next();
+    let (_, id) = line.split_once("id:").expect("id user property");
+    let history = support::history_of(server.http(), "v5%2Froom").await;
+    assert_eq!(history, [(id.to_owned(), "hello".to_owned())]);
+    // Not a room name: refused with a reason code (0x90, topic name invalid).
+    let out = publish(
+        mqtt,
+        &["-V", "5", "-q", "1", "-d", "-t", "bad//topic", "-m", "x"],
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("RC:144"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sys_topics_give_live_figures() {
+    let server = start_with(test_config()).await;
+    let sub = Sub::start(
+        server.mqtt(),
+        &["-v", "-t", "$SYS/broker/clients/connected", "-t", "#"],
+    );
+    assert_eq!(sub.next(), "$SYS/broker/clients/connected 1");
+    // `#` does not match `$SYS`: only a publish to a room comes next.
+    publish_ok(server.mqtt(), &["-t", "x", "-m", "y"]);
+    assert_eq!(sub.next(), "x y");
+}
+
+const SECRET: &str = "mqtt-secret-0123456789abcdef-0123456789";
+
+fn token(sub: &str, grants: &[&str]) -> String {
+    let mut g = Grants::default();
+    for grant in grants {
+        let (p, a) = Grants::parse_one(grant).unwrap();
+        g.push(p, a);
+    }
+    sign(SECRET, sub, None, &g, 600).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn passwords_are_tokens_and_grants_decide_topics() {
+    let config = Config {
+        auth: AuthConfig {
+            secrets: vec![SECRET.into()],
+            rooms: vec![RoomRule {
+                pattern: Pattern::new("public/*"),
+                anonymous: [Action::Subscribe].into_iter().collect(),
+                users: None,
+            }],
+            ..AuthConfig::default()
+        },
+        ..test_config()
+    };
+    let server = start_with(config).await;
+    let mqtt = server.mqtt();
+    let refused = publish(
+        mqtt,
+        &["-u", "x", "-P", "not-a-token", "-t", "public/a", "-m", "x"],
+    );
+    assert!(!refused.status.success());
+    let anonymous = Sub::start(mqtt, &["-v", "-t", "public/#"]);
+    let sensor = token("sensor-1", &["public/*=publish"]);
+    publish_ok(
+        mqtt,
+        &[
+            "-u", "sensor-1", "-P", &sensor, "-t", "public/a", "-m", "21",
+        ],
+    );
+    assert_eq!(anonymous.next(), "public/a 21");
+    // Anonymous clients may read public/ but not write it: 3.1.1 has no refusal but the
+    // connection's end, so nothing reaches the room.
+    let _ = publish(mqtt, &["-q", "1", "-t", "public/a", "-m", "spoof"]);
+    assert_eq!(anonymous.try_next(Duration::from_millis(300)), None);
+    // A subscription outside the grants is refused in SUBACK (0x80).
+    let out = Command::new("timeout")
+        .args([
+            "10",
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &mqtt.port().to_string(),
+        ])
+        .args(["-t", "private/x", "-E", "-d"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("128"), "{said}");
+}
+
+/// Raw packets for what well-behaved clients never send.
+fn raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    got
+}
+
+const CONNECT_V4: &[u8] = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00";
+const CONNECT_V5: &[u8] = b"\x10\x0d\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x00";
+const CONNECT_V4_KEEPALIVE_1: &[u8] = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x01\x00\x00";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_packets_get_the_right_answer_and_a_close() {
+    let server = start_with(test_config()).await;
+    let mqtt = server.mqtt();
+    let cases: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
+        // MQTT 3.1 ("MQIsdp", level 3): CONNACK 1, unacceptable protocol version.
+        (
+            "level 3",
+            b"\x10\x0e\x00\x06MQIsdp\x03\x02\x00\x3c\x00\x00".to_vec(),
+            b"\x20\x02\x00\x01".to_vec(),
+        ),
+        ("http", b"GET / HTTP/1.1\r\n\r\n".to_vec(), Vec::new()),
+        ("publish first", b"\x30\x03\x00\x01a".to_vec(), Vec::new()),
+        // 3.1.1: a packet over the size limit closes; 5.0 says 0x95 first.
+        (
+            "v4 too large",
+            [CONNECT_V4, b"\x30\xff\xff\xff\x07"].concat(),
+            b"\x20\x02\x00\x00".to_vec(),
+        ),
+        (
+            "second connect",
+            [CONNECT_V4, CONNECT_V4].concat(),
+            b"\x20\x02\x00\x00".to_vec(),
+        ),
+        (
+            "bad qos",
+            [CONNECT_V4, b"\x36\x03\x00\x01a"].concat(),
+            b"\x20\x02\x00\x00".to_vec(),
+        ),
+    ];
+    for (what, sent, answer) in cases {
+        let got = raw(mqtt, &sent);
+        assert_eq!(got, answer, "{what}");
+    }
+    let got = raw(mqtt, &[CONNECT_V5, b"\x30\xff\xff\xff\x07"].concat());
+    assert_eq!(got[0], 0x20, "CONNACK first: {got:?}");
+    let disconnect = &got[2 + got[1] as usize..];
+    assert_eq!(&disconnect[..1], b"\xe0", "{got:?}");
+    assert_eq!(disconnect[2], 0x95, "packet too large: {got:?}");
+    // Keep-alive: 1 s, so cut after 1.5 s of silence.
+    let got = raw(mqtt, CONNECT_V4_KEEPALIVE_1);
+    assert_eq!(got, b"\x20\x02\x00\x00");
+    // The server is still fine.
+    let sub = Sub::start(mqtt, &["-v", "-t", "still/up"]);
+    publish_ok(mqtt, &["-t", "still/up", "-m", "yes"]);
+    assert_eq!(sub.next(), "still/up yes");
+}
