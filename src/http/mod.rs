@@ -159,6 +159,10 @@ pub(crate) fn router(shared: Arc<Context>) -> Router {
         // CONNECT: WebSockets over HTTP/2 (RFC 8441), which browsers use on an h2 connection.
         .route("/ws", get(transport::ws::chat).connect(transport::ws::chat))
         .route(
+            "/mqtt",
+            get(transport::ws::mqtt).connect(transport::ws::mqtt),
+        )
+        .route(
             "/echo",
             get(transport::ws::echo).connect(transport::ws::echo),
         )

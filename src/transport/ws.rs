@@ -74,7 +74,12 @@ struct Handshake {
 impl Handshake {
     /// Checks an upgrade request (RFC 6455 section 4.2.1) and the Origin policy.
     #[allow(clippy::result_large_err)]
-    fn check(shared: &Context, req: &mut Request, offer_protocol: bool) -> Result<Self, Response> {
+    /// `offer` is the subprotocol this endpoint speaks, accepted when the client offers it.
+    fn check(
+        shared: &Context,
+        req: &mut Request,
+        offer: Option<&'static str>,
+    ) -> Result<Self, Response> {
         let over_h2 = req.method() == axum::http::Method::CONNECT;
         let websocket_protocol = req
             .extensions()
@@ -103,17 +108,14 @@ impl Handshake {
                 format!("origin {origin} is not allowed (see allowed_origins)"),
             ));
         }
-        let protocol = offer_protocol
-            .then(|| {
-                headers
-                    .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(|v| v.split(','))
-                    .any(|p| p.trim() == SUBPROTOCOL)
-                    .then_some(SUBPROTOCOL)
-            })
-            .flatten();
+        let protocol = offer.filter(|offered| {
+            headers
+                .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|p| p.trim() == *offered)
+        });
         let deflate = if shared.config.ws_deflate {
             headers
                 .get(header::SEC_WEBSOCKET_EXTENSIONS)
@@ -252,7 +254,7 @@ fn limits(shared: &Context, max_message: usize) -> WsLimits {
 
 /// `GET /echo`: every message back unchanged, text as text and binary as binary.
 pub(crate) async fn echo(State(shared): State<Arc<Context>>, mut req: Request) -> Response {
-    let handshake = match Handshake::check(&shared, &mut req, false) {
+    let handshake = match Handshake::check(&shared, &mut req, None) {
         Ok(h) => h,
         Err(res) => return res,
     };
@@ -281,6 +283,29 @@ pub(crate) async fn echo(State(shared): State<Arc<Context>>, mut req: Request) -
                 }
             }
         }
+    })
+}
+
+/// `GET /mqtt`: MQTT over WebSocket (subprotocol `mqtt`, binary frames; a packet may span
+/// frames and a frame may hold several).
+pub(crate) async fn mqtt(
+    State(shared): State<Arc<Context>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    mut req: Request,
+) -> Response {
+    let handshake = match Handshake::check(&shared, &mut req, Some("mqtt")) {
+        Ok(h) => h,
+        Err(res) => return res,
+    };
+    let permit = match shared.limiter.try_acquire(addr.ip()) {
+        Ok(permit) => permit,
+        Err(full) => return refuse(StatusCode::SERVICE_UNAVAILABLE, full.to_string()),
+    };
+    let limits = limits(&shared, shared.config.mqtt_max_packet + 16);
+    let ctx = Arc::clone(&shared);
+    handshake.upgrade(&shared, limits, move |ws| async move {
+        let _permit = permit;
+        super::mqtt::handle_ws(ws, addr, ctx).await;
     })
 }
 
@@ -333,7 +358,7 @@ pub(crate) async fn chat(
         };
         return refuse(status, format!("not allowed to subscribe in {room}"));
     }
-    let handshake = match Handshake::check(&shared, &mut req, true) {
+    let handshake = match Handshake::check(&shared, &mut req, Some(SUBPROTOCOL)) {
         Ok(h) => h,
         Err(res) => return res,
     };

@@ -17,11 +17,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::limits::Permit;
+use super::ws_socket::{WsMessage, WsSocket};
 use crate::context::Context;
 
 pub(crate) use state::Mqtt;
@@ -57,4 +58,40 @@ pub(crate) async fn handle(
 ) {
     let _ = stream.set_nodelay(true);
     conn::serve(Stream(stream), addr, ctx).await;
+}
+
+/// MQTT over WebSocket: binary frames carry the byte stream, split anywhere.
+struct Frames(WsSocket);
+
+impl Link for Frames {
+    async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            match self.0.recv().await {
+                Some(Ok(WsMessage::Binary(bytes))) if !bytes.is_empty() => {
+                    buf.extend_from_slice(&bytes);
+                    return Ok(bytes.len());
+                }
+                Some(Ok(WsMessage::Binary(_) | WsMessage::Control)) => {}
+                Some(Ok(WsMessage::Text(_))) => {
+                    self.0
+                        .close(1003, "MQTT over WebSocket is binary frames")
+                        .await;
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "text frame"));
+                }
+                Some(Ok(WsMessage::Close)) | None => return Ok(0),
+                Some(Err(error)) => return Err(io::Error::other(error)),
+            }
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let frame = WsMessage::Binary(Bytes::copy_from_slice(bytes));
+        self.0.feed(frame).await.map_err(io::Error::other)?;
+        self.0.flush().await.map_err(io::Error::other)
+    }
+}
+
+/// Serves one MQTT connection over an upgraded WebSocket.
+pub(crate) async fn handle_ws(ws: WsSocket, addr: SocketAddr, ctx: Arc<Context>) {
+    conn::serve(Frames(ws), addr, ctx).await;
 }
