@@ -143,8 +143,9 @@ fn parse_ttl(text: &str) -> Result<u64, String> {
 /// Options of `connect`.
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
-    /// Where to connect: tcp://HOST:PORT, tls://HOST:PORT, udp://HOST:PORT, ws://HOST:PORT/PATH
-    /// or http://HOST:PORT/events.
+    /// Where to connect: tcp://HOST:PORT, tls://HOST:PORT, udp://HOST:PORT, ws://HOST:PORT/PATH,
+    /// http://HOST:PORT/events, or mqtt://[USER:TOKEN@]HOST:PORT/TOPIC (subscribes to TOPIC,
+    /// which may hold + and #; typed lines are published to it).
     pub url: String,
 
     /// After end of input on UDP, keep printing replies for this many milliseconds.

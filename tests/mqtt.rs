@@ -531,3 +531,53 @@ async fn malformed_packets_get_the_right_answer_and_a_close() {
     publish_ok(mqtt, &["-t", "still/up", "-m", "yes"]);
     assert_eq!(sub.next(), "still/up yes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_terminal_client_speaks_mqtt_and_shows_text_safely() {
+    let server = start_with(test_config()).await;
+    let mqtt = server.mqtt();
+    let watcher = Sub::start(mqtt, &["-v", "-t", "cli/room"]);
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "connect",
+            &format!("mqtt://127.0.0.1:{}/cli/room", mqtt.port()),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = cli.stdin.take().unwrap();
+    // Once the client has subscribed, what it types reaches the room.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        writeln!(stdin, "typed").unwrap();
+        if watcher.try_next(Duration::from_millis(200)).as_deref() == Some("cli/room typed") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the client never published");
+    }
+    let stdout = cli.stdout.take().unwrap();
+    let (tx, printed) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    publish_ok(mqtt, &["-t", "cli/room", "-m", "esc\u{1b}[2Jape"]);
+    let shown = loop {
+        let line = printed
+            .recv_timeout(TIMEOUT)
+            .expect("the client prints the message");
+        if line.contains("esc") {
+            break line;
+        }
+    };
+    assert_eq!(shown, "cli/room: esc\u{241b}[2Jape");
+    drop(stdin);
+    let status = tokio::task::spawn_blocking(move || cli.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}

@@ -3,6 +3,8 @@
 //! Input is read on a plain thread rather than `tokio::io::stdin`, whose blocking read cannot
 //! be cancelled and would hold the runtime open at exit until the user pressed Enter.
 
+mod mqtt;
+
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,7 +18,7 @@ use tokio::sync::mpsc;
 pub enum ClientError {
     /// The URL is not one we can connect to.
     #[error(
-        "unsupported URL {0:?}: expected tcp://HOST:PORT, tls://HOST:PORT, udp://HOST:PORT or ws://HOST:PORT/PATH"
+        "unsupported URL {0:?}: expected tcp://HOST:PORT, tls://HOST:PORT, udp://HOST:PORT, ws://HOST:PORT/PATH or mqtt://HOST:PORT/TOPIC"
     )]
     BadUrl(String),
     /// The host did not resolve.
@@ -28,6 +30,9 @@ pub enum ClientError {
     /// The WebSocket handshake or connection failed.
     #[error("websocket: {0}")]
     Ws(String),
+    /// The MQTT connection failed or was refused.
+    #[error("mqtt: {0}")]
+    Mqtt(String),
     /// The connection failed.
     #[error("{context}: {source}")]
     Io {
@@ -57,6 +62,9 @@ pub async fn connect(
         .ok_or_else(|| ClientError::BadUrl(url.to_owned()))?;
     if matches!(scheme, "http" | "https") {
         return sse(url).await;
+    }
+    if scheme == "mqtt" {
+        return mqtt::run(url).await;
     }
     if matches!(scheme, "ws" | "wss") {
         if std::io::stdin().is_terminal() {
