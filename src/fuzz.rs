@@ -68,3 +68,10 @@ pub fn envelope(data: &[u8]) {
 pub fn http_query(data: &[u8]) {
     crate::http::fuzz_query(data);
 }
+
+/// MQTT packets, after a first byte that picks what the connection knows (nothing yet: only
+/// CONNECT decodes; or 3.1.1; or 5.0), fed in chunks: decoding never panics, takes no more
+/// than the size limit, and a decoded PUBLISH encodes back to the same topic and payload.
+pub fn mqtt_packets(data: &[u8]) {
+    crate::transport::mqtt::fuzz_packets(data);
+}

@@ -44,6 +44,15 @@ const TOKENS: &[&[u8]] = &[
     b"/rooms ",
     b"/auth ",
     b"..",
+    b"\x10",
+    b"\x30",
+    b"\x82",
+    b"\xe0\x00",
+    b"\x00\x04MQTT\x04",
+    b"\x00\x04MQTT\x05",
+    b"\xff\xff\xff\x7f",
+    b"+",
+    b"#",
 ];
 
 /// xorshift64*: the same mutations on every run, so a failure reproduces.
@@ -144,4 +153,9 @@ fn envelope() {
 #[test]
 fn http_query() {
     run("http_query", switchboard::fuzz::http_query);
+}
+
+#[test]
+fn mqtt_packets() {
+    run("mqtt_packets", switchboard::fuzz::mqtt_packets);
 }

@@ -95,3 +95,55 @@ impl Link for Frames {
 pub(crate) async fn handle_ws(ws: WsSocket, addr: SocketAddr, ctx: Arc<Context>) {
     conn::serve(Frames(ws), addr, ctx).await;
 }
+
+/// See `crate::fuzz::mqtt_packets`.
+pub(crate) fn fuzz_packets(data: &[u8]) {
+    use codec::{Inbound, Outbound, Version};
+    const MAX: usize = 512;
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let mut version = match first % 3 {
+        0 => None,
+        1 => Some(Version::V4),
+        _ => Some(Version::V5),
+    };
+    let mut buf = BytesMut::new();
+    for chunk in rest.chunks(usize::from(first % 13) + 1) {
+        buf.extend_from_slice(chunk);
+        loop {
+            let before = buf.len();
+            match codec::decode(version, &mut buf, MAX) {
+                Ok(Some(packet)) => {
+                    assert!(buf.len() < before, "a packet consumed nothing");
+                    if let Inbound::Connect(connect) = &packet {
+                        version = Some(connect.version);
+                    }
+                    if let (Inbound::Publish(p), Some(v)) = (&packet, version) {
+                        let mut out = BytesMut::new();
+                        let publish = Outbound::Publish {
+                            topic: &p.topic,
+                            payload: &p.payload,
+                            qos: p.qos,
+                            pkid: p.pkid.max(1),
+                            retain: p.retain,
+                            dup: false,
+                            id: None,
+                        };
+                        codec::encode(v, &publish, &mut out);
+                        match codec::decode(Some(v), &mut out, usize::MAX >> 4) {
+                            Ok(Some(Inbound::Publish(back))) => {
+                                assert_eq!((&back.topic, &back.payload), (&p.topic, &p.payload));
+                            }
+                            other => panic!("a PUBLISH did not encode back: {other:?}"),
+                        }
+                    }
+                }
+                Ok(None) => break,
+                // The connection ends at the first error.
+                Err(_) => return,
+            }
+        }
+        assert!(buf.len() <= MAX + 5 + 13, "buffer grew to {}", buf.len());
+    }
+}
