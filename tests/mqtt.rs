@@ -581,3 +581,81 @@ async fn the_terminal_client_speaks_mqtt_and_shows_text_safely() {
         .unwrap();
     assert!(status.success());
 }
+
+/// The packets in a byte stream a server sent: (first byte, body).
+fn packets(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while bytes.len() >= 2 {
+        let (mut len, mut shift, mut at) = (0usize, 0, 1);
+        while at < bytes.len() {
+            len |= usize::from(bytes[at] & 0x7f) << shift;
+            shift += 7;
+            at += 1;
+            if bytes[at - 1] & 0x80 == 0 {
+                break;
+            }
+        }
+        if bytes.len() < at + len {
+            break;
+        }
+        out.push((bytes[0], bytes[at..at + len].to_vec()));
+        bytes = &bytes[at + len..];
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscriber_that_never_acks_is_cut_with_0x97_and_the_room_goes_on() {
+    let server = start_with(Config {
+        queue_capacity: 64,
+        ..support::flood_config()
+    })
+    .await;
+    let mqtt = server.mqtt();
+    let fast = Sub::start(mqtt, &["-C", "300", "-t", "slow/room"]);
+    // 5.0, reads everything, acknowledges nothing.
+    let mut stalled = TcpStream::connect(mqtt).unwrap();
+    stalled.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stalled.write_all(CONNECT_V5).unwrap();
+    stalled
+        .write_all(b"\x82\x0f\x00\x01\x00\x00\x09slow/room\x01")
+        .unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let _ = stalled.read_to_end(&mut got);
+        got
+    });
+    // The stalled client's subscription is in place once its SUBACK (after the CONNACK) is.
+    let deadline = Instant::now() + TIMEOUT;
+    while support::get_json(server.http(), "/rooms/slow%2Froom/presence").await["members"]
+        .as_array()
+        .map_or(0, Vec::len)
+        < 2
+    {
+        assert!(Instant::now() < deadline, "both subscribers joined");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..300 {
+        publish_to(server.http(), "slow%2Froom", &format!("{i} {}", "p".repeat(100)))
+            .await
+            .unwrap();
+    }
+    // The room went on: the reading subscriber got everything.
+    assert!(fast.wait_exit().success());
+    let got = tokio::task::spawn_blocking(move || reader.join().unwrap())
+        .await
+        .unwrap();
+    let packets = packets(&got);
+    let publishes = packets.iter().filter(|(b, _)| b >> 4 == 3).count();
+    assert!(
+        (64..300).contains(&publishes),
+        "{publishes} publishes before the cut"
+    );
+    let last = packets.last().expect("packets");
+    assert_eq!(
+        (last.0, last.1[0]),
+        (0xe0, 0x97),
+        "quota exceeded: {:?}",
+        &packets[packets.len() - 1]
+    );
+}
