@@ -636,9 +636,13 @@ async fn a_subscriber_that_never_acks_is_cut_with_0x97_and_the_room_goes_on() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for i in 0..300 {
-        publish_to(server.http(), "slow%2Froom", &format!("{i} {}", "p".repeat(100)))
-            .await
-            .unwrap();
+        publish_to(
+            server.http(),
+            "slow%2Froom",
+            &format!("{i} {}", "p".repeat(100)),
+        )
+        .await
+        .unwrap();
     }
     // The room went on: the reading subscriber got everything.
     assert!(fast.wait_exit().success());

@@ -4,7 +4,8 @@
 //! N, or all but its sender on TCP) and `echo` (each client sends and waits for its copy).
 //! Transports: WebSocket (`ws://HOST:PORT/ws?room=…`, `ws://HOST:PORT/echo`), TCP
 //! (`tcp://HOST:PORT[/ROOM]` for the chat, `tcp://HOST:PORT` of `echo-server` for echo) and
-//! SSE (`http://HOST:PORT/events?room=…`, broadcast only). TCP chat does not echo a sender's
+//! SSE (`http://HOST:PORT/events?room=…`, broadcast only) and MQTT 3.1.1
+//! (`mqtt://HOST:PORT/TOPIC`, QoS 0, broadcast: any MQTT broker, Mosquitto included). TCP chat does not echo a sender's
 //! own lines, so in TCP broadcast the first connection that does not publish tells each
 //! publisher when its message went round (its window). SSE is receive-only: the N connections
 //! all listen, and P more publish with `POST /rooms/ROOM/messages` on keep-alive HTTP
@@ -300,6 +301,7 @@ async fn open_all(opts: &Options, wire: Wire, target: SocketAddr) -> Result<Open
             let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
             match http {
                 Some(client) => connect_sse(&client, &url).await,
+                None if url.starts_with("mqtt://") => connect_mqtt(&url, target, i).await,
                 None => connect(&url, target, source).await,
             }
         }));
@@ -366,6 +368,9 @@ fn start_clients(
                 )
             }
             Conn::Sse(events) => (None, Source::Sse(events)),
+            Conn::Mqtt(client, events, topic) => {
+                (Some(Sink::Mqtt(client, topic)), Source::Mqtt(events))
+            }
         };
         let own = match wire {
             Wire::Sse => None,

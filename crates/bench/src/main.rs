@@ -20,9 +20,9 @@ struct Cli {
 /// Options of `bench`.
 #[derive(Debug, Args)]
 struct BenchArgs {
-    /// Target: ws://HOST:PORT/ws?room=bench, tcp://HOST:PORT/bench or
-    /// http://HOST:PORT/events?room=bench (SSE listeners; publishers POST to the room)
-    /// for broadcast; ws://HOST:PORT/echo or the echo-server's tcp://HOST:PORT for echo.
+    /// Target: ws://HOST:PORT/ws?room=bench, tcp://HOST:PORT/bench,
+    /// http://HOST:PORT/events?room=bench (SSE listeners; publishers POST to the room) or
+    /// mqtt://HOST:PORT/bench (any MQTT broker, QoS 0) for broadcast; ws://HOST:PORT/echo or the echo-server's tcp://HOST:PORT for echo.
     url: String,
 
     /// broadcast: publishers' messages reach every connection; echo: each waits for its copy.

@@ -21,6 +21,9 @@ pub(super) enum Conn {
     Ws(Box<Ws>),
     Tcp(TcpStream),
     Sse(SseEvents),
+    /// rumqttc's client: its handle publishes, its event loop (polled by the receiver)
+    /// does the IO.
+    Mqtt(rumqttc::AsyncClient, Box<rumqttc::EventLoop>, String),
 }
 
 /// Which protocol the URL speaks.
@@ -29,6 +32,7 @@ pub(super) enum Wire {
     Ws,
     Tcp,
     Sse,
+    Mqtt,
 }
 
 /// What the URL names.
@@ -42,8 +46,8 @@ pub(super) struct Target {
 pub(super) fn parse_target(url: &str) -> Result<Target, BenchError> {
     let usage = || {
         BenchError::Usage(format!(
-            "{url}: expected ws://HOST:PORT/PATH, tcp://HOST:PORT[/ROOM] or \
-             http://HOST:PORT/events?room=ROOM"
+            "{url}: expected ws://HOST:PORT/PATH, tcp://HOST:PORT[/ROOM], \
+             http://HOST:PORT/events?room=ROOM or mqtt://HOST:PORT/TOPIC"
         ))
     };
     let (wire, rest) = if let Some(rest) = url.strip_prefix("ws://") {
@@ -52,6 +56,8 @@ pub(super) fn parse_target(url: &str) -> Result<Target, BenchError> {
         (Wire::Tcp, rest)
     } else if let Some(rest) = url.strip_prefix("http://") {
         (Wire::Sse, rest)
+    } else if let Some(rest) = url.strip_prefix("mqtt://") {
+        (Wire::Mqtt, rest)
     } else {
         return Err(usage());
     };
@@ -161,4 +167,38 @@ pub(super) async fn connect(
         .await
         .map_err(|e| format!("handshake: {e}"))?;
     Ok(Conn::Ws(Box::new(ws)))
+}
+
+/// Opens one MQTT 3.1.1 connection and subscribes it (QoS 0) to the URL's topic, waiting for
+/// the SUBACK so that it is subscribed before anyone publishes.
+pub(super) async fn connect_mqtt(url: &str, target: SocketAddr, n: usize) -> Result<Conn, String> {
+    use rumqttc::{Event, MqttOptions, Packet, QoS};
+    let topic = url
+        .strip_prefix("mqtt://")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(_, topic)| topic)
+        .filter(|t| !t.is_empty())
+        .unwrap_or("bench")
+        .to_owned();
+    let mut options = MqttOptions::new(
+        format!("bench-{}-{n}", std::process::id()),
+        target.ip().to_string(),
+        target.port(),
+    );
+    options.set_keep_alive(Duration::from_secs(60));
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut events) = rumqttc::AsyncClient::new(options, 1024);
+    client
+        .subscribe(&topic, QoS::AtMostOnce)
+        .await
+        .map_err(|e| format!("subscribe: {e}"))?;
+    loop {
+        match events.poll().await {
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                return Ok(Conn::Mqtt(client, Box::new(events), topic));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("mqtt: {e}")),
+        }
+    }
 }

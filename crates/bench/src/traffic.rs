@@ -16,6 +16,8 @@ pub(super) struct Pace {
 pub(super) enum Sink {
     Ws(futures_util::stream::SplitSink<Ws, Message>),
     Tcp(tokio::net::tcp::OwnedWriteHalf),
+    /// An MQTT client's handle: QoS 0 PUBLISH to the topic.
+    Mqtt(rumqttc::AsyncClient, String),
     /// SSE's publishers: `POST` on a keep-alive connection, one request at a time.
     Http {
         client: reqwest::Client,
@@ -37,6 +39,10 @@ impl Sink {
                     .await
                     .map_err(|e| format!("send: {e}"))
             }
+            Sink::Mqtt(client, topic) => client
+                .publish(topic.as_str(), rumqttc::QoS::AtMostOnce, false, payload)
+                .await
+                .map_err(|e| format!("publish: {e}")),
             Sink::Http { client, url } => {
                 let res = client
                     .post(url.as_str())
@@ -109,6 +115,7 @@ pub(super) enum Source {
     Ws(futures_util::stream::SplitStream<Ws>),
     Tcp(tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>),
     Sse(SseEvents),
+    Mqtt(Box<rumqttc::EventLoop>),
 }
 
 /// A received message's text, without a copy where the client library allows.
@@ -154,6 +161,18 @@ impl Source {
                 Ok(Some(line)) => Some(Ok(Text::Owned(line))),
                 Ok(None) => Some(Err("closed by the server".into())),
                 Err(e) => Some(Err(format!("receive: {e}"))),
+            },
+            Source::Mqtt(events) => loop {
+                return match events.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => Some(Ok(
+                        Text::Owned(String::from_utf8_lossy(&p.payload).into_owned()),
+                    )),
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Disconnect)) => {
+                        Some(Err("disconnected by the server".into()))
+                    }
+                    Ok(_) => continue,
+                    Err(e) => Some(Err(format!("mqtt: {e}"))),
+                };
             },
             Source::Sse(events) => loop {
                 return match events.next().await {

@@ -38,8 +38,10 @@ pub(crate) const RECEIVE_MAXIMUM: u16 = 64;
 const MAX_INFLIGHT: usize = 64;
 /// New rooms a wildcard subscriber may have waiting to be joined.
 const NEW_ROOMS: usize = 1024;
-/// A write buffer grown past this is released once written.
-const KEEP_WRITE_BUFFER: usize = 64 * 1024;
+/// A write buffer past this is released once written, and the read buffer whenever it is
+/// empty, so that a quiet connection holds neither (an allocation costs far less than the
+/// read or write it goes with).
+const KEEP_BUFFER: usize = 1024;
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -372,7 +374,7 @@ impl Conn {
             written = link.write(&self.out) => written,
         };
         self.out.clear();
-        if self.out.capacity() > KEEP_WRITE_BUFFER {
+        if self.out.capacity() > KEEP_BUFFER {
             self.out = BytesMut::new();
         }
         written.map_err(|_| End::Gone)
@@ -384,7 +386,12 @@ impl Conn {
             let packet =
                 match codec::decode(Some(self.version), buf, self.ctx.config.mqtt_max_packet) {
                     Ok(Some(packet)) => packet,
-                    Ok(None) => return Ok(()),
+                    Ok(None) => {
+                        if buf.is_empty() {
+                            *buf = BytesMut::new();
+                        }
+                        return Ok(());
+                    }
                     Err(error) => {
                         tracing::debug!(client_id = self.client_id, %error, "mqtt packet refused");
                         return Err(End::Violation(match error {

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::limits::Permit;
@@ -35,13 +35,20 @@ pub(crate) trait Link: Send {
     fn write(&mut self, bytes: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
 }
 
-/// Any async byte stream (TCP, TLS).
-struct Stream<S>(S);
+/// A TCP socket. A read waits for the socket to be readable before it takes a buffer, so a
+/// quiet connection holds none (the connection drops its buffer whenever it is empty).
+struct Tcp(TcpStream);
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Link for Stream<S> {
+impl Link for Tcp {
     async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        buf.reserve(4096);
-        self.0.read_buf(buf).await
+        loop {
+            self.0.readable().await?;
+            buf.reserve(4096);
+            match self.0.try_read_buf(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                read => return read,
+            }
+        }
     }
 
     async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -57,7 +64,7 @@ pub(crate) async fn handle(
     ctx: Arc<Context>,
 ) {
     let _ = stream.set_nodelay(true);
-    conn::serve(Stream(stream), addr, ctx).await;
+    conn::serve(Tcp(stream), addr, ctx).await;
 }
 
 /// MQTT over WebSocket: binary frames carry the byte stream, split anywhere.
