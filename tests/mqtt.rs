@@ -663,3 +663,72 @@ async fn a_subscriber_that_never_acks_is_cut_with_0x97_and_the_room_goes_on() {
         &packets[packets.len() - 1]
     );
 }
+
+/// A raw 3.1.1 connection with a client id and clean session off.
+fn persistent_raw(addr: SocketAddr, id: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut connect = b"\x00\x04MQTT\x04\x00\x00\x3c".to_vec();
+    connect.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    connect.extend_from_slice(id.as_bytes());
+    let mut packet = vec![0x10, connect.len() as u8];
+    packet.extend_from_slice(&connect);
+    stream.write_all(&packet).unwrap();
+    stream
+}
+
+/// Reads packets until `n` PUBLISHes have come; their bodies' payload texts and packet ids.
+fn read_publishes(stream: &mut TcpStream, n: usize) -> Vec<(String, u16, bool)> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let publishes: Vec<(String, u16, bool)> = packets(&got)
+            .into_iter()
+            .filter(|(b, _)| b >> 4 == 3)
+            .map(|(b, body)| {
+                let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+                let at = 2 + topic_len;
+                let pkid = u16::from_be_bytes([body[at], body[at + 1]]);
+                (
+                    String::from_utf8_lossy(&body[at + 2..]).into_owned(),
+                    pkid,
+                    b & 0x08 != 0,
+                )
+            })
+            .collect();
+        if publishes.len() >= n {
+            return publishes;
+        }
+        let read = stream.read(&mut buf).expect("publishes within the timeout");
+        assert!(read > 0, "closed after {publishes:?}");
+        got.extend_from_slice(&buf[..read]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unacknowledged_qos_1_messages_come_again_on_reconnect() {
+    let server = start_with(test_config()).await;
+    let mut first = persistent_raw(server.mqtt(), "meter-9");
+    // SUBSCRIBE pkid 1, "m/1" at QoS 1.
+    first.write_all(b"\x82\x08\x00\x01\x00\x03m/1\x01").unwrap();
+    publish_to(server.http(), "m%2F1", "one").await.unwrap();
+    publish_to(server.http(), "m%2F1", "two").await.unwrap();
+    let got = read_publishes(&mut first, 2);
+    let texts: Vec<&str> = got.iter().map(|(t, _, _)| t.as_str()).collect();
+    assert_eq!(texts, ["one", "two"]);
+    // Only "one" is acknowledged before the connection drops.
+    first
+        .write_all(&[0x40, 0x02, (got[0].1 >> 8) as u8, got[0].1 as u8])
+        .unwrap();
+    // A PINGRESP means the PUBACK before it was taken: packets are handled in order.
+    first.write_all(b"\xc0\x00").unwrap();
+    let mut pong = [0u8; 2];
+    first.read_exact(&mut pong).unwrap();
+    assert_eq!(pong, *b"\xd0\x00");
+    drop(first);
+    publish_to(server.http(), "m%2F1", "three").await.unwrap();
+    let mut again = persistent_raw(server.mqtt(), "meter-9");
+    let got = read_publishes(&mut again, 2);
+    let texts: Vec<&str> = got.iter().map(|(t, _, _)| t.as_str()).collect();
+    assert_eq!(texts, ["two", "three"]);
+}

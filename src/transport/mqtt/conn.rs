@@ -36,6 +36,8 @@ use crate::wire::Wire;
 pub(crate) const RECEIVE_MAXIMUM: u16 = 64;
 /// The most QoS 1 and 2 messages in flight to one client, whatever it allows.
 const MAX_INFLIGHT: usize = 64;
+/// Subscriptions one connection may hold; past it SUBACK says quota exceeded.
+const MAX_FILTERS: usize = 256;
 /// New rooms a wildcard subscriber may have waiting to be joined.
 const NEW_ROOMS: usize = 1024;
 /// A write buffer past this is released once written, and the read buffer whenever it is
@@ -636,7 +638,12 @@ impl Conn {
         let mut accepted = Vec::new();
         for (filter, qos, no_local) in filters {
             let qos = qos.min(2);
-            let reason = self.subscribe(&filter, qos, no_local, None);
+            let reason = if self.filters.len() >= MAX_FILTERS && !self.filters.contains_key(&filter)
+            {
+                Reason::QuotaExceeded
+            } else {
+                self.subscribe(&filter, qos, no_local, None)
+            };
             if reason == granted(qos) {
                 accepted.push((filter, qos));
             }
