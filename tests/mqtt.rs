@@ -732,3 +732,133 @@ async fn unacknowledged_qos_1_messages_come_again_on_reconnect() {
     let texts: Vec<&str> = got.iter().map(|(t, _, _)| t.as_str()).collect();
     assert_eq!(texts, ["two", "three"]);
 }
+
+/// Splits a shell command line on spaces, honouring single quotes (all the docs use).
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '\'' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_protocol_docs_mqtt_example_runs_as_written() {
+    let server = start_with(test_config()).await;
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
+    let start = docs
+        .find("<!-- mqtt-example")
+        .expect("the example's start marker");
+    let end = docs
+        .find("<!-- /mqtt-example -->")
+        .expect("the example's end marker");
+    let block: Vec<&str> = docs[start..end]
+        .lines()
+        .filter(|l| !l.starts_with("<!--") && !l.starts_with("```"))
+        .collect();
+    let commands: Vec<&str> = block.iter().filter_map(|l| l.strip_prefix("$ ")).collect();
+    let expected: Vec<&str> = block
+        .iter()
+        .copied()
+        .filter(|l| !l.starts_with("$ "))
+        .collect();
+    assert!(
+        commands[0].starts_with("mosquitto_sub") && expected.len() == 3,
+        "{block:?}"
+    );
+    // The subscriber, with the server's own port in place of -h/-p.
+    let mut args = shell_words(commands[0]);
+    args.remove(0);
+    while let Some(at) = args.iter().position(|a| a == "-h" || a == "-p") {
+        args.drain(at..at + 2);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let sub = Sub::start(server.mqtt(), &args);
+    for command in &commands[1..] {
+        let command = command
+            .replace("-p 1883", &format!("-p {}", server.mqtt().port()))
+            .replace("127.0.0.1:8000", &server.http().to_string())
+            .replace("127.0.0.1:12345", &server.tcp().to_string())
+            .replace(
+                "| switchboard ",
+                &format!("| {} ", env!("CARGO_BIN_EXE_switchboard")),
+            );
+        let out = Command::new("timeout")
+            .args(["10", "bash", "-c", &command])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(out.success(), "{command}");
+    }
+    for want in expected {
+        assert_eq!(sub.next(), want);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_readme_sensor_to_dashboard_example_runs_as_written() {
+    let server = start_with(test_config()).await;
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("<!-- sensor-example").expect("start marker");
+    let end = readme.find("<!-- /sensor-example -->").expect("end marker");
+    let commands: Vec<String> = readme[start..end]
+        .lines()
+        .filter(|l| l.starts_with("curl") || l.starts_with("mosquitto_pub"))
+        .map(|l| {
+            l.split("  #")
+                .next()
+                .unwrap()
+                .trim()
+                .replace("127.0.0.1:8000", &server.http().to_string())
+                .replace(
+                    "-h 127.0.0.1",
+                    &format!("-h 127.0.0.1 -p {}", server.mqtt().port()),
+                )
+        })
+        .collect();
+    assert_eq!(commands.len(), 2, "{commands:?}");
+    let mut dashboard = Command::new("timeout")
+        .args(["20", "bash", "-c", &commands[0]])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    let out = dashboard.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = || lines.recv_timeout(TIMEOUT).expect("the feed goes on");
+    while next() != "event: joined" {}
+    let status = Command::new("bash")
+        .args(["-c", &commands[1]])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    loop {
+        let line = next();
+        if line.starts_with("data:") && line.contains("\"type\":\"message\"") {
+            assert!(line.contains("\"text\":\"21.5\""), "{line}");
+            break;
+        }
+    }
+    let _ = dashboard.kill();
+    let _ = dashboard.wait();
+}
