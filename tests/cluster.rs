@@ -209,6 +209,21 @@ async fn presence_spans_nodes_and_keys_are_shared() {
     let (mut alice, _) = Line::connect(a.tcp()).await;
     alice.say("/nick alice").await;
     alice.line_where(|l| l.contains("alice")).await;
+    // A hears lobby's bus once its subscription, made when Alice's join created the room
+    // there, is live; a presence change told before that is not replayed (messages are, from
+    // the stream), so probe from B until Alice hears one.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        post(b.http(), "lobby", "probe", None).await;
+        if alice
+            .try_line(Duration::from_millis(100))
+            .await
+            .is_some_and(|l| l.contains("probe"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node A never heard lobby's bus");
+    }
     let (mut bob, _) = Line::connect(b.tcp()).await;
     // Alice, on A, hears Bob join on B.
     alice
