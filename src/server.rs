@@ -265,13 +265,26 @@ impl Server {
         }
         if let Some(listener) = self.mqtt.take() {
             if let Some(addr) = addrs.mqtt {
-                tracing::info!(%addr, "mqtt listening");
+                let what = if self.tls.is_some() { "mqtts" } else { "mqtt" };
+                tracing::info!(%addr, "{what} listening");
             }
-            shared.tasks.spawn(transport::accept_loop(
-                listener,
-                Arc::clone(&shared),
-                transport::mqtt::handle,
-            ));
+            match self.tls.clone() {
+                Some(tls) => {
+                    let acceptor = tls.chat().clone();
+                    shared.tasks.spawn(transport::accept_loop(
+                        listener,
+                        Arc::clone(&shared),
+                        move |stream, addr, permit, ctx| {
+                            transport::mqtt::handle_tls(stream, addr, permit, ctx, acceptor.clone())
+                        },
+                    ))
+                }
+                None => shared.tasks.spawn(transport::accept_loop(
+                    listener,
+                    Arc::clone(&shared),
+                    transport::mqtt::handle,
+                )),
+            };
         }
     }
 }

@@ -355,3 +355,77 @@ async fn connect_wss_chats_over_tls() {
     let _ = tokio::task::spawn_blocking(move || client.wait()).await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mqtt_speaks_tls_when_the_server_has_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(dir.path(), "mqtt");
+    let server = start_with(tls_config(cert.clone(), key)).await;
+    let port = server.mqtt().port().to_string();
+    let sub = std::process::Command::new("timeout")
+        .args([
+            "10",
+            "mosquitto_sub",
+            "-h",
+            "localhost",
+            "-p",
+            &port,
+            "--cafile",
+        ])
+        .arg(&cert)
+        .args(["-t", "secure/room", "-C", "1", "-v"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Publish until the subscriber (which connects on its own time) has one.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut sub = sub;
+    loop {
+        let out = Command::new("timeout")
+            .args([
+                "10",
+                "mosquitto_pub",
+                "-h",
+                "localhost",
+                "-p",
+                &port,
+                "--cafile",
+            ])
+            .arg(&cert)
+            .args(["-t", "secure/room", "-m", "sealed"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if sub.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscriber got nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = sub.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "secure/room sealed\n");
+    // Plain MQTT on the TLS listener gets nowhere.
+    let plain = Command::new("timeout")
+        .args([
+            "5",
+            "mosquitto_pub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "x",
+            "-m",
+            "y",
+        ])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+}

@@ -121,9 +121,7 @@ impl Hub {
         let Ok(levels) = topic::parse(filter) else {
             return Vec::new();
         };
-        let prefix = topic::prefix(filter);
-        // `sensors/#` matches `sensors` itself, which sorts before the prefix `sensors/`.
-        let start = prefix.strip_suffix('/').unwrap_or(prefix);
+        let start = topic::prefix(filter);
         self.names()
             .range::<str, _>((Bound::Included(start), Bound::Unbounded))
             .take_while(|name| name.starts_with(start))

@@ -96,13 +96,15 @@ pub fn matches(filter: &[Level<'_>], name: &str) -> bool {
     names.next().is_none()
 }
 
-/// The literal levels before a filter's first wildcard, joined: every room it matches starts
-/// with this (a range of the ordered room names to walk instead of all of them).
+/// The literal levels before a filter's first wildcard, without their last `/`: every name
+/// the filter matches starts with this (`sensors/#` matches `sensors` itself), so it bounds
+/// the range of ordered names to walk instead of all of them.
 pub fn prefix(filter: &str) -> &str {
-    match filter.find(['+', '#']) {
+    let literal = match filter.find(['+', '#']) {
         Some(at) => &filter[..at],
         None => filter,
-    }
+    };
+    literal.strip_suffix('/').unwrap_or(literal)
 }
 
 #[cfg(test)]
@@ -148,7 +150,7 @@ mod tests {
 
     #[test]
     fn prefixes_stop_at_the_first_wildcard() {
-        assert_eq!(prefix("sensors/+/temp"), "sensors/");
+        assert_eq!(prefix("sensors/+/temp"), "sensors");
         assert_eq!(prefix("#"), "");
         assert_eq!(prefix("a/b"), "a/b");
         assert!(is_wildcard("a/+"));

@@ -45,6 +45,8 @@ type Change = (Table, String, Option<String>);
 #[derive(Debug, Default)]
 pub struct Keep {
     rows: Mutex<BTreeMap<(Table, String), String>>,
+    /// Rows per table, so that counting is not a walk.
+    counts: Mutex<[usize; 2]>,
     writer: Option<SyncSender<Change>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -114,7 +116,12 @@ impl Keep {
                 }
             })
             .map_err(|e| StoreError::Failed(e.to_string()))?;
+        let mut counts = [0; 2];
+        for (table, _) in rows.keys() {
+            counts[*table as usize] += 1;
+        }
         Ok(Self {
+            counts: Mutex::new(counts),
             rows: Mutex::new(rows),
             writer: Some(tx),
             thread: Some(thread),
@@ -133,10 +140,17 @@ impl Keep {
                 })?;
         }
         let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
-        match value {
-            Some(value) => rows.insert((table, key.to_owned()), value),
-            None => rows.remove(&(table, key.to_owned())),
+        let had = match value {
+            Some(value) => rows.insert((table, key.to_owned()), value).is_some(),
+            None => rows.remove(&(table, key.to_owned())).is_some(),
         };
+        let has = rows.contains_key(&(table, key.to_owned()));
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        match (had, has) {
+            (false, true) => counts[table as usize] += 1,
+            (true, false) => counts[table as usize] -= 1,
+            _ => {}
+        }
         Ok(())
     }
 
@@ -146,11 +160,17 @@ impl Keep {
         rows.get(&(table, key.to_owned())).cloned()
     }
 
-    /// Every row of `table` whose key `keep` accepts, in key order.
-    pub fn rows(&self, table: Table, keep: impl Fn(&str) -> bool) -> Vec<(String, String)> {
+    /// Every row of `table` whose key starts with `prefix` and that `keep` accepts, in key
+    /// order: a walk of that range only.
+    pub fn rows(
+        &self,
+        table: Table,
+        prefix: &str,
+        keep: impl Fn(&str) -> bool,
+    ) -> Vec<(String, String)> {
         let rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
-        rows.range((table, String::new())..)
-            .take_while(|((t, _), _)| *t == table)
+        rows.range((table, prefix.to_owned())..)
+            .take_while(|((t, key), _)| *t == table && key.starts_with(prefix))
             .filter(|((_, key), _)| keep(key))
             .map(|((_, key), value)| (key.clone(), value.clone()))
             .collect()
@@ -158,10 +178,7 @@ impl Keep {
 
     /// How many rows `table` holds.
     pub fn count(&self, table: Table) -> usize {
-        let rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
-        rows.range((table, String::new())..)
-            .take_while(|((t, _), _)| *t == table)
-            .count()
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())[table as usize]
     }
 }
 
@@ -183,9 +200,12 @@ mod tests {
         }
         let keep = Keep::open(dir.path()).unwrap();
         assert_eq!(
-            keep.rows(Table::Retained, |_| true),
+            keep.rows(Table::Retained, "", |_| true),
             [("a/b".to_owned(), "1".to_owned())]
         );
         assert_eq!(keep.count(Table::Sessions), 1);
+        assert_eq!(keep.count(Table::Retained), 1);
+        keep.put(Table::Retained, "a/b", None).unwrap();
+        assert_eq!(keep.count(Table::Retained), 0);
     }
 }

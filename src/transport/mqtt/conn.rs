@@ -515,7 +515,18 @@ impl Conn {
         Err(End::Cut(Disconnect::Flooding))
     }
 
+    /// Keeps a retained message, within `max_rooms` topics in all (a topic outlives its
+    /// room, so the room cap alone would not bound them).
     fn keep_retained(&self, p: &Publish, text: &str, published: &Published) {
+        let mqtt = &self.ctx.mqtt;
+        if mqtt.retained_count() >= self.ctx.config.limits.max_rooms && !mqtt.is_retained(&p.topic)
+        {
+            tracing::warn!(
+                topic = p.topic,
+                "retained message not kept: too many retained topics"
+            );
+            return;
+        }
         let id = match published {
             Published::New(event, _) => event.id.map(|id| id.to_string()),
             _ => None,
@@ -785,7 +796,10 @@ impl Conn {
         let Ok(levels) = topic::parse(filter) else {
             return;
         };
-        let retained = self.ctx.mqtt.retained(|t| topic::matches(&levels, t));
+        let retained = self
+            .ctx
+            .mqtt
+            .retained(topic::prefix(filter), |t| topic::matches(&levels, t));
         for (topic, message) in retained {
             let mut qos = message.qos.min(qos);
             let pkid = if qos > 0 && self.inflight.len() < self.window {
@@ -1064,7 +1078,19 @@ impl Conn {
         for filter in self.filters.keys().filter(|f| topic::is_wildcard(f)) {
             self.ctx.hub.unwatch_topics(filter, self.sub.id);
         }
-        let parked = self.persistent.map(|expires| self.parked(expires));
+        // Within `max_rooms` parked sessions in all: each client id may park one.
+        let room_for_one = self.ctx.mqtt.is_parked(&self.client_id)
+            || self.ctx.mqtt.parked() < self.ctx.config.limits.max_rooms;
+        if self.persistent.is_some() && !room_for_one {
+            tracing::warn!(
+                client_id = self.client_id,
+                "mqtt session not parked: too many parked"
+            );
+        }
+        let parked = self
+            .persistent
+            .filter(|_| room_for_one)
+            .map(|expires| self.parked(expires));
         if let Err(error) = self.ctx.mqtt.park(&self.client_id, parked.as_ref()) {
             tracing::warn!(%error, client_id = self.client_id, "mqtt session not parked");
         }

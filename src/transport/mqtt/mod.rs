@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::limits::Permit;
@@ -53,6 +53,37 @@ impl Link for Tcp {
 
     async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.0.write_all(bytes).await
+    }
+}
+
+/// Any other byte stream (TLS).
+struct Stream<S>(S);
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Link for Stream<S> {
+    async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        buf.reserve(4096);
+        self.0.read_buf(buf).await
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.0.write_all(bytes).await
+    }
+}
+
+/// Serves one MQTT connection over TLS (MQTT's listener speaks TLS whenever the server has
+/// a certificate): the handshake, bounded in time, then MQTT.
+pub(crate) async fn handle_tls(
+    stream: TcpStream,
+    addr: SocketAddr,
+    _permit: Permit,
+    ctx: Arc<Context>,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    let _ = stream.set_nodelay(true);
+    match tokio::time::timeout(super::tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => conn::serve(Stream(tls), addr, ctx).await,
+        Ok(Err(error)) => tracing::debug!(%addr, %error, "mqtt TLS handshake failed"),
+        Err(_) => tracing::debug!(%addr, "mqtt TLS handshake timed out"),
     }
 }
 

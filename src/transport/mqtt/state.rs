@@ -122,6 +122,16 @@ impl Mqtt {
         Some(parked)
     }
 
+    /// True if `client_id` has a parked session (expired or not).
+    pub(crate) fn is_parked(&self, client_id: &str) -> bool {
+        self.keep.get(Table::Sessions, client_id).is_some()
+    }
+
+    /// True if `topic` holds a retained message.
+    pub(crate) fn is_retained(&self, topic: &str) -> bool {
+        self.keep.get(Table::Retained, topic).is_some()
+    }
+
     /// Parks (or, with `None`, forgets) the session of `client_id`.
     pub(crate) fn park(&self, client_id: &str, parked: Option<&Parked>) -> Result<(), StoreError> {
         let text = parked.map(|p| serde_json::to_string(p).unwrap_or_default());
@@ -138,7 +148,7 @@ impl Mqtt {
         let now = now_ms();
         let expired: Vec<String> = self
             .keep
-            .rows(Table::Sessions, |_| true)
+            .rows(Table::Sessions, "", |_| true)
             .into_iter()
             .filter(|(_, text)| {
                 serde_json::from_str::<Parked>(text)
@@ -162,10 +172,14 @@ impl Mqtt {
         self.keep.put(Table::Retained, topic, text)
     }
 
-    /// Retained messages whose topic `matches` accepts, by topic.
-    pub(crate) fn retained(&self, matches: impl Fn(&str) -> bool) -> Vec<(String, Retained)> {
+    /// Retained messages under `prefix` whose topic `matches` accepts, by topic.
+    pub(crate) fn retained(
+        &self,
+        prefix: &str,
+        matches: impl Fn(&str) -> bool,
+    ) -> Vec<(String, Retained)> {
         self.keep
-            .rows(Table::Retained, matches)
+            .rows(Table::Retained, prefix, matches)
             .into_iter()
             .filter_map(|(topic, text)| Some((topic, serde_json::from_str(&text).ok()?)))
             .collect()
