@@ -87,9 +87,10 @@ export function startServer(extraArgs = []) {
       if (addr && /listening$/.test(message || "")) {
         addrs[message.split(" ")[0]] = addr;
         const http = addrs.http || addrs.https;
-        if (addrs.tcp && http && (addrs.mqtt || mqtt.length === 0)) {
+        const mqttAddr = addrs.mqtt || addrs.mqtts;
+        if (addrs.tcp && http && (mqttAddr || mqtt.length === 0)) {
           clearTimeout(timer);
-          resolve({ child, tcp: addrs.tcp, http, mqtt: addrs.mqtt, stop: () => stop(child) });
+          resolve({ child, tcp: addrs.tcp, http, mqtt: mqttAddr, stop: () => stop(child) });
         }
       }
     });
