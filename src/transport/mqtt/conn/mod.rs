@@ -1,0 +1,468 @@
+//! One MQTT connection, over TCP or WebSocket, in one task: it reads packets, drains the
+//! subscriber's queue into PUBLISH packets within the client's window, and writes.
+//!
+//! Topics are rooms. A subscription joins every room its filter matches (wildcards through
+//! the hub's topic index, which also tells it of rooms made later), so it gets each room's
+//! messages from the room's own fan-out, in the room's order. A publish goes through
+//! `Session::publish_to`, paced like every transport's; its PUBACK or PUBREC waits until the
+//! message is durable, in a task of its own that answers in order through the queue.
+//!
+//! Here: the CONNECT, admission and the read/deliver/write loop. `publish` (publishes, acks,
+//! retained messages, the will), `subscribe` (subscriptions as joins, `$SYS`, resuming a
+//! parked session), `deliver` (batches into PUBLISH packets within the window), `end` (the
+//! reason said, the session parked).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+mod deliver;
+mod end;
+mod publish;
+mod subscribe;
+
+use super::codec::{self, Connect, Inbound, Outbound, Publish, Reason, Version};
+use super::state::{Parked, Retained};
+use super::{Link, sys};
+use crate::auth::{Action, Principal};
+use crate::context::Context;
+use crate::event::{Disconnect, Event, EventKind, Form, MessageId, now_ms};
+use crate::hub::pace::Verdict;
+use crate::hub::topics::Watcher;
+use crate::hub::{Delivery, Published, Subscriber, Transport};
+use crate::protocol::envelope::ErrorCode;
+use crate::protocol::topic;
+use crate::session::{Refusal, Session};
+use crate::transport::writer::{Outbox, Wake};
+use crate::wire::Wire;
+
+/// QoS 1 and 2 publishes a client may have unacknowledged (our Receive Maximum).
+pub(crate) const RECEIVE_MAXIMUM: u16 = 64;
+/// The most QoS 1 and 2 messages in flight to one client, whatever it allows.
+const MAX_INFLIGHT: usize = 64;
+/// Subscriptions one connection may hold; past it SUBACK says quota exceeded.
+const MAX_FILTERS: usize = 256;
+/// New rooms a wildcard subscriber may have waiting to be joined.
+const NEW_ROOMS: usize = 1024;
+/// A write buffer past this is released once written, and the read buffer whenever it is
+/// empty, so that a quiet connection holds neither (an allocation costs far less than the
+/// read or write it goes with).
+const KEEP_BUFFER: usize = 1024;
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// DISCONNECT; `true` when the will is to be published anyway.
+    Disconnected(bool),
+    /// The peer closed or the socket failed.
+    Gone,
+    /// Cut by the hub or the server, for this reason.
+    Cut(Disconnect),
+    /// A protocol violation or refusal, answered with this reason (5.0) before closing.
+    Violation(Reason),
+}
+
+/// An answer for the ack task, which keeps answers in the order publishes arrived.
+enum Ack {
+    /// Encoded already (a refusal, a PUBREC repeated, a PUBCOMP).
+    Now(Bytes),
+    /// PUBACK (QoS 1) or PUBREC (QoS 2) once the message is durable.
+    Durable(Published, u16, u8),
+}
+
+/// A room this connection is in, and how its messages are delivered.
+#[derive(Debug, Clone, Copy)]
+struct Joined {
+    qos: u8,
+    /// 5.0 no-local: the client's own messages are not sent back.
+    no_local: bool,
+    /// The last message given to the client: where a parked session resumes.
+    last: Option<MessageId>,
+}
+
+/// One connection's MQTT state.
+pub(crate) struct Conn {
+    ctx: Arc<Context>,
+    version: Version,
+    client_id: String,
+    session: Session,
+    sub: Arc<Subscriber>,
+    outbox: Outbox,
+    out: BytesMut,
+    filters: BTreeMap<String, (u8, bool)>,
+    rooms: HashMap<Arc<str>, Joined>,
+    pending: VecDeque<Arc<Event>>,
+    inflight: HashMap<u16, Arc<Event>>,
+    released: HashSet<u16>,
+    received: HashSet<u16>,
+    next_pkid: u16,
+    window: usize,
+    client_max_packet: usize,
+    acks: mpsc::Sender<Ack>,
+    new_rooms: mpsc::Receiver<Arc<str>>,
+    watcher: Watcher,
+    keep_alive: Option<Duration>,
+    last_read: Instant,
+    persistent: Option<Option<u64>>,
+    will: Option<codec::Will>,
+    stop: CancellationToken,
+    /// Cancelled when this connection lets go of its client id (`Mqtt::release`).
+    gone: CancellationToken,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves one MQTT connection from its CONNECT to its end.
+pub(crate) async fn serve<L: Link>(mut link: L, addr: SocketAddr, ctx: Arc<Context>) {
+    let mut buf = BytesMut::with_capacity(512);
+    let Some(connect) = read_connect(&mut link, &mut buf, &ctx, addr).await else {
+        return;
+    };
+    let Some(mut conn) = admit(&mut link, *connect, addr, &ctx).await else {
+        return;
+    };
+    let end = conn.run(&mut link, &mut buf).await;
+    tracing::debug!(client_id = conn.client_id, %addr, ?end, "mqtt connection closed");
+    conn.finish(&mut link, end).await;
+}
+
+/// Reads the CONNECT, within the header timeout; anything else first ends the connection.
+async fn read_connect<L: Link>(
+    link: &mut L,
+    buf: &mut BytesMut,
+    ctx: &Context,
+    addr: SocketAddr,
+) -> Option<Box<Connect>> {
+    let deadline = Instant::now() + ctx.config.limits.http_header_timeout;
+    let max = ctx.config.mqtt_max_packet;
+    loop {
+        match codec::decode(None, buf, max) {
+            Ok(Some(Inbound::Connect(connect))) => return Some(connect),
+            Ok(Some(_)) => return None,
+            Ok(None) => {}
+            Err(codec::DecodeError::Version(level)) => {
+                tracing::debug!(%addr, level, "mqtt protocol level refused");
+                let mut out = BytesMut::new();
+                codec::encode(
+                    Version::V4,
+                    &connack(false, Reason::UnsupportedVersion),
+                    &mut out,
+                );
+                let _ = tokio::time::timeout(Duration::from_secs(1), link.write(&out)).await;
+                return None;
+            }
+            Err(error) => {
+                tracing::debug!(%addr, %error, "mqtt connect refused");
+                return None;
+            }
+        }
+        match tokio::time::timeout_at(deadline, link.read(buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return None,
+            Err(_) => {
+                tracing::debug!(%addr, "mqtt connect timed out");
+                return None;
+            }
+        }
+    }
+}
+
+fn connack(session_present: bool, reason: Reason) -> Outbound<'static> {
+    Outbound::ConnAck {
+        session_present,
+        reason,
+        receive_maximum: RECEIVE_MAXIMUM,
+        max_packet: 0,
+        assigned_id: None,
+    }
+}
+
+/// Who the client is: `key` as the user name makes the password an API key; otherwise the
+/// password is a token; no password is anonymous.
+fn principal(ctx: &Context, connect: &Connect) -> Result<Principal, Reason> {
+    let password = connect.password.as_deref();
+    let (token, key) = match connect.username.as_deref() {
+        Some("key") => (None, password),
+        _ => (password, None),
+    };
+    ctx.hub
+        .auth()
+        .principal(token, key)
+        .map_err(|_| Reason::BadCredentials)
+}
+
+/// Checks credentials and the client id, takes the id over, resumes or clears its session,
+/// and answers CONNACK. `None` when refused (the CONNACK said why).
+async fn admit<L: Link>(
+    link: &mut L,
+    connect: Connect,
+    addr: SocketAddr,
+    ctx: &Arc<Context>,
+) -> Option<Conn> {
+    let version = connect.version;
+    let refuse = |reason: Reason| {
+        let mut out = BytesMut::new();
+        codec::encode(version, &connack(false, reason), &mut out);
+        out
+    };
+    let principal = match principal(ctx, &connect) {
+        Ok(p) => p,
+        Err(reason) => {
+            tracing::debug!(%addr, "mqtt credentials refused");
+            let _ = link.write(&refuse(reason)).await;
+            return None;
+        }
+    };
+    if connect.client_id.len() > 128 || (connect.client_id.is_empty() && !connect.clean) {
+        let _ = link.write(&refuse(Reason::ClientIdInvalid)).await;
+        return None;
+    }
+    let (sub, rx) = ctx.hub.subscribe(Transport::Mqtt, true, Some(addr));
+    let assigned = connect
+        .client_id
+        .is_empty()
+        .then(|| format!("auto-{}", sub.id));
+    let client_id = assigned.clone().unwrap_or(connect.client_id.clone());
+    let gone = ctx.mqtt.claim(&client_id, &sub).await;
+    let nick = crate::protocol::names::check_nick(&client_id)
+        .is_ok()
+        .then_some(&*client_id);
+    let session = Session::open(
+        Arc::clone(&ctx.hub),
+        Arc::clone(&sub),
+        Wire::Mqtt,
+        nick,
+        principal,
+        ctx.tasks.clone(),
+    );
+    let parked = if connect.clean {
+        let _ = ctx.mqtt.park(&client_id, None);
+        None
+    } else {
+        ctx.mqtt.unpark(&client_id)
+    };
+    let mut conn = Conn::new(ctx, &connect, client_id, session, sub, rx, gone);
+    let mut out = BytesMut::new();
+    codec::encode(
+        version,
+        &Outbound::ConnAck {
+            session_present: parked.is_some(),
+            reason: Reason::Success,
+            receive_maximum: RECEIVE_MAXIMUM,
+            max_packet: ctx.config.mqtt_max_packet as u32,
+            assigned_id: assigned.as_deref(),
+        },
+        &mut out,
+    );
+    conn.out = out;
+    if let Some(parked) = parked {
+        conn.resume(parked);
+    }
+    Some(conn)
+}
+
+impl Conn {
+    fn new(
+        ctx: &Arc<Context>,
+        connect: &Connect,
+        client_id: String,
+        session: Session,
+        sub: Arc<Subscriber>,
+        rx: mpsc::Receiver<Delivery>,
+        gone: CancellationToken,
+    ) -> Self {
+        let stop = crate::transport::stop_signal(ctx);
+        let (acks, acks_rx) = mpsc::channel(usize::from(RECEIVE_MAXIMUM));
+        ctx.tasks.spawn(publish::answer_acks(
+            acks_rx,
+            Arc::clone(&sub),
+            connect.version,
+        ));
+        let (rooms_tx, new_rooms) = mpsc::channel(NEW_ROOMS);
+        let persistent = match (connect.version, connect.session_expiry) {
+            (Version::V4, _) => (!connect.clean).then_some(None),
+            (Version::V5, None | Some(0)) => None,
+            (Version::V5, Some(u32::MAX)) => Some(None),
+            (Version::V5, Some(secs)) => Some(Some(u64::from(secs) * 1000)),
+        };
+        let keep_alive = (connect.keep_alive > 0)
+            .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+        Conn {
+            ctx: Arc::clone(ctx),
+            version: connect.version,
+            client_id,
+            session,
+            outbox: Outbox::new(rx, Arc::clone(&sub), stop.clone(), Wire::Mqtt),
+            watcher: Watcher {
+                sub: Arc::downgrade(&sub),
+                rooms: rooms_tx,
+            },
+            sub,
+            out: BytesMut::new(),
+            filters: BTreeMap::new(),
+            rooms: HashMap::new(),
+            pending: VecDeque::new(),
+            inflight: HashMap::new(),
+            released: HashSet::new(),
+            received: HashSet::new(),
+            next_pkid: 0,
+            window: usize::from(connect.receive_maximum.unwrap_or(u16::MAX)).min(MAX_INFLIGHT),
+            client_max_packet: connect.max_packet.map_or(usize::MAX, |m| m as usize),
+            acks,
+            new_rooms,
+            keep_alive,
+            last_read: Instant::now(),
+            persistent,
+            will: connect.will.clone(),
+            stop,
+            gone,
+        }
+    }
+}
+
+impl Conn {
+    /// Reads, delivers and writes until the connection ends.
+    async fn run<L: Link>(&mut self, link: &mut L, buf: &mut BytesMut) -> End {
+        let mut sys_tick = tokio::time::interval(sys::EVERY);
+        sys_tick.reset();
+        // Packets that came in the CONNECT's read.
+        if let Err(end) = self.on_bytes(buf).await {
+            return end;
+        }
+        loop {
+            self.pump();
+            if !self.out.is_empty()
+                && let Err(end) = self.flush(link).await
+            {
+                return end;
+            }
+            let idle_at = self.keep_alive.map(|k| self.last_read + k);
+            let drained = self.pending.is_empty();
+            let sys = self.has_sys();
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return End::Cut(Disconnect::Shutdown),
+                _ = self.sub.kicked() => {
+                    return End::Cut(self.sub.kick_reason().unwrap_or(Disconnect::SlowConsumer));
+                }
+                _ = crate::transport::sleep_until(idle_at) => return End::Cut(Disconnect::TimedOut),
+                read = link.read(buf) => {
+                    if !matches!(read, Ok(n) if n > 0) {
+                        return End::Gone;
+                    }
+                    self.last_read = Instant::now();
+                    if let Err(end) = self.on_bytes(buf).await {
+                        return end;
+                    }
+                }
+                wake = self.outbox.wait(), if drained => match wake {
+                    Wake::Batch => self.take(),
+                    Wake::Closed => return End::Gone,
+                    Wake::End(reason) => return End::Cut(reason),
+                },
+                Some(room) = self.new_rooms.recv() => self.join_new(room),
+                _ = sys_tick.tick(), if sys => self.send_sys(None),
+            }
+        }
+    }
+
+    /// Writes what is buffered, giving up if the client is cut or the server stops.
+    async fn flush<L: Link>(&mut self, link: &mut L) -> Result<(), End> {
+        let written = tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => return Err(End::Cut(Disconnect::Shutdown)),
+            _ = self.sub.kicked() => {
+                return Err(End::Cut(self.sub.kick_reason().unwrap_or(Disconnect::SlowConsumer)));
+            }
+            written = link.write(&self.out) => written,
+        };
+        self.out.clear();
+        if self.out.capacity() > KEEP_BUFFER {
+            self.out = BytesMut::new();
+        }
+        written.map_err(|_| End::Gone)
+    }
+
+    /// Acts on every whole packet in `buf`.
+    async fn on_bytes(&mut self, buf: &mut BytesMut) -> Result<(), End> {
+        loop {
+            let packet =
+                match codec::decode(Some(self.version), buf, self.ctx.config.mqtt_max_packet) {
+                    Ok(Some(packet)) => packet,
+                    Ok(None) => {
+                        if buf.is_empty() {
+                            *buf = BytesMut::new();
+                        }
+                        return Ok(());
+                    }
+                    Err(error) => {
+                        tracing::debug!(client_id = self.client_id, %error, "mqtt packet refused");
+                        return Err(End::Violation(match error {
+                            codec::DecodeError::TooLarge(_) => Reason::PacketTooLarge,
+                            _ => Reason::Malformed,
+                        }));
+                    }
+                };
+            self.on_packet(packet).await?;
+        }
+    }
+
+    async fn on_packet(&mut self, packet: Inbound) -> Result<(), End> {
+        match packet {
+            Inbound::Publish(publish) => return self.on_publish(publish).await,
+            Inbound::PubAck(pkid) => {
+                self.inflight.remove(&pkid);
+            }
+            Inbound::PubRec(pkid) => {
+                self.inflight.remove(&pkid);
+                self.released.insert(pkid);
+                self.write(&Outbound::PubRel(pkid));
+            }
+            Inbound::PubComp(pkid) => {
+                self.released.remove(&pkid);
+            }
+            Inbound::PubRel(pkid) => {
+                self.received.remove(&pkid);
+                self.ack_now(&Outbound::PubComp(pkid)).await;
+            }
+            Inbound::Subscribe { pkid, filters } => self.on_subscribe(pkid, filters),
+            Inbound::Unsubscribe { pkid, filters } => self.on_unsubscribe(pkid, &filters),
+            Inbound::PingReq => self.write(&Outbound::PingResp),
+            Inbound::Disconnect { with_will } => return Err(End::Disconnected(with_will)),
+            Inbound::Connect(_) => {
+                tracing::debug!(client_id = self.client_id, "second CONNECT");
+                return Err(End::Violation(Reason::ProtocolError));
+            }
+            Inbound::Unexpected(what) => {
+                tracing::debug!(client_id = self.client_id, what, "unexpected mqtt packet");
+                return Err(End::Violation(Reason::ProtocolError));
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes one packet into the write buffer.
+    fn write(&mut self, packet: &Outbound<'_>) {
+        codec::encode(self.version, packet, &mut self.out);
+    }
+
+    /// Queues an answer behind the acks still waiting on durability, so answers keep the
+    /// order of the publishes they answer.
+    async fn ack_now(&mut self, packet: &Outbound<'_>) {
+        let mut bytes = BytesMut::new();
+        codec::encode(self.version, packet, &mut bytes);
+        let _ = self.acks.send(Ack::Now(bytes.freeze())).await;
+    }
+}
