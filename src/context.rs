@@ -27,5 +27,5 @@ pub(crate) struct Context {
     /// Every connection task, so shutdown can wait for them.
     pub(crate) tasks: TaskTracker,
     /// MQTT client ids, parked sessions and retained messages.
-    pub(crate) mqtt: crate::transport::mqtt::Mqtt,
+    pub(crate) mqtt: crate::transport::mqtt::state::Mqtt,
 }

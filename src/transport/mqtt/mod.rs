@@ -9,7 +9,7 @@
 
 mod codec;
 mod conn;
-mod state;
+pub(crate) mod state;
 mod sys;
 
 use std::future::Future;
