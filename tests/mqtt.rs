@@ -862,3 +862,32 @@ async fn the_readme_sensor_to_dashboard_example_runs_as_written() {
     let _ = dashboard.kill();
     let _ = dashboard.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_qos_2_message_resent_after_reconnecting_is_published_once() {
+    let server = start_with(test_config()).await;
+    let publish = b"\x34\x0c\x00\x03q/2\x00\x07exact".to_vec();
+    let mut first = persistent_raw(server.mqtt(), "exact-1");
+    first.write_all(&publish).unwrap();
+    // CONNACK, then PUBREC for packet 7 once it is stored.
+    let mut answer = [0u8; 8];
+    first.read_exact(&mut answer).unwrap();
+    assert_eq!(answer, *b"\x20\x02\x00\x00\x50\x02\x00\x07");
+    drop(first);
+    // Reconnected, the client sends it again (DUP set), then releases it.
+    let mut again = persistent_raw(server.mqtt(), "exact-1");
+    let mut dup = publish.clone();
+    dup[0] |= 0x08;
+    again.write_all(&dup).unwrap();
+    again.write_all(b"\x62\x02\x00\x07").unwrap();
+    let mut answer = [0u8; 12];
+    again.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer[..4], b"\x20\x02\x01\x00", "session present");
+    assert_eq!(
+        &answer[4..],
+        b"\x50\x02\x00\x07\x70\x02\x00\x07",
+        "PUBREC then PUBCOMP"
+    );
+    let history = support::history_of(server.http(), "q%2F2").await;
+    assert_eq!(history.len(), 1, "{history:?}");
+}

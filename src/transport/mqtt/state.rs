@@ -26,6 +26,10 @@ pub(crate) struct Parked {
     pub(crate) cursors: BTreeMap<String, String>,
     /// When it is forgotten (ms since the epoch); `None`: never (3.1.1 without clean session).
     pub(crate) expires_ms: Option<u64>,
+    /// QoS 2 packet ids received and answered with PUBREC but not yet released: a repeat
+    /// after reconnecting is answered again and not published twice.
+    #[serde(default)]
+    pub(crate) received: Vec<u16>,
 }
 
 /// A retained message: what a new subscriber to its topic is given first.

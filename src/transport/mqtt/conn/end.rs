@@ -37,6 +37,7 @@ impl Conn {
                 .map(|(room, id)| (room, id.to_string()))
                 .collect(),
             expires_ms: expires_ms.map(|ms| now_ms().saturating_add(ms)),
+            received: self.received.iter().copied().collect(),
         }
     }
 

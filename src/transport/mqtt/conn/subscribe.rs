@@ -258,6 +258,7 @@ pub(super) fn cursor_in(cursors: &BTreeMap<String, String>, room: &str) -> Optio
 impl Conn {
     /// Takes up a parked session: its subscriptions, each room resumed after its cursor.
     pub(super) fn resume(&mut self, parked: Parked) {
+        self.received.extend(parked.received.iter().copied());
         for (filter, qos) in &parked.filters {
             let _ = self.subscribe(filter, *qos, false, Some(&parked.cursors));
         }
