@@ -104,9 +104,11 @@ pub(crate) struct Conn {
     next_pkid: u16,
     window: usize,
     client_max_packet: usize,
-    acks: mpsc::Sender<Ack>,
-    new_rooms: mpsc::Receiver<Arc<str>>,
-    watcher: Watcher,
+    /// To the ack task, started with the first QoS 1 or 2 publish.
+    acks: Option<mpsc::Sender<Ack>>,
+    /// New rooms for wildcard filters, made with the first one (`watcher`).
+    new_rooms: Option<mpsc::Receiver<Arc<str>>>,
+    watcher: Option<Watcher>,
     keep_alive: Option<Duration>,
     last_read: Instant,
     persistent: Option<Option<u64>>,
@@ -121,6 +123,14 @@ impl std::fmt::Debug for Conn {
         f.debug_struct("Conn")
             .field("client_id", &self.client_id)
             .finish_non_exhaustive()
+    }
+}
+
+/// The next new room for a wildcard filter; never, before the first wildcard.
+async fn next_room(rooms: &mut Option<mpsc::Receiver<Arc<str>>>) -> Option<Arc<str>> {
+    match rooms {
+        Some(rooms) => rooms.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -284,13 +294,6 @@ impl Conn {
         gone: CancellationToken,
     ) -> Self {
         let stop = crate::transport::stop_signal(ctx);
-        let (acks, acks_rx) = mpsc::channel(usize::from(RECEIVE_MAXIMUM));
-        ctx.tasks.spawn(publish::answer_acks(
-            acks_rx,
-            Arc::clone(&sub),
-            connect.version,
-        ));
-        let (rooms_tx, new_rooms) = mpsc::channel(NEW_ROOMS);
         let persistent = match (connect.version, connect.session_expiry) {
             (Version::V4, _) => (!connect.clean).then_some(None),
             (Version::V5, None | Some(0)) => None,
@@ -305,10 +308,7 @@ impl Conn {
             client_id,
             session,
             outbox: Outbox::new(rx, Arc::clone(&sub), stop.clone(), Wire::Mqtt),
-            watcher: Watcher {
-                sub: Arc::downgrade(&sub),
-                rooms: rooms_tx,
-            },
+            watcher: None,
             sub,
             out: BytesMut::new(),
             filters: BTreeMap::new(),
@@ -320,8 +320,8 @@ impl Conn {
             next_pkid: 0,
             window: usize::from(connect.receive_maximum.unwrap_or(u16::MAX)).min(MAX_INFLIGHT),
             client_max_packet: connect.max_packet.map_or(usize::MAX, |m| m as usize),
-            acks,
-            new_rooms,
+            acks: None,
+            new_rooms: None,
             keep_alive,
             last_read: Instant::now(),
             persistent,
@@ -372,7 +372,7 @@ impl Conn {
                     Wake::Closed => return End::Gone,
                     Wake::End(reason) => return End::Cut(reason),
                 },
-                Some(room) = self.new_rooms.recv() => self.join_new(room),
+                Some(room) = next_room(&mut self.new_rooms) => self.join_new(room),
                 _ = sys_tick.tick(), if sys => self.send_sys(None),
             }
         }
@@ -458,11 +458,46 @@ impl Conn {
         codec::encode(self.version, packet, &mut self.out);
     }
 
+    /// The ack task's queue, the task started on first use: a connection that only
+    /// subscribes never has one.
+    fn acks(&mut self) -> &mpsc::Sender<Ack> {
+        self.acks.get_or_insert_with(|| {
+            let (acks, acks_rx) = mpsc::channel(usize::from(RECEIVE_MAXIMUM));
+            self.ctx.tasks.spawn(publish::answer_acks(
+                acks_rx,
+                Arc::clone(&self.sub),
+                self.version,
+            ));
+            acks
+        })
+    }
+
+    /// Where the hub tells this connection of new rooms for its wildcard filters, made with
+    /// the first one.
+    fn watcher(&mut self) -> Watcher {
+        let Conn {
+            watcher,
+            new_rooms,
+            sub,
+            ..
+        } = self;
+        watcher
+            .get_or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(NEW_ROOMS);
+                *new_rooms = Some(rx);
+                Watcher {
+                    sub: Arc::downgrade(sub),
+                    rooms: tx,
+                }
+            })
+            .clone()
+    }
+
     /// Queues an answer behind the acks still waiting on durability, so answers keep the
     /// order of the publishes they answer.
     async fn ack_now(&mut self, packet: &Outbound<'_>) {
         let mut bytes = BytesMut::new();
         codec::encode(self.version, packet, &mut bytes);
-        let _ = self.acks.send(Ack::Now(bytes.freeze())).await;
+        let _ = self.acks().send(Ack::Now(bytes.freeze())).await;
     }
 }

@@ -104,7 +104,7 @@ impl Conn {
         match (p.qos, published) {
             (0, _) => {}
             (qos, Some(published)) => {
-                let _ = self.acks.send(Ack::Durable(published, p.pkid, qos)).await;
+                let _ = self.acks().send(Ack::Durable(published, p.pkid, qos)).await;
             }
             (1, None) => {
                 self.ack_now(&Outbound::PubAck(p.pkid, Reason::Success))

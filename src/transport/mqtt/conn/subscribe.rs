@@ -67,10 +67,8 @@ impl Conn {
                 return Reason::TopicFilterInvalid;
             }
         } else if topic::is_wildcard(filter) {
-            let rooms = self
-                .ctx
-                .hub
-                .watch_topics(filter, self.sub.id, self.watcher.clone());
+            let watcher = self.watcher();
+            let rooms = self.ctx.hub.watch_topics(filter, self.sub.id, watcher);
             for room in rooms {
                 if self.session.may(&room, Action::Subscribe) {
                     let since = match resume {
