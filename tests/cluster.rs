@@ -18,8 +18,8 @@ use futures_util::{SinkExt, Stream, StreamExt};
 use redis_server::Redis;
 use serde_json::Value;
 use support::{
-    Line, SERVE_HTTP_ONLY, Spawned, TIMEOUT, TestServer, addr_of, history_of, publish_until_cut,
-    spawn_logged, start_with, test_config,
+    Line, SERVE_HTTP_ONLY, Spawned, TIMEOUT, TestServer, addr_of, get_json, history_of,
+    publish_until_cut, spawn_logged, start_with, test_config,
 };
 use switchboard::Config;
 use switchboard::config::StoreKind;
@@ -54,17 +54,6 @@ async fn post(addr: SocketAddr, room: &str, text: &str, key: Option<&str>) -> (u
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(addr: SocketAddr, path: &str) -> Value {
-    client()
-        .get(format!("http://{addr}{path}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 type Events = std::pin::Pin<Box<dyn Stream<Item = eventsource_stream::Event> + Send>>;
@@ -172,7 +161,7 @@ async fn two_nodes_share_ids_order_and_history_across_transports() {
     // Either node serves a resume from any cursor, the same way.
     let cursor = &ids[9];
     for node in [&a, &b] {
-        let page = get(
+        let page = get_json(
             node.http(),
             &format!("/rooms/lobby/messages?since={cursor}"),
         )
@@ -187,7 +176,7 @@ async fn two_nodes_share_ids_order_and_history_across_transports() {
     }
     // A node that has never seen the room loads it from Redis.
     let c = node(&redis).await;
-    let page = get(c.http(), "/rooms/lobby/messages?last=3").await;
+    let page = get_json(c.http(), "/rooms/lobby/messages?last=3").await;
     assert_eq!(page["messages"].as_array().unwrap().len(), 3);
     assert_eq!(page["messages"][2]["id"], ids[count - 1]);
     // A TCP client's line gets the next id everywhere.
@@ -233,7 +222,7 @@ async fn presence_spans_nodes_and_keys_are_shared() {
     for node in [&a, &b] {
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            let body = get(node.http(), "/rooms/lobby/presence").await;
+            let body = get_json(node.http(), "/rooms/lobby/presence").await;
             let nicks: Vec<&str> = body["members"]
                 .as_array()
                 .unwrap()
@@ -253,7 +242,7 @@ async fn presence_spans_nodes_and_keys_are_shared() {
     // Alice leaves; Bob, on the other node, is told and she is gone from presence.
     alice.say("/quit").await;
     bob.line_where(|l| l.contains("alice left lobby")).await;
-    let body = get(b.http(), "/rooms/lobby/presence").await;
+    let body = get_json(b.http(), "/rooms/lobby/presence").await;
     assert_eq!(body["members"].as_array().unwrap().len(), 1, "{body}");
 
     // One idempotency key, used on both nodes: one message.
@@ -262,7 +251,7 @@ async fn presence_spans_nodes_and_keys_are_shared() {
     assert_eq!((first, again), (201, 200));
     assert_eq!(body1["id"], body2["id"]);
     assert_eq!(body2["duplicate"], true);
-    let page = get(b.http(), "/rooms/keys/messages").await;
+    let page = get_json(b.http(), "/rooms/keys/messages").await;
     assert_eq!(page["messages"].as_array().unwrap().len(), 1);
 }
 
@@ -313,7 +302,7 @@ async fn redis_restart_is_ridden_out_with_clear_errors_and_no_disconnects() {
     assert_eq!(ws_line(&mut ws_b).await, "poster: after");
     tcp_a.line_where(|l| l == "poster: after").await;
     // A resume from before the outage has exactly what followed.
-    let page = get(
+    let page = get_json(
         a.http(),
         &format!(
             "/rooms/lobby/messages?since={}",
@@ -348,7 +337,7 @@ async fn retention_bounds_the_streams_in_redis() {
         .query(&mut conn)
         .unwrap();
     assert!(ttl > 0, "an idle room's stream expires with the age limit");
-    let page = get(a.http(), "/rooms/capped/messages?since=00000000-0").await;
+    let page = get_json(a.http(), "/rooms/capped/messages?since=00000000-0").await;
     assert_eq!(page["messages"].as_array().unwrap().len(), 5);
 
     // Age: a node with a 1 s limit; the old messages go from Redis, not just from memory.
@@ -369,7 +358,7 @@ async fn retention_bounds_the_streams_in_redis() {
         .query(&mut conn)
         .unwrap();
     assert_eq!(entries.len(), 1, "expired entries trimmed: {entries:?}");
-    let page = get(b.http(), "/rooms/aging/messages").await;
+    let page = get_json(b.http(), "/rooms/aging/messages").await;
     assert_eq!(page["messages"][0]["text"], "new");
 }
 

@@ -147,6 +147,16 @@ fn publish_ok(addr: SocketAddr, args: &[&str]) {
     );
 }
 
+/// `test_config` on the SQLite store in `dir`, so that a server started again finds what
+/// the first one kept.
+fn durable_config(dir: &std::path::Path) -> Config {
+    Config {
+        store: switchboard::config::StoreKind::Sqlite,
+        data_dir: dir.to_owned(),
+        ..test_config()
+    }
+}
+
 /// `%r %q %t %p`: retained flag, QoS, topic, payload.
 const FORMAT: &[&str] = &["-F", "%r %q %t %p"];
 
@@ -238,11 +248,7 @@ async fn mqtt_tcp_sse_and_http_share_one_room() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retained_messages_are_kept_across_a_restart_and_cleared_by_an_empty_one() {
     let dir = tempfile::tempdir().unwrap();
-    let durable = || Config {
-        store: switchboard::config::StoreKind::Sqlite,
-        data_dir: dir.path().to_owned(),
-        ..test_config()
-    };
+    let durable = || durable_config(dir.path());
     let server = start_with(durable()).await;
     publish_ok(
         server.mqtt(),
@@ -304,11 +310,7 @@ async fn a_will_is_published_when_a_client_vanishes_but_not_when_it_says_goodbye
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_persistent_session_gets_what_it_missed_even_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let durable = || Config {
-        store: switchboard::config::StoreKind::Sqlite,
-        data_dir: dir.path().to_owned(),
-        ..test_config()
-    };
+    let durable = || durable_config(dir.path());
     let server = start_with(durable()).await;
     let persistent = ["-c", "-i", "dev-7", "-q", "1", "-v", "-t", "fleet/+/cmd"];
     let sub = Sub::start(server.mqtt(), &persistent);

@@ -362,37 +362,25 @@ async fn mqtt_speaks_tls_when_the_server_has_a_certificate() {
     let (cert, key) = make_cert(dir.path(), "mqtt");
     let server = start_with(tls_config(cert.clone(), key)).await;
     let port = server.mqtt().port().to_string();
-    let sub = std::process::Command::new("timeout")
-        .args([
-            "10",
-            "mosquitto_sub",
-            "-h",
-            "localhost",
-            "-p",
-            &port,
-            "--cafile",
-        ])
-        .arg(&cert)
-        .args(["-t", "secure/room", "-C", "1", "-v"])
-        .stdout(std::process::Stdio::piped())
+    // A mosquitto client over TLS to the server, trusting the test's certificate.
+    let mosquitto = |tool: &str| {
+        let mut command = Command::new("timeout");
+        command
+            .args(["10", tool, "-h", "localhost", "-p", &port, "--cafile"])
+            .arg(&cert)
+            .args(["-t", "secure/room"]);
+        command
+    };
+    let mut sub = mosquitto("mosquitto_sub")
+        .args(["-C", "1", "-v"])
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     // Publish until the subscriber (which connects on its own time) has one.
     let deadline = std::time::Instant::now() + TIMEOUT;
-    let mut sub = sub;
     loop {
-        let out = Command::new("timeout")
-            .args([
-                "10",
-                "mosquitto_pub",
-                "-h",
-                "localhost",
-                "-p",
-                &port,
-                "--cafile",
-            ])
-            .arg(&cert)
-            .args(["-t", "secure/room", "-m", "sealed"])
+        let out = mosquitto("mosquitto_pub")
+            .args(["-m", "sealed"])
             .output()
             .unwrap();
         assert!(
