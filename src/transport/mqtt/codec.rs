@@ -624,6 +624,49 @@ fn encode_v5(packet: &Outbound<'_>, buf: &mut BytesMut) -> Result<usize, m5base:
     }
 }
 
+/// Writes `shared`, a QoS 0 PUBLISH this module encoded, as the same message at `qos` with
+/// packet id `pkid`: the first byte takes the QoS, the remaining length grows by the two
+/// bytes of the id, which goes after the topic; the topic, properties and payload are copied
+/// as they are. So a QoS 1 or 2 delivery costs one copy of the shared packet, not an encode
+/// (and its allocations) per subscriber; the codec tests check it against the crate's own
+/// encoding.
+pub(crate) fn with_packet_id(shared: &[u8], qos: u8, pkid: u16, out: &mut BytesMut) {
+    let Some((remaining, header)) = remaining_length(shared) else {
+        tracing::error!("not a PUBLISH this codec encoded");
+        return;
+    };
+    let body = &shared[header..];
+    let topic_end = 2 + usize::from(u16::from_be_bytes([body[0], body[1]]));
+    out.reserve(shared.len() + 3);
+    out.extend_from_slice(&[(shared[0] & !0b0110) | (qos << 1)]);
+    let mut left = remaining + 2;
+    loop {
+        let byte = (left % 128) as u8;
+        left /= 128;
+        if left == 0 {
+            out.extend_from_slice(&[byte]);
+            break;
+        }
+        out.extend_from_slice(&[byte | 0x80]);
+    }
+    out.extend_from_slice(&body[..topic_end]);
+    out.extend_from_slice(&pkid.to_be_bytes());
+    out.extend_from_slice(&body[topic_end..]);
+}
+
+/// A packet's remaining length and the length of its fixed header.
+fn remaining_length(packet: &[u8]) -> Option<(usize, usize)> {
+    let mut length = 0usize;
+    for (i, byte) in packet.iter().enumerate().skip(1).take(4) {
+        length |= usize::from(byte & 0x7f) << (7 * (i - 1));
+        if byte & 0x80 == 0 {
+            let header = i + 1;
+            return (packet.len() == header + length).then_some((length, header));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -692,6 +735,34 @@ mod tests {
             decode(Some(Version::V5), &mut empty_disconnect, 1024),
             Ok(Some(Inbound::Disconnect { with_will: false }))
         );
+    }
+
+    #[test]
+    fn a_packet_id_added_to_a_shared_publish_is_the_crates_own_encoding() {
+        for version in [Version::V4, Version::V5] {
+            // Payloads whose remaining length crosses the one- and two-byte boundaries.
+            for size in [1, 100, 125, 126, 127, 128, 16_370, 16_380, 20_000] {
+                let payload = vec![b'x'; size];
+                let publish = |qos, pkid| Outbound::Publish {
+                    topic: "sensors/t",
+                    payload: &payload,
+                    qos,
+                    pkid,
+                    retain: false,
+                    dup: false,
+                    id: (version == Version::V5).then(|| "0000abcd-3".to_owned()),
+                };
+                let mut shared = BytesMut::new();
+                encode(version, &publish(0, 0), &mut shared);
+                for qos in [1, 2] {
+                    let mut want = BytesMut::new();
+                    encode(version, &publish(qos, 513), &mut want);
+                    let mut got = BytesMut::new();
+                    with_packet_id(&shared, qos, 513, &mut got);
+                    assert_eq!(got, want, "{version:?} size {size} qos {qos}");
+                }
+            }
+        }
     }
 
     #[test]

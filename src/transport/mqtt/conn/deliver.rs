@@ -45,14 +45,21 @@ impl Conn {
 
     /// Encodes pending messages while the client's window has room: a QoS 0 message is the
     /// event's shared packet (made once for every subscriber of its version); QoS 1 and 2
-    /// take a packet id and wait in `inflight` for their ack.
+    /// are that packet with a packet id written in (`codec::with_packet_id`), and wait in
+    /// `inflight` for their ack.
     pub(super) fn pump(&mut self) {
         while let Some(event) = self.pending.front() {
             let Some(joined) = self.rooms.get(&event.room).copied() else {
                 self.pending.pop_front();
                 continue;
             };
-            if event.text.len() + event.room.len() + 64 > self.client_max_packet {
+            let version = self.version;
+            let form = match version {
+                Version::V4 => Form::Mqtt,
+                Version::V5 => Form::Mqtt5,
+            };
+            let size = event.encoded(form, |e| shared(e, version)).len();
+            if size + if joined.qos > 0 { 2 } else { 0 } > self.client_max_packet {
                 tracing::debug!(
                     client_id = self.client_id,
                     "message larger than the client takes; skipped"
@@ -68,18 +75,11 @@ impl Conn {
             let Some(event) = self.pending.pop_front() else {
                 return;
             };
+            let packet = event.encoded(form, |e| shared(e, version));
             if pkid == 0 {
-                let form = match self.version {
-                    Version::V4 => (Form::Mqtt, shared_v4 as fn(&Event) -> Bytes),
-                    Version::V5 => (Form::Mqtt5, shared_v5 as fn(&Event) -> Bytes),
-                };
-                self.out.extend_from_slice(event.encoded(form.0, form.1));
+                self.out.extend_from_slice(packet);
             } else {
-                codec::encode(
-                    self.version,
-                    &publish_of(&event, joined.qos, pkid, self.version),
-                    &mut self.out,
-                );
+                codec::with_packet_id(packet, joined.qos, pkid, &mut self.out);
                 self.inflight.insert(pkid, Arc::clone(&event));
             }
             if let Some(joined) = self.rooms.get_mut(&event.room) {
@@ -90,7 +90,7 @@ impl Conn {
 }
 
 /// PUBLISH for `event`; 5.0 carries its id as the user property `id`.
-pub(super) fn publish_of(event: &Event, qos: u8, pkid: u16, version: Version) -> Outbound<'_> {
+fn publish_of(event: &Event, qos: u8, pkid: u16, version: Version) -> Outbound<'_> {
     Outbound::Publish {
         topic: &event.room,
         payload: event.text.as_bytes(),
@@ -105,16 +105,9 @@ pub(super) fn publish_of(event: &Event, qos: u8, pkid: u16, version: Version) ->
     }
 }
 
-/// An event's QoS 0 PUBLISH for 3.1.1, shared by every such subscriber.
-pub(super) fn shared_v4(event: &Event) -> Bytes {
+/// An event's QoS 0 PUBLISH in `version`, shared by every subscriber of that version.
+fn shared(event: &Event, version: Version) -> Bytes {
     let mut out = BytesMut::new();
-    codec::encode(Version::V4, &publish_of(event, 0, 0, Version::V4), &mut out);
-    out.freeze()
-}
-
-/// An event's QoS 0 PUBLISH for 5.0, shared by every such subscriber.
-pub(super) fn shared_v5(event: &Event) -> Bytes {
-    let mut out = BytesMut::new();
-    codec::encode(Version::V5, &publish_of(event, 0, 0, Version::V5), &mut out);
+    codec::encode(version, &publish_of(event, 0, 0, version), &mut out);
     out.freeze()
 }
