@@ -77,6 +77,10 @@ impl Node {
                 }
             }
         }
+        self.is_empty()
+    }
+
+    fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.one.is_none() && self.rest.is_empty() && self.end.is_empty()
     }
 
@@ -132,8 +136,12 @@ impl Hub {
 
     /// Tells every watcher whose filter matches the new room `name`.
     pub(super) fn announce_room(&self, name: &Arc<str>) {
-        let levels: Vec<&str> = name.split('/').collect();
         let topics = self.topics();
+        // Most servers have no wildcard subscriber: a new room then costs only this look.
+        if topics.is_empty() {
+            return;
+        }
+        let levels: Vec<&str> = name.split('/').collect();
         let mut found = HashMap::new();
         topics.matching(&levels, &mut found);
         for watcher in found.values() {
