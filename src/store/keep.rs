@@ -130,7 +130,14 @@ impl Keep {
 
     /// Sets (`Some`) or deletes (`None`) one row. Memory changes at once; the disk follows
     /// in order. Refused only when the writer is that far behind or gone.
+    /// Deleting a row that is not there writes nothing. The disk change is queued under the
+    /// same lock as the memory change, so both see changes in one order.
     pub fn put(&self, table: Table, key: &str, value: Option<String>) -> Result<(), StoreError> {
+        let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        let row = (table, key.to_owned());
+        if value.is_none() && !rows.contains_key(&row) {
+            return Ok(());
+        }
         if let Some(writer) = &self.writer {
             writer
                 .try_send((table, key.to_owned(), value.clone()))
@@ -139,12 +146,11 @@ impl Keep {
                     TrySendError::Disconnected(_) => StoreError::Closed,
                 })?;
         }
-        let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        let has = value.is_some();
         let had = match value {
-            Some(value) => rows.insert((table, key.to_owned()), value).is_some(),
-            None => rows.remove(&(table, key.to_owned())).is_some(),
+            Some(value) => rows.insert(row, value).is_some(),
+            None => rows.remove(&row).is_some(),
         };
-        let has = rows.contains_key(&(table, key.to_owned()));
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         match (had, has) {
             (false, true) => counts[table as usize] += 1,
