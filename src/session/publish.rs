@@ -66,8 +66,7 @@ impl Session {
     /// Counts a publish against this connection's and its identity's rates. Over them the
     /// client is told how long to wait; told too often in a row, it is cut as a flood.
     pub(super) fn paced(&mut self, reference: Option<&str>) -> bool {
-        let who = Who::of(&self.principal, self.sub.addr);
-        match self.pace.check(self.hub.identities(), who.as_ref()) {
+        match self.pace() {
             Verdict::Allow => true,
             Verdict::Wait(wait) => {
                 self.refuse(
