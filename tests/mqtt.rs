@@ -713,6 +713,10 @@ async fn unacknowledged_qos_1_messages_come_again_on_reconnect() {
     let mut first = persistent_raw(server.mqtt(), "meter-9");
     // SUBSCRIBE pkid 1, "m/1" at QoS 1.
     first.write_all(b"\x82\x08\x00\x01\x00\x03m/1\x01").unwrap();
+    // CONNACK (4 bytes) and SUBACK (5): subscribed before anything is published.
+    let mut acks = [0u8; 9];
+    first.read_exact(&mut acks).unwrap();
+    assert_eq!((acks[0], acks[4]), (0x20, 0x90), "{acks:?}");
     publish_to(server.http(), "m%2F1", "one").await.unwrap();
     publish_to(server.http(), "m%2F1", "two").await.unwrap();
     let got = read_publishes(&mut first, 2);
@@ -728,6 +732,14 @@ async fn unacknowledged_qos_1_messages_come_again_on_reconnect() {
     first.read_exact(&mut pong).unwrap();
     assert_eq!(pong, *b"\xd0\x00");
     drop(first);
+    // Parked once the server saw it go: only then is "three" kept for it.
+    for _ in 0..100 {
+        let presence = support::get_json(server.http(), "/rooms/m%2F1/presence").await;
+        if presence["members"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     publish_to(server.http(), "m%2F1", "three").await.unwrap();
     let mut again = persistent_raw(server.mqtt(), "meter-9");
     let got = read_publishes(&mut again, 2);
