@@ -18,6 +18,7 @@ run() { # bin label name url-template args...   (PORT = HTTP, TPORT = TCP chat)
   local limits=(--publish-rate 0)
   "$bin" serve --help | grep -q -- --connection-rate && limits+=(--connection-rate 0)
   "$bin" serve --help | grep -q -- --mqtt && limits+=(--mqtt off)
+  "$bin" serve --help | grep -q -- --grpc && limits+=(--grpc off)
   "$bin" serve --tcp "127.0.0.1:$tport" --udp off --http "127.0.0.1:$port" --store memory \
     "${limits[@]}" --log warn &
   pid=$!

@@ -22,7 +22,7 @@ bin=$root/target/release/switchboard
 
 start() { # name port
   case $1 in
-    switchboard) "$bin" serve --tcp off --udp off --mqtt off --http "127.0.0.1:$2" --store memory --publish-rate 0 --connection-rate 0 --log warn & ;;
+    switchboard) "$bin" serve --tcp off --udp off --mqtt off --grpc off --http "127.0.0.1:$2" --store memory --publish-rate 0 --connection-rate 0 --log warn & ;;
     axum) bench/peers/axum/target/release/axum-broadcast-peer "127.0.0.1:$2" & ;;
     node) node bench/peers/node/server.js "127.0.0.1:$2" & ;;
     fastapi) (cd bench/peers/fastapi && exec .venv/bin/uvicorn app:app --host 127.0.0.1 --port "$2" --log-level warning --ws websockets) & ;;

@@ -20,7 +20,7 @@ sources=$(( n / 25000 + 1 ))
 cargo build --release --locked -q
 bin=./target/release/switchboard
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin" serve --tcp off --udp off --mqtt off --http "127.0.0.1:$port" --store memory --log warn \
+"$bin" serve --tcp off --udp off --mqtt off --grpc off --http "127.0.0.1:$port" --store memory --log warn \
   --max-connections "$need" --max-connections-per-ip "$need" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT

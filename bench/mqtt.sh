@@ -18,7 +18,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 start() { # name port
   case $1 in
-    switchboard) "$bin" serve --tcp off --udp off --http off --mqtt "127.0.0.1:$2" --store memory \
+    switchboard) "$bin" serve --tcp off --udp off --http off --grpc off --mqtt "127.0.0.1:$2" --store memory \
       --publish-rate 0 --connection-rate 0 --log warn & ;;
     mosquitto) mosquitto -p "$2" >/dev/null 2>&1 & ;;
   esac

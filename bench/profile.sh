@@ -16,7 +16,7 @@ port=$(free_port); tcp_port=$(free_port)
 out=$(mktemp -d)
 pid=
 trap 'kill $pid 2>/dev/null || true; rm -rf "$out"' EXIT
-"$bin" serve --tcp "127.0.0.1:$tcp_port" --udp off --mqtt off --http "127.0.0.1:$port" --store memory \
+"$bin" serve --tcp "127.0.0.1:$tcp_port" --udp off --mqtt off --grpc off --http "127.0.0.1:$port" --store memory \
   --publish-rate 0 --connection-rate 0 --log warn &
 pid=$!
 for _ in $(seq 1 50); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done

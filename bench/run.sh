@@ -17,7 +17,7 @@ trap 'kill $pid 2>/dev/null || true; [ -n "$redis_pid" ] && kill $redis_pid 2>/d
 
 serve() { # store [extra flags...]; TCP=ADDR in the environment also opens the TCP chat
   local store=$1; shift
-  "$bin" serve --tcp "${TCP:-off}" --udp off --mqtt off --http "127.0.0.1:$port" --store "$store" --data-dir "$data" \
+  "$bin" serve --tcp "${TCP:-off}" --udp off --mqtt off --grpc off --http "127.0.0.1:$port" --store "$store" --data-dir "$data" \
     --publish-rate 0 --connection-rate 0 --log warn "$@" &
   pid=$!
   for _ in $(seq 1 50); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && return; sleep 0.1; done

@@ -33,7 +33,7 @@ fi
 
 cargo build --release --locked -q
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-./target/release/switchboard serve --tcp off --udp off --mqtt off --http "127.0.0.1:$port" --log warn \
+./target/release/switchboard serve --tcp off --udp off --mqtt off --grpc off --http "127.0.0.1:$port" --log warn \
   > "$AB_DIR/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT

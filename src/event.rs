@@ -130,10 +130,12 @@ pub enum Form {
     Mqtt,
     /// An MQTT 5.0 PUBLISH at QoS 0 (with the id as a user property).
     Mqtt5,
+    /// A gRPC `switchboard.v1.Event` message (protobuf, without the gRPC frame header).
+    Grpc,
 }
 
 impl Form {
-    const COUNT: usize = 6;
+    const COUNT: usize = 7;
 }
 
 impl Event {
@@ -285,6 +287,8 @@ pub enum Transport {
     Sse,
     /// MQTT, over TCP or WebSocket.
     Mqtt,
+    /// gRPC streams (`Subscribe`, `Chat`).
+    Grpc,
 }
 
 impl Transport {
@@ -296,6 +300,7 @@ impl Transport {
             Transport::Ws => "ws",
             Transport::Sse => "sse",
             Transport::Mqtt => "mqtt",
+            Transport::Grpc => "grpc",
         }
     }
 
@@ -307,6 +312,7 @@ impl Transport {
             Transport::Ws,
             Transport::Sse,
             Transport::Mqtt,
+            Transport::Grpc,
         ]
         .into_iter()
         .find(|t| t.as_str() == name)

@@ -23,6 +23,7 @@ pub(crate) mod context;
 pub mod event;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod grpc;
 mod http;
 pub mod hub;
 pub mod metrics;

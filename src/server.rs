@@ -20,7 +20,7 @@ use crate::context::Context;
 use crate::hub::{Cluster, Hub, HubConfig};
 use crate::transport::tls::Tls;
 use crate::transport::{self, limits::Limiter};
-use crate::{Error, http, store};
+use crate::{Error, grpc, http, store};
 
 /// How often idle rooms are looked for.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
@@ -36,6 +36,8 @@ pub struct Addrs {
     pub http: Option<SocketAddr>,
     /// MQTT listener, if on.
     pub mqtt: Option<SocketAddr>,
+    /// gRPC listener, if on.
+    pub grpc: Option<SocketAddr>,
 }
 
 /// Which service the listeners provide.
@@ -58,6 +60,7 @@ pub struct Server {
     udp: Option<UdpSocket>,
     http: Option<TcpListener>,
     mqtt: Option<TcpListener>,
+    grpc: Option<TcpListener>,
     /// Set when TCP chat and HTTP speak TLS.
     tls: Option<Tls>,
 }
@@ -72,6 +75,7 @@ impl Server {
     pub async fn bind_echo(mut config: Config) -> Result<Self, Error> {
         config.http = None;
         config.mqtt = None;
+        config.grpc = None;
         Self::bind_mode(Mode::Echo, config).await
     }
 
@@ -94,6 +98,10 @@ impl Server {
         };
         let mqtt = match config.mqtt {
             Some(addr) => Some(bind_tcp("mqtt", addr).await?),
+            None => None,
+        };
+        let grpc = match config.grpc {
+            Some(addr) => Some(bind_tcp("grpc", addr).await?),
             None => None,
         };
         let Stores {
@@ -153,6 +161,7 @@ impl Server {
             udp,
             http,
             mqtt,
+            grpc,
             tls,
         })
     }
@@ -164,6 +173,7 @@ impl Server {
             udp: self.udp.as_ref().and_then(|s| s.local_addr().ok()),
             http: self.http.as_ref().and_then(|l| l.local_addr().ok()),
             mqtt: self.mqtt.as_ref().and_then(|l| l.local_addr().ok()),
+            grpc: self.grpc.as_ref().and_then(|l| l.local_addr().ok()),
         }
     }
 
@@ -263,6 +273,9 @@ impl Server {
         if let Some(listener) = self.http.take() {
             spawn_http(&shared, listener, self.tls.clone(), addrs.http);
         }
+        if let Some(listener) = self.grpc.take() {
+            spawn_grpc(&shared, listener, self.tls.clone(), addrs.grpc);
+        }
         if let Some(listener) = self.mqtt.take() {
             if let Some(addr) = addrs.mqtt {
                 let what = if self.tls.is_some() { "mqtts" } else { "mqtt" };
@@ -302,6 +315,25 @@ fn spawn_http(
             Some(_) => tracing::info!(%addr, alpn = "h2,http/1.1", "https listening"),
             None => tracing::info!(%addr, "http listening"),
         }
+    }
+    let acceptor = tls.map(|tls| tls.http().clone());
+    shared
+        .tasks
+        .spawn(http::serve(listener, router, acceptor, Arc::clone(shared)));
+}
+
+/// Serves gRPC on `listener` through the HTTP listener's loop (HTTP/2, the same caps and
+/// timeouts), over TLS when `tls` is set.
+fn spawn_grpc(
+    shared: &Arc<Context>,
+    listener: TcpListener,
+    tls: Option<Tls>,
+    addr: Option<SocketAddr>,
+) {
+    let router = grpc::router(Arc::clone(shared));
+    if let Some(addr) = addr {
+        let what = if tls.is_some() { "grpcs" } else { "grpc" };
+        tracing::info!(%addr, "{what} listening");
     }
     let acceptor = tls.map(|tls| tls.http().clone());
     shared

@@ -149,6 +149,8 @@ fn seed_chat_clients_talk_through_serve_binary() {
         "serve",
         "--mqtt",
         "off",
+        "--grpc",
+        "off",
         "--tcp",
         "127.0.0.1:0",
         "--udp",
@@ -187,6 +189,8 @@ fn sigterm_tells_clients_and_exits_cleanly() {
     let (server, addrs) = spawn_logged(&[
         "serve",
         "--mqtt",
+        "off",
+        "--grpc",
         "off",
         "--tcp",
         "127.0.0.1:0",
@@ -240,6 +244,8 @@ fn bad_flags_and_config_are_explained() {
     let (_, err, code) = run(&[
         "serve",
         "--mqtt",
+        "off",
+        "--grpc",
         "off",
         "--store",
         "sqlite",

@@ -21,6 +21,8 @@ async fn idle_sockets_from_one_address_cannot_starve_the_others() {
             "serve",
             "--mqtt",
             "off",
+            "--grpc",
+            "off",
             "--tcp",
             "127.0.0.1:0",
             "--udp",

@@ -227,6 +227,8 @@ async fn connect_tls_and_a_sighup_reload_keep_every_connection() {
         "serve",
         "--mqtt",
         "off",
+        "--grpc",
+        "off",
         "--store",
         "memory",
         "--udp",

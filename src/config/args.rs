@@ -27,6 +27,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", env = "SWITCHBOARD_MQTT")]
     pub mqtt: Option<Listen>,
 
+    /// gRPC address (service switchboard.v1.Switchboard, health and reflection), or `off`
+    /// [default: 127.0.0.1:50051]. TLS with --tls-cert.
+    #[arg(long, value_name = "ADDR", env = "SWITCHBOARD_GRPC")]
+    pub grpc: Option<Listen>,
+
     /// Largest MQTT packet taken, in bytes [default: 65536 plus room for the topic].
     #[arg(long, value_name = "BYTES", env = "SWITCHBOARD_MQTT_MAX_PACKET")]
     pub mqtt_max_packet: Option<usize>,

@@ -24,6 +24,8 @@ pub const DEFAULT_TCP: &str = "127.0.0.1:12345";
 pub const DEFAULT_UDP: &str = "127.0.0.1:12345";
 /// Default MQTT listener (MQTT's registered port).
 pub const DEFAULT_MQTT: &str = "127.0.0.1:1883";
+/// Where gRPC listens unless told otherwise (the port gRPC's examples use).
+pub const DEFAULT_GRPC: &str = "127.0.0.1:50051";
 /// Default HTTP/WebSocket address, the seed's.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8000";
 
@@ -122,6 +124,8 @@ pub struct Config {
     pub http: Option<SocketAddr>,
     /// MQTT listener; `None` when switched off.
     pub mqtt: Option<SocketAddr>,
+    /// gRPC listener; `None` when switched off.
+    pub grpc: Option<SocketAddr>,
     /// Largest MQTT packet taken, in bytes.
     pub mqtt_max_packet: usize,
     /// Where history is kept.
@@ -199,6 +203,7 @@ impl Default for Config {
             udp: DEFAULT_UDP.parse().ok(),
             http: DEFAULT_HTTP.parse().ok(),
             mqtt: DEFAULT_MQTT.parse().ok(),
+            grpc: DEFAULT_GRPC.parse().ok(),
             mqtt_max_packet: 64 * 1024 + 1024,
             store: StoreKind::Sqlite,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
@@ -248,6 +253,7 @@ struct FileConfig {
     udp: Option<Listen>,
     http: Option<Listen>,
     mqtt: Option<Listen>,
+    grpc: Option<Listen>,
     mqtt_max_packet: Option<usize>,
     store: Option<StoreKind>,
     data_dir: Option<PathBuf>,
@@ -397,6 +403,7 @@ impl Config {
             udp: args.udp.or(file.udp).map_or(d.udp, |l| l.0),
             http: args.http.or(file.http).map_or(d.http, |l| l.0),
             mqtt: args.mqtt.or(file.mqtt).map_or(d.mqtt, |l| l.0),
+            grpc: args.grpc.or(file.grpc).map_or(d.grpc, |l| l.0),
             mqtt_max_packet: pick(
                 args.mqtt_max_packet,
                 file.mqtt_max_packet,
@@ -533,9 +540,10 @@ impl Config {
                 message: "must be 64 bytes to 16 MiB".into(),
             });
         }
-        if self.tcp.is_none() && self.udp.is_none() && self.http.is_none() && self.mqtt.is_none() {
+        let listeners = [self.tcp, self.udp, self.http, self.mqtt, self.grpc];
+        if listeners.iter().all(Option::is_none) {
             return Err(ConfigError::Invalid {
-                key: "tcp/udp/http/mqtt",
+                key: "tcp/udp/http/mqtt/grpc",
                 message: "every listener is off; nothing to serve".into(),
             });
         }
@@ -552,6 +560,7 @@ impl Config {
             ("udp", self.udp),
             ("http", self.http),
             ("mqtt", self.mqtt),
+            ("grpc", self.grpc),
         ]
         .into_iter()
         .find_map(|(name, addr)| addr.filter(|a| !a.ip().is_loopback()).map(|a| (name, a)));
@@ -626,7 +635,7 @@ mod tests {
     #[test]
     fn all_off_is_refused() {
         let err = Config::resolve(&args(&[
-            "--tcp", "off", "--udp", "off", "--http", "off", "--mqtt", "off",
+            "--tcp", "off", "--udp", "off", "--http", "off", "--mqtt", "off", "--grpc", "off",
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("nothing to serve"));

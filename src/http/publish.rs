@@ -24,6 +24,7 @@ use crate::context::Context;
 use crate::event::Author;
 use crate::hub::HubError;
 use crate::protocol::names::{check_nick, check_room};
+use crate::session::NameRefused;
 
 /// Nick of anonymous HTTP publishers that give none.
 const ANONYMOUS: &str = "anonymous";
@@ -139,32 +140,13 @@ fn author(
     nick: Option<String>,
     nick_key: Option<&str>,
 ) -> Result<Author, AppError> {
-    let nick = match who {
-        Principal::Backend => nick.unwrap_or_else(|| BACKEND.to_owned()),
-        Principal::User(identity) => {
-            if nick.as_deref().is_some_and(|n| n != &*identity.name) {
-                return Err(AppError::forbidden(format!(
-                    "a token publishes under its own name, {}",
-                    identity.name
-                )));
+    crate::session::author(&shared.hub, who, nick, nick_key, (ANONYMOUS, BACKEND)).map_err(|e| {
+        match e {
+            NameRefused::NotYours(_) => AppError::forbidden(e.to_string()),
+            NameRefused::Taken(_) => {
+                AppError::new(StatusCode::CONFLICT, "nick_taken", e.to_string())
             }
-            identity.name.to_string()
         }
-        Principal::Anonymous => match nick {
-            None => ANONYMOUS.to_owned(),
-            // The client's own SSE stream holds the nick and vouches for it.
-            Some(nick) if nick_key.is_some_and(|k| shared.hub.holds_nick_key(&nick, k)) => nick,
-            Some(nick) => {
-                shared.hub.check_free_nick(&nick).map_err(|e| {
-                    AppError::new(StatusCode::CONFLICT, "nick_taken", e.to_string())
-                })?;
-                nick
-            }
-        },
-    };
-    Ok(Author {
-        nick: nick.into(),
-        sender: shared.hub.auth().sender(who),
     })
 }
 

@@ -25,7 +25,7 @@ use crate::protocol::envelope::{ErrorCode, ServerFrame};
 use crate::protocol::names::check_nick;
 use crate::wire::Wire;
 
-pub use publish::Refusal;
+pub use publish::{NameRefused, Refusal, author};
 pub use request::Request;
 
 /// The room every client starts in unless it names one.
@@ -279,9 +279,10 @@ impl Session {
     /// Sends the client a notice of its own, in its dialect (lines get their newline).
     pub fn notice(&self, text: String) {
         let bytes = match self.wire {
-            Wire::Line => text + "\n",
+            Wire::Line => bytes::Bytes::from(text + "\n"),
             Wire::Mqtt => return,
-            _ => text,
+            Wire::Grpc => crate::wire::grpc_notice(&text),
+            _ => bytes::Bytes::from(text),
         };
         self.sub.offer(Delivery::direct(bytes));
     }
@@ -295,7 +296,7 @@ impl Session {
     ) {
         tracing::debug!(id = self.sub.id, addr = ?self.sub.addr, ?code, %message, "client error");
         match self.wire {
-            Wire::Json => self.frame(&ServerFrame::Error {
+            Wire::Json | Wire::Grpc => self.frame(&ServerFrame::Error {
                 reference,
                 code,
                 message: message.to_string(),
@@ -305,7 +306,8 @@ impl Session {
     }
 
     fn frame(&self, frame: &ServerFrame<'_>) {
-        self.sub.offer(Delivery::direct(frame.encode()));
+        self.sub
+            .offer(Delivery::direct(encode_frame(self.wire, frame)));
     }
 
     fn room_index(&self, name: &str) -> Option<usize> {
@@ -380,7 +382,7 @@ impl Session {
             self.join_or_refuse(reference, DEFAULT_ROOM);
         }
         match self.wire {
-            Wire::Json => self.frame(&ServerFrame::Authenticated {
+            Wire::Json | Wire::Grpc => self.frame(&ServerFrame::Authenticated {
                 reference,
                 user: &identity.sub,
                 nick: &self.nick,
@@ -417,6 +419,14 @@ impl Drop for Session {
         }
         self.hub.release_nick(self.sub.id, &self.nick);
         tracing::debug!(id = self.sub.id, transport = self.sub.transport.as_str(), reason = ?self.reason, "session ended");
+    }
+}
+
+/// An answer in the client's form: protobuf on gRPC, JSON everywhere else it is sent.
+fn encode_frame(wire: Wire, frame: &ServerFrame<'_>) -> bytes::Bytes {
+    match wire {
+        Wire::Grpc => crate::wire::grpc_frame(frame),
+        _ => bytes::Bytes::from(frame.encode()),
     }
 }
 

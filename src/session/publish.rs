@@ -33,6 +33,53 @@ impl Refusal {
     }
 }
 
+/// Why `author` refused the name a stateless publisher (HTTP, gRPC `Publish`) asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameRefused {
+    /// A token publishes under its own name only.
+    #[error("a token publishes under its own name, {0}")]
+    NotYours(Arc<str>),
+    /// An anonymous sender asked for a name someone holds, is reserved, or a user has.
+    #[error(transparent)]
+    Taken(#[from] crate::hub::HubError),
+}
+
+/// Who a publisher without a session is shown as. A backend names anyone (`fallback` when it
+/// gives no name); a token publishes under its verified name; an anonymous sender gets its
+/// nick only if nobody connected holds it (or one that looks the same), it is not reserved
+/// and no verified user uses it, unless `nick_key` shows it is the holder's own stream.
+pub fn author(
+    hub: &crate::hub::Hub,
+    who: &crate::auth::Principal,
+    nick: Option<String>,
+    nick_key: Option<&str>,
+    fallback: (&str, &str),
+) -> Result<crate::event::Author, NameRefused> {
+    use crate::auth::Principal;
+    let (anonymous, backend) = fallback;
+    let nick = match who {
+        Principal::Backend => nick.unwrap_or_else(|| backend.to_owned()),
+        Principal::User(identity) => {
+            if nick.as_deref().is_some_and(|n| n != &*identity.name) {
+                return Err(NameRefused::NotYours(Arc::clone(&identity.name)));
+            }
+            identity.name.to_string()
+        }
+        Principal::Anonymous => match nick {
+            None => anonymous.to_owned(),
+            Some(nick) if nick_key.is_some_and(|k| hub.holds_nick_key(&nick, k)) => nick,
+            Some(nick) => {
+                hub.check_free_nick(&nick)?;
+                nick
+            }
+        },
+    };
+    Ok(crate::event::Author {
+        nick: nick.into(),
+        sender: hub.auth().sender(who),
+    })
+}
+
 impl Session {
     /// The publish limits' verdict on one more message, for a transport that waits instead
     /// of refusing (MQTT reads no further until the wait is over). Counted like `paced`.
@@ -121,7 +168,7 @@ impl Session {
                 ErrorCode::Unavailable,
                 format!("message not sent: {e}"),
             ),
-            Ok(published) if self.wire == Wire::Json => {
+            Ok(published) if self.wire.is_structured() => {
                 self.ack(published, Arc::clone(room.name()), reference)
             }
             Ok(published) => {
@@ -138,6 +185,7 @@ impl Session {
     fn ack(&self, published: Published, room: Arc<str>, reference: Option<&str>) {
         let sub = Arc::clone(&self.sub);
         let reference = reference.map(str::to_owned);
+        let wire = self.wire;
         self.tasks.spawn(async move {
             let reference = reference.as_deref();
             let frame = match published.durable().await {
@@ -153,7 +201,7 @@ impl Session {
                     message: format!("message not stored: {e}"),
                 },
             };
-            sub.offer(Delivery::direct(frame.encode()));
+            sub.offer(Delivery::direct(super::encode_frame(wire, &frame)));
         });
     }
 
@@ -171,7 +219,7 @@ impl Session {
         let sent = self.hub.direct(self.author(), self.sub.id, to, text);
         match sent {
             Err(e) => self.refuse(reference, ErrorCode::NoSuchUser, e),
-            Ok(()) if self.wire == Wire::Json => {
+            Ok(()) if self.wire.is_structured() => {
                 self.frame(&ServerFrame::Sent { reference, to });
             }
             // One `you -> NICK:` per line, as the recipient sees `NICK -> you:` per line.

@@ -5,6 +5,7 @@
 //! them to the transport's `Emit`. A room event's shared form is encoded once per event and
 //! cached in it (`Event::encoded`); every receiver of that form shares the same bytes.
 
+mod grpc;
 mod json;
 mod line;
 mod sse;
@@ -14,6 +15,7 @@ use bytes::Bytes;
 use crate::event::{Disconnect, Event, Form, MessageId};
 use crate::hub::{Delivery, Replay};
 
+pub use grpc::{Kind as GrpcKind, frame as grpc_frame, notice as grpc_notice};
 pub use json::gap as gap_json;
 pub use line::gap as gap_text;
 pub use line::terminal_safe;
@@ -34,6 +36,16 @@ pub enum Wire {
     /// MQTT: `transport::mqtt` writes PUBLISH packets from the events themselves; the session
     /// queues it no text (an MQTT client has nowhere to show a notice).
     Mqtt,
+    /// gRPC streams: `switchboard.v1.Event` protobuf messages, answers included.
+    Grpc,
+}
+
+impl Wire {
+    /// True for the forms whose answers are frames of the structured protocol (acks,
+    /// `joined`, errors with codes) rather than text lines.
+    pub fn is_structured(self) -> bool {
+        matches!(self, Wire::Json | Wire::Grpc)
+    }
 }
 
 /// Where encoded units go: a transport's output buffer.
@@ -51,6 +63,7 @@ pub fn event(wire: Wire, event: &Event) -> &Bytes {
         Wire::Json => event.encoded(Form::Json, json::event),
         Wire::Sse => event.encoded(Form::Sse, sse::event),
         Wire::Mqtt => event.encoded(Form::Plain, line::plain),
+        Wire::Grpc => event.encoded(Form::Grpc, grpc::event),
     }
 }
 
@@ -115,6 +128,7 @@ fn encode_replay(wire: Wire, replay: &Replay, out: &mut impl Emit) {
         Wire::Datagram | Wire::Plain => gap_text(replay).map(Bytes::from),
         Wire::Json => gap_json(replay),
         Wire::Sse => gap_json(replay).map(|g| sse::block("gap", &g)),
+        Wire::Grpc => grpc::gap(replay),
         Wire::Mqtt => None,
     };
     if let Some(gap) = gap {
@@ -146,7 +160,8 @@ pub fn goodbye(wire: Wire, reason: Disconnect) -> Option<Bytes> {
         Wire::Line => Some(Bytes::from(text + "\n")),
         Wire::Datagram => Some(Bytes::from(text)),
         Wire::Sse => Some(sse::close(reason.as_str())),
-        Wire::Plain | Wire::Json | Wire::Mqtt => None,
+        // gRPC ends a stream with a status (`crate::grpc`).
+        Wire::Plain | Wire::Json | Wire::Mqtt | Wire::Grpc => None,
     }
 }
 

@@ -73,7 +73,8 @@ export function startServer(extraArgs = []) {
   const store = extraArgs.includes("--data-dir") ? [] : ["--store", "memory"];
   const http = extraArgs.includes("--http") ? [] : ["--http", "127.0.0.1:0"];
   const mqtt = extraArgs.includes("--mqtt") ? [] : ["--mqtt", "127.0.0.1:0"];
-  const args = ["serve", "--tcp", "127.0.0.1:0", "--udp", "off", ...http, ...mqtt,
+  const grpc = extraArgs.includes("--grpc") ? [] : ["--grpc", "off"];
+  const args = ["serve", "--tcp", "127.0.0.1:0", "--udp", "off", ...http, ...mqtt, ...grpc,
     "--log-format", "json", "--publish-rate", "0", ...store, ...extraArgs];
   const child = spawn(BIN, args, { stdio: ["ignore", "ignore", "pipe"] });
   const addrs = {};

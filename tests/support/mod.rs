@@ -62,6 +62,7 @@ pub fn test_config() -> Config {
         udp: Some(any),
         http: Some(any),
         mqtt: Some(any),
+        grpc: Some(any),
         store: switchboard::config::StoreKind::Memory,
         ..Config::default()
     }
@@ -244,9 +245,11 @@ impl Drop for Spawned {
 
 /// `serve` with HTTP alone, on a free port: the start of most command lines given to
 /// `spawn_logged`.
-pub const SERVE_HTTP_ONLY: [&str; 9] = [
+pub const SERVE_HTTP_ONLY: [&str; 11] = [
     "serve",
     "--mqtt",
+    "off",
+    "--grpc",
     "off",
     "--tcp",
     "off",

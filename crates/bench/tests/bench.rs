@@ -36,6 +36,7 @@ fn test_config() -> Config {
         udp: None,
         http: Some(any),
         mqtt: None,
+        grpc: None,
         store: switchboard::config::StoreKind::Memory,
         publish_rate: 0.0,
         limits: switchboard::config::Limits::unlimited(),

@@ -1,0 +1,189 @@
+//! The unary calls: HTTP's publish, history page, presence and room list, answered with
+//! gRPC statuses. Each checks the caller's grants first; a publish passes the identity's
+//! rate limit and the room caps like every other.
+
+use tonic::{Request, Response, Status};
+
+use super::pb::{self, Member, PresenceReply, RoomsReply};
+use super::{Encoded, Service, caller, cursor, not_allowed, room_name};
+use crate::auth::Action;
+use crate::session::NameRefused;
+use crate::wire::{self, Wire};
+
+/// Largest history page and room-list page.
+const MAX_LIMIT: u32 = 1_000;
+/// Page size when the request names none.
+const DEFAULT_LIMIT: u32 = 100;
+/// Nick of anonymous publishers that give none, and of API-key publishers.
+const NAMES: (&str, &str) = ("anonymous", "api");
+/// Longest idempotency key.
+const MAX_KEY: usize = 200;
+
+/// A page size: 0 is the default, past `MAX_LIMIT` is refused.
+fn limit(asked: u32) -> Result<usize, Status> {
+    match asked {
+        0 => Ok(DEFAULT_LIMIT as usize),
+        1..=MAX_LIMIT => Ok(asked as usize),
+        _ => Err(Status::invalid_argument(format!(
+            "limit must be 0 (the default, {DEFAULT_LIMIT}) to {MAX_LIMIT}"
+        ))),
+    }
+}
+
+impl Service {
+    pub(super) async fn publish_call(
+        &self,
+        request: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishReply>, Status> {
+        let who = caller(&request);
+        let nick = super::nick(&request)?;
+        let pb::PublishRequest { room, text, key } = request.into_inner();
+        let hub = &self.shared.hub;
+        room_name(&room)?;
+        if !hub.auth().allows(&who.principal, &room, Action::Publish) {
+            return Err(not_allowed(&who.principal, &room, Action::Publish));
+        }
+        if text.trim().is_empty() {
+            return Err(Status::invalid_argument("the message text is empty"));
+        }
+        let max = self.shared.config.ws_max_message;
+        if text.len() > max {
+            return Err(Status::invalid_argument(format!(
+                "the message is {} bytes; the limit is {max}",
+                text.len()
+            )));
+        }
+        if key.len() > MAX_KEY {
+            return Err(Status::invalid_argument(format!(
+                "key longer than {MAX_KEY} bytes"
+            )));
+        }
+        let identity = crate::hub::pace::Who::of(&who.principal, who.addr);
+        if let Some(identity) = &identity
+            && let Err(wait) = hub.identities().check(identity)
+        {
+            crate::metrics::METRICS.refuse("rate_limited");
+            return Err(Status::resource_exhausted(format!(
+                "too many messages; retry in {} ms",
+                wait.as_millis().max(1)
+            )));
+        }
+        let author = crate::session::author(hub, &who.principal, nick, None, NAMES).map_err(
+            |e| match e {
+                NameRefused::NotYours(_) => Status::permission_denied(e.to_string()),
+                NameRefused::Taken(_) => Status::already_exists(e.to_string()),
+            },
+        )?;
+        let opened = hub
+            .open_room(&room, identity.as_ref())
+            .map_err(super::room_refused)?;
+        let key = Some(key.as_str()).filter(|k| !k.is_empty());
+        let published = hub
+            .publish(&opened, None, author, &text, key)
+            .map_err(super::unavailable)?;
+        let durable = published.durable();
+        let acked = match who.deadline {
+            None => durable.await,
+            Some(at) => tokio::time::timeout_at(at, durable)
+                .await
+                .map_err(|_| Status::deadline_exceeded("the message was not stored in time"))?,
+        }
+        .map_err(super::unavailable)?;
+        Ok(Response::new(pb::PublishReply {
+            id: acked.id.to_string(),
+            duplicate: acked.duplicate,
+        }))
+    }
+
+    pub(super) async fn history_call(
+        &self,
+        request: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryReply>, Status> {
+        let who = caller(&request);
+        let pb::HistoryRequest { room, since, limit } = request.into_inner();
+        room_name(&room)?;
+        let hub = &self.shared.hub;
+        if !hub.auth().allows(&who.principal, &room, Action::History) {
+            return Err(not_allowed(&who.principal, &room, Action::History));
+        }
+        let since = cursor(&since)?;
+        let limit = self::limit(limit)?;
+        let Some(found) = hub.room_to_read(&room) else {
+            return Ok(Response::new(pb::HistoryReply {
+                next: since.map(|id| id.to_string()).unwrap_or_default(),
+                ..Default::default()
+            }));
+        };
+        let page = found
+            .page(since, limit)
+            .within(self.shared.config.limits.reply_bytes);
+        // As HTTP's pages: after the last message returned, else where the client was
+        // (unless that cursor could not be placed), else the room's latest.
+        let next = page
+            .events
+            .last()
+            .and_then(|e| e.id)
+            .or(if page.gap.is_none() { since } else { None })
+            .or(page.last_id);
+        Ok(Response::new(pb::HistoryReply {
+            messages: page
+                .events
+                .iter()
+                .map(|ev| Encoded(wire::event(Wire::Grpc, ev).clone()))
+                .collect(),
+            gap: page.gap.map(|g| g.as_str().to_owned()).unwrap_or_default(),
+            next: next.map(|id| id.to_string()).unwrap_or_default(),
+            more: page.more,
+        }))
+    }
+
+    pub(super) async fn presence_call(
+        &self,
+        request: Request<pb::PresenceRequest>,
+    ) -> Result<Response<PresenceReply>, Status> {
+        let who = caller(&request);
+        let room = request.into_inner().room;
+        room_name(&room)?;
+        let hub = &self.shared.hub;
+        if !hub.auth().allows(&who.principal, &room, Action::Presence) {
+            return Err(not_allowed(&who.principal, &room, Action::Presence));
+        }
+        let members = hub
+            .members(&room)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot list members: {e}")))?
+            .into_iter()
+            .map(|m| Member {
+                nick: m.nick.to_string(),
+                transport: m.transport.as_str().to_owned(),
+            })
+            .collect();
+        Ok(Response::new(PresenceReply { room, members }))
+    }
+
+    pub(super) async fn rooms_call(
+        &self,
+        request: Request<pb::RoomsRequest>,
+    ) -> Result<Response<RoomsReply>, Status> {
+        let who = caller(&request);
+        let pb::RoomsRequest { after, limit } = request.into_inner();
+        let limit = self::limit(limit)?;
+        let auth = self.shared.hub.auth();
+        let after = Some(after.as_str()).filter(|a| !a.is_empty());
+        let (page, next) = self.shared.hub.rooms_page(after, limit, |name| {
+            let may = auth.actions(&who.principal, name);
+            may.allows(Action::Presence) || may.allows(Action::Subscribe)
+        });
+        Ok(Response::new(RoomsReply {
+            rooms: page
+                .iter()
+                .map(|room| pb::Room {
+                    name: room.name().to_string(),
+                    members: u32::try_from(room.member_count()).unwrap_or(u32::MAX),
+                    last_id: room.latest().map(|id| id.to_string()).unwrap_or_default(),
+                })
+                .collect(),
+            next: next.map(|n| n.to_string()).unwrap_or_default(),
+        }))
+    }
+}
