@@ -17,9 +17,21 @@ command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # MQTT tests drive the server with Debian's mosquitto clients.
 command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+# gRPC tests drive the server with Python's grpcio, in a venv (Debian's Python takes no pip
+# installs of its own).
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+venv=target/grpc-venv
+if ! cmp -s tests/grpc/requirements.txt "$venv/requirements.txt"; then
+  echo "== installing grpcio into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/grpc/requirements.txt
+  cp tests/grpc/requirements.txt "$venv/requirements.txt"
 fi
 
 echo "== cargo fmt --check"

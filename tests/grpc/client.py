@@ -110,6 +110,20 @@ def main():
                         say({"status": "OK"})
                         return
             say({"status": "ENDED"})
+        elif command == "stall":
+            # stall ROOM SECONDS: reads the first event, sleeps, then reads to the end.
+            import time
+            calls = stub.Subscribe(pb.SubscribeRequest(rooms=[args[0]]), timeout=timeout, metadata=md)
+            say(event(next(calls)))
+            time.sleep(float(args[1]))
+            messages = 0
+            try:
+                for e in calls:
+                    messages += e.kind == pb.Event.KIND_MESSAGE
+            except grpc.RpcError as error:
+                say({"status": error.code().name, "details": error.details(), "messages": messages})
+                return
+            say({"status": "ENDED", "messages": messages})
         elif command == "chat":
             chat(stub, md, timeout, args)
         elif command == "reflect":
