@@ -5,7 +5,9 @@
 //! Transports: WebSocket (`ws://HOST:PORT/ws?room=…`, `ws://HOST:PORT/echo`), TCP
 //! (`tcp://HOST:PORT[/ROOM]` for the chat, `tcp://HOST:PORT` of `echo-server` for echo) and
 //! SSE (`http://HOST:PORT/events?room=…`, broadcast only) and MQTT 3.1.1
-//! (`mqtt://HOST:PORT/TOPIC`, QoS 0, broadcast: any MQTT broker, Mosquitto included). TCP chat does not echo a sender's
+//! (`mqtt://HOST:PORT/TOPIC`, QoS 0, broadcast: any MQTT broker, Mosquitto included) and gRPC
+//! (`grpc://HOST:PORT[/ROOM]`: one `Chat` stream per connection, publishing and receiving on
+//! it; its acks are skipped). TCP chat does not echo a sender's
 //! own lines, so in TCP broadcast the first connection that does not publish tells each
 //! publisher when its message went round (its window). SSE is receive-only: the N connections
 //! all listen, and P more publish with `POST /rooms/ROOM/messages` on keep-alive HTTP
@@ -302,6 +304,7 @@ async fn open_all(opts: &Options, wire: Wire, target: SocketAddr) -> Result<Open
             match http {
                 Some(client) => connect_sse(&client, &url).await,
                 None if url.starts_with("mqtt://") => connect_mqtt(&url, target, i).await,
+                None if url.starts_with("grpc://") => connect_grpc(&url, target).await,
                 None => connect(&url, target, source).await,
             }
         }));
@@ -371,6 +374,7 @@ fn start_clients(
             Conn::Mqtt(client, events, topic) => {
                 (Some(Sink::Mqtt(client, topic)), Source::Mqtt(events))
             }
+            Conn::Grpc(frames, events) => (Some(Sink::Grpc(frames)), Source::Grpc(events)),
         };
         let own = match wire {
             Wire::Sse => None,

@@ -22,7 +22,7 @@ struct Cli {
 struct BenchArgs {
     /// Target: ws://HOST:PORT/ws?room=bench, tcp://HOST:PORT/bench,
     /// http://HOST:PORT/events?room=bench (SSE listeners; publishers POST to the room) or
-    /// mqtt://HOST:PORT/bench (any MQTT broker, QoS 0) for broadcast; ws://HOST:PORT/echo or the echo-server's tcp://HOST:PORT for echo.
+    /// mqtt://HOST:PORT/bench (any MQTT broker, QoS 0) or grpc://HOST:PORT/ROOM (a Chat stream each) for broadcast; ws://HOST:PORT/echo or the echo-server's tcp://HOST:PORT for echo.
     url: String,
 
     /// broadcast: publishers' messages reach every connection; echo: each waits for its copy.

@@ -24,6 +24,23 @@ pub(super) enum Conn {
     /// rumqttc's client: its handle publishes, its event loop (polled by the receiver)
     /// does the IO.
     Mqtt(rumqttc::AsyncClient, Box<rumqttc::EventLoop>, String),
+    /// A `Chat` stream: frames go out through the sender, events come back on the stream.
+    Grpc(
+        tokio::sync::mpsc::Sender<pb::ClientFrame>,
+        tonic::Streaming<pb::Event>,
+    ),
+}
+
+/// The client generated from the server's .proto (`build.rs`).
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    clippy::all,
+    clippy::pedantic
+)]
+pub(super) mod pb {
+    tonic::include_proto!("switchboard.v1");
 }
 
 /// Which protocol the URL speaks.
@@ -33,6 +50,7 @@ pub(super) enum Wire {
     Tcp,
     Sse,
     Mqtt,
+    Grpc,
 }
 
 /// What the URL names.
@@ -47,7 +65,7 @@ pub(super) fn parse_target(url: &str) -> Result<Target, BenchError> {
     let usage = || {
         BenchError::Usage(format!(
             "{url}: expected ws://HOST:PORT/PATH, tcp://HOST:PORT[/ROOM], \
-             http://HOST:PORT/events?room=ROOM or mqtt://HOST:PORT/TOPIC"
+             http://HOST:PORT/events?room=ROOM, mqtt://HOST:PORT/TOPIC or grpc://HOST:PORT[/ROOM]"
         ))
     };
     let (wire, rest) = if let Some(rest) = url.strip_prefix("ws://") {
@@ -58,6 +76,8 @@ pub(super) fn parse_target(url: &str) -> Result<Target, BenchError> {
         (Wire::Sse, rest)
     } else if let Some(rest) = url.strip_prefix("mqtt://") {
         (Wire::Mqtt, rest)
+    } else if let Some(rest) = url.strip_prefix("grpc://") {
+        (Wire::Grpc, rest)
     } else {
         return Err(usage());
     };
@@ -201,4 +221,57 @@ pub(super) async fn connect_mqtt(url: &str, target: SocketAddr, n: usize) -> Res
             Err(e) => return Err(format!("mqtt: {e}")),
         }
     }
+}
+
+/// Opens one gRPC `Chat` stream on a connection of its own and joins the URL's room, waiting
+/// for the `KIND_JOINED` answer so that it is in the room before anyone publishes.
+pub(super) async fn connect_grpc(url: &str, target: SocketAddr) -> Result<Conn, String> {
+    use pb::client_frame::{Frame, Join};
+    let room = url
+        .strip_prefix("grpc://")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(_, room)| room)
+        .filter(|r| !r.is_empty())
+        .unwrap_or(DEFAULT_ROOM)
+        .to_owned();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{target}"))
+        .map_err(|e| format!("grpc endpoint: {e}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("grpc connect: {e}"))?;
+    let mut client = pb::switchboard_client::SwitchboardClient::new(channel);
+    let (frames, outgoing) = tokio::sync::mpsc::channel(1024);
+    frames
+        .send(pb::ClientFrame {
+            r#ref: "join".into(),
+            frame: Some(Frame::Join(Join {
+                room,
+                since: String::new(),
+            })),
+        })
+        .await
+        .map_err(|_| "grpc: the stream closed".to_owned())?;
+    let outgoing = futures_util::stream::unfold(outgoing, |mut rx| async move {
+        rx.recv().await.map(|frame| (frame, rx))
+    });
+    let mut events = client
+        .chat(outgoing)
+        .await
+        .map_err(|status| format!("grpc chat: {status}"))?
+        .into_inner();
+    for _ in 0..1000 {
+        match events.message().await {
+            Ok(Some(event)) if event.kind == pb::event::Kind::Joined as i32 => {
+                return Ok(Conn::Grpc(frames, events));
+            }
+            Ok(Some(event)) if event.kind == pb::event::Kind::Error as i32 => {
+                return Err(format!("grpc join refused: {}", event.text));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return Err("grpc: the stream ended before joining".into()),
+            Err(status) => return Err(format!("grpc: {status}")),
+        }
+    }
+    Err("grpc: no answer to the join".into())
 }

@@ -18,6 +18,8 @@ pub(super) enum Sink {
     Tcp(tokio::net::tcp::OwnedWriteHalf),
     /// An MQTT client's handle: QoS 0 PUBLISH to the topic.
     Mqtt(rumqttc::AsyncClient, String),
+    /// A gRPC `Chat` stream's frames.
+    Grpc(tokio::sync::mpsc::Sender<pb::ClientFrame>),
     /// SSE's publishers: `POST` on a keep-alive connection, one request at a time.
     Http {
         client: reqwest::Client,
@@ -43,6 +45,19 @@ impl Sink {
                 .publish(topic.as_str(), rumqttc::QoS::AtMostOnce, false, payload)
                 .await
                 .map_err(|e| format!("publish: {e}")),
+            Sink::Grpc(frames) => frames
+                .send(pb::ClientFrame {
+                    r#ref: String::new(),
+                    frame: Some(pb::client_frame::Frame::Publish(
+                        pb::client_frame::Publish {
+                            room: String::new(),
+                            text: payload,
+                            key: String::new(),
+                        },
+                    )),
+                })
+                .await
+                .map_err(|_| "grpc: the stream closed".to_owned()),
             Sink::Http { client, url } => {
                 let res = client
                     .post(url.as_str())
@@ -116,6 +131,7 @@ pub(super) enum Source {
     Tcp(tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>),
     Sse(SseEvents),
     Mqtt(Box<rumqttc::EventLoop>),
+    Grpc(tonic::Streaming<pb::Event>),
 }
 
 /// A received message's text, without a copy where the client library allows.
@@ -172,6 +188,21 @@ impl Source {
                     }
                     Ok(_) => continue,
                     Err(e) => Some(Err(format!("mqtt: {e}"))),
+                };
+            },
+            // Room messages; acks and other answers are skipped.
+            Source::Grpc(events) => loop {
+                return match events.message().await {
+                    Ok(Some(event)) if event.kind == pb::event::Kind::Message as i32 => {
+                        Some(Ok(Text::Owned(event.text)))
+                    }
+                    Ok(Some(_)) => continue,
+                    Ok(None) => Some(Err("the stream ended".into())),
+                    Err(status) => Some(Err(format!(
+                        "ended by the server: {:?} {}",
+                        status.code(),
+                        status.message()
+                    ))),
                 };
             },
             Source::Sse(events) => loop {
