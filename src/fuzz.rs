@@ -75,3 +75,9 @@ pub fn http_query(data: &[u8]) {
 pub fn mqtt_packets(data: &[u8]) {
     crate::transport::mqtt::fuzz_packets(data);
 }
+
+/// gRPC: a `ClientFrame` (and the other requests) from any bytes, lowered into a request,
+/// re-encoding to itself; any bytes as a `grpc-timeout`.
+pub fn grpc_frames(data: &[u8]) {
+    crate::grpc::fuzz_frames(data);
+}

@@ -53,6 +53,11 @@ const TOKENS: &[&[u8]] = &[
     b"\xff\xff\xff\x7f",
     b"+",
     b"#",
+    b"\x0a\x01",
+    b"\x12\x00",
+    b"\x22\x04\x0a\x00\x12\x00",
+    b"1S",
+    b"99999999m",
 ];
 
 /// xorshift64*: the same mutations on every run, so a failure reproduces.
@@ -158,4 +163,9 @@ fn http_query() {
 #[test]
 fn mqtt_packets() {
     run("mqtt_packets", switchboard::fuzz::mqtt_packets);
+}
+
+#[test]
+fn grpc_frames() {
+    run("grpc_frames", switchboard::fuzz::grpc_frames);
 }

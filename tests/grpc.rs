@@ -614,3 +614,134 @@ async fn the_readme_python_example_works() {
     let page = support::history_of(server.http(), "lobby").await;
     assert!(page.iter().any(|(i, _)| *i == id), "{id} in {page:?}");
 }
+
+/// A gRPC call over raw HTTP/2 (the h2 crate), for what generated clients never send: a
+/// deadline the client does not enforce itself, an oversized message, a bad header. Returns
+/// the response's message count and its `grpc-status` (from the trailers, or the headers of a
+/// trailers-only answer).
+async fn raw_call(
+    addr: SocketAddr,
+    method: &str,
+    headers: &[(&str, &str)],
+    message: &[u8],
+) -> (usize, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let mut request =
+        axum::http::Request::post(format!("http://{addr}/switchboard.v1.Switchboard/{method}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (response, mut send) = client
+        .send_request(request.body(()).unwrap(), false)
+        .unwrap();
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    send.reserve_capacity(framed.len());
+    send.send_data(framed.into(), true).unwrap();
+    let response = tokio::time::timeout(TIMEOUT, response)
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let (parts, mut body) = response.into_parts();
+    if let Some(status) = parts.headers.get("grpc-status") {
+        return (0, status.to_str().unwrap().to_owned());
+    }
+    let mut bytes = 0;
+    for _ in 0..100_000 {
+        match tokio::time::timeout(TIMEOUT, body.data())
+            .await
+            .expect("data in time")
+        {
+            Some(Ok(chunk)) => {
+                bytes += chunk.len();
+                let _ = body.flow_control().release_capacity(chunk.len());
+            }
+            Some(Err(e)) => panic!("stream failed: {e}"),
+            None => break,
+        }
+    }
+    let trailers = tokio::time::timeout(TIMEOUT, body.trailers())
+        .await
+        .expect("trailers in time")
+        .unwrap()
+        .expect("trailers");
+    (bytes, trailers["grpc-status"].to_str().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_server_enforces_deadlines_and_limits_itself() {
+    use prost::Message as _;
+    use switchboard::grpc::pb;
+    let server = start_with(test_config()).await;
+    let addr = grpc(&server);
+    // A client that never cancels: the stream still ends at its grpc-timeout, as
+    // DEADLINE_EXCEEDED (4), after the welcome and the joined events.
+    let subscribe = pb::SubscribeRequest {
+        rooms: vec!["lobby".into()],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let started = Instant::now();
+    let (bytes, status) =
+        raw_call(addr, "Subscribe", &[("grpc-timeout", "700m")], &subscribe).await;
+    assert_eq!(status, "4");
+    assert!(bytes > 0, "events before the deadline");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(700) && took < TIMEOUT,
+        "{took:?}"
+    );
+    // A malformed timeout is INVALID_ARGUMENT (3).
+    let (_, status) = raw_call(addr, "Subscribe", &[("grpc-timeout", "soon")], &subscribe).await;
+    assert_eq!(status, "3");
+    // A message over the limit is refused before it is read: OUT_OF_RANGE (11), tonic's code.
+    let big = pb::PublishRequest {
+        room: "lobby".into(),
+        text: "x".repeat(Config::default().ws_max_message + 2048),
+        key: String::new(),
+    }
+    .encode_to_vec();
+    let (_, status) = raw_call(addr, "Publish", &[], &big).await;
+    assert_eq!(status, "11");
+    // Bytes that are not a PublishRequest: INTERNAL (13), and the server carries on.
+    let (_, status) = raw_call(addr, "Publish", &[], b"\xff\xff\xff\xff").await;
+    assert_eq!(status, "13");
+    let ok = pb::PublishRequest {
+        room: "lobby".into(),
+        text: "still here".into(),
+        key: String::new(),
+    }
+    .encode_to_vec();
+    let (bytes, status) = raw_call(addr, "Publish", &[], &ok).await;
+    assert_eq!((status.as_str(), bytes > 0), ("0", true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grpc_speaks_tls_with_the_servers_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("c.pem"), dir.path().join("c.key"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let server = start_with(Config {
+        tls: Some((cert_path.clone(), key_path)),
+        ..test_config()
+    })
+    .await;
+    let addr = grpc(&server);
+    let ca = cert_path.to_str().unwrap();
+    let reply = call_async(addr, &["publish", "lobby", "over tls"], &[("SB_CA", ca)]).await;
+    assert!(reply["id"].is_string(), "{reply}");
+    let health = call_async(addr, &["health"], &[("SB_CA", ca)]).await;
+    assert_eq!(health["status"], "SERVING");
+    // Plain HTTP/2 to the TLS listener gets nowhere.
+    let plain = call_async(addr, &["publish", "lobby", "x"], &[("SB_TIMEOUT", "3")]).await;
+    assert_eq!(plain["status"], "UNAVAILABLE", "{plain}");
+}

@@ -215,7 +215,17 @@ async fn admit(State(shared): State<Arc<Context>>, mut req: Request, next: Next)
         addr,
         deadline,
     });
-    next.run(req).await
+    let path = req.uri().clone();
+    let response = next.run(req).await;
+    // A refusal answered at once (trailers-only) carries its status in the headers; streams
+    // log their own ends (`stream.rs`).
+    if let Some(status) = response.headers().get("grpc-status")
+        && status.as_bytes() != b"0"
+    {
+        let message = response.headers().get("grpc-message");
+        tracing::debug!(%path, ?addr, ?status, ?message, "grpc call refused");
+    }
+    response
 }
 
 /// A `grpc-timeout` value: at most 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
@@ -302,6 +312,28 @@ fn nick<T>(request: &tonic::Request<T>) -> Result<Option<String>, Status> {
     crate::protocol::names::check_nick(nick)
         .map_err(|e| Status::invalid_argument(format!("x-nick: {e}")))?;
     Ok(Some(nick.to_owned()))
+}
+
+/// Fuzzing (`crate::fuzz::grpc_frames`): any bytes as a `ClientFrame` decode or are
+/// refused, lower into a request, and encode back to what decodes the same; as the other
+/// requests, decode or are refused; as a `grpc-timeout`, parse or are refused.
+pub(crate) fn fuzz_frames(data: &[u8]) {
+    use prost::Message as _;
+    if let Ok(value) = axum::http::HeaderValue::from_bytes(data) {
+        let _ = parse_timeout(&value);
+    }
+    if let Ok(frame) = pb::ClientFrame::decode(data) {
+        let _ = stream::lower(&frame);
+        let again = pb::ClientFrame::decode(frame.encode_to_vec().as_slice());
+        assert_eq!(
+            again.as_ref(),
+            Ok(&frame),
+            "a decoded frame re-encodes to itself"
+        );
+    }
+    let _ = pb::SubscribeRequest::decode(data);
+    let _ = pb::PublishRequest::decode(data);
+    let _ = pb::HistoryRequest::decode(data);
 }
 
 #[cfg(test)]

@@ -166,12 +166,14 @@ impl Feed {
                     Wake::Batch => self.outbox.encode(&mut self.units),
                     Wake::Closed => return None,
                     Wake::End(reason) => {
+                        tracing::debug!(id = self.session.subscriber().id, reason = reason.as_str(), "grpc stream ended by the server");
                         self.done = true;
                         self.session.end(Some(reason));
                         return Some((Err(ended(reason)), self));
                     }
                 },
                 _ = crate::transport::sleep_until(self.deadline) => {
+                    tracing::debug!(id = self.session.subscriber().id, "grpc stream deadline passed");
                     self.done = true;
                     return Some((Err(Status::deadline_exceeded("the call's deadline passed")), self));
                 }
@@ -191,41 +193,45 @@ impl Feed {
         }
     }
 
-    /// Lowers one client frame into a session request.
+    /// Applies one client frame to the session.
     fn apply(&mut self, frame: &pb::ClientFrame) -> Flow {
-        let reference = Some(frame.r#ref.as_str()).filter(|r| !r.is_empty());
-        let request = match &frame.frame {
-            Some(Frame::Join(join)) => SessionRequest::Join {
-                room: &join.room,
-                since: opt(&join.since),
-                reference,
-            },
-            Some(Frame::Leave(leave)) => SessionRequest::Leave {
-                room: &leave.room,
-                reference,
-            },
-            Some(Frame::Publish(publish)) => SessionRequest::Publish {
-                room: opt(&publish.room),
-                text: &publish.text,
-                key: opt(&publish.key),
-                reference,
-            },
-            Some(Frame::Direct(direct)) => SessionRequest::Direct {
-                to: &direct.to,
-                text: &direct.text,
-                reference,
-            },
-            Some(Frame::Auth(auth)) => SessionRequest::Auth {
-                token: &auth.token,
-                reference,
-            },
-            None => SessionRequest::Invalid {
-                reference,
-                code: ErrorCode::BadFrame,
-                message: "empty frame: set join, leave, publish, direct or auth".to_owned(),
-            },
-        };
-        self.session.apply(request)
+        self.session.apply(lower(frame))
+    }
+}
+
+/// Lowers one client frame into a session request (borrowed from it: nothing is copied).
+pub(super) fn lower(frame: &pb::ClientFrame) -> SessionRequest<'_> {
+    let reference = opt(&frame.r#ref);
+    match &frame.frame {
+        Some(Frame::Join(join)) => SessionRequest::Join {
+            room: &join.room,
+            since: opt(&join.since),
+            reference,
+        },
+        Some(Frame::Leave(leave)) => SessionRequest::Leave {
+            room: &leave.room,
+            reference,
+        },
+        Some(Frame::Publish(publish)) => SessionRequest::Publish {
+            room: opt(&publish.room),
+            text: &publish.text,
+            key: opt(&publish.key),
+            reference,
+        },
+        Some(Frame::Direct(direct)) => SessionRequest::Direct {
+            to: &direct.to,
+            text: &direct.text,
+            reference,
+        },
+        Some(Frame::Auth(auth)) => SessionRequest::Auth {
+            token: &auth.token,
+            reference,
+        },
+        None => SessionRequest::Invalid {
+            reference,
+            code: ErrorCode::BadFrame,
+            message: "empty frame: set join, leave, publish, direct or auth".to_owned(),
+        },
     }
 }
 

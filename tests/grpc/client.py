@@ -5,7 +5,8 @@ proto/switchboard/v1/switchboard.proto at start (as any user would generate them
 
 Every call has a deadline; every answer is one JSON line on stdout, a failed call
 `{"status": "UNAUTHENTICATED", "details": "..."}`. Credentials come from the environment:
-SB_TOKEN (authorization: Bearer), SB_API_KEY (x-api-key), SB_NICK (x-nick).
+SB_TOKEN (authorization: Bearer), SB_API_KEY (x-api-key), SB_NICK (x-nick); SB_CA (a PEM
+file) makes the channel TLS, trusting that certificate for the name localhost.
 """
 
 import json
@@ -65,7 +66,13 @@ def failed(error):
 def main():
     addr, command, args = sys.argv[1], sys.argv[2], sys.argv[3:]
     timeout = float(os.environ.get("SB_TIMEOUT", "10"))
-    channel = grpc.insecure_channel(addr)
+    if os.environ.get("SB_CA"):
+        with open(os.environ["SB_CA"], "rb") as ca:
+            credentials = grpc.ssl_channel_credentials(ca.read())
+        channel = grpc.secure_channel(addr, credentials,
+                                      options=[("grpc.ssl_target_name_override", "localhost")])
+    else:
+        channel = grpc.insecure_channel(addr)
     stub = rpc.SwitchboardStub(channel)
     md = metadata()
     try:
