@@ -104,6 +104,24 @@ async fn broadcast_run_counts_every_delivery() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_broadcast_counts_every_delivery_of_its_chat_streams() {
+    let server = start_with(Config {
+        grpc: Some("127.0.0.1:0".parse().unwrap()),
+        ..test_config()
+    })
+    .await;
+    let grpc = server.addrs.grpc.expect("grpc on");
+    let report = bench::run(options(format!("grpc://{grpc}/bench"), Mode::Broadcast))
+        .await
+        .unwrap();
+    assert!(report.sent > 50, "{report:?}");
+    // A Chat stream gets its own messages back, as WebSocket does: every one of the 20.
+    assert_eq!(report.expected, report.sent * 20);
+    assert_eq!(report.delivered, report.expected, "{}", report.text());
+    assert_eq!(report.errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_run_counts_each_clients_own_copies() {
     let server = start_with(test_config()).await;
     let mut opts = options(format!("ws://{}/echo", server.http()), Mode::Echo);
