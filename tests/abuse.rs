@@ -297,6 +297,21 @@ async fn slowloris_connections_are_closed_after_the_header_timeout_and_capped_pe
 }
 
 #[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
+    let server = support::start_with(tight_http()).await;
+    // Nothing at all, on the HTTP and the gRPC listener (one loop serves both).
+    for addr in [server.http(), server.addrs.grpc.expect("grpc on")] {
+        let started = std::time::Instant::now();
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(TIMEOUT, s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "a silent connection to {addr} was closed");
+        assert!(buf.is_empty());
+        assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    }
+}
+
+#[tokio::test]
 async fn a_body_that_trickles_is_refused_with_408() {
     let server = support::start_with(tight_http()).await;
     let mut s = tokio::net::TcpStream::connect(server.http()).await.unwrap();

@@ -1,8 +1,9 @@
 //! The HTTP listener's accept loop (hyper, HTTP/1.1 and HTTP/2 on one port), with the limits
 //! `axum::serve` leaves out: every connection, whatever it carries (a request, a long-poll,
 //! SSE, a WebSocket), is admitted by the socket budget and the HTTP connection caps, total
-//! and per IP; headers must arrive within `limits.http_header_timeout`, which also closes
-//! idle keep-alive connections; TLS handshakes have their own deadline. Bodies are timed
+//! and per IP; the first bytes, and then HTTP/1 headers, must arrive within
+//! `limits.http_header_timeout`, which also closes idle keep-alive connections; TLS handshakes
+//! have their own deadline. The gRPC listener is served by this loop too. Bodies are timed
 //! where they are read (`crate::http::body`).
 
 use std::net::SocketAddr;
@@ -96,6 +97,7 @@ async fn connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let _permits = permits;
+    let io = FirstBytes::new(io, shared.config.limits.http_header_timeout);
     let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
         req.extensions_mut().insert(ConnectInfo(addr));
         router.clone().oneshot(req)
@@ -112,6 +114,92 @@ async fn connection<I>(
     };
     if let Err(error) = served {
         tracing::debug!(%addr, %error, "http connection ended with an error");
+    }
+}
+
+/// A connection's IO that fails with `TimedOut` if nothing at all is read before its deadline.
+/// hyper's HTTP/1 header timeout starts only once the protocol is known, and finding that out
+/// (the first read) has no deadline of its own: a client that connects and sends nothing
+/// would hold its place for as long as it liked.
+struct FirstBytes<I> {
+    io: I,
+    /// `None` once a byte was read.
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> FirstBytes<I> {
+    fn new(io: I, within: std::time::Duration) -> Self {
+        Self {
+            io,
+            deadline: Some(Box::pin(tokio::time::sleep(within))),
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for FirstBytes<I> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(read) => {
+                if buf.filled().len() > before {
+                    this.deadline = None;
+                }
+                Poll::Ready(read)
+            }
+            Poll::Pending => {
+                let expired = this
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+                if expired {
+                    Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for FirstBytes<I> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
