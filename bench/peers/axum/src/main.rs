@@ -21,7 +21,13 @@ async fn main() {
     let (tx, _) = broadcast::channel::<String>(1024);
     let app = Router::new().route("/ws", get(ws)).with_state(tx);
     let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
-    axum::serve(listener, app).await.expect("serve");
+    // PEER_NODELAY=1: the same server with Nagle off on accepted sockets (axum's default
+    // leaves it on), the other half of the comparison.
+    let nodelay = std::env::var("PEER_NODELAY").is_ok_and(|v| v == "1");
+    axum::serve(listener, app)
+        .tcp_nodelay(nodelay)
+        .await
+        .expect("serve");
 }
 
 async fn ws(upgrade: WebSocketUpgrade, State(tx): State<broadcast::Sender<String>>) -> impl IntoResponse {
