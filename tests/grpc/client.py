@@ -9,8 +9,10 @@ SB_TOKEN (authorization: Bearer), SB_API_KEY (x-api-key), SB_NICK (x-nick); SB_C
 file) makes the channel TLS, trusting that certificate for the name localhost.
 """
 
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -24,6 +26,7 @@ PROTO = os.path.join(ROOT, "proto")
 
 def stubs():
     out = tempfile.mkdtemp(prefix="sb-grpc-")
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     code = protoc.main([
         "protoc", f"-I{PROTO}", f"--python_out={out}", f"--grpc_python_out={out}",
         os.path.join(PROTO, "switchboard", "v1", "switchboard.proto"),
