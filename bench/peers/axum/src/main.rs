@@ -23,11 +23,15 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
     // PEER_NODELAY=1: the same server with Nagle off on accepted sockets (axum's default
     // leaves it on), the other half of the comparison.
-    let nodelay = std::env::var("PEER_NODELAY").is_ok_and(|v| v == "1");
-    axum::serve(listener, app)
-        .tcp_nodelay(nodelay)
-        .await
-        .expect("serve");
+    if std::env::var("PEER_NODELAY").is_ok_and(|v| v == "1") {
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, app).await.expect("serve");
+    } else {
+        axum::serve(listener, app).await.expect("serve");
+    }
 }
 
 async fn ws(upgrade: WebSocketUpgrade, State(tx): State<broadcast::Sender<String>>) -> impl IntoResponse {
