@@ -19,6 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The server sends an event as bytes encoded once for every subscriber
         // (`crate::wire::grpc`), never as a struct built per stream.
         .extern_path(".switchboard.v1.Event", "crate::grpc::Encoded")
+        // prost's codec with smaller buffers per stream (`crate::grpc::Codec`).
+        .codec_path("crate::grpc::Codec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -33,6 +33,7 @@ for _ in $(seq 1 "$rounds"); do
   for side in before after; do
     bin=$before; [ "$side" = after ] && bin=$after
     run "$bin" "$side" W1 "ws://127.0.0.1:PORT/ws?room=w1" -c 100 -p 10 --window 32
+    run "$bin" "$side" W2 "ws://127.0.0.1:PORT/ws?room=w2" -c 1000 -p 1 --rate 1000
     run "$bin" "$side" W3 "ws://127.0.0.1:PORT/ws?room=w3" -c 50 -p 50 --window 1
     run "$bin" "$side" "W1 tcp" "tcp://127.0.0.1:TPORT/w1t" -c 100 -p 10 --window 32
   done

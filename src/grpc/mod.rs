@@ -78,6 +78,49 @@ impl prost::Message for Encoded {
     }
 }
 
+/// Bytes each stream's encoder and decoder start with (tonic's default is 8 KiB each). A
+/// batch of events or a large message grows the buffer as it needs; a quiet stream keeps
+/// only this much.
+const STREAM_BUFFER: usize = 1024;
+/// Encoded bytes after which a response stream hands what it has to HTTP/2 (tonic's default).
+const YIELD_AFTER: usize = 32 * 1024;
+
+/// tonic's prost codec (`tonic_prost`) with `STREAM_BUFFER`-sized buffers: the generated
+/// service uses it (`build.rs`, `codec_path`).
+#[derive(Debug)]
+pub struct Codec<T, U>(std::marker::PhantomData<fn() -> (T, U)>);
+
+impl<T, U> Default for Codec<T, U> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<T, U> tonic::codec::Codec for Codec<T, U>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = tonic_prost::ProstEncoder<T>;
+    type Decoder = tonic_prost::ProstDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(tonic::codec::BufferSettings::new(
+            STREAM_BUFFER,
+            YIELD_AFTER,
+        ))
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(tonic::codec::BufferSettings::new(
+            STREAM_BUFFER,
+            YIELD_AFTER,
+        ))
+    }
+}
+
 /// The service's state: what every call shares.
 #[derive(Debug, Clone)]
 pub(crate) struct Service {
