@@ -117,14 +117,7 @@ impl Service {
         let page = found
             .page(since, limit)
             .within(self.shared.config.limits.reply_bytes);
-        // As HTTP's pages: after the last message returned, else where the client was
-        // (unless that cursor could not be placed), else the room's latest.
-        let next = page
-            .events
-            .last()
-            .and_then(|e| e.id)
-            .or(if page.gap.is_none() { since } else { None })
-            .or(page.last_id);
+        let next = page.next(since);
         Ok(Response::new(pb::HistoryReply {
             messages: page
                 .events

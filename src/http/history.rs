@@ -180,14 +180,7 @@ fn page_response(
         }
         out.put_slice(wire::event(Wire::Json, event));
     }
-    // Where to continue from: after the last message returned, else where the client was
-    // (unless that cursor could not be placed), else the room's latest.
-    let next = page
-        .events
-        .last()
-        .and_then(|e| e.id)
-        .or(if page.gap.is_none() { since } else { None })
-        .or(page.last_id);
+    let next = page.next(since);
     let tail = json!({
         "next": next.map(|id| id.to_string()),
         "cursor": cursor.map(|id| id.to_string()),

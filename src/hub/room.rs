@@ -38,6 +38,17 @@ pub struct Page {
 }
 
 impl Page {
+    /// Where the next page starts for a client that asked after `since`: after the last
+    /// message returned, else where the client was (unless that cursor could not be placed),
+    /// else the room's latest.
+    pub fn next(&self, since: Option<MessageId>) -> Option<MessageId> {
+        self.events
+            .last()
+            .and_then(|e| e.id)
+            .or(if self.gap.is_none() { since } else { None })
+            .or(self.last_id)
+    }
+
     /// The page cut to `budget` bytes (`Event::weight`): the oldest messages that fit, with
     /// `more` set when some were left for the next page. At least one message is kept so
     /// that paging always moves on.
