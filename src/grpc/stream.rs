@@ -104,7 +104,7 @@ impl Service {
         who: &Caller,
         nick: Option<&str>,
         inbound: Option<Streaming<pb::ClientFrame>>,
-    ) -> Result<Feed, Status> {
+    ) -> Result<Box<Feed>, Status> {
         let shared = &self.shared;
         let ip = who
             .addr
@@ -123,7 +123,7 @@ impl Service {
             who.principal.clone(),
             shared.tasks.clone(),
         );
-        Ok(Feed {
+        Ok(Box::new(Feed {
             session,
             outbox: Outbox::new(rx, sub, crate::transport::stop_signal(shared), Wire::Grpc),
             _permit: permit,
@@ -131,11 +131,13 @@ impl Service {
             deadline: who.deadline,
             inbound,
             done: false,
-        })
+        }))
     }
 }
 
-/// A stream's state. Dropping it (client gone, server stopping) drops the session.
+/// A stream's state. Dropping it (client gone, server stopping) drops the session. It is
+/// boxed: `unfold` moves its state through every item, and an item is one event, so the move
+/// is a pointer rather than the whole session.
 struct Feed {
     session: Session,
     outbox: Outbox,
@@ -150,7 +152,7 @@ struct Feed {
 }
 
 impl Feed {
-    async fn next(mut self) -> Option<(Result<Encoded, Status>, Self)> {
+    async fn next(mut self: Box<Self>) -> Option<(Result<Encoded, Status>, Box<Self>)> {
         loop {
             if let Some(unit) = self.units.0.pop_front() {
                 return Some((Ok(Encoded(unit)), self));
