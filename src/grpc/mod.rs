@@ -24,7 +24,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::{Buf, BufMut, Bytes};
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::auth::{Action, Principal};
 use crate::context::Context;
@@ -85,6 +85,10 @@ const STREAM_BUFFER: usize = 1024;
 /// Encoded bytes after which a response stream hands what it has to HTTP/2 (tonic's default).
 const YIELD_AFTER: usize = 32 * 1024;
 
+fn buffers() -> tonic::codec::BufferSettings {
+    tonic::codec::BufferSettings::new(STREAM_BUFFER, YIELD_AFTER)
+}
+
 /// tonic's prost codec (`tonic_prost`) with `STREAM_BUFFER`-sized buffers: the generated
 /// service uses it (`build.rs`, `codec_path`).
 #[derive(Debug)]
@@ -107,17 +111,11 @@ where
     type Decoder = tonic_prost::ProstDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        tonic_prost::ProstEncoder::new(tonic::codec::BufferSettings::new(
-            STREAM_BUFFER,
-            YIELD_AFTER,
-        ))
+        tonic_prost::ProstEncoder::new(buffers())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::new(tonic::codec::BufferSettings::new(
-            STREAM_BUFFER,
-            YIELD_AFTER,
-        ))
+        tonic_prost::ProstDecoder::new(buffers())
     }
 }
 
@@ -330,13 +328,7 @@ fn cursor(text: &str) -> Result<Option<crate::event::MessageId>, Status> {
 
 /// A room that cannot be opened or joined: its cap, as a status.
 fn room_refused(error: crate::hub::RoomError) -> Status {
-    use crate::hub::RoomError;
-    let code = match error {
-        RoomError::Full(_) | RoomError::TooManyByYou | RoomError::TooMany => {
-            Code::ResourceExhausted
-        }
-    };
-    Status::new(code, error.to_string())
+    Status::resource_exhausted(error.to_string())
 }
 
 /// A message that could not be stored.

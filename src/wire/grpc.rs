@@ -13,7 +13,7 @@ use crate::protocol::envelope::{ErrorCode, ServerFrame};
 /// `Event.Kind`, by its numbers in the .proto.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u64)]
-pub enum Kind {
+enum Kind {
     /// A room message.
     Message = 1,
     /// Someone joined.

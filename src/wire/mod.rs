@@ -15,7 +15,7 @@ use bytes::Bytes;
 use crate::event::{Disconnect, Event, Form, MessageId};
 use crate::hub::{Delivery, Replay};
 
-pub use grpc::{Kind as GrpcKind, frame as grpc_frame, notice as grpc_notice};
+pub use grpc::{frame as grpc_frame, notice as grpc_notice};
 pub use json::gap as gap_json;
 pub use line::gap as gap_text;
 pub use line::terminal_safe;
