@@ -15,7 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use support::{Line, TIMEOUT, publish_to, start_with, test_config};
 use switchboard::Config;
-use switchboard::auth::{Action, AuthConfig, Grants, Pattern, RoomRule, sign};
+use switchboard::auth::{Action, AuthConfig, Pattern, RoomRule};
 use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "grpc-secret-0123456789abcdef-0123456789";
@@ -383,12 +383,7 @@ fn auth_config() -> Config {
 }
 
 fn token(sub: &str, grants: &[&str]) -> String {
-    let mut g = Grants::default();
-    for grant in grants {
-        let (p, a) = Grants::parse_one(grant).unwrap();
-        g.push(p, a);
-    }
-    sign(SECRET, sub, None, &g, 600).unwrap()
+    support::grant_token(SECRET, sub, grants)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

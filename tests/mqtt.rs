@@ -13,7 +13,7 @@ use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use support::{Line, TIMEOUT, publish_to, start_with, test_config};
 use switchboard::Config;
-use switchboard::auth::{Action, AuthConfig, Grants, Pattern, RoomRule, sign};
+use switchboard::auth::{Action, AuthConfig, Pattern, RoomRule};
 
 /// A running `mosquitto_sub`: its printed messages, one line each (`-F` decides the form).
 struct Sub {
@@ -413,12 +413,7 @@ async fn sys_topics_give_live_figures() {
 const SECRET: &str = "mqtt-secret-0123456789abcdef-0123456789";
 
 fn token(sub: &str, grants: &[&str]) -> String {
-    let mut g = Grants::default();
-    for grant in grants {
-        let (p, a) = Grants::parse_one(grant).unwrap();
-        g.push(p, a);
-    }
-    sign(SECRET, sub, None, &g, 600).unwrap()
+    support::grant_token(SECRET, sub, grants)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
