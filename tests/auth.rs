@@ -616,7 +616,7 @@ async fn browsers_cannot_rebind_or_post_cross_site_and_the_page_is_locked_down()
     let h = page.headers();
     let csp = h["content-security-policy"].to_str().unwrap();
     assert!(
-        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'sha256-"),
+        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self' 'sha256-"),
         "{csp}"
     );
     assert_eq!(h["x-content-type-options"], "nosniff");

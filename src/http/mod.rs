@@ -75,9 +75,9 @@ pub(crate) fn allowed(
 /// The chat page, embedded so the binary needs no files beside it.
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 
-/// The page's Content-Security-Policy: its one inline script and style by their hashes, and
-/// nothing else: no other script can run in it, it cannot be framed, and it talks only to
-/// this server.
+/// The page's Content-Security-Policy: its one inline script and style by their hashes and
+/// this server's own scripts (`/switchboard.js`), nothing else: no other script can run in
+/// it, it cannot be framed, and it talks only to this server.
 static PAGE_CSP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let hash = |open: &str, close: &str| -> String {
         use base64::Engine as _;
@@ -93,12 +93,50 @@ static PAGE_CSP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         )
     };
     format!(
-        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self' data:; \
+        "default-src 'none'; script-src 'self' {}; style-src {}; connect-src 'self'; img-src 'self' data:; \
          base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        hash("<script>", "</script>"),
+        hash("<script type=\"module\">", "</script>"),
         hash("<style>", "</style>"),
     )
 });
+
+/// The client library (`/switchboard.js`) and its TypeScript declarations, embedded like the page.
+const CLIENT_JS: &str = include_str!("../../web/switchboard.js");
+const CLIENT_DTS: &str = include_str!("../../web/switchboard.d.ts");
+
+/// `GET /switchboard.js`: an ES module, importable from pages of any origin (it is public
+/// code; what it may then do is decided by the server's origin and credential checks).
+async fn client_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            (
+                header::HeaderName::from_static("x-typescript-types"),
+                "/switchboard.d.ts",
+            ),
+        ],
+        CLIENT_JS,
+    )
+}
+
+/// `GET /switchboard.d.ts`: the library's types, for editors and `tsc`.
+async fn client_dts() -> impl IntoResponse {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/typescript; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        CLIENT_DTS,
+    )
+}
 
 async fn index() -> impl IntoResponse {
     (
@@ -156,6 +194,8 @@ async fn guard(
 pub(crate) fn router(shared: Arc<Context>) -> Router {
     Router::new()
         .route("/", get(index))
+        .route("/switchboard.js", get(client_js))
+        .route("/switchboard.d.ts", get(client_dts))
         // CONNECT: WebSockets over HTTP/2 (RFC 8441), which browsers use on an h2 connection.
         .route("/ws", get(transport::ws::chat).connect(transport::ws::chat))
         .route(
