@@ -31,10 +31,12 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
 mod measure;
+mod progress;
 mod target;
 mod traffic;
 
 use measure::*;
+use progress::{Counts, Progress};
 use target::*;
 use traffic::*;
 
@@ -79,6 +81,8 @@ pub struct Options {
     pub server_pid: Option<u32>,
     /// Allow a non-loopback target.
     pub allow_remote: bool,
+    /// Draw a progress bar on stderr (only where stderr is a terminal).
+    pub progress: bool,
 }
 
 /// Why a run could not be made.
@@ -167,6 +171,11 @@ struct Shared {
     to_us: u64,
     stop_sending: AtomicBool,
     sent: AtomicU64,
+    /// Messages sent, warm-up included (the progress bar's count).
+    attempted: AtomicU64,
+    /// Messages received, in or out of the measured window: what the progress bar shows
+    /// (receivers add theirs in batches, so that the count costs them nothing).
+    received: AtomicU64,
     errors: AtomicU64,
     first_error: std::sync::OnceLock<String>,
     mode: Mode,
@@ -203,7 +212,10 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
     }
     let publishers = publishers(&opts, wire)?;
     let rss_before = opts.server_pid.and_then(rss_bytes);
-    let opened = open_all(&opts, wire, target).await?;
+    let progress =
+        Progress::new(opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    progress.connecting(opts.connections);
+    let opened = open_all(&opts, wire, target, &progress).await?;
     // Let join notices and the server's per-connection setup settle before measuring memory.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_connected = opts.server_pid.and_then(rss_bytes);
@@ -215,6 +227,8 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
         to_us: (opts.warmup + opts.duration).as_micros() as u64,
         stop_sending: AtomicBool::new(false),
         sent: AtomicU64::new(0),
+        attempted: AtomicU64::new(0),
+        received: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         first_error: std::sync::OnceLock::new(),
         mode: opts.mode,
@@ -222,7 +236,8 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
     });
     let connect_secs = opened.secs;
     let receivers = start_clients(&opts, wire, publishers, publish_url, opened, &shared);
-    let measured = measure(&opts, &shared, receivers).await;
+    let measured = measure(&opts, &shared, receivers, &progress).await;
+    progress.finish();
     Ok(report(
         &opts,
         wire,
@@ -269,7 +284,12 @@ struct Opened {
 }
 
 /// Opens every connection, 256 handshakes at a time, spread over the source addresses.
-async fn open_all(opts: &Options, wire: Wire, target: SocketAddr) -> Result<Opened, BenchError> {
+async fn open_all(
+    opts: &Options,
+    wire: Wire,
+    target: SocketAddr,
+    progress: &Progress,
+) -> Result<Opened, BenchError> {
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(256));
     let sources: Vec<Option<IpAddr>> = if target.ip().is_loopback() && target.is_ipv4() {
@@ -299,14 +319,17 @@ async fn open_all(opts: &Options, wire: Wire, target: SocketAddr) -> Result<Open
         let url = opts.url.clone();
         let source = sources[i % sources.len()];
         let http = http_clients.get(i % sources.len()).cloned();
+        let bar = progress.handle();
         handshakes.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
-            match http {
+            let conn = match http {
                 Some(client) => connect_sse(&client, &url).await,
                 None if url.starts_with("mqtt://") => connect_mqtt(&url, target, i).await,
                 None if url.starts_with("grpc://") => connect_grpc(&url, target).await,
                 None => connect(&url, target, source).await,
-            }
+            };
+            bar.inc(u64::from(conn.is_ok()));
+            conn
         }));
     }
     let mut sockets = Vec::with_capacity(opts.connections);
@@ -481,30 +504,36 @@ struct Rss {
 
 /// Waits out the warm-up and the measured window (CPU sampled at both ends), stops the
 /// publishers, lets the last deliveries land, and merges the receivers' histograms.
-async fn measure(opts: &Options, shared: &Shared, receivers: Vec<Receiver>) -> Measured {
+async fn measure(
+    opts: &Options,
+    shared: &Shared,
+    receivers: Vec<Receiver>,
+    progress: &Progress,
+) -> Measured {
     let start = shared.start;
-    let cpu_from = tokio::time::sleep_until((start + opts.warmup).into());
-    cpu_from.await;
+    let counts = || Counts {
+        sent: shared.attempted.load(Ordering::Relaxed),
+        delivered: shared.received.load(Ordering::Relaxed),
+        errors: shared.errors.load(Ordering::Relaxed),
+    };
+    progress.running(opts.warmup + opts.duration);
+    // The bar is redrawn on its own tick; this loop only updates its counters.
+    let warm = start + opts.warmup;
+    while Instant::now() < warm {
+        tokio::time::sleep(progress::TICK.min(warm - Instant::now())).await;
+        progress.load("warm-up", start.elapsed(), counts());
+    }
     let cpu_before = opts.server_pid.and_then(cpu_ticks);
     let own_cpu_before = cpu_ticks(std::process::id());
-    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let end = start + opts.warmup + opts.duration;
+    let end = warm + opts.duration;
     while Instant::now() < end {
-        tokio::time::sleep(Duration::from_secs(1).min(end - Instant::now())).await;
-        if progress {
-            eprint!(
-                "\r  {:>4.0} s  sent {:>10}",
-                start.elapsed().as_secs_f64(),
-                shared.sent.load(Ordering::Relaxed)
-            );
-        }
+        tokio::time::sleep(progress::TICK.min(end - Instant::now())).await;
+        progress.load("measuring", start.elapsed(), counts());
     }
     let cpu_after = opts.server_pid.and_then(cpu_ticks);
     let own_cpu_after = cpu_ticks(std::process::id());
     shared.stop_sending.store(true, Ordering::Relaxed);
-    if progress {
-        eprintln!();
-    }
+    progress.draining();
     // Deliveries of messages sent near the end are still on their way.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_end = opts.server_pid.and_then(rss_bytes);

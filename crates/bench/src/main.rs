@@ -73,6 +73,10 @@ struct BenchArgs {
     /// Allow a target that is not on this machine.
     #[arg(long)]
     allow_remote: bool,
+
+    /// No progress bar (there is none anyway when stderr is not a terminal).
+    #[arg(long)]
+    no_progress: bool,
 }
 
 fn main() -> ExitCode {
@@ -107,6 +111,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         sources: args.sources,
         server_pid: args.server_pid,
         allow_remote: args.allow_remote,
+        progress: !args.no_progress,
     })
     .await?;
     if args.json {

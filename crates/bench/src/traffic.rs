@@ -115,6 +115,7 @@ pub(super) async fn publish(
             shared.error(e);
             return;
         }
+        shared.attempted.fetch_add(1, Ordering::Relaxed);
         if shared.measured(t) {
             shared.sent.fetch_add(1, Ordering::Relaxed);
         }
@@ -161,6 +162,9 @@ impl Source {
         match self {
             Source::Ws(stream) => loop {
                 return match stream.next().await? {
+                    // A refusal in plain mode (a publish over the server's per-connection
+                    // rate, say): the publisher's window would never refill, so say why.
+                    Ok(Message::Text(t)) if t.starts_with("ERR ") => Some(Err(t.to_string())),
                     Ok(Message::Text(t)) => Some(Ok(Text::Shared(t))),
                     Ok(Message::Close(Some(frame))) => Some(Err(format!(
                         "closed by the server: {} {}",
@@ -244,7 +248,13 @@ pub(super) async fn receive(
 ) -> Result<(Histogram<u32>, u64), ()> {
     let mut histogram = new_histogram().map_err(|_| ())?;
     let mut count = 0u64;
+    // Received but not yet added to `shared.received` (one atomic add per batch).
+    let mut unreported = 0u64;
     loop {
+        if unreported == 256 {
+            shared.received.fetch_add(unreported, Ordering::Relaxed);
+            unreported = 0;
+        }
         let message = tokio::select! {
             _ = shared.done.cancelled() => break,
             m = source.next() => match m {
@@ -259,6 +269,7 @@ pub(super) async fn receive(
                 break;
             }
         };
+        unreported += 1;
         let text = text.as_str();
         // "nick: b PUB SEQ T …" from the chat, "b PUB SEQ T …" from an echo.
         let Some(at) = text.find("b ") else { continue };
@@ -284,5 +295,6 @@ pub(super) async fn receive(
             count += 1;
         }
     }
+    shared.received.fetch_add(unreported, Ordering::Relaxed);
     Ok((histogram, count))
 }

@@ -74,6 +74,7 @@ fn options(url: String, mode: Mode) -> Options {
         sources: 2,
         server_pid: Some(std::process::id()),
         allow_remote: false,
+        progress: false,
     }
 }
 
@@ -256,4 +257,101 @@ async fn a_rate_limited_publisher_is_reported_with_the_servers_answer() {
         "{}",
         report.text()
     );
+}
+
+/// Runs the `switchboard-bench` binary against `url` for a short broadcast, with its stderr on
+/// `stderr`, and returns its stdout (the report).
+fn run_binary(url: &str, stderr: std::process::Stdio) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_switchboard-bench"))
+        .args([url, "-c", "20", "-p", "2", "--rate", "200", "--warmup", "1"])
+        .args(["--duration", "2", "--sources", "1"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn switchboard-bench")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_a_progress_bar_shows_the_phase_and_counters_and_off_one_nothing() {
+    use std::io::Read as _;
+    let server = unlimited_server().await;
+    let url = format!("ws://{}/ws?room=bar", server.http());
+
+    // A pseudo-terminal as stderr, 120 columns wide, as a user's shell would give it.
+    let size = nix::pty::Winsize {
+        ws_row: 24,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
+    let child = run_binary(&url, std::process::Stdio::from(pty.slave));
+    let mut master = std::fs::File::from(pty.master);
+    // Reading the terminal ends with EIO once the child has exited and closed its side.
+    let drawn = tokio::task::spawn_blocking(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().expect("wait"))
+        .await
+        .unwrap();
+    let drawn = tokio::time::timeout(Duration::from_secs(10), drawn)
+        .await
+        .expect("the terminal side closes")
+        .unwrap();
+    assert!(out.status.success(), "{drawn}");
+    for shown in ["warm-up", "measuring", "sent ", "delivered ", "errors 0"] {
+        assert!(drawn.contains(shown), "{shown:?} not drawn in {drawn:?}");
+    }
+    assert!(
+        drawn.contains('\x1b'),
+        "drawn with terminal control sequences"
+    );
+    let report = String::from_utf8(out.stdout).unwrap();
+    assert!(report.contains("deliveries/s"), "{report}");
+
+    // Not a terminal: the report alone, nothing on stderr.
+    let out = tokio::task::spawn_blocking(move || {
+        run_binary(&url, std::process::Stdio::piped())
+            .wait_with_output()
+            .expect("wait")
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("deliveries/s")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_publisher_over_the_per_connection_rate_is_reported_not_silent() {
+    // The default per-connection rate (20/s) refuses most of a flat-out window in plain mode,
+    // as `ERR` text frames: the run says so instead of reporting 0 sent and no error.
+    let server = start_with(Config {
+        limits: switchboard::config::Limits::default(),
+        ..test_config()
+    })
+    .await;
+    let mut opts = options(
+        format!("ws://{}/ws?room=paced", server.http()),
+        Mode::Broadcast,
+    );
+    opts.rate = 0;
+    opts.window = 64;
+    let report = bench::run(opts).await.unwrap();
+    assert!(report.errors >= 1, "{report:?}");
+    let first = report.first_error.as_deref().unwrap_or_default();
+    assert!(first.starts_with("ERR too many messages"), "{first}");
 }
