@@ -32,6 +32,7 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod transport;
+pub mod webhook;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -58,6 +59,9 @@ pub enum Error {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The webhook queue could not be opened.
+    #[error(transparent)]
+    Webhooks(#[from] webhook::QueueError),
 }
 
 /// Shorthand for results with the library's `Error`.

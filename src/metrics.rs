@@ -45,6 +45,14 @@ pub struct Metrics {
     pub delivery_latency: Histogram,
     /// 1 while this node receives the Redis bus (cluster mode only).
     pub redis_up: Gauge,
+    /// Webhook events delivered (answered 2xx).
+    pub webhook_sent: Counter,
+    /// Webhook POSTs that failed (each retry counts).
+    pub webhook_failed: Counter,
+    /// Webhook events dropped: the observer's channel or an endpoint's queue was full.
+    pub webhook_dropped: Counter,
+    /// Webhook events waiting to be sent, every endpoint together.
+    pub webhook_queued: Gauge,
     queued: Gauge,
     history: Gauge,
     rooms: Gauge,
@@ -64,6 +72,10 @@ impl Metrics {
         let refused = Family::<ReasonLabel, Counter>::default();
         let delivery_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let redis_up = Gauge::default();
+        let webhook_sent = Counter::default();
+        let webhook_failed = Counter::default();
+        let webhook_dropped = Counter::default();
+        let webhook_queued = Gauge::default();
         let queued = Gauge::default();
         let history = Gauge::default();
         let rooms = Gauge::default();
@@ -113,6 +125,26 @@ impl Metrics {
             "1 while this node receives the Redis bus (with --redis)",
             redis_up.clone(),
         );
+        registry.register(
+            "webhook_events_sent",
+            "Webhook events delivered (answered 2xx)",
+            webhook_sent.clone(),
+        );
+        registry.register(
+            "webhook_failures",
+            "Webhook POSTs that failed, each retry counted",
+            webhook_failed.clone(),
+        );
+        registry.register(
+            "webhook_events_dropped",
+            "Webhook events dropped because a queue was full",
+            webhook_dropped.clone(),
+        );
+        registry.register(
+            "webhook_events_queued",
+            "Webhook events waiting to be sent",
+            webhook_queued.clone(),
+        );
         Self {
             connections,
             published,
@@ -121,6 +153,10 @@ impl Metrics {
             refused,
             delivery_latency,
             redis_up,
+            webhook_sent,
+            webhook_failed,
+            webhook_dropped,
+            webhook_queued,
             queued,
             history,
             rooms,

@@ -115,6 +115,30 @@ impl Server {
             _ => store::Keep::memory(),
         };
         let (tls, auth) = trust(mode, &config)?;
+        let shutdown = CancellationToken::new();
+        let observer: Option<Arc<dyn crate::hub::Observer>> = match (&config.webhooks, mode) {
+            (Some(hooks), Mode::Chat) => {
+                // Durable beside the history, except when history itself is throw-away.
+                let dir = match config.store {
+                    StoreKind::Memory => None,
+                    _ => {
+                        std::fs::create_dir_all(&config.data_dir).map_err(|source| {
+                            crate::webhook::QueueError::Dir {
+                                path: config.data_dir.clone(),
+                                source,
+                            }
+                        })?;
+                        Some(config.data_dir.as_path())
+                    }
+                };
+                Some(crate::webhook::Webhooks::start(
+                    hooks.clone(),
+                    dir,
+                    shutdown.clone(),
+                )?)
+            }
+            _ => None,
+        };
         let hub = Hub::new(HubConfig {
             queue_capacity: config.queue_capacity,
             history,
@@ -122,6 +146,7 @@ impl Server {
             auth: Arc::clone(&auth),
             identity_rate: (config.publish_rate, config.publish_burst),
             limits: config.limits.clone(),
+            observer,
         });
         if let Some(sqlite) = &sqlite {
             // Rooms are otherwise created on first use; those with history must be readable
@@ -153,7 +178,7 @@ impl Server {
                 limiter,
                 http_limiter,
                 sockets,
-                shutdown: CancellationToken::new(),
+                shutdown,
                 tasks: TaskTracker::new(),
                 mqtt: transport::mqtt::Mqtt::new(keep),
             }),

@@ -189,6 +189,22 @@ pub struct ServeArgs {
     )]
     pub api_keys: Vec<String>,
 
+    /// POST signed webhooks here (repeatable; comma-separated in the environment): rooms
+    /// occupied and vacated, members joined and left, messages. Per-event and per-room
+    /// filters: `[[webhooks]]` in the config file. Needs --webhook-secret.
+    #[arg(
+        long = "webhook",
+        value_name = "URL",
+        env = "SWITCHBOARD_WEBHOOKS",
+        value_delimiter = ','
+    )]
+    pub webhooks: Vec<String>,
+
+    /// Key of the HMAC-SHA256 signature on every webhook (`X-Switchboard-Signature`), at
+    /// least 16 bytes.
+    #[arg(long, value_name = "SECRET", env = "SWITCHBOARD_WEBHOOK_SECRET")]
+    pub webhook_secret: Option<String>,
+
     /// Listen beyond loopback with no authentication configured (everyone may read and
     /// write every room).
     #[arg(long, env = "SWITCHBOARD_ALLOW_ANONYMOUS")]

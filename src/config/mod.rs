@@ -194,6 +194,8 @@ pub struct Config {
     /// Host names (besides loopback ones) the HTTP listener answers to while it listens on
     /// loopback, against DNS rebinding.
     pub allowed_hosts: Vec<String>,
+    /// Signed POSTs of what happens in rooms; `None` when no endpoint is configured.
+    pub webhooks: Option<crate::webhook::WebhookConfig>,
 }
 
 impl Default for Config {
@@ -241,6 +243,7 @@ impl Default for Config {
             allowed_hosts: Vec::new(),
             tls: None,
             limits: Limits::default(),
+            webhooks: None,
         }
     }
 }
@@ -292,6 +295,96 @@ struct FileConfig {
     rooms: Vec<RoomRule>,
     #[serde(default)]
     limits: limits::FileLimits,
+    webhook_secret: Option<String>,
+    /// Events one endpoint may have queued (default 10,000).
+    webhook_queue_max: Option<usize>,
+    #[serde(default)]
+    webhooks: Vec<FileWebhook>,
+}
+
+/// `[[webhooks]]`: one receiver, with optional filters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWebhook {
+    url: String,
+    /// Event names (room_occupied, room_vacated, member_joined, member_left, message);
+    /// absent = all.
+    #[serde(default)]
+    events: Vec<crate::webhook::HookKind>,
+    /// Room patterns; absent = every room.
+    #[serde(default)]
+    rooms: Vec<String>,
+}
+
+/// Default bound of each webhook endpoint's queue, in events.
+const WEBHOOK_QUEUE_MAX: usize = 10_000;
+
+/// The webhook endpoints of the file, then one per `--webhook` flag (all events, all rooms),
+/// each URL checked; `None` when there are none.
+fn resolve_webhooks(
+    args: &ServeArgs,
+    file: &mut FileConfig,
+) -> Result<Option<crate::webhook::WebhookConfig>, ConfigError> {
+    use crate::webhook::{Endpoint, WebhookConfig};
+    let invalid = |message: String| ConfigError::Invalid {
+        key: "webhooks",
+        message,
+    };
+    let from_file = std::mem::take(&mut file.webhooks)
+        .into_iter()
+        .map(|w| (w.url, w.events, w.rooms));
+    let from_flags = args
+        .webhooks
+        .iter()
+        .map(|url| (url.clone(), Vec::new(), Vec::new()));
+    let mut endpoints: Vec<Endpoint> = Vec::new();
+    for (url, events, rooms) in from_file.chain(from_flags) {
+        let parsed =
+            reqwest::Url::parse(&url).map_err(|e| invalid(format!("{url:?} is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+            return Err(invalid(format!(
+                "{url:?} must be an http:// or https:// URL with a host"
+            )));
+        }
+        if endpoints.iter().any(|e| e.url == parsed) {
+            return Err(invalid(format!("{url:?} is configured twice")));
+        }
+        endpoints.push(Endpoint {
+            url: parsed,
+            events,
+            rooms: rooms.iter().map(|r| crate::auth::Pattern::new(r)).collect(),
+        });
+    }
+    let secret = args.webhook_secret.clone().or(file.webhook_secret.take());
+    if endpoints.is_empty() {
+        return Ok(None);
+    }
+    let secret = secret.ok_or_else(|| ConfigError::Invalid {
+        key: "webhook_secret",
+        message: "webhooks are signed: give --webhook-secret (or SWITCHBOARD_WEBHOOK_SECRET, or \
+                  webhook_secret in the file), at least 16 bytes"
+            .into(),
+    })?;
+    if secret.len() < 16 {
+        return Err(ConfigError::Invalid {
+            key: "webhook_secret",
+            message: format!("{} bytes is too short; use at least 16", secret.len()),
+        });
+    }
+    let queue_max = file.webhook_queue_max.unwrap_or(WEBHOOK_QUEUE_MAX);
+    if queue_max == 0 {
+        return Err(ConfigError::Invalid {
+            key: "webhook_queue_max",
+            message: "must be at least 1".into(),
+        });
+    }
+    Ok(Some(WebhookConfig {
+        endpoints,
+        secret,
+        queue_max,
+        batch_max: 100,
+        timeout: Duration::from_secs(10),
+    }))
 }
 
 impl FileConfig {
@@ -398,6 +491,7 @@ impl Config {
         let secs = Duration::from_secs;
         let redis = args.redis.clone().or(file.redis.clone());
         let limits = Limits::resolve(args.into(), std::mem::take(&mut file.limits))?;
+        let webhooks = resolve_webhooks(args, &mut file)?;
         let config = Config {
             tcp: args.tcp.or(file.tcp).map_or(d.tcp, |l| l.0),
             udp: args.udp.or(file.udp).map_or(d.udp, |l| l.0),
@@ -471,6 +565,7 @@ impl Config {
             allowed_hosts: pick_list(&args.allowed_hosts, file.allowed_hosts),
             tls,
             limits,
+            webhooks,
         };
         config.validate()?;
         Ok(config)
@@ -604,6 +699,61 @@ mod tests {
         assert_eq!(c.tcp, Some("127.0.0.1:12345".parse().unwrap()));
         assert_eq!(c.http, Some("127.0.0.1:8000".parse().unwrap()));
         assert_eq!(c.idle_timeout, None);
+    }
+
+    #[test]
+    fn webhooks_need_a_secret_a_web_url_and_known_event_names() {
+        let err = |argv: &[&str]| Config::resolve(&args(argv)).unwrap_err().to_string();
+        assert!(err(&["--webhook", "http://127.0.0.1:9/h"]).contains("webhooks are signed"));
+        let short = [
+            "--webhook",
+            "http://127.0.0.1:9/h",
+            "--webhook-secret",
+            "short",
+        ];
+        assert!(err(&short).contains("too short"));
+        let secret = ["--webhook-secret", "0123456789abcdef"];
+        for bad in ["ftp://example.com/h", "not a url", "unix:/run/hook.sock"] {
+            let argv = [&["--webhook", bad][..], &secret[..]].concat();
+            assert!(err(&argv).contains("webhooks"), "{bad}: {}", err(&argv));
+        }
+        let twice = [
+            &["--webhook", "http://a.example/h,http://a.example/h"][..],
+            &secret[..],
+        ]
+        .concat();
+        assert!(err(&twice).contains("twice"));
+        assert!(Config::resolve(&args(&[])).unwrap().webhooks.is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sb.toml");
+        let file = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Config::resolve(&args(&["--config", path.to_str().unwrap()]))
+        };
+        let c = file(
+            "webhook_secret = \"0123456789abcdef\"\nwebhook_queue_max = 50\n\
+             [[webhooks]]\nurl = \"https://hooks.example/a\"\nevents = [\"message\", \"room_vacated\"]\n\
+             rooms = [\"chat.*\"]\n",
+        )
+        .unwrap();
+        let hooks = c.webhooks.unwrap();
+        assert_eq!(hooks.queue_max, 50);
+        let e = &hooks.endpoints[0];
+        assert_eq!(
+            e.events,
+            [
+                crate::webhook::HookKind::Message,
+                crate::webhook::HookKind::RoomVacated
+            ]
+        );
+        assert!(e.rooms[0].matches("chat.dev") && !e.rooms[0].matches("lobby"));
+        let unknown = file(
+            "webhook_secret = \"0123456789abcdef\"\n[[webhooks]]\nurl = \"https://h.example/\"\nevents = [\"joined\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(unknown.contains("unknown variant"), "{unknown}");
     }
 
     #[test]

@@ -74,6 +74,42 @@ pub struct HubConfig {
     pub identity_rate: (f64, f64),
     /// What one client, identity or creator may ask of the hub.
     pub limits: Limits,
+    /// Told of arrivals, departures and messages in every room (webhooks).
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+/// Something that wants to know what happens in rooms, such as the webhook sender. Called
+/// under the room's lock, on the publisher's or joiner's task: it must hand the news on
+/// without blocking or waiting (a bounded queue it may drop from), so that it can never
+/// slow a room.
+pub trait Observer: Send + Sync + std::fmt::Debug {
+    /// One thing that happened in a room.
+    fn observe(&self, what: Observed);
+}
+
+/// What an `Observer` is told. Each carries the room's own event (shared, not copied).
+#[derive(Debug)]
+pub enum Observed {
+    /// A member arrived on this node; `first` when the room had no member here before.
+    Joined {
+        /// The room's `join` event.
+        event: Arc<Event>,
+        /// How the member is connected.
+        transport: Transport,
+        /// The room was empty on this node.
+        first: bool,
+    },
+    /// A member left this node's room; `last` when nobody is left here.
+    Left {
+        /// The room's `leave` event (with the reason, if it was cut).
+        event: Arc<Event>,
+        /// How the member was connected.
+        transport: Transport,
+        /// The room is now empty on this node.
+        last: bool,
+    },
+    /// A message was numbered and kept in the room (on every node, in a cluster).
+    Message(Arc<Event>),
 }
 
 impl Default for HubConfig {
@@ -85,6 +121,7 @@ impl Default for HubConfig {
             cluster: None,
             auth: Auth::open(),
             identity_rate: (20.0, 50.0),
+            observer: None,
             limits: Limits::default(),
         }
     }

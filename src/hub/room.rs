@@ -215,6 +215,8 @@ pub struct Room {
     /// Where the room puts its name when it has a summed-up presence change to tell; the
     /// hub flushes them every second (`Hub::flush_presence`).
     crowded: Arc<Crowded>,
+    /// Told of arrivals, departures and messages (`Hub`'s observer: webhooks).
+    observer: Option<Arc<dyn super::Observer>>,
 }
 
 impl Room {
@@ -224,11 +226,13 @@ impl Room {
         init: RoomInit,
         presence: Option<Arc<dyn Presence>>,
         crowded: Arc<Crowded>,
+        observer: Option<Arc<dyn super::Observer>>,
     ) -> Self {
         Self {
             name,
             presence,
             crowded,
+            observer,
             state: Mutex::new(RoomState {
                 epoch,
                 history: init.history,
@@ -328,6 +332,13 @@ impl Room {
         state.index.insert(sub.id, at);
         let event = self.event(EventKind::Join, None, nick, "", Some(sub.id));
         self.announce(&event, sub);
+        if let Some(observer) = &self.observer {
+            observer.observe(super::Observed::Joined {
+                event: Arc::clone(&event),
+                transport: sub.transport,
+                first: state.members.len() == 1,
+            });
+        }
         self.deliver_presence(&mut state, event);
         Some(cursor)
     }
@@ -338,6 +349,13 @@ impl Room {
         if let Some(member) = state.remove(id) {
             let event = self.event(EventKind::Leave { reason }, None, member.nick, "", Some(id));
             self.announce(&event, &member.sub);
+            if let Some(observer) = &self.observer {
+                observer.observe(super::Observed::Left {
+                    event: Arc::clone(&event),
+                    transport: member.sub.transport,
+                    last: state.members.is_empty(),
+                });
+            }
             self.deliver_presence(&mut state, event);
         }
         state.members.is_empty()
@@ -493,6 +511,9 @@ impl Room {
                 state.keys_partial = true;
             }
         }
+        if let Some(observer) = &self.observer {
+            observer.observe(super::Observed::Message(Arc::clone(&event)));
+        }
         self.deliver(&mut state, Arc::clone(&event));
         drop(state);
         self.changed.notify_waiters();
@@ -519,6 +540,9 @@ impl Room {
         }
         state.history.record(&event);
         state.last_seq = id.seq;
+        if let Some(observer) = &self.observer {
+            observer.observe(super::Observed::Message(Arc::clone(&event)));
+        }
         self.deliver(&mut state, event);
         drop(state);
         self.changed.notify_waiters();

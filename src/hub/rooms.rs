@@ -81,6 +81,7 @@ impl Hub {
                         init,
                         presence,
                         Arc::clone(&self.crowded),
+                        self.config.observer.clone(),
                     ))
                 })
                 .value(),

@@ -1,0 +1,284 @@
+//! Webhooks: signed POSTs to a backend when a room becomes occupied or vacated, a member joins
+//! or leaves, or a message is published.
+//!
+//! ```text
+//! room lock ──observe──▶ bounded channel ──dispatch──▶ durable queue ──send──▶ POST
+//!  (try_send; full = dropped, counted)   (per endpoint, bounded)   (batches, backoff)
+//! ```
+//!
+//! A room never waits for a webhook: the hub's `Observer` call only `try_send`s into a bounded
+//! channel. One dispatcher task turns what happened into JSON events once, filters them per
+//! endpoint (event names and room patterns) and appends them to that endpoint's queue: SQLite
+//! (`webhooks.sqlite3` in the data directory, so that a restart loses nothing) or memory with
+//! `--store memory`. Each endpoint has one sender task that POSTs the oldest events in batches,
+//! signed with HMAC-SHA256, and on failure retries the same batch with exponential backoff.
+//! A queue over its bound drops its oldest events (counted), so a receiver that is down for a
+//! day costs bounded disk, not the server.
+
+mod queue;
+mod send;
+
+pub use send::signature;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Deserialize;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Pattern;
+use crate::event::{EventKind, now_ms};
+use crate::hub::{Observed, Observer};
+use crate::metrics::METRICS;
+use crate::wire::{self, Wire};
+
+pub use queue::QueueError;
+
+/// Events the observer may have waiting for the dispatcher before it drops (and counts) more.
+const CHANNEL: usize = 8_192;
+
+/// The kinds of webhook event, by the name a receiver sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookKind {
+    /// The first member arrived in a room (on this node).
+    RoomOccupied,
+    /// The last member left a room (on this node).
+    RoomVacated,
+    /// A member arrived.
+    MemberJoined,
+    /// A member left, by itself or cut (`reason`).
+    MemberLeft,
+    /// A message was published.
+    Message,
+}
+
+impl HookKind {
+    /// The name in the event's JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookKind::RoomOccupied => "room_occupied",
+            HookKind::RoomVacated => "room_vacated",
+            HookKind::MemberJoined => "member_joined",
+            HookKind::MemberLeft => "member_left",
+            HookKind::Message => "message",
+        }
+    }
+}
+
+/// One receiver: where, and which events of which rooms.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// An `http://` or `https://` URL.
+    pub url: reqwest::Url,
+    /// The kinds sent; empty = all.
+    pub events: Vec<HookKind>,
+    /// Room patterns (`*` = any run of characters); empty = every room.
+    pub rooms: Vec<Pattern>,
+}
+
+impl Endpoint {
+    fn wants(&self, kind: HookKind, room: &str) -> bool {
+        (self.events.is_empty() || self.events.contains(&kind))
+            && (self.rooms.is_empty() || self.rooms.iter().any(|p| p.matches(room)))
+    }
+}
+
+/// Every webhook setting, resolved. Its `Debug` leaves the secret out.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    /// The receivers.
+    pub endpoints: Vec<Endpoint>,
+    /// Signs every body (`X-Switchboard-Signature`).
+    pub secret: String,
+    /// Events one endpoint may have queued; past it the oldest are dropped.
+    pub queue_max: usize,
+    /// Events per POST at most.
+    pub batch_max: usize,
+    /// A POST not answered within this long has failed.
+    pub timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("endpoints", &self.endpoints)
+            .field("secret", &"<hidden>")
+            .field("queue_max", &self.queue_max)
+            .field("batch_max", &self.batch_max)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// The running webhook sender: the hub's observer.
+#[derive(Debug)]
+pub struct Webhooks {
+    tx: mpsc::Sender<Observed>,
+}
+
+impl Webhooks {
+    /// Opens the queue (`webhooks.sqlite3` in `data_dir`, or memory when `None`) and starts the
+    /// dispatcher and one sender per endpoint; they stop when `shutdown` is cancelled.
+    pub fn start(
+        config: WebhookConfig,
+        data_dir: Option<&Path>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, QueueError> {
+        let urls: Vec<String> = config.endpoints.iter().map(|e| e.url.to_string()).collect();
+        let queue = Arc::new(match data_dir {
+            Some(dir) => {
+                queue::Queue::sqlite(&dir.join("webhooks.sqlite3"), &urls, config.queue_max)?
+            }
+            None => queue::Queue::memory(urls.len(), config.queue_max),
+        });
+        let config = Arc::new(config);
+        let wakers: Arc<[Notify]> = (0..config.endpoints.len()).map(|_| Notify::new()).collect();
+        let (tx, rx) = mpsc::channel(CHANNEL);
+        tokio::spawn(dispatch(
+            rx,
+            Arc::clone(&config),
+            Arc::clone(&queue),
+            Arc::clone(&wakers),
+        ));
+        let client = send::client(config.timeout);
+        for index in 0..config.endpoints.len() {
+            tokio::spawn(send::run(
+                index,
+                Arc::clone(&config),
+                Arc::clone(&queue),
+                Arc::clone(&wakers),
+                client.clone(),
+                shutdown.clone(),
+            ));
+        }
+        tracing::info!(
+            endpoints = config.endpoints.len(),
+            durable = data_dir.is_some(),
+            "webhooks on"
+        );
+        Ok(Arc::new(Self { tx }))
+    }
+}
+
+impl Observer for Webhooks {
+    fn observe(&self, what: Observed) {
+        if self.tx.try_send(what).is_err() {
+            METRICS.webhook_dropped.inc();
+        }
+    }
+}
+
+/// Ids of events other than messages: this process's random prefix and a counter, so that a
+/// receiver can drop a batch it is sent twice (after a lost answer) by id.
+static NEXT: AtomicU64 = AtomicU64::new(1);
+static PROCESS: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
+    use std::hash::BuildHasher as _;
+    std::collections::hash_map::RandomState::new().hash_one(now_ms()) as u32
+});
+
+fn next_id() -> String {
+    format!("{:08x}-{}", *PROCESS, NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// One event's JSON, as it goes in a body's `events` array.
+fn render(kind: HookKind, what: &Observed) -> String {
+    let (event, transport) = match what {
+        Observed::Joined {
+            event, transport, ..
+        }
+        | Observed::Left {
+            event, transport, ..
+        } => (event, Some(*transport)),
+        Observed::Message(event) => (event, None),
+    };
+    let mut v = serde_json::json!({
+        "name": kind.as_str(),
+        "room": &*event.room,
+        "time": event.time_ms,
+    });
+    match kind {
+        // A message's id is its room and message id, the same on every node of a cluster.
+        HookKind::Message => {
+            let id = event.id.map(|id| id.to_string()).unwrap_or_default();
+            v["id"] = format!("{}/{id}", event.room).into();
+            let envelope = wire::event(Wire::Json, event);
+            v["message"] = serde_json::from_slice(envelope).unwrap_or_default();
+        }
+        HookKind::MemberJoined | HookKind::MemberLeft => {
+            v["id"] = next_id().into();
+            v["nick"] = (&*event.nick).into();
+            v["transport"] = transport.map(|t| t.as_str()).into();
+            if let EventKind::Leave {
+                reason: Some(reason),
+            } = event.kind
+            {
+                v["reason"] = reason.as_str().into();
+            }
+        }
+        HookKind::RoomOccupied | HookKind::RoomVacated => v["id"] = next_id().into(),
+    }
+    v.to_string()
+}
+
+/// The webhook kinds one observation makes, in the order a receiver gets them.
+fn kinds(what: &Observed) -> &'static [HookKind] {
+    match what {
+        Observed::Joined { first: true, .. } => &[HookKind::RoomOccupied, HookKind::MemberJoined],
+        Observed::Joined { .. } => &[HookKind::MemberJoined],
+        Observed::Left { last: true, .. } => &[HookKind::MemberLeft, HookKind::RoomVacated],
+        Observed::Left { .. } => &[HookKind::MemberLeft],
+        Observed::Message(_) => &[HookKind::Message],
+    }
+}
+
+/// Takes what the rooms observed, renders each event once, and queues it for every endpoint
+/// that wants it, a batch at a time (one transaction per batch in SQLite).
+async fn dispatch(
+    mut rx: mpsc::Receiver<Observed>,
+    config: Arc<WebhookConfig>,
+    queue: Arc<queue::Queue>,
+    wakers: Arc<[Notify]>,
+) {
+    let mut taken = Vec::with_capacity(256);
+    while rx.recv_many(&mut taken, 256).await > 0 {
+        let mut rows: Vec<(usize, String)> = Vec::new();
+        for what in taken.drain(..) {
+            let room = match &what {
+                Observed::Joined { event, .. }
+                | Observed::Left { event, .. }
+                | Observed::Message(event) => Arc::clone(&event.room),
+            };
+            for &kind in kinds(&what) {
+                let wanting: Vec<usize> = (0..config.endpoints.len())
+                    .filter(|&i| config.endpoints[i].wants(kind, &room))
+                    .collect();
+                if wanting.is_empty() {
+                    continue;
+                }
+                let json = render(kind, &what);
+                for i in wanting {
+                    rows.push((i, json.clone()));
+                }
+            }
+        }
+        if rows.is_empty() {
+            continue;
+        }
+        let touched: Vec<usize> = rows.iter().map(|(i, _)| *i).collect();
+        let q = Arc::clone(&queue);
+        match tokio::task::spawn_blocking(move || q.push(rows)).await {
+            Ok(Ok(dropped)) => {
+                METRICS.webhook_dropped.inc_by(dropped);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "webhook events not queued"),
+            Err(e) => tracing::warn!(error = %e, "webhook queue task failed"),
+        }
+        METRICS.webhook_queued.set(queue.total() as i64);
+        for i in touched {
+            wakers[i].notify_one();
+        }
+    }
+}

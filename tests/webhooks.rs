@@ -1,0 +1,398 @@
+//! Webhooks against a real local HTTP receiver (axum on loopback) that checks every signature:
+//! what each room change sends, a receiver that hangs, fails and comes back (nothing lost, in
+//! order, and the room never waits for it), a restart with events still queued, filters, and
+//! the queue's bound.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use support::*;
+use switchboard::Config;
+use switchboard::auth::Pattern;
+use switchboard::webhook::{Endpoint, HookKind, WebhookConfig};
+
+const SECRET: &str = "webhook-secret-0123456789";
+
+/// How the receiver answers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Answer {
+    Ok,
+    Unavailable,
+    /// Holds the request without answering (until the sender's timeout).
+    Hang,
+}
+
+#[derive(Default)]
+struct Seen {
+    events: Vec<Value>,
+    posts: usize,
+    refused: usize,
+}
+
+struct Receiver {
+    addr: SocketAddr,
+    answer: Arc<Mutex<Answer>>,
+    seen: Arc<Mutex<Seen>>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+type Shared = (Arc<Mutex<Answer>>, Arc<Mutex<Seen>>);
+
+/// Checks what a receiver must check: the HMAC of the raw body, the timestamp in the body
+/// against the header and the clock. A POST that fails them is a test failure.
+async fn hook(State((answer, seen)): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let answer = *answer.lock().unwrap();
+    if answer == Answer::Hang {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(&body);
+    let given = headers["x-switchboard-signature"].to_str().unwrap();
+    let hex = given.strip_prefix("sha256=").expect("sha256= prefix");
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    mac.verify_slice(&bytes).expect("the signature verifies");
+    assert_eq!(headers["content-type"], "application/json");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let ts = v["timestamp"].as_u64().unwrap();
+    assert_eq!(
+        headers["x-switchboard-timestamp"].to_str().unwrap(),
+        ts.to_string()
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now.abs_diff(ts) < 60, "timestamp {ts} is now");
+    let mut seen = seen.lock().unwrap();
+    seen.posts += 1;
+    if answer == Answer::Unavailable {
+        seen.refused += 1;
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    seen.events
+        .extend(v["events"].as_array().unwrap().iter().cloned());
+    StatusCode::NO_CONTENT
+}
+
+impl Receiver {
+    async fn start(answer: Answer) -> Receiver {
+        Self::on(
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            answer,
+        )
+    }
+
+    fn on(listener: tokio::net::TcpListener, answer: Answer) -> Receiver {
+        let addr = listener.local_addr().unwrap();
+        let answer = Arc::new(Mutex::new(answer));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(hook))
+            .with_state((Arc::clone(&answer), Arc::clone(&seen)));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let until = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(until.cancelled_owned())
+                .await
+                .unwrap();
+        });
+        Receiver {
+            addr,
+            answer,
+            seen,
+            stop,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn set(&self, answer: Answer) {
+        *self.answer.lock().unwrap() = answer;
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.seen.lock().unwrap().events.clone()
+    }
+
+    /// Waits (bounded) until `pred` holds for the events received so far.
+    async fn wait_for(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let events = self.events();
+            if pred(&events) {
+                return events;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "receiver never saw {what}; got {events:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn hooks(urls: &[String]) -> WebhookConfig {
+    WebhookConfig {
+        endpoints: urls
+            .iter()
+            .map(|u| Endpoint {
+                url: u.parse().unwrap(),
+                events: Vec::new(),
+                rooms: Vec::new(),
+            })
+            .collect(),
+        secret: SECRET.into(),
+        queue_max: 10_000,
+        batch_max: 100,
+        timeout: Duration::from_secs(1),
+    }
+}
+
+fn with_hooks(hooks: WebhookConfig) -> Config {
+    Config {
+        webhooks: Some(hooks),
+        ..flood_config()
+    }
+}
+
+fn names(events: &[Value], room: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["room"] == room)
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn texts(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["name"] == "message")
+        .map(|e| e["message"]["text"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_room_tells_the_receiver_it_was_occupied_joined_posted_left_and_vacated() {
+    let receiver = Receiver::start(Answer::Ok).await;
+    let server = start_with(with_hooks(hooks(&[receiver.url()]))).await;
+    let (mut alice, _) = Line::connect(server.tcp()).await;
+    alice.say("/nick alice").await;
+    alice.line_where(|l| l.contains("you are now alice")).await;
+    alice.say("/join ops").await;
+    alice.line_where(|l| l.contains("you joined ops")).await;
+    alice.say("deploy starts").await;
+    let id = publish_to(server.http(), "ops", "from curl").await.unwrap();
+    alice.say("/quit").await;
+    let events = receiver
+        .wait_for("ops vacated", |e| {
+            names(e, "ops").contains(&"room_vacated".into())
+        })
+        .await;
+    assert_eq!(
+        names(&events, "ops"),
+        [
+            "room_occupied",
+            "member_joined",
+            "message",
+            "message",
+            "member_left",
+            "room_vacated"
+        ]
+    );
+    let ops: Vec<&Value> = events.iter().filter(|e| e["room"] == "ops").collect();
+    assert_eq!(ops[1]["nick"], "alice");
+    assert_eq!(ops[1]["transport"], "tcp");
+    assert_eq!(ops[2]["message"]["text"], "deploy starts");
+    assert_eq!(ops[2]["message"]["nick"], "alice");
+    assert_eq!(ops[3]["message"]["id"], id.as_str());
+    assert_eq!(
+        ops[3]["id"],
+        format!("ops/{id}"),
+        "a message's event id is room/id"
+    );
+    assert!(ops.iter().all(|e| e["time"].as_u64().unwrap() > 0));
+    // Every event id is unique, so a receiver can drop a batch it is sent twice.
+    let mut ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let n = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n);
+    // lobby: alice arrived there first, then moved.
+    assert_eq!(
+        names(&events, "lobby")[..2],
+        ["room_occupied".to_owned(), "member_joined".to_owned()]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_receiver_that_hangs_then_fails_then_returns_gets_everything_in_order_and_rooms_never_wait()
+ {
+    let receiver = Receiver::start(Answer::Hang).await;
+    let server = start_with(with_hooks(hooks(&[receiver.url()]))).await;
+    let (mut watcher, _) = Line::connect(server.tcp()).await;
+    watcher.say("/join flood").await;
+    watcher.line_where(|l| l.contains("you joined flood")).await;
+    // While the receiver holds every POST, messages reach the room's member at once (fewer
+    // than its queue holds, so that this test reader is not cut as a slow consumer).
+    let (mut writer, _) = Line::connect(server.tcp()).await;
+    writer.say("/join flood").await;
+    writer.line_where(|l| l.contains("you joined flood")).await;
+    const N: usize = 800;
+    let lines: String = (0..N).map(|i| format!("m{i}\n")).collect();
+    writer.send(&lines).await;
+    for i in 0..N {
+        let line = watcher.line_where(|l| l.contains(": m")).await;
+        assert!(line.ends_with(&format!("m{i}")), "{line}");
+    }
+    // The receiver fails for a while, then answers again.
+    receiver.set(Answer::Unavailable);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while receiver.seen.lock().unwrap().refused == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no POST came while it failed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = http_client()
+        .get(format!("http://{}/metrics", server.http()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let failures = metrics
+        .lines()
+        .find(|l| l.starts_with("switchboard_webhook_failures_total "))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("the failure counter is exported");
+    assert!(failures >= 2, "a timeout and a 503 at least: {failures}");
+    assert!(
+        metrics.contains("switchboard_webhook_events_queued "),
+        "{metrics}"
+    );
+    receiver.set(Answer::Ok);
+    let events = receiver
+        .wait_for("every message", |e| texts(e).len() >= N)
+        .await;
+    // In order and complete; a batch may come twice only after a lost answer, never here.
+    let expected: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    assert_eq!(texts(&events), expected);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn events_queued_when_the_server_stops_are_sent_after_it_restarts() {
+    // A port with nobody on it: every POST is refused until the receiver starts there.
+    let parked = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = parked.local_addr().unwrap().port();
+    drop(parked);
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let dir = tempfile::tempdir().unwrap();
+    let config = || Config {
+        store: switchboard::config::StoreKind::Sqlite,
+        data_dir: dir.path().to_owned(),
+        ..with_hooks(hooks(std::slice::from_ref(&url)))
+    };
+    let server = start_with(config()).await;
+    for text in ["before 1", "before 2", "before 3"] {
+        publish_to(server.http(), "kept", text).await.unwrap();
+    }
+    // Let the dispatcher write them down, then stop with nothing delivered.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.stop().await;
+    assert!(dir.path().join("webhooks.sqlite3").exists());
+
+    let server = start_with(config()).await;
+    publish_to(server.http(), "kept", "after").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let receiver = Receiver::on(listener, Answer::Ok);
+    let events = receiver
+        .wait_for("all four messages", |e| texts(e).len() >= 4)
+        .await;
+    assert_eq!(
+        texts(&events),
+        ["before 1", "before 2", "before 3", "after"]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_endpoint_gets_only_the_events_and_rooms_it_asked_for_and_a_full_queue_drops_its_oldest()
+{
+    let news = Receiver::start(Answer::Ok).await;
+    let small = Receiver::start(Answer::Unavailable).await;
+    let mut config = hooks(&[news.url()]);
+    config.endpoints[0].events = vec![HookKind::Message];
+    config.endpoints[0].rooms = vec![Pattern::new("news.*")];
+    let server = start_with(with_hooks(config)).await;
+    let (mut tcp, _) = Line::connect(server.tcp()).await;
+    tcp.say("/join news.tech").await;
+    tcp.line_where(|l| l.contains("you joined")).await;
+    tcp.say("in news").await;
+    publish_to(server.http(), "lobby", "not news")
+        .await
+        .unwrap();
+    publish_to(server.http(), "news.sport", "also news")
+        .await
+        .unwrap();
+    let events = news.wait_for("both news", |e| texts(e).len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = if news.events().len() > events.len() {
+        news.events()
+    } else {
+        events
+    };
+    assert!(events.iter().all(|e| e["name"] == "message"), "{events:#?}");
+    assert_eq!(texts(&events), ["in news", "also news"]);
+    server.stop().await;
+
+    // A queue of 5, a receiver that refuses: the newest 5 of 20 are what is left to send.
+    let mut config = hooks(&[small.url()]);
+    config.queue_max = 5;
+    config.endpoints[0].events = vec![HookKind::Message];
+    let server = start_with(with_hooks(config)).await;
+    for i in 0..20 {
+        publish_to(server.http(), "busy", &format!("n{i}"))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    small.set(Answer::Ok);
+    let events = small
+        .wait_for("the newest five", |e| texts(e).len() >= 5)
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        texts(&small.events()),
+        ["n15", "n16", "n17", "n18", "n19"],
+        "{events:#?}"
+    );
+    server.stop().await;
+}
