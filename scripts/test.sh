@@ -44,5 +44,7 @@ echo "== browser tests (playwright-core + Debian chromium)"
 # A hung test fails after two minutes instead of stalling the run.
 (cd tests/e2e && { { [ -d node_modules/playwright-core ] && [ -d node_modules/mqtt ] && [ -d node_modules/ws ] && [ -d node_modules/typescript ]; } || npm ci --no-audit --no-fund --loglevel=error; } \
   && timeout 900 node --test --test-timeout=120000)
+echo "== schemathesis against /openapi.json"
+./scripts/openapi.sh
 echo "== autobahn testsuite 1-11 against /echo"
 ./scripts/autobahn.sh

@@ -50,7 +50,19 @@ impl std::str::FromStr for MessageId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || BadMessageId(s.to_owned());
         let (epoch, seq) = s.split_once('-').ok_or_else(bad)?;
-        if epoch.is_empty() || epoch.len() > 8 {
+        // Strictly `HEX{1,8}-DIGITS{1,19}`: no sign, no spaces (which `parse` would allow),
+        // and never a sequence number too big for the counter.
+        let digits = |t: &str, max: usize, hex: bool| {
+            (1..=max).contains(&t.len())
+                && t.bytes().all(|b| {
+                    if hex {
+                        b.is_ascii_hexdigit()
+                    } else {
+                        b.is_ascii_digit()
+                    }
+                })
+        };
+        if !digits(epoch, 8, true) || !digits(seq, 19, false) {
             return Err(bad());
         }
         Ok(MessageId {

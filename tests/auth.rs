@@ -742,3 +742,30 @@ async fn tcp_refreshes_with_auth_again_and_is_told_at_expiry() {
     assert!(short.closed().await);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn management_bodies_are_optional_json_and_a_bad_one_is_a_json_400() {
+    let server = start_with(auth_config()).await;
+    let addr = server.http();
+    let close = |body: &'static str| {
+        client()
+            .post(format!("http://{addr}/admin/rooms/empty-room/close"))
+            .header("x-api-key", API_KEY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    for ok in ["", "null", "{}", r#"{"reason":"maintenance"}"#] {
+        let res = close(ok).await.unwrap();
+        assert_eq!(res.status(), 200, "{ok:?}");
+        let v: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(v["disconnected"], 0);
+    }
+    for bad in ["[1]", "{\"reason\":5}", "{\"why\":\"x\"}", "not json"] {
+        let res = close(bad).await.unwrap();
+        assert_eq!(res.status(), 400, "{bad:?}");
+        let v: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(v["code"], "bad_request", "{bad:?}");
+    }
+    server.stop().await;
+}

@@ -733,3 +733,96 @@ async fn metrics_and_health_report_what_happened() {
     assert_eq!(health["status"], "ok");
     assert!(health["connections"].as_u64().unwrap() >= 1);
 }
+
+#[tokio::test]
+async fn openapi_json_describes_every_api_route_and_what_schemathesis_found_stays_fixed() {
+    let server = start_with(unlimited()).await;
+    let addr = server.http();
+    let spec: Value = client()
+        .get(format!("http://{addr}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(spec["openapi"], "3.1.0");
+    let mut paths: Vec<&str> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "/admin/connections",
+            "/admin/rooms/{room}/close",
+            "/admin/users/{nick}/kick",
+            "/events",
+            "/healthz",
+            "/metrics",
+            "/rooms",
+            "/rooms/{room}/messages",
+            "/rooms/{room}/presence",
+            "/users/{nick}/messages",
+        ]
+    );
+    let publish = &spec["paths"]["/rooms/{room}/messages"]["post"]["responses"];
+    for status in [
+        "200", "201", "400", "401", "403", "408", "409", "413", "415", "429", "503",
+    ] {
+        assert!(publish.get(status).is_some(), "publish documents {status}");
+    }
+    assert!(spec["components"]["securitySchemes"]["api_key"].is_object());
+
+    // `last` with `since`: the newest N after it (it was a 400 before).
+    let ids: Vec<String> = futures_util::future::join_all((0..5).map(|i| async move {
+        post(addr, "both", &format!("m{i}")).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }))
+    .await;
+    let page: Value = client()
+        .get(format!(
+            "http://{addr}/rooms/both/messages?last=2&since={}",
+            ids[3]
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1, "{page}");
+    // Ids are strictly HEX-DIGITS: a sign or a 20-digit number is a 400, not a wrap.
+    for bad in [
+        "00000001-+5",
+        "00000001-99999999999999999999",
+        "-5",
+        "00000001- 5",
+    ] {
+        let res = client()
+            .get(format!("http://{addr}/rooms/both/messages"))
+            .query(&[("since", bad)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{bad}");
+    }
+    // Every nick given is checked, also an empty X-Nick that a JSON nick would win over.
+    let res = client()
+        .post(format!("http://{addr}/rooms/both/messages"))
+        .header("x-nick", "")
+        .header("content-type", "application/json")
+        .body(r#"{"text":"hi","nick":"jo"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["code"], "bad_request");
+    server.stop().await;
+}

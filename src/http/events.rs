@@ -34,15 +34,41 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const RETRY_MS: u64 = 2_000;
 
 /// Query of `/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
+    /// The room [default: lobby].
+    #[param(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^(?!\.\.?(/|$))[\p{L}\p{N}_.\-]+(/(?!\.\.?(/|$))[\p{L}\p{N}_.\-]+)*$"
+    )]
     pub(crate) room: Option<String>,
+    /// The nick to hold (`-2`… is added when it is taken) [default: generated].
+    #[param(min_length = 1, max_length = 32, pattern = r"^[\p{L}\p{N}_.\-]+$")]
     pub(crate) nick: Option<String>,
+    /// Resume after this id (`Last-Event-ID` wins).
+    #[param(pattern = "^[0-9a-fA-F]{1,8}-[0-9]{1,19}$")]
     pub(crate) since: Option<String>,
+    /// A token (EventSource cannot set headers).
     token: Option<String>,
 }
 
 /// `GET /events`.
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "rooms",
+    summary = "Receive a room's events as Server-Sent Events",
+    description = "`event: joined` first (its `id:` is the cursor), then message, join, leave, nick, \
+                   crowd, gap, direct and close events whose data is the structured protocol's JSON.",
+    params(EventsQuery, ("Last-Event-ID" = Option<String>, Header, description = "Sent by browsers when they reconnect")),
+    responses(
+        (status = 200, description = "The stream, until the client leaves", content_type = "text/event-stream", body = String),
+        super::openapi::Refusals,
+        super::openapi::AuthRefusals,
+    )
+)]
 pub(crate) async fn events(
     State(shared): State<Arc<Context>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,

@@ -26,12 +26,23 @@ const MAX_WAIT_SECS: u64 = 60;
 const MAX_LIMIT: usize = 1_000;
 
 /// Query of a history read.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct MessagesQuery {
+    /// Messages after this id (`EPOCH-SEQ`); from the oldest kept without it.
+    #[param(pattern = "^[0-9a-fA-F]{1,8}-[0-9]{1,19}$")]
     pub(crate) since: Option<String>,
+    /// At most this many [default: 100].
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// With nothing newer, hold the request up to this many seconds (a long-poll).
+    #[param(minimum = 0, maximum = 60)]
     wait: Option<u64>,
+    /// Instead: the newest N, oldest first (with `since`: the newest N after it; not with a
+    /// `wait`).
+    #[param(minimum = 1, maximum = 1000)]
     last: Option<usize>,
+    /// A token, for clients that cannot set `Authorization`.
     token: Option<String>,
 }
 
@@ -39,6 +50,21 @@ pub(crate) struct MessagesQuery {
 /// most `limit` (default 100); with `wait=S`, holds up to S seconds for the first new message;
 /// `last=N` instead gives the newest N.
 /// A room that does not exist is an empty room: rooms are created on first use.
+#[utoipa::path(
+    get,
+    path = "/rooms/{room}/messages",
+    tag = "rooms",
+    summary = "Read history, or long-poll for new messages",
+    params(
+        ("room" = String, Path, min_length = 1, max_length = 64, pattern = r"^(?!\.\.?(/|$))[\p{L}\p{N}_.\-]+(/(?!\.\.?(/|$))[\p{L}\p{N}_.\-]+)*$"),
+        MessagesQuery,
+    ),
+    responses(
+        (status = 200, description = "A page, oldest first; continue with since=next", body = super::openapi::HistoryPage),
+        super::openapi::Refusals,
+        super::openapi::AuthRefusals,
+    )
+)]
 pub(crate) async fn messages(
     State(shared): State<Arc<Context>>,
     axum::extract::ConnectInfo(addr): axum::extract::ConnectInfo<std::net::SocketAddr>,
@@ -63,10 +89,8 @@ pub(crate) async fn messages(
         )));
     }
     if let Some(last) = query.last {
-        if query.since.is_some() || query.wait.is_some() {
-            return Err(AppError::bad_request(
-                "last cannot be combined with since or wait",
-            ));
+        if query.wait.is_some_and(|w| w > 0) {
+            return Err(AppError::bad_request("last cannot be combined with wait"));
         }
         if !(1..=MAX_LIMIT).contains(&last) {
             return Err(AppError::bad_request(format!(
@@ -74,9 +98,15 @@ pub(crate) async fn messages(
             )));
         }
         let found = shared.hub.room_to_read(&room);
-        let page = found.as_ref().map_or_else(empty_page, |r| {
+        let mut page = found.as_ref().map_or_else(empty_page, |r| {
             newest_page(r, last, shared.config.limits.reply_bytes)
         });
+        // With `since` too: the newest `last` of those after it.
+        if let Some(since) = since {
+            page.events.retain(|e| {
+                e.id.is_some_and(|id| id.epoch != since.epoch || id.seq > since.seq)
+            });
+        }
         return Ok(page_response(&room, None, &page, found.map(|r| r.cursor())));
     }
     let wait = Duration::from_secs(query.wait.unwrap_or(0));

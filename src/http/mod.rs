@@ -7,6 +7,7 @@ mod error;
 mod events;
 mod fuzz;
 mod history;
+mod openapi;
 mod presence;
 mod publish;
 mod serve;
@@ -19,9 +20,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
 
 use crate::context::Context;
 use crate::transport;
@@ -190,10 +190,51 @@ async fn guard(
     next.run(req).await
 }
 
+/// The documented routes (`openapi`), and the OpenAPI document they make.
+fn api() -> (Router<Arc<Context>>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi as _;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(publish::publish, history::messages))
+        .routes(routes!(presence::rooms))
+        .routes(routes!(presence::presence))
+        .routes(routes!(publish::direct))
+        .routes(routes!(events::events))
+        .routes(routes!(admin::connections))
+        .routes(routes!(admin::kick))
+        .routes(routes!(admin::close_room))
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .split_for_parts()
+}
+
+/// The OpenAPI document of `api`, rendered once.
+static OPENAPI_JSON: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    api()
+        .1
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+});
+
+/// `GET /openapi.json`.
+async fn openapi_json() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        OPENAPI_JSON.as_str(),
+    )
+}
+
 /// All HTTP routes.
 pub(crate) fn router(shared: Arc<Context>) -> Router {
+    let (documented, _) = api();
     Router::new()
         .route("/", get(index))
+        .route("/openapi.json", get(openapi_json))
         .route("/switchboard.js", get(client_js))
         .route("/switchboard.d.ts", get(client_dts))
         // CONNECT: WebSockets over HTTP/2 (RFC 8441), which browsers use on an h2 connection.
@@ -206,19 +247,7 @@ pub(crate) fn router(shared: Arc<Context>) -> Router {
             "/echo",
             get(transport::ws::echo).connect(transport::ws::echo),
         )
-        .route("/events", get(events::events))
-        .route("/rooms", get(presence::rooms))
-        .route(
-            "/rooms/{room}/messages",
-            get(history::messages).post(publish::publish),
-        )
-        .route("/rooms/{room}/presence", get(presence::presence))
-        .route("/users/{nick}/messages", post(publish::direct))
-        .route("/admin/connections", get(admin::connections))
-        .route("/admin/users/{nick}/kick", post(admin::kick))
-        .route("/admin/rooms/{room}/close", post(admin::close_room))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .merge(documented)
         .fallback(not_found)
         // A backstop for bodies read by extractors (the admin routes' JSON): publishes time
         // their own body (`publish::read_posted`) to answer 408 with the JSON error.
@@ -235,25 +264,47 @@ pub(crate) fn router(shared: Arc<Context>) -> Router {
 /// Health: `200 ok` while the server accepts work, with what it is holding. In a cluster,
 /// `503 degraded` while this node cannot receive the Redis bus (it still serves its clients,
 /// but cannot publish or hear other nodes), so a load balancer can steer new clients away.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "server",
+    summary = "Health",
+    responses(
+        (status = 200, description = "Accepting work", body = openapi::Health),
+        (status = 503, description = "A cluster node that cannot hear Redis", body = openapi::Health),
+    )
+)]
 async fn healthz(State(shared): State<Arc<Context>>) -> impl IntoResponse {
     let redis = shared.hub.broker().map(|b| b.is_up());
     let status = match redis {
         Some(false) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::OK,
     };
-    let mut body = json!({
-        "status": if status == StatusCode::OK { "ok" } else { "degraded" },
-        "connections": shared.limiter.open(),
+    let body = openapi::Health {
+        status: if status == StatusCode::OK {
+            "ok"
+        } else {
+            "degraded"
+        }
+        .to_owned(),
+        connections: shared.limiter.open(),
         // A count, not a list: a health probe costs the same at 100,000 rooms as at one.
-        "rooms": shared.hub.room_count(),
-    });
-    if let Some(up) = redis {
-        body["redis"] = json!(if up { "up" } else { "down" });
-    }
+        rooms: shared.hub.room_count(),
+        redis: redis.map(|up| if up { "up" } else { "down" }.to_owned()),
+    };
     (status, Json(body))
 }
 
 /// Prometheus exposition of `crate::metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "server",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
+    )
+)]
 async fn metrics(State(shared): State<Arc<Context>>) -> impl IntoResponse {
     (
         [(

@@ -16,8 +16,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::json;
 
+use super::openapi::{
+    AuthRefusals, BodyRefusals, DirectReply, ErrorBody, PublishBody, PublishedReply, Refusals,
+};
 use super::{AppError, Path, Query};
 use crate::auth::{Action, Principal};
 use crate::context::Context;
@@ -31,22 +33,14 @@ const ANONYMOUS: &str = "anonymous";
 /// Nick of API-key publishers that give none.
 const BACKEND: &str = "api";
 
-/// JSON body of a publish.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PublishBody {
-    text: String,
-    #[serde(default)]
-    nick: Option<String>,
-    /// The `nick_key` of the SSE stream holding `nick`, which lets this publish use it.
-    #[serde(default)]
-    nick_key: Option<String>,
-}
-
 /// Query of a publish.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct PublishQuery {
+    /// The sender's nick, for a `text/plain` body (also `X-Nick`).
+    #[param(min_length = 1, max_length = 32, pattern = r"^[\p{L}\p{N}_.\-]+$")]
     nick: Option<String>,
+    /// A token, for clients that cannot set `Authorization`.
     token: Option<String>,
 }
 
@@ -117,10 +111,11 @@ async fn read_posted(
         ),
         None => None,
     };
-    let nick = nick.or(header_nick).or(query.nick);
-    if let Some(nick) = &nick {
-        check_nick(nick).map_err(AppError::bad_request)?;
+    // Every name given is checked, including one another wins over.
+    for given in [&nick, &header_nick, &query.nick].into_iter().flatten() {
+        check_nick(given).map_err(AppError::bad_request)?;
     }
+    let nick = nick.or(header_nick).or(query.nick);
     if text.trim().is_empty() {
         return Err(AppError::bad_request("the message text is empty"));
     }
@@ -152,6 +147,32 @@ fn author(
 
 /// `POST /rooms/{room}/messages`. An `Idempotency-Key` header makes retries safe; the answer
 /// is `201` once the message is durable (`200` for a repeated key).
+#[utoipa::path(
+    post,
+    path = "/rooms/{room}/messages",
+    tag = "rooms",
+    summary = "Publish a message",
+    description = "The body is the text (`text/plain`; the nick in `X-Nick` or `?nick=`) or JSON. \
+                   Answered once the message is durable.",
+    params(
+        ("room" = String, Path, min_length = 1, max_length = 64, pattern = r"^(?!\.\.?(/|$))[\p{L}\p{N}_.\-]+(/(?!\.\.?(/|$))[\p{L}\p{N}_.\-]+)*$"),
+        PublishQuery,
+        ("Idempotency-Key" = Option<String>, Header, max_length = 200, description = "A retry with the same key publishes nothing and answers 200 with the first id"),
+        ("X-Nick" = Option<String>, Header, min_length = 1, max_length = 32, pattern = r"^[\p{L}\p{N}_.\-]+$", description = "The sender's nick, for a text/plain body"),
+        ("X-Nick-Key" = Option<String>, Header, description = "The nick_key of the SSE stream holding the nick"),
+    ),
+    request_body(content(
+        (super::openapi::MessageText = "text/plain"),
+        (PublishBody = "application/json"),
+    )),
+    responses(
+        (status = 201, description = "Published and stored", body = PublishedReply),
+        (status = 200, description = "A repeated Idempotency-Key: nothing new published", body = PublishedReply),
+        Refusals,
+        AuthRefusals,
+        BodyRefusals,
+    )
+)]
 pub(crate) async fn publish(
     State(shared): State<Arc<Context>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -182,16 +203,40 @@ pub(crate) async fn publish(
     } else {
         StatusCode::CREATED
     };
-    let body = json!({
-        "id": acked.id.to_string(),
-        "room": &**room.name(),
-        "duplicate": acked.duplicate,
-    });
+    let body = PublishedReply {
+        id: acked.id.to_string(),
+        room: room.name().to_string(),
+        duplicate: acked.duplicate,
+    };
     Ok((status, Json(body)).into_response())
 }
 
 /// `POST /users/{nick}/messages`: a direct message to whoever holds `nick` on this node,
 /// `201 {"to": nick}` once it is in their queue, `404` when nobody holds it.
+#[utoipa::path(
+    post,
+    path = "/users/{nick}/messages",
+    tag = "users",
+    summary = "Send a direct message",
+    description = "To whoever holds the nick on this node, on any transport. Not stored.",
+    params(
+        ("nick" = String, Path, min_length = 1, max_length = 32, pattern = r"^[\p{L}\p{N}_.\-]+$"),
+        PublishQuery,
+        ("X-Nick" = Option<String>, Header, min_length = 1, max_length = 32, pattern = r"^[\p{L}\p{N}_.\-]+$", description = "The sender's nick, for a text/plain body"),
+        ("X-Nick-Key" = Option<String>, Header, description = "The nick_key of the SSE stream holding the nick"),
+    ),
+    request_body(content(
+        (super::openapi::MessageText = "text/plain"),
+        (PublishBody = "application/json"),
+    )),
+    responses(
+        (status = 201, description = "In the recipient's queue", body = DirectReply),
+        (status = 404, description = "Nobody holds the nick", body = ErrorBody),
+        Refusals,
+        AuthRefusals,
+        BodyRefusals,
+    )
+)]
 pub(crate) async fn direct(
     State(shared): State<Arc<Context>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -207,7 +252,7 @@ pub(crate) async fn direct(
         .hub
         .direct(posted.author, NO_SUBSCRIBER, &to, &posted.text)
     {
-        Ok(()) => Ok((StatusCode::CREATED, Json(json!({ "to": to }))).into_response()),
+        Ok(()) => Ok((StatusCode::CREATED, Json(DirectReply { to })).into_response()),
         Err(e @ HubError::NoSuchUser(_)) => Err(AppError::new(
             StatusCode::NOT_FOUND,
             "no_such_user",

@@ -155,7 +155,7 @@ async fn tcp_broadcast_counts_every_delivery_but_the_senders_own() {
         "the sender does not get its own line"
     );
     assert_eq!(report.delivered, report.expected, "{}", report.text());
-    assert_eq!(report.errors, 0);
+    assert_eq!(report.errors, 0, "{:?}", report.first_error);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
