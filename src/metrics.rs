@@ -6,6 +6,7 @@
 //! scraped.
 
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -56,7 +57,59 @@ pub struct Metrics {
     queued: Gauge,
     history: Gauge,
     rooms: Gauge,
+    /// The delivery latency again, in buckets this module can read back (the dashboard's
+    /// p50 and p99): bucket `i` counts samples up to `LATENCY_FIRST_MS × 2^i`.
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS],
     registry: Registry,
+}
+
+/// How many latency buckets `Metrics` keeps for itself, and the first one's upper bound.
+pub const LATENCY_BUCKETS: usize = 18;
+/// Upper bound of the first latency bucket, in milliseconds; each next one doubles it.
+pub const LATENCY_FIRST_MS: f64 = 0.25;
+
+/// The figures the dashboard's stream sends, read at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Open connections by transport.
+    pub connections: Vec<(&'static str, i64)>,
+    /// Counters since the process started.
+    pub published: u64,
+    /// Deliveries to subscriber queues.
+    pub deliveries: u64,
+    /// Slow consumers cut.
+    pub slow_consumers: u64,
+    /// Refusals by the store (busy, or Redis down).
+    pub storage_refusals: u64,
+    /// Latency samples per bucket (see `LATENCY_BUCKETS`).
+    pub latency: [u64; LATENCY_BUCKETS],
+    /// 1 while the Redis bus is live.
+    pub redis_up: i64,
+    /// Webhook events waiting.
+    pub webhooks_queued: i64,
+}
+
+impl Snapshot {
+    /// The `q` quantile (0–1) of the latency samples between `earlier` and `self`, in
+    /// milliseconds (a bucket's upper bound), or `None` with no sample.
+    pub fn latency_ms(&self, earlier: &Snapshot, q: f64) -> Option<f64> {
+        let counts: Vec<u64> = (0..LATENCY_BUCKETS)
+            .map(|i| self.latency[i].saturating_sub(earlier.latency[i]))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = (q * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(LATENCY_FIRST_MS * f64::from(1u32 << i));
+            }
+        }
+        None
+    }
 }
 
 /// The process's metrics.
@@ -160,7 +213,35 @@ impl Metrics {
             queued,
             history,
             rooms,
+            latency_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             registry,
+        }
+    }
+
+    /// The dashboard's figures now.
+    pub fn snapshot(&self) -> Snapshot {
+        let connections = ["tcp", "udp", "ws", "sse", "mqtt", "grpc"]
+            .into_iter()
+            .map(|transport| {
+                let n = self
+                    .connections
+                    .get_or_create(&TransportLabel { transport })
+                    .get();
+                (transport, n)
+            })
+            .collect();
+        Snapshot {
+            connections,
+            published: self.published.get(),
+            deliveries: self.deliveries.get(),
+            slow_consumers: self.slow_consumers.get(),
+            storage_refusals: self
+                .refused
+                .get_or_create(&ReasonLabel { reason: "storage" })
+                .get(),
+            latency: std::array::from_fn(|i| self.latency_buckets[i].load(Ordering::Relaxed)),
+            redis_up: self.redis_up.get(),
+            webhooks_queued: self.webhook_queued.get(),
         }
     }
 
@@ -173,6 +254,10 @@ impl Metrics {
     pub fn observe_delivery(&self, event_time_ms: u64) {
         let age_ms = crate::event::now_ms().saturating_sub(event_time_ms);
         self.delivery_latency.observe(age_ms as f64 / 1000.0);
+        // The first bucket whose bound (0.25 ms × 2^i) holds the age; whole milliseconds,
+        // so ages under 1 ms land in the bucket of 1 ms.
+        let bucket = (age_ms as f64 / LATENCY_FIRST_MS).max(1.0).log2().ceil() as usize;
+        self.latency_buckets[bucket.min(LATENCY_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The exposition text, with the scrape-time gauges refreshed from `stats`.

@@ -769,3 +769,71 @@ async fn management_bodies_are_optional_json_and_a_bad_one_is_a_json_400() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_dashboard_stream_needs_the_key_and_sends_live_figures_each_second() {
+    let server = start_with(auth_config()).await;
+    let addr = server.http();
+    let res = client()
+        .get(format!("http://{addr}/admin/stats"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let page = client()
+        .get(format!("http://{addr}/admin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self' 'sha256-") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    assert!(page.text().await.unwrap().contains("switchboard · admin"));
+
+    let (mut tcp, _) = Line::connect(server.tcp()).await;
+    tcp.say("hello dashboard").await;
+    let res = client()
+        .get(format!("http://{addr}/admin/stats"))
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let mut events = Box::pin(res.bytes_stream().eventsource());
+    let mut next = async || {
+        let e = tokio::time::timeout(TIMEOUT, events.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.event, "stats");
+        serde_json::from_str::<Value>(&e.data).unwrap()
+    };
+    let first = next().await;
+    assert!(
+        first["connections"]["tcp"].as_i64().unwrap() >= 1,
+        "{first}"
+    );
+    assert!(first["connections_total"].as_u64().unwrap() >= 1);
+    assert!(
+        first["messages_in_per_sec"].is_null(),
+        "no rate before a second sample"
+    );
+    assert_eq!(first["store"], "memory");
+    assert!(first["redis"].is_null());
+    for _ in 0..3 {
+        tcp.say("more").await;
+    }
+    let second = next().await;
+    assert!(second["messages_in_per_sec"].as_f64().is_some(), "{second}");
+    assert!(second["deliveries_per_sec"].as_f64().is_some(), "{second}");
+    assert!(second["slow_consumers_total"].as_u64().is_some());
+    server.stop().await;
+}

@@ -759,6 +759,7 @@ async fn openapi_json_describes_every_api_route_and_what_schemathesis_found_stay
         [
             "/admin/connections",
             "/admin/rooms/{room}/close",
+            "/admin/stats",
             "/admin/users/{nick}/kick",
             "/events",
             "/healthz",

@@ -12,6 +12,7 @@ use crate::auth::Principal;
 use crate::context::Context;
 use crate::event::Disconnect;
 use crate::hub::Subscriber;
+use crate::metrics::{METRICS, Snapshot};
 use crate::protocol::names::{check_nick, check_room};
 use axum::Json;
 use axum::body::Bytes;
@@ -178,4 +179,101 @@ pub(crate) async fn close_room(
         disconnected,
         reason,
     }))
+}
+
+/// How often the dashboard's stream sends its figures.
+const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `GET /admin/stats`: the dashboard's figures as Server-Sent Events, one `stats` event a
+/// second: connections by transport, messages in and deliveries out per second, slow
+/// consumers cut, delivery latency p50/p99 over the last second, rooms, queued events, the
+/// store's refusals, Redis, and queued webhooks. It ends at shutdown.
+#[utoipa::path(
+    get,
+    path = "/admin/stats",
+    tag = "admin",
+    summary = "Live server figures, a Server-Sent Event a second",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "`event: stats` with a JSON object, every second", content_type = "text/event-stream", body = String),
+        Refusals,
+        AuthRefusals,
+    )
+)]
+pub(crate) async fn stats(
+    State(shared): State<Arc<Context>>,
+    headers: HeaderMap,
+) -> Result<axum::response::Response, AppError> {
+    use axum::response::IntoResponse as _;
+    operator(&shared, &headers)?;
+    let mut tick = tokio::time::interval(STATS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let state = (shared, tick, None::<(std::time::Instant, Snapshot)>);
+    let stream = futures_util::stream::unfold(state, |(shared, mut tick, before)| async move {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return None,
+            _ = tick.tick() => {}
+        }
+        let now = (std::time::Instant::now(), METRICS.snapshot());
+        let json = stats_json(&shared, &now, before.as_ref());
+        let block = Bytes::from(format!("event: stats\ndata: {json}\n\n"));
+        Some((
+            Ok::<_, std::convert::Infallible>(block),
+            (shared, tick, Some(now)),
+        ))
+    });
+    let mut res = axum::body::Body::from_stream(stream).into_response();
+    let h = res.headers_mut();
+    h.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-cache"),
+    );
+    Ok(res)
+}
+
+/// One `stats` event: totals now, and rates over the time since `before`.
+fn stats_json(
+    shared: &Context,
+    (at, now): &(std::time::Instant, Snapshot),
+    before: Option<&(std::time::Instant, Snapshot)>,
+) -> String {
+    let hub = shared.hub.stats();
+    let connections: serde_json::Map<String, serde_json::Value> = now
+        .connections
+        .iter()
+        .map(|(t, n)| ((*t).to_owned(), (*n).into()))
+        .collect();
+    let rate = |f: fn(&Snapshot) -> u64| {
+        before.map(|(then, old)| {
+            let secs = at.duration_since(*then).as_secs_f64().max(0.001);
+            ((f(now).saturating_sub(f(old))) as f64 / secs * 10.0).round() / 10.0
+        })
+    };
+    let store = match shared.config.store {
+        crate::config::StoreKind::Sqlite => "sqlite",
+        crate::config::StoreKind::Memory => "memory",
+        crate::config::StoreKind::Redis => "redis",
+    };
+    serde_json::json!({
+        "time": crate::event::now_ms(),
+        "connections": connections,
+        "connections_total": shared.limiter.open(),
+        "messages_in_per_sec": rate(|s| s.published),
+        "deliveries_per_sec": rate(|s| s.deliveries),
+        "slow_consumers_per_sec": rate(|s| s.slow_consumers),
+        "slow_consumers_total": now.slow_consumers,
+        "latency_p50_ms": before.and_then(|(_, old)| now.latency_ms(old, 0.50)),
+        "latency_p99_ms": before.and_then(|(_, old)| now.latency_ms(old, 0.99)),
+        "rooms": hub.rooms,
+        "queued_events": hub.queued,
+        "store": store,
+        "store_refusals_total": now.storage_refusals,
+        "redis": shared.hub.broker().map(|b| if b.is_up() { "up" } else { "down" }),
+        "webhooks_queued": now.webhooks_queued,
+    })
+    .to_string()
 }

@@ -78,11 +78,22 @@ const INDEX_HTML: &str = include_str!("../../web/index.html");
 /// The page's Content-Security-Policy: its one inline script and style by their hashes and
 /// this server's own scripts (`/switchboard.js`), nothing else: no other script can run in
 /// it, it cannot be framed, and it talks only to this server.
-static PAGE_CSP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+static PAGE_CSP: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| csp(INDEX_HTML, "<script type=\"module\">"));
+
+/// The dashboard, embedded like the page. It holds no data: every figure it shows comes from
+/// API calls that need the key, which the page asks for.
+const ADMIN_HTML: &str = include_str!("../../web/admin.html");
+static ADMIN_CSP: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| csp(ADMIN_HTML, "<script>"));
+
+/// A Content-Security-Policy admitting `html`'s one inline script (opened by `script_open`)
+/// and style by their hashes, and this server's own scripts.
+fn csp(html: &str, script_open: &str) -> String {
     let hash = |open: &str, close: &str| -> String {
         use base64::Engine as _;
         use sha2::Digest as _;
-        let body = INDEX_HTML
+        let body = html
             .split_once(open)
             .and_then(|(_, rest)| rest.split_once(close))
             .map_or("", |(inner, _)| inner);
@@ -95,10 +106,10 @@ static PAGE_CSP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "default-src 'none'; script-src 'self' {}; style-src {}; connect-src 'self'; img-src 'self' data:; \
          base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        hash("<script type=\"module\">", "</script>"),
+        hash(script_open, "</script>"),
         hash("<style>", "</style>"),
     )
-});
+}
 
 /// The client library (`/switchboard.js`) and its TypeScript declarations, embedded like the page.
 const CLIENT_JS: &str = include_str!("../../web/switchboard.js");
@@ -139,17 +150,26 @@ async fn client_dts() -> impl IntoResponse {
 }
 
 async fn index() -> impl IntoResponse {
+    page(&PAGE_CSP, INDEX_HTML)
+}
+
+/// `GET /admin`: the dashboard.
+async fn admin_page() -> impl IntoResponse {
+    page(&ADMIN_CSP, ADMIN_HTML)
+}
+
+fn page(csp: &'static str, html: &'static str) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
-            (header::CONTENT_SECURITY_POLICY, PAGE_CSP.as_str()),
+            (header::CONTENT_SECURITY_POLICY, csp),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (header::X_FRAME_OPTIONS, "DENY"),
             // Tokens may ride in the page's URL (`#token=` stays local, `?token=` would not).
             (header::REFERRER_POLICY, "no-referrer"),
         ],
-        INDEX_HTML,
+        html,
     )
 }
 
@@ -202,6 +222,7 @@ fn api() -> (Router<Arc<Context>>, utoipa::openapi::OpenApi) {
         .routes(routes!(publish::direct))
         .routes(routes!(events::events))
         .routes(routes!(admin::connections))
+        .routes(routes!(admin::stats))
         .routes(routes!(admin::kick))
         .routes(routes!(admin::close_room))
         .routes(routes!(healthz))
@@ -235,6 +256,7 @@ pub(crate) fn router(shared: Arc<Context>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/openapi.json", get(openapi_json))
+        .route("/admin", get(admin_page))
         .route("/switchboard.js", get(client_js))
         .route("/switchboard.d.ts", get(client_dts))
         // CONNECT: WebSockets over HTTP/2 (RFC 8441), which browsers use on an h2 connection.
