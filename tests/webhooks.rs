@@ -164,6 +164,7 @@ fn hooks(urls: &[String]) -> WebhookConfig {
             .collect(),
         secret: SECRET.into(),
         queue_max: 10_000,
+        queue_max_bytes: 64 * 1024 * 1024,
         batch_max: 100,
         timeout: Duration::from_secs(1),
     }
@@ -393,6 +394,33 @@ async fn an_endpoint_gets_only_the_events_and_rooms_it_asked_for_and_a_full_queu
         texts(&small.events()),
         ["n15", "n16", "n17", "n18", "n19"],
         "{events:#?}"
+    );
+    server.stop().await;
+
+    // Bounded in bytes too: 1 MiB holds about 15 messages of 64 KiB, the newest of 40.
+    let big = Receiver::start(Answer::Unavailable).await;
+    let mut config = hooks(&[big.url()]);
+    config.queue_max_bytes = 1024 * 1024;
+    config.endpoints[0].events = vec![HookKind::Message];
+    let server = start_with(with_hooks(config)).await;
+    let text = |i: usize| format!("{i:02}{}", "x".repeat(64 * 1024 - 200));
+    for i in 0..40 {
+        publish_to(server.http(), "heavy", &text(i)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    big.set(Answer::Ok);
+    let events = big
+        .wait_for("the newest", |e| {
+            texts(e).iter().any(|t| t.starts_with("39"))
+        })
+        .await;
+    let kept: Vec<String> = texts(&events).iter().map(|t| t[..2].to_owned()).collect();
+    let expected: Vec<String> = (40 - kept.len()..40).map(|i| format!("{i:02}")).collect();
+    assert_eq!(kept, expected, "the newest, in order");
+    assert!(
+        (10..=16).contains(&kept.len()),
+        "about 1 MiB of 64 KiB messages: {}",
+        kept.len()
     );
     server.stop().await;
 }

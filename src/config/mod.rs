@@ -298,6 +298,8 @@ struct FileConfig {
     webhook_secret: Option<String>,
     /// Events one endpoint may have queued (default 10,000).
     webhook_queue_max: Option<usize>,
+    /// Bytes of events one endpoint may have queued (default 64 MiB).
+    webhook_queue_max_bytes: Option<usize>,
     #[serde(default)]
     webhooks: Vec<FileWebhook>,
 }
@@ -316,8 +318,9 @@ struct FileWebhook {
     rooms: Vec<String>,
 }
 
-/// Default bound of each webhook endpoint's queue, in events.
+/// Default bounds of each webhook endpoint's queue, in events and in bytes.
 const WEBHOOK_QUEUE_MAX: usize = 10_000;
+const WEBHOOK_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// The webhook endpoints of the file, then one per `--webhook` flag (all events, all rooms),
 /// each URL checked; `None` when there are none.
@@ -378,10 +381,20 @@ fn resolve_webhooks(
             message: "must be at least 1".into(),
         });
     }
+    let queue_max_bytes = file
+        .webhook_queue_max_bytes
+        .unwrap_or(WEBHOOK_QUEUE_MAX_BYTES);
+    if queue_max_bytes < 1024 * 1024 {
+        return Err(ConfigError::Invalid {
+            key: "webhook_queue_max_bytes",
+            message: "must be at least 1 MiB (one message is up to 64 KiB)".into(),
+        });
+    }
     Ok(Some(WebhookConfig {
         endpoints,
         secret,
         queue_max,
+        queue_max_bytes,
         batch_max: 100,
         timeout: Duration::from_secs(10),
     }))

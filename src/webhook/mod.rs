@@ -95,6 +95,9 @@ pub struct WebhookConfig {
     pub secret: String,
     /// Events one endpoint may have queued; past it the oldest are dropped.
     pub queue_max: usize,
+    /// Bytes of events one endpoint may have queued (messages are up to 64 KiB each); past
+    /// it the oldest are dropped.
+    pub queue_max_bytes: usize,
     /// Events per POST at most.
     pub batch_max: usize,
     /// A POST not answered within this long has failed.
@@ -107,6 +110,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("endpoints", &self.endpoints)
             .field("secret", &"<hidden>")
             .field("queue_max", &self.queue_max)
+            .field("queue_max_bytes", &self.queue_max_bytes)
             .field("batch_max", &self.batch_max)
             .field("timeout", &self.timeout)
             .finish()
@@ -129,10 +133,13 @@ impl Webhooks {
     ) -> Result<Arc<Self>, QueueError> {
         let urls: Vec<String> = config.endpoints.iter().map(|e| e.url.to_string()).collect();
         let queue = Arc::new(match data_dir {
-            Some(dir) => {
-                queue::Queue::sqlite(&dir.join("webhooks.sqlite3"), &urls, config.queue_max)?
-            }
-            None => queue::Queue::memory(urls.len(), config.queue_max),
+            Some(dir) => queue::Queue::sqlite(
+                &dir.join("webhooks.sqlite3"),
+                &urls,
+                config.queue_max,
+                config.queue_max_bytes,
+            )?,
+            None => queue::Queue::memory(urls.len(), config.queue_max, config.queue_max_bytes),
         });
         let config = Arc::new(config);
         let wakers: Arc<[Notify]> = (0..config.endpoints.len()).map(|_| Notify::new()).collect();

@@ -38,12 +38,15 @@ enum Backing {
     Sqlite(Connection, Vec<String>),
 }
 
-/// The queues of every endpoint, by index.
+/// The queues of every endpoint, by index, each bounded in events and in bytes.
 pub(super) struct Queue {
     inner: Mutex<Backing>,
     max: usize,
+    max_bytes: usize,
     /// Each endpoint's length, readable without the lock (metrics, tests).
     lens: Vec<AtomicUsize>,
+    /// Each endpoint's bytes of rendered events.
+    bytes: Vec<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -55,18 +58,26 @@ impl std::fmt::Debug for Queue {
 }
 
 impl Queue {
-    /// Queues in memory for `endpoints` endpoints, at most `max` events each.
-    pub(super) fn memory(endpoints: usize, max: usize) -> Self {
+    /// Queues in memory for `endpoints` endpoints, at most `max` events and `max_bytes`
+    /// bytes each.
+    pub(super) fn memory(endpoints: usize, max: usize, max_bytes: usize) -> Self {
         Self {
             inner: Mutex::new(Backing::Memory(vec![VecDeque::new(); endpoints], 0)),
             max,
+            max_bytes,
             lens: (0..endpoints).map(|_| AtomicUsize::new(0)).collect(),
+            bytes: (0..endpoints).map(|_| AtomicUsize::new(0)).collect(),
         }
     }
 
     /// Queues in the SQLite file at `path`, keeping what earlier runs left for these URLs
     /// and dropping what they left for URLs no longer configured.
-    pub(super) fn sqlite(path: &Path, urls: &[String], max: usize) -> Result<Self, QueueError> {
+    pub(super) fn sqlite(
+        path: &Path,
+        urls: &[String],
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Self, QueueError> {
         let open = |source| QueueError::Open {
             path: path.to_owned(),
             source,
@@ -103,16 +114,19 @@ impl Queue {
                 "dropped queued webhook events of endpoints no longer configured"
             );
         }
-        let lens = urls
-            .iter()
-            .map(|url| {
-                conn.query_row("SELECT COUNT(*) FROM events WHERE url = ?1", [url], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .map(|n| AtomicUsize::new(n as usize))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(open)?;
+        let mut lens = Vec::with_capacity(urls.len());
+        let mut bytes = Vec::with_capacity(urls.len());
+        for url in urls {
+            let (n, b) = conn
+                .query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(LENGTH(event)), 0) FROM events WHERE url = ?1",
+                    [url],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .map_err(open)?;
+            lens.push(AtomicUsize::new(n as usize));
+            bytes.push(AtomicUsize::new(b as usize));
+        }
         let left: usize = lens.iter().map(|l| l.load(Ordering::Relaxed)).sum();
         if left > 0 {
             tracing::info!(
@@ -123,7 +137,9 @@ impl Queue {
         Ok(Self {
             inner: Mutex::new(Backing::Sqlite(conn, urls.to_vec())),
             max,
+            max_bytes,
             lens,
+            bytes,
         })
     }
 
@@ -139,41 +155,66 @@ impl Queue {
             Backing::Memory(queues, next) => {
                 for (i, event) in rows {
                     *next += 1;
+                    let mut bytes = self.bytes[i].load(Ordering::Relaxed) + event.len();
                     queues[i].push_back((*next, event));
-                    while queues[i].len() > self.max {
-                        queues[i].pop_front();
+                    while queues[i].len() > self.max || bytes > self.max_bytes {
+                        let Some((_, old)) = queues[i].pop_front() else {
+                            break;
+                        };
+                        bytes -= old.len();
                         dropped += 1;
                     }
                     self.lens[i].store(queues[i].len(), Ordering::Relaxed);
+                    self.bytes[i].store(bytes, Ordering::Relaxed);
                 }
             }
             Backing::Sqlite(conn, urls) => {
                 let tx = conn.transaction()?;
-                let mut added = vec![0usize; urls.len()];
+                let mut added = vec![(0usize, 0usize); urls.len()];
                 {
                     let mut insert =
                         tx.prepare_cached("INSERT INTO events (url, event) VALUES (?1, ?2)")?;
                     for (i, event) in &rows {
                         insert.execute(params![urls[*i], event])?;
-                        added[*i] += 1;
+                        added[*i].0 += 1;
+                        added[*i].1 += event.len();
                     }
                 }
-                for (i, n) in added.iter().enumerate().filter(|(_, n)| **n > 0) {
-                    let len = self.lens[i].load(Ordering::Relaxed) + n;
-                    let excess = len.saturating_sub(self.max);
-                    if excess > 0 {
-                        tx.execute(
-                            "DELETE FROM events WHERE seq IN
-                             (SELECT seq FROM events WHERE url = ?1 ORDER BY seq LIMIT ?2)",
-                            params![urls[i], excess as i64],
+                let mut after = Vec::with_capacity(urls.len());
+                for (i, (n, b)) in added.iter().enumerate() {
+                    let mut len = self.lens[i].load(Ordering::Relaxed) + n;
+                    let mut bytes = self.bytes[i].load(Ordering::Relaxed) + b;
+                    if *n > 0 && (len > self.max || bytes > self.max_bytes) {
+                        // Walk the oldest rows until both bounds hold, then drop through there.
+                        let mut cut = None;
+                        let mut oldest = tx.prepare_cached(
+                            "SELECT seq, LENGTH(event) FROM events WHERE url = ?1 ORDER BY seq",
                         )?;
-                        dropped += excess as u64;
+                        let mut found = oldest.query([&urls[i]])?;
+                        while len > self.max || bytes > self.max_bytes {
+                            let Some(row) = found.next()? else {
+                                break;
+                            };
+                            cut = Some(row.get::<_, i64>(0)?);
+                            len -= 1;
+                            bytes = bytes.saturating_sub(row.get::<_, i64>(1)? as usize);
+                            dropped += 1;
+                        }
+                        drop(found);
+                        drop(oldest);
+                        if let Some(cut) = cut {
+                            tx.execute(
+                                "DELETE FROM events WHERE url = ?1 AND seq <= ?2",
+                                params![urls[i], cut],
+                            )?;
+                        }
                     }
+                    after.push((len, bytes));
                 }
                 tx.commit()?;
-                for (i, n) in added.iter().enumerate() {
-                    let len = self.lens[i].load(Ordering::Relaxed) + n;
-                    self.lens[i].store(len.min(self.max), Ordering::Relaxed);
+                for (i, (len, bytes)) in after.into_iter().enumerate() {
+                    self.lens[i].store(len, Ordering::Relaxed);
+                    self.bytes[i].store(bytes, Ordering::Relaxed);
                 }
             }
         }
@@ -199,18 +240,32 @@ impl Queue {
     pub(super) fn remove_through(&self, i: usize, seq: i64) -> Result<(), QueueError> {
         match &mut *self.lock() {
             Backing::Memory(queues, _) => {
+                let mut bytes = self.bytes[i].load(Ordering::Relaxed);
                 while queues[i].front().is_some_and(|(s, _)| *s <= seq) {
-                    queues[i].pop_front();
+                    if let Some((_, old)) = queues[i].pop_front() {
+                        bytes -= old.len();
+                    }
                 }
                 self.lens[i].store(queues[i].len(), Ordering::Relaxed);
+                self.bytes[i].store(bytes, Ordering::Relaxed);
             }
             Backing::Sqlite(conn, urls) => {
-                let gone = conn.execute(
+                let tx = conn.transaction()?;
+                let (n, b): (i64, i64) = tx.query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(LENGTH(event)), 0) FROM events
+                     WHERE url = ?1 AND seq <= ?2",
+                    params![urls[i], seq],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                tx.execute(
                     "DELETE FROM events WHERE url = ?1 AND seq <= ?2",
                     params![urls[i], seq],
                 )?;
+                tx.commit()?;
                 let len = self.lens[i].load(Ordering::Relaxed);
-                self.lens[i].store(len.saturating_sub(gone), Ordering::Relaxed);
+                self.lens[i].store(len.saturating_sub(n as usize), Ordering::Relaxed);
+                let bytes = self.bytes[i].load(Ordering::Relaxed);
+                self.bytes[i].store(bytes.saturating_sub(b as usize), Ordering::Relaxed);
             }
         }
         Ok(())
@@ -219,5 +274,57 @@ impl Queue {
     /// Events queued for every endpoint together.
     pub(super) fn total(&self) -> usize {
         self.lens.iter().map(|l| l.load(Ordering::Relaxed)).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(q: &Queue, i: usize) -> Vec<String> {
+        q.peek(i, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect()
+    }
+
+    /// Both backings keep each endpoint's newest events within both bounds, forget what was
+    /// delivered, and SQLite finds the same after a reopen.
+    #[test]
+    fn each_queue_keeps_its_newest_within_count_and_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.sqlite3");
+        let urls = ["http://a/".to_owned(), "http://b/".to_owned()];
+        let ten = |c: char| c.to_string().repeat(10);
+        for q in [
+            Queue::memory(2, 4, 35),
+            Queue::sqlite(&path, &urls, 4, 35).unwrap(),
+        ] {
+            // a: 5 of 10 bytes each; the bytes (35) keep 3. b: untouched by a's drops.
+            let rows = ['1', '2', '3', '4', '5'].map(|c| (0, ten(c))).to_vec();
+            assert_eq!(q.push(rows).unwrap(), 2);
+            q.push(vec![(1, "b1".into())]).unwrap();
+            assert_eq!(texts(&q, 0), [ten('3'), ten('4'), ten('5')]);
+            assert_eq!(texts(&q, 1), ["b1"]);
+            assert_eq!(q.total(), 4);
+            let (seq, _) = q.peek(0, 1).unwrap()[0].clone();
+            q.remove_through(0, seq).unwrap();
+            assert_eq!(texts(&q, 0), [ten('4'), ten('5')]);
+            // Room for one more of 10 bytes (25 + 10 = 35), not two.
+            assert_eq!(q.push(vec![(0, ten('6')), (0, ten('7'))]).unwrap(), 1);
+            assert_eq!(texts(&q, 0), [ten('5'), ten('6'), ten('7')]);
+        }
+        let again = Queue::sqlite(&path, &urls, 4, 35).unwrap();
+        assert_eq!(again.total(), 4);
+        assert_eq!(
+            again.push(vec![(0, ten('8'))]).unwrap(),
+            1,
+            "bytes counted after a reopen"
+        );
+        assert_eq!(texts(&again, 0), [ten('6'), ten('7'), ten('8')]);
+        // An endpoint no longer configured loses what it had queued.
+        let fewer = Queue::sqlite(&path, &urls[..1], 4, 35).unwrap();
+        assert_eq!(fewer.total(), 3);
     }
 }
