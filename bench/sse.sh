@@ -4,6 +4,7 @@
 # connections of their own) and ws://…/ws?room=ROOM, a fresh server for each workload. Shapes as
 # bench/compare.sh: W1 (100 receivers, 10 publishers, window 32), W2/10 (100 receivers, 1
 # publisher at 1,000 msg/s), idle (1,000 receivers, 1 msg/s). Issue 17: SSE within 2x WebSocket.
+# `sse-ws` is SSE listeners with WebSocket publishers (`--publish-ws`): SSE's own delivery cost.
 #   bench/sse.sh [seconds] [repetitions]    prints a markdown table (medians of repetitions)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +25,7 @@ start() { # http-port grpc-port
 }
 
 for r in $(seq 1 "$reps"); do
-  for t in ws sse; do
+  for t in ws sse sse-ws; do
     for w in w1 w2s idle; do
       http=$(free_port); grpc=$(free_port)
       start "$http" "$grpc"
@@ -36,6 +37,9 @@ for r in $(seq 1 "$reps"); do
       case $t in
         ws) url="ws://127.0.0.1:$http/ws?room=$w" ;;
         sse) url="http://127.0.0.1:$http/events?room=$w" ;;
+        # SSE listeners, WebSocket publishers: SSE's own delivery cost.
+        sse-ws) url="http://127.0.0.1:$http/events?room=$w"
+          args+=(--publish-ws "ws://127.0.0.1:$http/ws?room=$w") ;;
       esac
       "$bin" bench "$url" "${args[@]}" --duration "$secs" --warmup 2 \
         --server-pid "$pid" --json > "$out/$t.$w.$r.json" 2>/dev/null || echo '{}' > "$out/$t.$w.$r.json"
@@ -59,7 +63,7 @@ def med(t, w, f):
             vals.append(v)
     return statistics.median(vals) if vals else 0
 rows = {}
-for t in ["ws", "sse"]:
+for t in ["ws", "sse", "sse-ws"]:
     rows[t] = dict(
         d=med(t, "w1", lambda j: j.get("deliveries_per_sec")),
         cpu=med(t, "w1", lambda j: j.get("server_cpu_ns_per_delivery")),

@@ -83,6 +83,10 @@ pub struct Options {
     pub allow_remote: bool,
     /// Draw a progress bar on stderr (only where stderr is a terminal).
     pub progress: bool,
+    /// SSE only: the publishers are WebSocket connections to this `ws://…/ws?room=ROOM` URL
+    /// (the same room) instead of HTTP POSTs, so that the listeners get bursts as WebSocket
+    /// listeners do and SSE's own delivery cost is what is measured.
+    pub publish_ws: Option<String>,
 }
 
 /// Why a run could not be made.
@@ -235,7 +239,33 @@ pub async fn run(opts: Options) -> Result<Report, BenchError> {
         done: tokio_util::sync::CancellationToken::new(),
     });
     let connect_secs = opened.secs;
-    let receivers = start_clients(&opts, wire, publishers, publish_url, opened, &shared);
+    // Each publisher's window of messages in flight, given back by the receivers.
+    let windows: Arc<Vec<Arc<Semaphore>>> = Arc::new(
+        (0..publishers)
+            .map(|_| Arc::new(Semaphore::new(opts.window.max(1))))
+            .collect(),
+    );
+    let publish_url = match (&opts.publish_ws, wire) {
+        (Some(ws), Wire::Sse) => {
+            start_ws_publishers(ws, target, &windows, &opts, &shared).await?;
+            None
+        }
+        (Some(_), _) => {
+            return Err(BenchError::Usage(
+                "--publish-ws is for SSE targets (http://…/events?room=…)".into(),
+            ));
+        }
+        (None, _) => publish_url,
+    };
+    let receivers = start_clients(
+        &opts,
+        wire,
+        publishers,
+        publish_url,
+        opened,
+        windows,
+        &shared,
+    );
     let measured = measure(&opts, &shared, receivers, &progress).await;
     progress.finish();
     Ok(report(
@@ -363,6 +393,7 @@ fn start_clients(
     publishers: usize,
     publish_url: Option<String>,
     opened: Opened,
+    windows: Arc<Vec<Arc<Semaphore>>>,
     shared: &Arc<Shared>,
 ) -> Vec<Receiver> {
     let Opened {
@@ -374,11 +405,6 @@ fn start_clients(
         each: opts.rate as f64 / publishers as f64,
         total: opts.rate as f64,
     });
-    let windows: Arc<Vec<Arc<Semaphore>>> = Arc::new(
-        (0..publishers)
-            .map(|_| Arc::new(Semaphore::new(opts.window.max(1))))
-            .collect(),
-    );
     let mut receivers = Vec::with_capacity(sockets.len());
     for (i, conn) in sockets.into_iter().enumerate() {
         let (sink, source) = match conn {
@@ -436,6 +462,46 @@ fn start_clients(
         start_http_publishers(url, &http_clients, &windows, pace, opts.size, shared);
     }
     receivers
+}
+
+/// SSE publishers over WebSocket (`--publish-ws`): `publishers` connections to `url`, each
+/// publishing with its window; what the server echoes to them is read and dropped, uncounted.
+async fn start_ws_publishers(
+    url: &str,
+    target: SocketAddr,
+    windows: &[Arc<Semaphore>],
+    opts: &Options,
+    shared: &Arc<Shared>,
+) -> Result<(), BenchError> {
+    let publishers = windows.len();
+    let pace = (opts.rate > 0).then(|| Pace {
+        each: opts.rate as f64 / publishers as f64,
+        total: opts.rate as f64,
+    });
+    // The first SSE listener gives these windows back (`windows_for`).
+    for (me, window) in windows.iter().enumerate() {
+        let conn = connect(url, target, None)
+            .await
+            .map_err(|error| BenchError::Connect {
+                opened: me,
+                wanted: publishers,
+                error,
+            })?;
+        let Conn::Ws(ws) = conn else {
+            return Err(BenchError::Usage("--publish-ws must be a ws:// URL".into()));
+        };
+        let (sink, mut stream) = (*ws).split();
+        tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+        tokio::spawn(publish(
+            Sink::Ws(sink),
+            me as u32,
+            Arc::clone(shared),
+            Arc::clone(window),
+            pace,
+            opts.size,
+        ));
+    }
+    Ok(())
 }
 
 /// SSE publishers: one per window, each POSTing on a keep-alive client.

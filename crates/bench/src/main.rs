@@ -77,6 +77,11 @@ struct BenchArgs {
     /// No progress bar (there is none anyway when stderr is not a terminal).
     #[arg(long)]
     no_progress: bool,
+
+    /// SSE targets: publish over WebSocket to this ws://HOST:PORT/ws?room=ROOM (the same room)
+    /// instead of with HTTP POSTs, to measure SSE's own delivery cost.
+    #[arg(long, value_name = "URL")]
+    publish_ws: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -112,6 +117,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<()> {
         server_pid: args.server_pid,
         allow_remote: args.allow_remote,
         progress: !args.no_progress,
+        publish_ws: args.publish_ws,
     })
     .await?;
     if args.json {

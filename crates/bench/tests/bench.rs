@@ -75,6 +75,7 @@ fn options(url: String, mode: Mode) -> Options {
         server_pid: Some(std::process::id()),
         allow_remote: false,
         progress: false,
+        publish_ws: None,
     }
 }
 
@@ -354,4 +355,27 @@ async fn a_websocket_publisher_over_the_per_connection_rate_is_reported_not_sile
     assert!(report.errors >= 1, "{report:?}");
     let first = report.first_error.as_deref().unwrap_or_default();
     assert!(first.starts_with("ERR too many messages"), "{first}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_listeners_fed_by_websocket_publishers_count_every_copy() {
+    let server = unlimited_server().await;
+    let mut opts = options(
+        format!("http://{}/events?room=ssews", server.http()),
+        Mode::Broadcast,
+    );
+    opts.rate = 0;
+    opts.publish_ws = Some(format!("ws://{}/ws?room=ssews", server.http()));
+    let report = bench::run(opts).await.unwrap();
+    assert!(report.sent > 50, "{report:?}");
+    // The WebSocket publishers' own copies are not counted: the 20 SSE listeners' are.
+    assert_eq!(report.expected, report.sent * 20);
+    assert_eq!(report.delivered, report.expected, "{}", report.text());
+    assert_eq!(report.errors, 0, "{:?}", report.first_error);
+
+    // Only for SSE.
+    let mut opts = options(format!("ws://{}/ws?room=x", server.http()), Mode::Broadcast);
+    opts.publish_ws = Some(format!("ws://{}/ws?room=x", server.http()));
+    let err = bench::run(opts).await.unwrap_err().to_string();
+    assert!(err.contains("--publish-ws is for SSE"), "{err}");
 }
