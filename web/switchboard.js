@@ -107,6 +107,10 @@ export class Switchboard {
     this.WebSocket = options.WebSocket ?? g.WebSocket;
     this.EventSource = options.EventSource ?? g.EventSource;
     this.fetchImpl = options.fetch ?? g.fetch?.bind(g);
+    if (!this.WebSocket && !(this.options.fallback && this.EventSource)) {
+      throw new TypeError("Switchboard: no WebSocket here; pass one as `WebSocket` (in Node before 22: `import WebSocket from \"ws\"`)");
+    }
+    if (!this.fetchImpl) throw new TypeError("Switchboard: no fetch here; pass one as `fetch`");
     this.storage = options.storage ?? memoryStorage();
     this.refreshToken = options.refreshToken ?? null;
     /** The nick the server gave this client (it may add `-2` when the asked one is taken). */

@@ -170,6 +170,16 @@ test("in Chromium: a page of the server imports /switchboard.js and chats with a
   }
 });
 
+test("a platform without WebSocket gets a clear error, not endless retries", () => {
+  const bare = { url: "http://127.0.0.1:1", WebSocket: undefined };
+  if (globalThis.WebSocket) {
+    assert.ok(new Switchboard(bare), "Node 22+ has its own WebSocket");
+  } else {
+    assert.throws(() => new Switchboard(bare), /no WebSocket here; pass one as `WebSocket`/);
+  }
+  assert.throws(() => new Switchboard({ WebSocket }), /`url` is required outside a browser/);
+});
+
 test("the served module and its types are the repository's, and the types match the exports", async () => {
   const s = await server();
   const js = await fetch(`http://${s.http}/switchboard.js`);
