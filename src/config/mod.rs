@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 mod args;
 mod limits;
+pub mod webhooks;
 
 pub use args::ServeArgs;
 pub use limits::Limits;
@@ -195,7 +196,7 @@ pub struct Config {
     /// loopback, against DNS rebinding.
     pub allowed_hosts: Vec<String>,
     /// Signed POSTs of what happens in rooms; `None` when no endpoint is configured.
-    pub webhooks: Option<crate::webhook::WebhookConfig>,
+    pub webhooks: Option<self::webhooks::WebhookConfig>,
 }
 
 impl Default for Config {
@@ -312,7 +313,7 @@ struct FileWebhook {
     /// Event names (room_occupied, room_vacated, member_joined, member_left, message);
     /// absent = all.
     #[serde(default)]
-    events: Vec<crate::webhook::HookKind>,
+    events: Vec<self::webhooks::HookKind>,
     /// Room patterns; absent = every room.
     #[serde(default)]
     rooms: Vec<String>,
@@ -327,8 +328,8 @@ const WEBHOOK_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
 fn resolve_webhooks(
     args: &ServeArgs,
     file: &mut FileConfig,
-) -> Result<Option<crate::webhook::WebhookConfig>, ConfigError> {
-    use crate::webhook::{Endpoint, WebhookConfig};
+) -> Result<Option<self::webhooks::WebhookConfig>, ConfigError> {
+    use self::webhooks::{Endpoint, WebhookConfig};
     let invalid = |message: String| ConfigError::Invalid {
         key: "webhooks",
         message,
@@ -756,8 +757,8 @@ mod tests {
         assert_eq!(
             e.events,
             [
-                crate::webhook::HookKind::Message,
-                crate::webhook::HookKind::RoomVacated
+                self::webhooks::HookKind::Message,
+                self::webhooks::HookKind::RoomVacated
             ]
         );
         assert!(e.rooms[0].matches("chat.dev") && !e.rooms[0].matches("lobby"));

@@ -24,11 +24,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Deserialize;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Pattern;
+pub use crate::config::webhooks::{Endpoint, HookKind, WebhookConfig};
 use crate::event::{EventKind, now_ms};
 use crate::hub::{Observed, Observer};
 use crate::metrics::METRICS;
@@ -38,84 +37,6 @@ pub use queue::QueueError;
 
 /// Events the observer may have waiting for the dispatcher before it drops (and counts) more.
 const CHANNEL: usize = 8_192;
-
-/// The kinds of webhook event, by the name a receiver sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HookKind {
-    /// The first member arrived in a room (on this node).
-    RoomOccupied,
-    /// The last member left a room (on this node).
-    RoomVacated,
-    /// A member arrived.
-    MemberJoined,
-    /// A member left, by itself or cut (`reason`).
-    MemberLeft,
-    /// A message was published.
-    Message,
-}
-
-impl HookKind {
-    /// The name in the event's JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookKind::RoomOccupied => "room_occupied",
-            HookKind::RoomVacated => "room_vacated",
-            HookKind::MemberJoined => "member_joined",
-            HookKind::MemberLeft => "member_left",
-            HookKind::Message => "message",
-        }
-    }
-}
-
-/// One receiver: where, and which events of which rooms.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    /// An `http://` or `https://` URL.
-    pub url: reqwest::Url,
-    /// The kinds sent; empty = all.
-    pub events: Vec<HookKind>,
-    /// Room patterns (`*` = any run of characters); empty = every room.
-    pub rooms: Vec<Pattern>,
-}
-
-impl Endpoint {
-    fn wants(&self, kind: HookKind, room: &str) -> bool {
-        (self.events.is_empty() || self.events.contains(&kind))
-            && (self.rooms.is_empty() || self.rooms.iter().any(|p| p.matches(room)))
-    }
-}
-
-/// Every webhook setting, resolved. Its `Debug` leaves the secret out.
-#[derive(Clone)]
-pub struct WebhookConfig {
-    /// The receivers.
-    pub endpoints: Vec<Endpoint>,
-    /// Signs every body (`X-Switchboard-Signature`).
-    pub secret: String,
-    /// Events one endpoint may have queued; past it the oldest are dropped.
-    pub queue_max: usize,
-    /// Bytes of events one endpoint may have queued (messages are up to 64 KiB each); past
-    /// it the oldest are dropped.
-    pub queue_max_bytes: usize,
-    /// Events per POST at most.
-    pub batch_max: usize,
-    /// A POST not answered within this long has failed.
-    pub timeout: std::time::Duration,
-}
-
-impl std::fmt::Debug for WebhookConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookConfig")
-            .field("endpoints", &self.endpoints)
-            .field("secret", &"<hidden>")
-            .field("queue_max", &self.queue_max)
-            .field("queue_max_bytes", &self.queue_max_bytes)
-            .field("batch_max", &self.batch_max)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
-}
 
 /// The running webhook sender: the hub's observer.
 #[derive(Debug)]
