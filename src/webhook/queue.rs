@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use rusqlite::{Connection, params};
 
@@ -47,6 +47,10 @@ pub(super) struct Queue {
     lens: Vec<AtomicUsize>,
     /// Each endpoint's bytes of rendered events.
     bytes: Vec<AtomicUsize>,
+    /// Per endpoint, the last sequence number of the batch being sent (0: none). An event the
+    /// bounds push out while its batch is in flight is not counted as dropped: whether it
+    /// was lost is known only when the POST is answered (`lost_from`).
+    sending: Vec<AtomicI64>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -67,6 +71,7 @@ impl Queue {
             max_bytes,
             lens: (0..endpoints).map(|_| AtomicUsize::new(0)).collect(),
             bytes: (0..endpoints).map(|_| AtomicUsize::new(0)).collect(),
+            sending: (0..endpoints).map(|_| AtomicI64::new(0)).collect(),
         }
     }
 
@@ -138,6 +143,7 @@ impl Queue {
             inner: Mutex::new(Backing::Sqlite(conn, urls.to_vec())),
             max,
             max_bytes,
+            sending: (0..lens.len()).map(|_| AtomicI64::new(0)).collect(),
             lens,
             bytes,
         })
@@ -158,11 +164,11 @@ impl Queue {
                     let mut bytes = self.bytes[i].load(Ordering::Relaxed) + event.len();
                     queues[i].push_back((*next, event));
                     while queues[i].len() > self.max || bytes > self.max_bytes {
-                        let Some((_, old)) = queues[i].pop_front() else {
+                        let Some((seq, old)) = queues[i].pop_front() else {
                             break;
                         };
                         bytes -= old.len();
-                        dropped += 1;
+                        dropped += u64::from(seq > self.sending[i].load(Ordering::Relaxed));
                     }
                     self.lens[i].store(queues[i].len(), Ordering::Relaxed);
                     self.bytes[i].store(bytes, Ordering::Relaxed);
@@ -195,10 +201,11 @@ impl Queue {
                             let Some(row) = found.next()? else {
                                 break;
                             };
-                            cut = Some(row.get::<_, i64>(0)?);
+                            let seq = row.get::<_, i64>(0)?;
+                            cut = Some(seq);
                             len -= 1;
                             bytes = bytes.saturating_sub(row.get::<_, i64>(1)? as usize);
-                            dropped += 1;
+                            dropped += u64::from(seq > self.sending[i].load(Ordering::Relaxed));
                         }
                         drop(found);
                         drop(oldest);
@@ -271,6 +278,29 @@ impl Queue {
         Ok(())
     }
 
+    /// Marks endpoint `i`'s batch through `last` as being sent (0 when it is answered).
+    pub(super) fn sending(&self, i: usize, last: i64) {
+        self.sending[i].store(last, Ordering::Relaxed);
+    }
+
+    /// After a failed POST of `batch`: how many of its events the bounds pushed out meanwhile,
+    /// which are now lost. Clears the in-flight mark.
+    pub(super) fn lost_from(&self, i: usize, batch: &[(i64, String)]) -> Result<u64, QueueError> {
+        let front: Option<i64> = match &mut *self.lock() {
+            Backing::Memory(queues, _) => queues[i].front().map(|(s, _)| *s),
+            Backing::Sqlite(conn, urls) => conn.query_row(
+                "SELECT MIN(seq) FROM events WHERE url = ?1",
+                [&urls[i]],
+                |r| r.get(0),
+            )?,
+        };
+        self.sending[i].store(0, Ordering::Relaxed);
+        Ok(batch
+            .iter()
+            .filter(|(seq, _)| front.is_none_or(|f| *seq < f))
+            .count() as u64)
+    }
+
     /// Events queued for every endpoint together.
     pub(super) fn total(&self) -> usize {
         self.lens.iter().map(|l| l.load(Ordering::Relaxed)).sum()
@@ -314,15 +344,31 @@ mod tests {
             // Room for one more of 10 bytes (25 + 10 = 35), not two.
             assert_eq!(q.push(vec![(0, ten('6')), (0, ten('7'))]).unwrap(), 1);
             assert_eq!(texts(&q, 0), [ten('5'), ten('6'), ten('7')]);
+            // An event pushed out while its batch is being sent is not counted as dropped
+            // then; if the POST fails, it is counted as lost.
+            let batch = q.peek(0, 1).unwrap();
+            q.sending(0, batch[0].0);
+            assert_eq!(
+                q.push(vec![(0, ten('8'))]).unwrap(),
+                0,
+                "in flight: not counted yet"
+            );
+            assert_eq!(texts(&q, 0), [ten('6'), ten('7'), ten('8')]);
+            assert_eq!(q.lost_from(0, &batch).unwrap(), 1);
+            assert_eq!(
+                q.push(vec![(0, ten('9'))]).unwrap(),
+                1,
+                "no longer in flight"
+            );
         }
         let again = Queue::sqlite(&path, &urls, 4, 35).unwrap();
         assert_eq!(again.total(), 4);
         assert_eq!(
-            again.push(vec![(0, ten('8'))]).unwrap(),
+            again.push(vec![(0, ten('a'))]).unwrap(),
             1,
             "bytes counted after a reopen"
         );
-        assert_eq!(texts(&again, 0), [ten('6'), ten('7'), ten('8')]);
+        assert_eq!(texts(&again, 0), [ten('8'), ten('9'), ten('a')]);
         // An endpoint no longer configured loses what it had queued.
         let fewer = Queue::sqlite(&path, &urls[..1], 4, 35).unwrap();
         assert_eq!(fewer.total(), 3);

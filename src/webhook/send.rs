@@ -92,6 +92,7 @@ pub(super) async fn run(
             }
             continue;
         };
+        queue.sending(index, last);
         let timestamp = crate::event::now_ms() / 1000;
         let body = body(timestamp, &batch);
         let sent = client
@@ -115,6 +116,7 @@ pub(super) async fn run(
         };
         match failure {
             None => {
+                queue.sending(index, 0);
                 let q = Arc::clone(&queue);
                 if let Ok(Err(e)) =
                     tokio::task::spawn_blocking(move || q.remove_through(index, last)).await
@@ -131,6 +133,13 @@ pub(super) async fn run(
             }
             Some(why) => {
                 METRICS.webhook_failed.inc();
+                let q = Arc::clone(&queue);
+                let sent_batch = batch.clone();
+                if let Ok(Ok(lost)) =
+                    tokio::task::spawn_blocking(move || q.lost_from(index, &sent_batch)).await
+                {
+                    METRICS.webhook_dropped.inc_by(lost);
+                }
                 // Said once per outage, then at debug, so that a receiver down for a day
                 // does not fill the log.
                 if failing {
