@@ -108,7 +108,7 @@ pub(crate) async fn connections(
     tag = "admin",
     summary = "Disconnect every connection holding a nick",
     security(("api_key" = [])),
-    params(("nick" = String, Path, min_length = 1, max_length = 32, pattern = r"^[\p{L}\p{N}_.\-]+$")),
+    params(super::openapi::NickPath),
     request_body(content = Option<Why>, content_type = "application/json"),
     responses(
         (status = 200, description = "Removed", body = Kicked),
@@ -150,7 +150,7 @@ pub(crate) async fn kick(
     tag = "admin",
     summary = "Disconnect every member of a room on this node",
     security(("api_key" = [])),
-    params(("room" = String, Path, min_length = 1, max_length = 64, pattern = r"^(?!\.\.?(/|$))[\p{L}\p{N}_.\-]+(/(?!\.\.?(/|$))[\p{L}\p{N}_.\-]+)*$")),
+    params(super::openapi::RoomPath),
     request_body(content = Option<Why>, content_type = "application/json"),
     responses(
         (status = 200, description = "Closed", body = Closed),

@@ -56,7 +56,7 @@ pub(crate) struct MessagesQuery {
     tag = "rooms",
     summary = "Read history, or long-poll for new messages",
     params(
-        ("room" = String, Path, min_length = 1, max_length = 64, pattern = r"^(?!\.\.?(/|$))[\p{L}\p{N}_.\-]+(/(?!\.\.?(/|$))[\p{L}\p{N}_.\-]+)*$"),
+        super::openapi::RoomPath,
         MessagesQuery,
     ),
     responses(

@@ -7,6 +7,52 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
+// Names as `protocol::names` checks them, for the documents' parameters. Described once here
+// and named by each operation (utoipa takes patterns only as literals).
+
+/// `{room}` in a path: 1–64 letters, digits, `-`, `_` or `.`, in `/`-separated levels that
+/// are not `.` or `..`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct RoomPath {
+    /// The room (levels separated by `/`, which a path writes `%2F`).
+    #[param(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^(?!\.\.?(/|$))[\p{L}\p{N}_.\-]+(/(?!\.\.?(/|$))[\p{L}\p{N}_.\-]+)*$"
+    )]
+    room: String,
+}
+
+/// `{nick}` in a path: 1–32 letters, digits, `-`, `_` or `.`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct NickPath {
+    /// The nick (compared case-insensitively, by look-alike skeleton).
+    #[param(min_length = 1, max_length = 32, pattern = r"^[\p{L}\p{N}_.\-]+$")]
+    nick: String,
+}
+
+/// The headers that name an HTTP sender.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub(crate) struct SenderHeaders {
+    /// The sender's nick, for a `text/plain` body.
+    #[param(
+        rename = "X-Nick",
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[\p{L}\p{N}_.\-]+$"
+    )]
+    x_nick: Option<String>,
+    /// The `nick_key` of the SSE stream holding the nick.
+    #[param(rename = "X-Nick-Key")]
+    x_nick_key: Option<String>,
+}
+
 /// Every HTTP error: `{"error": what is wrong, "code": machine-readable}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ErrorBody {

@@ -90,7 +90,7 @@ pub(crate) async fn rooms(
     path = "/rooms/{room}/presence",
     tag = "rooms",
     summary = "Who is in a room",
-    params(("room" = String, Path, min_length = 1, max_length = 64, pattern = r"^(?!\.\.?(/|$))[\p{L}\p{N}_.\-]+(/(?!\.\.?(/|$))[\p{L}\p{N}_.\-]+)*$"), TokenQuery),
+    params(super::openapi::RoomPath, TokenQuery),
     responses(
         (status = 200, description = "Its members, on every transport and node", body = PresenceReply),
         Refusals,

@@ -155,11 +155,10 @@ fn author(
     description = "The body is the text (`text/plain`; the nick in `X-Nick` or `?nick=`) or JSON. \
                    Answered once the message is durable.",
     params(
-        ("room" = String, Path, min_length = 1, max_length = 64, pattern = r"^(?!\.\.?(/|$))[\p{L}\p{N}_.\-]+(/(?!\.\.?(/|$))[\p{L}\p{N}_.\-]+)*$"),
+        super::openapi::RoomPath,
         PublishQuery,
         ("Idempotency-Key" = Option<String>, Header, max_length = 200, description = "A retry with the same key publishes nothing and answers 200 with the first id"),
-        ("X-Nick" = Option<String>, Header, min_length = 1, max_length = 32, pattern = r"^[\p{L}\p{N}_.\-]+$", description = "The sender's nick, for a text/plain body"),
-        ("X-Nick-Key" = Option<String>, Header, description = "The nick_key of the SSE stream holding the nick"),
+        super::openapi::SenderHeaders,
     ),
     request_body(content(
         (super::openapi::MessageText = "text/plain"),
@@ -220,10 +219,9 @@ pub(crate) async fn publish(
     summary = "Send a direct message",
     description = "To whoever holds the nick on this node, on any transport. Not stored.",
     params(
-        ("nick" = String, Path, min_length = 1, max_length = 32, pattern = r"^[\p{L}\p{N}_.\-]+$"),
+        super::openapi::NickPath,
         PublishQuery,
-        ("X-Nick" = Option<String>, Header, min_length = 1, max_length = 32, pattern = r"^[\p{L}\p{N}_.\-]+$", description = "The sender's nick, for a text/plain body"),
-        ("X-Nick-Key" = Option<String>, Header, description = "The nick_key of the SSE stream holding the nick"),
+        super::openapi::SenderHeaders,
     ),
     request_body(content(
         (super::openapi::MessageText = "text/plain"),
