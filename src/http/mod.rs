@@ -230,32 +230,31 @@ fn api() -> (Router<Arc<Context>>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The OpenAPI document of `api`, rendered once.
-static OPENAPI_JSON: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    api()
-        .1
-        .to_pretty_json()
-        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-});
-
-/// `GET /openapi.json`.
-async fn openapi_json() -> impl IntoResponse {
+/// `GET /openapi.json`: the document `api` made, rendered once per router.
+fn openapi_json(spec: bytes::Bytes) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "application/json"),
             (header::CACHE_CONTROL, "no-cache"),
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
-        OPENAPI_JSON.as_str(),
+        spec,
     )
 }
 
 /// All HTTP routes.
 pub(crate) fn router(shared: Arc<Context>) -> Router {
-    let (documented, _) = api();
+    let (documented, spec) = api();
+    let spec = bytes::Bytes::from(spec.to_pretty_json().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the OpenAPI document does not serialize");
+        serde_json::json!({"error": e.to_string(), "code": "internal"}).to_string()
+    }));
     Router::new()
         .route("/", get(index))
-        .route("/openapi.json", get(openapi_json))
+        .route(
+            "/openapi.json",
+            get(move || async move { openapi_json(spec) }),
+        )
         .route("/admin", get(admin_page))
         .route("/switchboard.js", get(client_js))
         .route("/switchboard.d.ts", get(client_dts))
