@@ -83,8 +83,6 @@ pub struct Snapshot {
     pub storage_refusals: u64,
     /// Latency samples per bucket (see `LATENCY_BUCKETS`).
     pub latency: [u64; LATENCY_BUCKETS],
-    /// 1 while the Redis bus is live.
-    pub redis_up: i64,
     /// Webhook events waiting.
     pub webhooks_queued: i64,
 }
@@ -93,9 +91,8 @@ impl Snapshot {
     /// The `q` quantile (0–1) of the latency samples between `earlier` and `self`, in
     /// milliseconds (a bucket's upper bound), or `None` with no sample.
     pub fn latency_ms(&self, earlier: &Snapshot, q: f64) -> Option<f64> {
-        let counts: Vec<u64> = (0..LATENCY_BUCKETS)
-            .map(|i| self.latency[i].saturating_sub(earlier.latency[i]))
-            .collect();
+        let counts: [u64; LATENCY_BUCKETS] =
+            std::array::from_fn(|i| self.latency[i].saturating_sub(earlier.latency[i]));
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return None;
@@ -240,7 +237,6 @@ impl Metrics {
                 .get_or_create(&ReasonLabel { reason: "storage" })
                 .get(),
             latency: std::array::from_fn(|i| self.latency_buckets[i].load(Ordering::Relaxed)),
-            redis_up: self.redis_up.get(),
             webhooks_queued: self.webhook_queued.get(),
         }
     }

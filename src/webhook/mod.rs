@@ -111,7 +111,8 @@ fn next_id() -> String {
     format!("{:08x}-{}", *PROCESS, NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-/// One event's JSON, as it goes in a body's `events` array.
+/// One event's JSON, as it goes in a body's `events` array. A message's `message` is the
+/// event's shared JSON envelope (`wire::event`), spliced in as it is, not parsed again.
 fn render(kind: HookKind, what: &Observed) -> String {
     let (event, transport) = match what {
         Observed::Joined {
@@ -132,8 +133,13 @@ fn render(kind: HookKind, what: &Observed) -> String {
         HookKind::Message => {
             let id = event.id.map(|id| id.to_string()).unwrap_or_default();
             v["id"] = format!("{}/{id}", event.room).into();
+            let mut json = v.to_string();
             let envelope = wire::event(Wire::Json, event);
-            v["message"] = serde_json::from_slice(envelope).unwrap_or_default();
+            json.pop(); // the closing brace
+            json.push_str(",\"message\":");
+            json.push_str(std::str::from_utf8(envelope).unwrap_or("null"));
+            json.push('}');
+            return json;
         }
         HookKind::MemberJoined | HookKind::MemberLeft => {
             v["id"] = next_id().into();
@@ -195,7 +201,10 @@ async fn dispatch(
         if rows.is_empty() {
             continue;
         }
-        let touched: Vec<usize> = rows.iter().map(|(i, _)| *i).collect();
+        let mut touched = vec![false; wakers.len()];
+        for (i, _) in &rows {
+            touched[*i] = true;
+        }
         let q = Arc::clone(&queue);
         match tokio::task::spawn_blocking(move || q.push(rows)).await {
             Ok(Ok(dropped)) => {
@@ -205,8 +214,8 @@ async fn dispatch(
             Err(e) => tracing::warn!(error = %e, "webhook queue task failed"),
         }
         METRICS.webhook_queued.set(queue.total() as i64);
-        for i in touched {
-            wakers[i].notify_one();
+        for (waker, _) in wakers.iter().zip(touched).filter(|(_, t)| *t) {
+            waker.notify_one();
         }
     }
 }
