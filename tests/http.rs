@@ -738,14 +738,7 @@ async fn metrics_and_health_report_what_happened() {
 async fn openapi_json_describes_every_api_route_and_what_schemathesis_found_stays_fixed() {
     let server = start_with(unlimited()).await;
     let addr = server.http();
-    let spec: Value = client()
-        .get(format!("http://{addr}/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec = support::get_json(addr, "/openapi.json").await;
     assert_eq!(spec["openapi"], "3.1.0");
     let mut paths: Vec<&str> = spec["paths"]
         .as_object()
@@ -786,17 +779,11 @@ async fn openapi_json_describes_every_api_route_and_what_schemathesis_found_stay
             .to_owned()
     }))
     .await;
-    let page: Value = client()
-        .get(format!(
-            "http://{addr}/rooms/both/messages?last=2&since={}",
-            ids[3]
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = support::get_json(
+        addr,
+        &format!("/rooms/both/messages?last=2&since={}", ids[3]),
+    )
+    .await;
     assert_eq!(page["messages"].as_array().unwrap().len(), 1, "{page}");
     // Ids are strictly HEX-DIGITS: a sign or a 20-digit number is a 400, not a wrap.
     for bad in [
