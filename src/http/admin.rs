@@ -39,12 +39,20 @@ fn operator(shared: &Context, headers: &HeaderMap) -> Result<(), AppError> {
 /// control characters and cut to `MAX_REASON_CHARS`; a body that is not that is a 400.
 fn reason(body: Result<Bytes, BytesRejection>) -> Result<String, AppError> {
     let body = body.map_err(|e| AppError::bad_request(format!("body: {}", e.body_text())))?;
+    let expected = |e: &dyn std::fmt::Display| {
+        AppError::bad_request(format!("body: expected {{\"reason\": \"…\"}}: {e}"))
+    };
     let why: Option<Why> = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            AppError::bad_request(format!("body: expected {{\"reason\": \"…\"}}: {e}"))
-        })?
+        // Through a `Value`, because serde reads a struct from an array too (`[]`, `["x"]`).
+        match serde_json::from_slice(&body).map_err(|e| expected(&e))? {
+            serde_json::Value::Null => None,
+            object @ serde_json::Value::Object(_) => {
+                Some(serde_json::from_value(object).map_err(|e| expected(&e))?)
+            }
+            other => return Err(expected(&format_args!("got {}", json_kind(&other)))),
+        }
     };
     Ok(why
         .and_then(|w| w.reason)
@@ -55,6 +63,18 @@ fn reason(body: Result<Bytes, BytesRejection>) -> Result<String, AppError> {
                 .collect()
         })
         .unwrap_or_default())
+}
+
+/// A JSON value's kind, for an error message.
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 fn disconnect(subs: &[Arc<Subscriber>]) -> usize {
