@@ -144,10 +144,15 @@ pub enum Form {
     Mqtt5,
     /// A gRPC `switchboard.v1.Event` message (protobuf, without the gRPC frame header).
     Grpc,
+    /// `Plain` as a whole WebSocket text frame, header included: a server's frames are
+    /// unmasked, so every uncompressed connection writes the same bytes.
+    PlainFrame,
+    /// `Json` as a whole WebSocket text frame.
+    JsonFrame,
 }
 
 impl Form {
-    const COUNT: usize = 7;
+    const COUNT: usize = 9;
 }
 
 impl Event {

@@ -392,8 +392,9 @@ struct Connection {
     structured: bool,
 }
 
-/// The socket as the writer driver's output: each delivery's units are fed as frames as they
-/// are encoded (a room event is its shared payload, uncopied), then flushed once. Units
+/// The socket as the writer driver's output. Uncompressed, a batch becomes whole frames
+/// written with vectored writes (`WsSocket::write_frames`; a room event's frame is shared);
+/// compressed, each delivery's units are fed to the library as messages, then flushed once. Units
 /// emitted outside a batch (a goodbye) wait in `pending`; WebSocket has none, it closes.
 struct FrameOutput<'a> {
     ws: &'a mut WsSocket,
@@ -428,6 +429,19 @@ impl Output for FrameOutput<'_> {
     }
 
     async fn write(&mut self, wire: Wire, batch: &mut Vec<Delivery>) -> std::io::Result<()> {
+        if self.ws.takes_frames() && self.pending.is_empty() {
+            // Whole frames: a room event's is shared by every uncompressed connection and
+            // goes to the kernel uncopied (one allocation per batch, for the list).
+            let mut frames = Vec::with_capacity(batch.len());
+            for delivery in batch.drain(..) {
+                wire::ws_frames(wire, delivery, &mut frames);
+            }
+            return self
+                .ws
+                .write_frames(&frames)
+                .await
+                .map_err(std::io::Error::other);
+        }
         for delivery in batch.drain(..) {
             for frame in wire::units(wire, delivery) {
                 self.feed(frame).await?;

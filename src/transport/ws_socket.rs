@@ -151,6 +151,10 @@ pub fn negotiate_deflate(offers: &str) -> Option<(String, Deflate)> {
 pub struct WsSocket {
     stream: Stream,
     farewell: Farewell,
+    /// The unwritten rest of a frame `write_frames` was writing when its future was dropped
+    /// (the client was kicked while its socket was full): nothing else can be written before
+    /// it, so `close` finishes it first.
+    partial: Option<Bytes>,
 }
 
 enum Stream {
@@ -180,12 +184,19 @@ impl std::fmt::Debug for WsSocket {
 #[error("{0}")]
 pub struct WsError(String);
 
-/// Initial capacity of a connection's write buffer. The library's default is 16 KiB, which a
-/// connection touches in full after a few dozen small frames and then keeps resident for its
-/// lifetime; the buffer grows when a big batch needs it.
+/// Initial capacity of a compressed connection's write buffer. The library's default is
+/// 16 KiB, which a connection touches in full after a few dozen small frames and then keeps
+/// resident for its lifetime; the buffer grows when a big batch needs it.
 const WRITE_BUFFER: usize = 4 * 1024;
+/// The same for an uncompressed connection, whose data frames bypass the library
+/// (`WsSocket::write_frames`): only pings, pongs and the close frame go through it.
+const CONTROL_BUFFER: usize = 256;
+/// Most frames handed to the kernel in one `writev`: a whole writer batch.
+const IOV_MAX: usize = 64;
+/// How long a closing connection may take to finish a frame that was cut off midway.
+const PARTIAL_FRAME_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn config(limits: WsLimits) -> sockudo_ws::Config {
+fn config(limits: WsLimits, write_buffer: usize) -> sockudo_ws::Config {
     sockudo_ws::Config {
         max_message_size: limits.max_message,
         max_frame_size: limits.max_message,
@@ -194,7 +205,7 @@ fn config(limits: WsLimits) -> sockudo_ws::Config {
         auto_ping: limits.ping_interval_secs > 0,
         ping_interval: limits.ping_interval_secs,
         pong_timeout: limits.pong_timeout_secs,
-        write_buffer_size: WRITE_BUFFER,
+        write_buffer_size: write_buffer,
         ..Default::default()
     }
 }
@@ -214,12 +225,19 @@ impl WsSocket {
         let stream = match deflate {
             Some(Deflate(d)) => Stream::Deflate(Box::new(CompressedWebSocketStream::server(
                 io,
-                config(limits),
+                config(limits, WRITE_BUFFER),
                 d,
             ))),
-            None => Stream::Plain(Box::new(WebSocketStream::server(io, config(limits)))),
+            None => Stream::Plain(Box::new(WebSocketStream::server(
+                io,
+                config(limits, CONTROL_BUFFER),
+            ))),
         };
-        WsSocket { stream, farewell }
+        WsSocket {
+            stream,
+            farewell,
+            partial: None,
+        }
     }
 
     /// The next message; `None` once the connection is closed. Cancel-safe.
@@ -258,6 +276,37 @@ impl WsSocket {
         .map_err(|e| WsError(e.to_string()))
     }
 
+    /// True when data frames can be written whole (`write_frames`): the connection is not
+    /// compressed, so its frames are the same bytes as every other such connection's.
+    pub fn takes_frames(&self) -> bool {
+        matches!(self.stream, Stream::Plain(_))
+    }
+
+    /// Writes whole, final, unmasked data frames (made by `wire::ws_frames`) with vectored
+    /// writes straight to the socket, after whatever control frames the library has queued,
+    /// and flushes. The shared bytes are not copied into a per-connection buffer. The
+    /// connection task runs this between the library's own reads and writes; if it drops
+    /// the future midway, the frame cut off is kept and `close` finishes it first.
+    pub async fn write_frames(&mut self, frames: &[Bytes]) -> Result<(), WsError> {
+        let Stream::Plain(stream) = &mut self.stream else {
+            return Err(WsError(
+                "a compressed connection takes messages, not frames".into(),
+            ));
+        };
+        if stream.is_closed() {
+            return Err(WsError("connection closed".into()));
+        }
+        if self.partial.is_some() {
+            return Err(WsError("a frame was left unfinished".into()));
+        }
+        SinkExt::flush(stream.as_mut())
+            .await
+            .map_err(|e| WsError(e.to_string()))?;
+        write_all_vectored(stream.get_mut(), frames, &mut self.partial)
+            .await
+            .map_err(|e| WsError(e.to_string()))
+    }
+
     /// Writes everything fed so far.
     pub async fn flush(&mut self) -> Result<(), WsError> {
         match &mut self.stream {
@@ -270,11 +319,82 @@ impl WsSocket {
     /// Starts the close handshake with `code` and `reason` and waits (bounded by the library's
     /// close timeout) for it to finish.
     pub async fn close(&mut self, code: u16, reason: &str) {
+        if let Some(rest) = self.partial.take() {
+            // A frame was cut off midway: the close frame can only follow its rest. A client
+            // that does not take it in time is dropped without one.
+            use tokio::io::AsyncWriteExt;
+            let Stream::Plain(stream) = &mut self.stream else {
+                return;
+            };
+            let io = stream.get_mut();
+            let finished = tokio::time::timeout(PARTIAL_FRAME_TIME, async {
+                io.write_all(&rest).await?;
+                io.flush().await
+            })
+            .await;
+            if !matches!(finished, Ok(Ok(()))) {
+                return;
+            }
+        }
         let _ = match &mut self.stream {
             Stream::Plain(s) => WebSocketStream::close(s, code, reason).await,
             Stream::Deflate(s) => CompressedWebSocketStream::close(s, code, reason).await,
         };
     }
+}
+
+/// Writes every byte of `frames` in as few `writev` calls as the socket allows, then flushes
+/// (TLS holds its records until then). A transport that cannot write vectored gets one
+/// coalesced buffer instead of one syscall per frame. While a write waits, `partial` holds
+/// the rest of the frame it is in, for the case that this future is dropped there.
+async fn write_all_vectored(
+    io: &mut Io,
+    frames: &[Bytes],
+    partial: &mut Option<Bytes>,
+) -> std::io::Result<()> {
+    use std::io::IoSlice;
+    use tokio::io::AsyncWriteExt;
+    if !tokio::io::AsyncWrite::is_write_vectored(io) {
+        let mut joined = Vec::with_capacity(frames.iter().map(Bytes::len).sum());
+        for frame in frames {
+            joined.extend_from_slice(frame);
+        }
+        let mut joined = Bytes::from(joined);
+        while !joined.is_empty() {
+            *partial = Some(joined.clone());
+            let written = io.write(&joined).await?;
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            joined = joined.slice(written..);
+        }
+        *partial = None;
+        return io.flush().await;
+    }
+    // The next frame to write, and how much of it is already written.
+    let (mut next, mut done) = (0, 0);
+    while next < frames.len() {
+        // Only a frame begun and not finished needs its rest kept.
+        *partial = (done > 0).then(|| frames[next].slice(done..));
+        let mut slices = [IoSlice::new(&[]); IOV_MAX];
+        let mut count = 0;
+        for (i, frame) in frames[next..].iter().take(IOV_MAX).enumerate() {
+            slices[i] = IoSlice::new(if i == 0 { &frame[done..] } else { frame });
+            count = i + 1;
+        }
+        let mut written = io.write_vectored(&slices[..count]).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while next < frames.len() && written >= frames[next].len() - done {
+            written -= frames[next].len() - done;
+            next += 1;
+            done = 0;
+        }
+        done += written;
+    }
+    *partial = None;
+    io.flush().await
 }
 
 /// The close code RFC 6455 (section 7.4.1) prescribes for a failure the library detected

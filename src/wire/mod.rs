@@ -9,6 +9,7 @@ mod grpc;
 mod json;
 mod line;
 mod sse;
+mod ws;
 
 use bytes::Bytes;
 
@@ -64,6 +65,26 @@ pub fn event(wire: Wire, event: &Event) -> &Bytes {
         Wire::Sse => event.encoded(Form::Sse, sse::event),
         Wire::Mqtt => event.encoded(Form::Plain, line::plain),
         Wire::Grpc => event.encoded(Form::Grpc, grpc::event),
+    }
+}
+
+/// One delivery as whole WebSocket text frames (`Wire::Plain` and `Wire::Json`), appended to
+/// `out`: a room event's frame is made once and shared; answers and replays are framed here.
+pub fn ws_frames(wire: Wire, delivery: Delivery, out: &mut Vec<Bytes>) {
+    match (wire, delivery) {
+        (Wire::Plain, Delivery::Event(ev)) => out.push(
+            ev.encoded(Form::PlainFrame, |e| ws::text_frame(&line::plain(e)))
+                .clone(),
+        ),
+        (Wire::Json, Delivery::Event(ev)) => out.push(
+            ev.encoded(Form::JsonFrame, |e| ws::text_frame(&json::event(e)))
+                .clone(),
+        ),
+        (wire, delivery) => out.extend(
+            units(wire, delivery)
+                .into_iter()
+                .map(|u| ws::text_frame(&u)),
+        ),
     }
 }
 
