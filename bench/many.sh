@@ -10,7 +10,7 @@
 # generator (`ulimit -n`, or LimitNOFILE= in a unit; raising the hard limit needs root or
 # CAP_SYS_RESOURCE), 4 source addresses (127.0.0.1-4, each ~28k ephemeral ports;
 # net.ipv4.ip_local_port_range widens that), and ~1-1.5 GB of RAM for both processes.
-# Usage: bench/many.sh [connections] [room|echo]   (loopback only)
+# Usage: [SWITCHBOARD_BIN=path] bench/many.sh [connections] [room|echo]   (loopback only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want=${1:-100000}
@@ -23,8 +23,9 @@ if ! ulimit -n "$need" 2>/dev/null; then
 fi
 n=$(( $(ulimit -n) - 1000 < want ? $(ulimit -n) - 1000 : want ))
 sources=$(( n / 25000 + 1 ))
+# SWITCHBOARD_BIN measures another build (say, one from before a change) with this generator.
 cargo build --release --locked -q
-bin=./target/release/switchboard
+bin=${SWITCHBOARD_BIN:-./target/release/switchboard}
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$bin" serve --tcp off --udp off --mqtt off --grpc off --http "127.0.0.1:$port" --store memory --log warn \
   --max-connections "$need" --max-connections-per-ip "$need" \
@@ -34,11 +35,11 @@ trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 50); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 if [ "$kind" = echo ]; then
   echo "== $n idle /echo connections from $sources source addresses"
-  "$bin" bench "ws://127.0.0.1:$port/echo" --mode echo -c "$n" --rate 1 --sources "$sources" \
+  ./target/release/switchboard bench "ws://127.0.0.1:$port/echo" --mode echo -c "$n" --rate 1 --sources "$sources" \
     --duration 5 --warmup 1 --server-pid "$pid"
 else
   echo "== $n members of one room from $sources source addresses, one message a second to all"
-  "$bin" bench "ws://127.0.0.1:$port/ws?room=many" -c "$n" -p 1 --rate 1 --sources "$sources" \
+  ./target/release/switchboard bench "ws://127.0.0.1:$port/ws?room=many" -c "$n" -p 1 --rate 1 --sources "$sources" \
     --duration 5 --warmup 1 --server-pid "$pid"
 fi
 echo "server: $(grep -E 'VmRSS|Threads' /proc/$pid/status | tr -s ' \t' ' ' | tr '\n' ' ')"

@@ -2,7 +2,8 @@
 //!
 //! Sans-IO. A transport's writer hands a batch of `Delivery`s to `encode`, which turns each
 //! into units (a line chunk, a WebSocket frame's payload, a datagram, an SSE block) and gives
-//! them to the transport's `Emit`. A room event's shared form is encoded once per event and
+//! them to the transport's `Emit`. Uncompressed WebSocket takes whole frames instead
+//! (`ws_frames`). A room event's shared form is encoded once per event and
 //! cached in it (`Event::encoded`); every receiver of that form shares the same bytes.
 
 mod grpc;
