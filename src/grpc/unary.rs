@@ -38,6 +38,16 @@ impl Service {
         let who = caller(&request);
         let nick = super::nick(&request)?;
         let pb::PublishRequest { room, text, key } = request.into_inner();
+        // A call whose deadline passed on the way in is not carried out: its caller has
+        // given up on the answer, and a retry must not find the message posted already.
+        if who
+            .deadline
+            .is_some_and(|at| at <= tokio::time::Instant::now())
+        {
+            return Err(Status::deadline_exceeded(
+                "the call's deadline passed before it was served",
+            ));
+        }
         let hub = &self.shared.hub;
         room_name(&room)?;
         if !hub.auth().allows(&who.principal, &room, Action::Publish) {
