@@ -45,7 +45,7 @@ fn fan_out(c: &mut Criterion) {
                     .expect("memory store accepts");
                 black_box(published);
                 for rx in &mut receivers {
-                    while let Ok(d) = rx.try_recv() {
+                    while let Some(d) = rx.try_recv() {
                         if let Delivery::Event(e) = d {
                             black_box(switchboard::wire::event(switchboard::wire::Wire::Plain, &e));
                         }

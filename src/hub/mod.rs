@@ -6,6 +6,7 @@
 
 mod nicks;
 pub mod pace;
+pub mod queue;
 mod room;
 mod rooms;
 mod subscriber;
@@ -17,7 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
-use tokio::sync::mpsc;
 
 pub use crate::broker::{Applied, MemberInfo};
 pub use crate::event::{Author, BadMessageId, Event, EventKind, MessageId, Sender, now_ms};
@@ -201,9 +201,9 @@ impl Hub {
         transport: Transport,
         echo_own: bool,
         addr: Option<SocketAddr>,
-    ) -> (Arc<Subscriber>, mpsc::Receiver<Delivery>) {
+    ) -> (Arc<Subscriber>, queue::Receiver) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.config.queue_capacity);
+        let (tx, rx) = queue::queue(self.config.queue_capacity);
         crate::metrics::METRICS
             .connections
             .get_or_create(&crate::metrics::TransportLabel {
@@ -434,9 +434,9 @@ mod tests {
         String::from_utf8_lossy(crate::wire::event(crate::wire::Wire::Line, ev)).into_owned()
     }
 
-    fn drain(rx: &mut mpsc::Receiver<Delivery>) -> Vec<String> {
+    fn drain(rx: &mut queue::Receiver) -> Vec<String> {
         let mut out = Vec::new();
-        while let Ok(d) = rx.try_recv() {
+        while let Some(d) = rx.try_recv() {
             match d {
                 Delivery::Event(ev) => out.push(line(&ev)),
                 Delivery::Replay(r) => {
@@ -627,7 +627,7 @@ mod tests {
         let (bob, mut bob_rx) = hub.subscribe(Transport::Ws, true, None);
         hub.claim_nick(&bob, "bob", None).unwrap();
         hub.direct("ann".into(), 1, "BOB", "psst").unwrap();
-        let Ok(Delivery::Event(ev)) = bob_rx.try_recv() else {
+        let Some(Delivery::Event(ev)) = bob_rx.try_recv() else {
             panic!("bob got nothing")
         };
         assert_eq!((&*ev.nick, &*ev.text), ("ann", "psst"));

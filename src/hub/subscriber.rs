@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::Event;
@@ -138,7 +137,7 @@ pub struct Subscriber {
     /// The peer's address, for logs and per-IP limits.
     pub addr: Option<SocketAddr>,
     /// Bounded: see `Config::queue_capacity` for how the bound was chosen.
-    tx: mpsc::Sender<Delivery>,
+    tx: super::queue::Sender,
     /// Bytes queued and not yet written (`Delivery::weight`), against `max_bytes`.
     queued_bytes: AtomicUsize,
     /// Past this many queued bytes the client is cut as a slow consumer.
@@ -157,7 +156,7 @@ impl Subscriber {
         transport: Transport,
         echo_own: bool,
         addr: Option<SocketAddr>,
-        tx: mpsc::Sender<Delivery>,
+        tx: super::queue::Sender,
         (max_bytes, reply_bytes): (usize, usize),
     ) -> Self {
         Self {
@@ -192,7 +191,7 @@ impl Subscriber {
             Ok(()) => true,
             Err(e) => {
                 self.queued_bytes.fetch_sub(weight, Ordering::Relaxed);
-                if let mpsc::error::TrySendError::Full(_) = e {
+                if e == super::queue::Refused::Full {
                     self.kick(Disconnect::SlowConsumer);
                 }
                 false
@@ -243,7 +242,7 @@ impl Subscriber {
 
     /// Messages waiting in the queue; for metrics.
     pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.tx.len()
     }
 }
 

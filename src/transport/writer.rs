@@ -11,9 +11,9 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::hub::queue::Receiver;
 use crate::hub::{Delivery, Disconnect, Subscriber};
 use crate::wire::{self, Emit, Wire};
 
@@ -81,7 +81,7 @@ pub(crate) enum Sent {
 /// A subscriber's queue with what its writer needs to drain it.
 #[derive(Debug)]
 pub(crate) struct Outbox {
-    rx: mpsc::Receiver<Delivery>,
+    rx: Receiver,
     batch: Vec<Delivery>,
     sub: Arc<Subscriber>,
     /// This connection's child of the server's shutdown token (see `super::stop_signal`).
@@ -93,7 +93,7 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     pub(crate) fn new(
-        rx: mpsc::Receiver<Delivery>,
+        rx: Receiver,
         sub: Arc<Subscriber>,
         stop: CancellationToken,
         wire: Wire,
@@ -177,7 +177,7 @@ impl Outbox {
 
     /// Moves what is queued now into the batch, without waiting; true if there is any.
     pub(crate) fn take_queued(&mut self) -> bool {
-        while let Ok(delivery) = self.rx.try_recv() {
+        while let Some(delivery) = self.rx.try_recv() {
             self.batch.push(delivery);
         }
         !self.batch.is_empty()

@@ -290,7 +290,7 @@ impl Conn {
         client_id: String,
         session: Session,
         sub: Arc<Subscriber>,
-        rx: mpsc::Receiver<Delivery>,
+        rx: crate::hub::queue::Receiver,
         gone: CancellationToken,
     ) -> Self {
         let stop = crate::transport::stop_signal(ctx);

@@ -1,0 +1,249 @@
+//! A subscriber's outbound queue: many producers (rooms, each under its own lock), one
+//! consumer (the connection's writer driver), bounded in deliveries.
+//!
+//! It replaces tokio's bounded `mpsc` channel, which `bench/profile.sh ws` put at about a
+//! quarter of the server's samples in a broadcast (a semaphore permit, a slot and a ready bit
+//! per delivery on the way in; a pop and a permit released under the semaphore's lock per
+//! delivery on the way out). Here a delivery in is one uncontended lock and a push, and the
+//! writer takes a whole batch under one lock. The queue allocates nothing until used and gives
+//! its slots back when it empties after a burst, so a quiet member holds no queue memory.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
+
+use futures_util::task::AtomicWaker;
+
+use super::subscriber::Delivery;
+
+/// Slots kept after the queue empties; above this the memory goes back to the allocator.
+const KEEP_SLOTS: usize = 64;
+
+/// The state both ends share.
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// The writer's waker, woken once per batch however many deliveries arrive.
+    waker: AtomicWaker,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    items: VecDeque<Delivery>,
+    /// Set when the receiver is dropped: the connection is gone.
+    closed: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic under this lock leaves the queue itself consistent (VecDeque operations
+        // do not unwind halfway), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A new queue holding at most `capacity` deliveries.
+pub fn queue(capacity: usize) -> (Sender, Receiver) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::default()),
+        waker: AtomicWaker::new(),
+        capacity: capacity.max(1),
+    });
+    (
+        Sender {
+            shared: Arc::clone(&shared),
+        },
+        Receiver { shared },
+    )
+}
+
+/// Why a delivery was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The queue holds `capacity` deliveries: the client is not keeping up.
+    Full,
+    /// The receiver is gone.
+    Closed,
+}
+
+/// The producing end, held by the `Subscriber`.
+#[derive(Debug)]
+pub struct Sender {
+    shared: Arc<Shared>,
+}
+
+impl Sender {
+    /// Queues a delivery without waiting.
+    pub fn try_send(&self, delivery: Delivery) -> Result<(), Refused> {
+        {
+            let mut state = self.shared.lock();
+            if state.closed {
+                return Err(Refused::Closed);
+            }
+            if state.items.len() >= self.shared.capacity {
+                return Err(Refused::Full);
+            }
+            state.items.push_back(delivery);
+        }
+        self.shared.waker.wake();
+        Ok(())
+    }
+
+    /// True once the receiver is dropped.
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().closed
+    }
+
+    /// Deliveries waiting.
+    pub fn len(&self) -> usize {
+        self.shared.lock().items.len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The consuming end, held by the connection's writer.
+#[derive(Debug)]
+pub struct Receiver {
+    shared: Arc<Shared>,
+}
+
+impl Receiver {
+    /// Waits until something is queued, then moves up to `limit` deliveries into `out`
+    /// (oldest first) and returns how many. Cancel-safe: deliveries leave the queue only in
+    /// the poll that returns them.
+    pub async fn recv_many(&mut self, out: &mut Vec<Delivery>, limit: usize) -> usize {
+        poll_fn(|cx| {
+            let taken = self.take(out, limit);
+            if taken > 0 {
+                return Poll::Ready(taken);
+            }
+            self.shared.waker.register(cx.waker());
+            // A delivery queued between the first look and the registration woke nobody.
+            match self.take(out, limit) {
+                0 => Poll::Pending,
+                taken => Poll::Ready(taken),
+            }
+        })
+        .await
+    }
+
+    /// The oldest delivery, if any, without waiting.
+    pub fn try_recv(&mut self) -> Option<Delivery> {
+        let mut state = self.shared.lock();
+        let delivery = state.items.pop_front();
+        shrink_if_drained(&mut state);
+        delivery
+    }
+
+    fn take(&self, out: &mut Vec<Delivery>, limit: usize) -> usize {
+        let mut state = self.shared.lock();
+        let taken = state.items.len().min(limit);
+        out.extend(state.items.drain(..taken));
+        shrink_if_drained(&mut state);
+        taken
+    }
+}
+
+/// Gives a burst's slots back once the queue is empty again.
+fn shrink_if_drained(state: &mut State) {
+    if state.items.is_empty() && state.items.capacity() > KEEP_SLOTS {
+        state.items = VecDeque::new();
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.closed = true;
+        // What was queued for a connection that is gone is freed now, not with the
+        // subscriber (which a room may still hold for a moment).
+        state.items = VecDeque::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn direct(text: &str) -> Delivery {
+        Delivery::direct(text.to_owned())
+    }
+
+    fn text(delivery: &Delivery) -> String {
+        match delivery {
+            Delivery::Direct(bytes) => String::from_utf8(bytes.to_vec()).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn deliveries_come_out_in_order_in_batches_of_at_most_the_limit() {
+        let (tx, mut rx) = queue(10);
+        for i in 0..5 {
+            tx.try_send(direct(&i.to_string())).unwrap();
+        }
+        let mut batch = Vec::new();
+        assert_eq!(rx.recv_many(&mut batch, 3).await, 3);
+        assert_eq!(rx.recv_many(&mut batch, 3).await, 2);
+        let got: Vec<String> = batch.iter().map(text).collect();
+        assert_eq!(got, ["0", "1", "2", "3", "4"]);
+        assert!(rx.try_recv().is_none());
+        assert!(tx.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_and_a_dropped_receiver_closes_it() {
+        let (tx, rx) = queue(2);
+        tx.try_send(direct("a")).unwrap();
+        tx.try_send(direct("b")).unwrap();
+        assert_eq!(tx.try_send(direct("c")), Err(Refused::Full));
+        assert_eq!(tx.len(), 2);
+        drop(rx);
+        assert!(tx.is_closed());
+        assert_eq!(tx.len(), 0, "what waited is freed with the receiver");
+        assert_eq!(tx.try_send(direct("d")), Err(Refused::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_writer_wakes_for_a_delivery_from_another_task() {
+        let (tx, mut rx) = queue(4);
+        let sender = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            tx.try_send(direct("late")).unwrap();
+            tx
+        });
+        let mut batch = Vec::new();
+        let taken = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            rx.recv_many(&mut batch, 8),
+        )
+        .await
+        .expect("woken");
+        assert_eq!((taken, text(&batch[0]).as_str()), (1, "late"));
+        drop(sender.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_burst_gives_its_slots_back_once_drained() {
+        let (tx, mut rx) = queue(1_000);
+        for i in 0..500 {
+            tx.try_send(direct(&i.to_string())).unwrap();
+        }
+        assert!(tx.shared.lock().items.capacity() >= 500);
+        let mut batch = Vec::new();
+        while rx.try_recv().is_some() {}
+        assert_eq!(tx.shared.lock().items.capacity(), 0);
+        // A small queue keeps its few slots between batches.
+        for _ in 0..2 {
+            tx.try_send(direct("x")).unwrap();
+            rx.recv_many(&mut batch, 8).await;
+        }
+        assert!(tx.shared.lock().items.capacity() > 0);
+    }
+}
