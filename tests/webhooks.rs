@@ -277,20 +277,27 @@ async fn a_receiver_that_hangs_then_fails_then_returns_gets_everything_in_order_
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let metrics = http_client()
-        .get(format!("http://{}/metrics", server.http()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let failures = metrics
-        .lines()
-        .find(|l| l.starts_with("switchboard_webhook_failures_total "))
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|n| n.parse::<u64>().ok())
-        .expect("the failure counter is exported");
+    // The receiver counts its 503 before the server has read it: the counter is polled.
+    let (metrics, failures) = loop {
+        let metrics = http_client()
+            .get(format!("http://{}/metrics", server.http()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let failures = metrics
+            .lines()
+            .find(|l| l.starts_with("switchboard_webhook_failures_total "))
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|n| n.parse::<u64>().ok())
+            .expect("the failure counter is exported");
+        if failures >= 2 || tokio::time::Instant::now() >= deadline {
+            break (metrics, failures);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(failures >= 2, "a timeout and a 503 at least: {failures}");
     assert!(
         metrics.contains("switchboard_webhook_events_queued "),

@@ -77,7 +77,7 @@ pub struct Sender {
 impl Sender {
     /// Queues a delivery without waiting.
     pub fn try_send(&self, delivery: Delivery) -> Result<(), Refused> {
-        {
+        let was_empty = {
             let mut state = self.shared.lock();
             if state.closed {
                 return Err(Refused::Closed);
@@ -85,9 +85,16 @@ impl Sender {
             if state.items.len() >= self.shared.capacity {
                 return Err(Refused::Full);
             }
+            let was_empty = state.items.is_empty();
             state.items.push_back(delivery);
+            was_empty
+        };
+        // Only the first delivery into an empty queue wakes the writer: a writer never
+        // sleeps while anything is queued (`recv_many` looks again after registering), so
+        // the rest of a burst rides on that one wake.
+        if was_empty {
+            self.shared.waker.wake();
         }
-        self.shared.waker.wake();
         Ok(())
     }
 
@@ -226,6 +233,39 @@ mod tests {
         .await
         .expect("woken");
         assert_eq!((taken, text(&batch[0]).as_str()), (1, "late"));
+        drop(sender.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_left_deliveries_behind_finds_them_without_a_new_wake() {
+        let (tx, mut rx) = queue(100);
+        for i in 0..10 {
+            tx.try_send(direct(&i.to_string())).unwrap();
+        }
+        let mut batch = Vec::new();
+        assert_eq!(rx.recv_many(&mut batch, 4).await, 4);
+        // Pushed into a queue that is not empty: no wake, and none is needed.
+        tx.try_send(direct("10")).unwrap();
+        let rest = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while batch.len() < 11 {
+                rx.recv_many(&mut batch, 4).await;
+            }
+        })
+        .await;
+        assert!(rest.is_ok(), "took {} of 11", batch.len());
+        assert_eq!(text(&batch[10]), "10");
+        // Empty again, the writer sleeps; the next delivery wakes it.
+        let sender = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            tx.try_send(direct("11")).unwrap();
+            tx
+        });
+        let woke = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            rx.recv_many(&mut batch, 4),
+        )
+        .await;
+        assert_eq!(woke, Ok(1));
         drop(sender.await.unwrap());
     }
 

@@ -130,9 +130,14 @@ impl Outbox {
         let weight = self.weight();
         let flushed = tokio::select! {
             biased;
-            _ = self.sub.kicked() => return Sent::Interrupted,
-            _ = self.stop.cancelled() => return Sent::Interrupted,
-            flushed = out.write(self.wire, &mut self.batch) => flushed,
+            _ = self.sub.kicked() => None,
+            _ = self.stop.cancelled() => None,
+            flushed = out.write(self.wire, &mut self.batch) => Some(flushed),
+        };
+        let Some(flushed) = flushed else {
+            // An output may have borrowed the batch rather than drained it.
+            self.batch.clear();
+            return Sent::Interrupted;
         };
         // Counted until written, so a client whose socket is full is bounded in bytes too.
         self.sub.written(weight);

@@ -430,17 +430,9 @@ impl Output for FrameOutput<'_> {
 
     async fn write(&mut self, wire: Wire, batch: &mut Vec<Delivery>) -> std::io::Result<()> {
         if self.ws.takes_frames() && self.pending.is_empty() {
-            // Whole frames: a room event's is shared by every uncompressed connection and
-            // goes to the kernel uncopied (one allocation per batch, for the list).
-            let mut frames = Vec::with_capacity(batch.len());
-            for delivery in batch.drain(..) {
-                wire::ws_frames(wire, delivery, &mut frames);
-            }
-            return self
-                .ws
-                .write_frames(&frames)
-                .await
-                .map_err(std::io::Error::other);
+            let written = write_frames(self.ws, wire, batch).await;
+            batch.clear();
+            return written;
         }
         for delivery in batch.drain(..) {
             for frame in wire::units(wire, delivery) {
@@ -449,6 +441,31 @@ impl Output for FrameOutput<'_> {
         }
         self.flush().await
     }
+}
+
+/// Writes a batch as whole frames. Room events' frames are borrowed from the events (no
+/// reference count touched per receiver); an answer or a replay among them is framed apart,
+/// after what came before it is written, so order holds.
+async fn write_frames(ws: &mut WsSocket, wire: Wire, batch: &[Delivery]) -> std::io::Result<()> {
+    let mut run: Vec<&[u8]> = Vec::with_capacity(batch.len());
+    for delivery in batch {
+        if let Some(frame) = wire::ws_event_frame(wire, delivery) {
+            run.push(frame);
+            continue;
+        }
+        if !run.is_empty() {
+            ws.write_frames(&run).await.map_err(std::io::Error::other)?;
+            run.clear();
+        }
+        let mut own = Vec::new();
+        wire::ws_frames(wire, delivery, &mut own);
+        let own: Vec<&[u8]> = own.iter().map(|frame| &frame[..]).collect();
+        ws.write_frames(&own).await.map_err(std::io::Error::other)?;
+    }
+    if run.is_empty() {
+        return Ok(());
+    }
+    ws.write_frames(&run).await.map_err(std::io::Error::other)
 }
 
 /// What woke the connection task.

@@ -287,7 +287,7 @@ impl WsSocket {
     /// and flushes. The shared bytes are not copied into a per-connection buffer. The
     /// connection task runs this between the library's own reads and writes; if it drops
     /// the future midway, the frame cut off is kept and `close` finishes it first.
-    pub async fn write_frames(&mut self, frames: &[Bytes]) -> Result<(), WsError> {
+    pub async fn write_frames(&mut self, frames: &[&[u8]]) -> Result<(), WsError> {
         let Stream::Plain(stream) = &mut self.stream else {
             return Err(WsError(
                 "a compressed connection takes messages, not frames".into(),
@@ -349,13 +349,13 @@ impl WsSocket {
 /// the rest of the frame it is in, for the case that this future is dropped there.
 async fn write_all_vectored(
     io: &mut Io,
-    frames: &[Bytes],
+    frames: &[&[u8]],
     partial: &mut Option<Bytes>,
 ) -> std::io::Result<()> {
     use std::io::IoSlice;
     use tokio::io::AsyncWriteExt;
     if !tokio::io::AsyncWrite::is_write_vectored(io) {
-        let mut joined = Vec::with_capacity(frames.iter().map(Bytes::len).sum());
+        let mut joined = Vec::with_capacity(frames.iter().map(|f| f.len()).sum());
         for frame in frames {
             joined.extend_from_slice(frame);
         }
@@ -374,8 +374,9 @@ async fn write_all_vectored(
     // The next frame to write, and how much of it is already written.
     let (mut next, mut done) = (0, 0);
     while next < frames.len() {
-        // Only a frame begun and not finished needs its rest kept.
-        *partial = (done > 0).then(|| frames[next].slice(done..));
+        // Only a frame begun and not finished needs its rest kept (copied: the socket was
+        // full, which is not the hot path).
+        *partial = (done > 0).then(|| Bytes::copy_from_slice(&frames[next][done..]));
         let mut slices = [IoSlice::new(&[]); IOV_MAX];
         let mut count = 0;
         for (i, frame) in frames[next..].iter().take(IOV_MAX).enumerate() {

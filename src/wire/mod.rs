@@ -69,23 +69,40 @@ pub fn event(wire: Wire, event: &Event) -> &Bytes {
     }
 }
 
-/// One delivery as whole WebSocket text frames (`Wire::Plain` and `Wire::Json`), appended to
-/// `out`: a room event's frame is made once and shared; answers and replays are framed here.
-pub fn ws_frames(wire: Wire, delivery: Delivery, out: &mut Vec<Bytes>) {
+/// A room event's whole WebSocket text frame (`Wire::Plain` and `Wire::Json`), made once and
+/// shared by every uncompressed connection; `None` for anything else (see `ws_frames`).
+pub fn ws_event_frame(wire: Wire, delivery: &Delivery) -> Option<&Bytes> {
     match (wire, delivery) {
-        (Wire::Plain, Delivery::Event(ev)) => out.push(
-            ev.encoded(Form::PlainFrame, |e| ws::text_frame(&line::plain(e)))
-                .clone(),
-        ),
-        (Wire::Json, Delivery::Event(ev)) => out.push(
-            ev.encoded(Form::JsonFrame, |e| ws::text_frame(&json::event(e)))
-                .clone(),
-        ),
-        (wire, delivery) => out.extend(
-            units(wire, delivery)
-                .into_iter()
-                .map(|u| ws::text_frame(&u)),
-        ),
+        (Wire::Plain, Delivery::Event(ev)) => {
+            Some(ev.encoded(Form::PlainFrame, |e| ws::text_frame(&line::plain(e))))
+        }
+        (Wire::Json, Delivery::Event(ev)) => {
+            Some(ev.encoded(Form::JsonFrame, |e| ws::text_frame(&json::event(e))))
+        }
+        _ => None,
+    }
+}
+
+/// One delivery as whole WebSocket text frames, appended to `out`: an answer or a replay is
+/// framed here (a room event's frame is `ws_event_frame`'s, shared).
+pub fn ws_frames(wire: Wire, delivery: &Delivery, out: &mut Vec<Bytes>) {
+    if let Some(frame) = ws_event_frame(wire, delivery) {
+        out.push(frame.clone());
+        return;
+    }
+    match delivery {
+        Delivery::Event(ev) => out.push(ws::text_frame(event(wire, ev))),
+        Delivery::Direct(bytes) => out.push(ws::text_frame(bytes)),
+        Delivery::Replay(replay) => encode_replay(wire, replay, &mut Framed(out)),
+    }
+}
+
+/// Frames each unit it is given.
+struct Framed<'a>(&'a mut Vec<Bytes>);
+
+impl Emit for Framed<'_> {
+    fn emit(&mut self, unit: &Bytes, _: Option<MessageId>) {
+        self.0.push(ws::text_frame(unit));
     }
 }
 
