@@ -175,7 +175,7 @@ impl Subscriber {
 
     /// Queues a delivery without waiting. On a full queue the subscriber is kicked as a slow
     /// consumer and `false` is returned; `false` also when the connection is already gone.
-    /// The queue is bounded twice: in deliveries (the channel) and in bytes (`max_bytes`),
+    /// The queue is bounded twice: in deliveries (`super::queue`) and in bytes (`max_bytes`),
     /// whichever fills first.
     pub fn offer(&self, delivery: Delivery) -> bool {
         let weight = delivery.weight();
