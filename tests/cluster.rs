@@ -219,7 +219,7 @@ async fn presence_spans_nodes_and_keys_are_shared() {
         .line_where(|l| l.starts_with("* ") && l.contains("joined lobby"))
         .await;
     // Each node lists both.
-    for node in [&a, &b] {
+    for (name, node) in [("a", &a), ("b", &b)] {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             let body = get_json(node.http(), "/rooms/lobby/presence").await;
@@ -232,7 +232,7 @@ async fn presence_spans_nodes_and_keys_are_shared() {
             if nicks.contains(&"alice") && nicks.len() == 2 {
                 break;
             }
-            assert!(Instant::now() < deadline, "presence on every node: {body}");
+            assert!(Instant::now() < deadline, "presence on node {name}: {body}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -63,6 +63,9 @@ impl RedisCluster {
         };
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         let mut backoff = Duration::from_millis(100);
+        // Alive from the start: other nodes count this node's members only while its key
+        // exists, and they must not wait for its bus subscription to list them.
+        self.heartbeat();
         // Bounded by `stop`: each pass either serves until the connection drops or waits.
         while !stop.is_cancelled() {
             let subscribed = async {
