@@ -201,7 +201,7 @@ impl Hub {
         transport: Transport,
         echo_own: bool,
         addr: Option<SocketAddr>,
-    ) -> (Arc<Subscriber>, queue::Receiver) {
+    ) -> (Arc<Subscriber>, queue::Receiver<Delivery>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = queue::queue(self.config.queue_capacity);
         crate::metrics::METRICS
@@ -434,7 +434,7 @@ mod tests {
         String::from_utf8_lossy(crate::wire::event(crate::wire::Wire::Line, ev)).into_owned()
     }
 
-    fn drain(rx: &mut queue::Receiver) -> Vec<String> {
+    fn drain(rx: &mut queue::Receiver<Delivery>) -> Vec<String> {
         let mut out = Vec::new();
         while let Some(d) = rx.try_recv() {
             match d {

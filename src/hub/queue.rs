@@ -1,5 +1,6 @@
 //! A subscriber's outbound queue: many producers (rooms, each under its own lock), one
-//! consumer (the connection's writer driver), bounded in deliveries.
+//! consumer (the connection's writer driver), bounded in deliveries. Generic over what it
+//! holds (`Delivery`), so that it imports nothing of the hub.
 //!
 //! It replaces tokio's bounded `mpsc` channel, which `bench/profile.sh ws` put at about a
 //! quarter of the server's samples in a broadcast (a semaphore permit, a slot and a ready bit
@@ -15,29 +16,27 @@ use std::task::Poll;
 
 use futures_util::task::AtomicWaker;
 
-use super::subscriber::Delivery;
-
 /// Slots kept after the queue empties; above this the memory goes back to the allocator.
 const KEEP_SLOTS: usize = 64;
 
 /// The state both ends share.
 #[derive(Debug)]
-struct Shared {
-    state: Mutex<State>,
+struct Shared<T> {
+    state: Mutex<State<T>>,
     /// The writer's waker, woken once per batch however many deliveries arrive.
     waker: AtomicWaker,
     capacity: usize,
 }
 
-#[derive(Debug, Default)]
-struct State {
-    items: VecDeque<Delivery>,
+#[derive(Debug)]
+struct State<T> {
+    items: VecDeque<T>,
     /// Set when the receiver is dropped: the connection is gone.
     closed: bool,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
         // A panic under this lock leaves the queue itself consistent (VecDeque operations
         // do not unwind halfway), so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -45,9 +44,12 @@ impl Shared {
 }
 
 /// A new queue holding at most `capacity` deliveries.
-pub fn queue(capacity: usize) -> (Sender, Receiver) {
+pub fn queue<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
-        state: Mutex::new(State::default()),
+        state: Mutex::new(State {
+            items: VecDeque::new(),
+            closed: false,
+        }),
         waker: AtomicWaker::new(),
         capacity: capacity.max(1),
     });
@@ -70,13 +72,13 @@ pub enum Refused {
 
 /// The producing end, held by the `Subscriber`.
 #[derive(Debug)]
-pub struct Sender {
-    shared: Arc<Shared>,
+pub struct Sender<T> {
+    shared: Arc<Shared<T>>,
 }
 
-impl Sender {
+impl<T> Sender<T> {
     /// Queues a delivery without waiting.
-    pub fn try_send(&self, delivery: Delivery) -> Result<(), Refused> {
+    pub fn try_send(&self, delivery: T) -> Result<(), Refused> {
         let was_empty = {
             let mut state = self.shared.lock();
             if state.closed {
@@ -116,15 +118,15 @@ impl Sender {
 
 /// The consuming end, held by the connection's writer.
 #[derive(Debug)]
-pub struct Receiver {
-    shared: Arc<Shared>,
+pub struct Receiver<T> {
+    shared: Arc<Shared<T>>,
 }
 
-impl Receiver {
+impl<T> Receiver<T> {
     /// Waits until something is queued, then moves up to `limit` deliveries into `out`
     /// (oldest first) and returns how many. Cancel-safe: deliveries leave the queue only in
     /// the poll that returns them.
-    pub async fn recv_many(&mut self, out: &mut Vec<Delivery>, limit: usize) -> usize {
+    pub async fn recv_many(&mut self, out: &mut Vec<T>, limit: usize) -> usize {
         poll_fn(|cx| {
             let taken = self.take(out, limit);
             if taken > 0 {
@@ -141,14 +143,14 @@ impl Receiver {
     }
 
     /// The oldest delivery, if any, without waiting.
-    pub fn try_recv(&mut self) -> Option<Delivery> {
+    pub fn try_recv(&mut self) -> Option<T> {
         let mut state = self.shared.lock();
         let delivery = state.items.pop_front();
         shrink_if_drained(&mut state);
         delivery
     }
 
-    fn take(&self, out: &mut Vec<Delivery>, limit: usize) -> usize {
+    fn take(&self, out: &mut Vec<T>, limit: usize) -> usize {
         let mut state = self.shared.lock();
         let taken = state.items.len().min(limit);
         out.extend(state.items.drain(..taken));
@@ -158,13 +160,13 @@ impl Receiver {
 }
 
 /// Gives a burst's slots back once the queue is empty again.
-fn shrink_if_drained(state: &mut State) {
+fn shrink_if_drained<T>(state: &mut State<T>) {
     if state.items.is_empty() && state.items.capacity() > KEEP_SLOTS {
         state.items = VecDeque::new();
     }
 }
 
-impl Drop for Receiver {
+impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.closed = true;
@@ -178,15 +180,12 @@ impl Drop for Receiver {
 mod tests {
     use super::*;
 
-    fn direct(text: &str) -> Delivery {
-        Delivery::direct(text.to_owned())
+    fn direct(text: &str) -> String {
+        text.to_owned()
     }
 
-    fn text(delivery: &Delivery) -> String {
-        match delivery {
-            Delivery::Direct(bytes) => String::from_utf8(bytes.to_vec()).unwrap(),
-            other => panic!("{other:?}"),
-        }
+    fn text(item: &str) -> String {
+        item.to_owned()
     }
 
     #[tokio::test]
@@ -198,7 +197,7 @@ mod tests {
         let mut batch = Vec::new();
         assert_eq!(rx.recv_many(&mut batch, 3).await, 3);
         assert_eq!(rx.recv_many(&mut batch, 3).await, 2);
-        let got: Vec<String> = batch.iter().map(text).collect();
+        let got: Vec<String> = batch.clone();
         assert_eq!(got, ["0", "1", "2", "3", "4"]);
         assert!(rx.try_recv().is_none());
         assert!(tx.is_empty());

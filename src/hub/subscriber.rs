@@ -137,7 +137,7 @@ pub struct Subscriber {
     /// The peer's address, for logs and per-IP limits.
     pub addr: Option<SocketAddr>,
     /// Bounded: see `Config::queue_capacity` for how the bound was chosen.
-    tx: super::queue::Sender,
+    tx: super::queue::Sender<Delivery>,
     /// Bytes queued and not yet written (`Delivery::weight`), against `max_bytes`.
     queued_bytes: AtomicUsize,
     /// Past this many queued bytes the client is cut as a slow consumer.
@@ -156,7 +156,7 @@ impl Subscriber {
         transport: Transport,
         echo_own: bool,
         addr: Option<SocketAddr>,
-        tx: super::queue::Sender,
+        tx: super::queue::Sender<Delivery>,
         (max_bytes, reply_bytes): (usize, usize),
     ) -> Self {
         Self {

@@ -81,7 +81,7 @@ pub(crate) enum Sent {
 /// A subscriber's queue with what its writer needs to drain it.
 #[derive(Debug)]
 pub(crate) struct Outbox {
-    rx: Receiver,
+    rx: Receiver<Delivery>,
     batch: Vec<Delivery>,
     sub: Arc<Subscriber>,
     /// This connection's child of the server's shutdown token (see `super::stop_signal`).
@@ -93,7 +93,7 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     pub(crate) fn new(
-        rx: Receiver,
+        rx: Receiver<Delivery>,
         sub: Arc<Subscriber>,
         stop: CancellationToken,
         wire: Wire,

@@ -290,7 +290,7 @@ impl Conn {
         client_id: String,
         session: Session,
         sub: Arc<Subscriber>,
-        rx: crate::hub::queue::Receiver,
+        rx: crate::hub::queue::Receiver<Delivery>,
         gone: CancellationToken,
     ) -> Self {
         let stop = crate::transport::stop_signal(ctx);
