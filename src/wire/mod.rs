@@ -83,13 +83,9 @@ pub fn ws_event_frame(wire: Wire, delivery: &Delivery) -> Option<&Bytes> {
     }
 }
 
-/// One delivery as whole WebSocket text frames, appended to `out`: an answer or a replay is
-/// framed here (a room event's frame is `ws_event_frame`'s, shared).
+/// An answer or a replay as whole WebSocket text frames of its own, appended to `out`. A
+/// room event takes `ws_event_frame`'s shared frame instead; given one, this frames a copy.
 pub fn ws_frames(wire: Wire, delivery: &Delivery, out: &mut Vec<Bytes>) {
-    if let Some(frame) = ws_event_frame(wire, delivery) {
-        out.push(frame.clone());
-        return;
-    }
     match delivery {
         Delivery::Event(ev) => out.push(ws::text_frame(event(wire, ev))),
         Delivery::Direct(bytes) => out.push(ws::text_frame(bytes)),
