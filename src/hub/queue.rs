@@ -180,25 +180,30 @@ impl<T> Drop for Receiver<T> {
 mod tests {
     use super::*;
 
-    fn direct(text: &str) -> String {
-        text.to_owned()
-    }
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-    fn text(item: &str) -> String {
-        item.to_owned()
+    /// Sends `item` from another task once this one has had a turn to go to sleep.
+    fn send_later(
+        tx: Sender<String>,
+        item: &'static str,
+    ) -> tokio::task::JoinHandle<Sender<String>> {
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            tx.try_send(item.to_owned()).unwrap();
+            tx
+        })
     }
 
     #[tokio::test]
     async fn deliveries_come_out_in_order_in_batches_of_at_most_the_limit() {
         let (tx, mut rx) = queue(10);
         for i in 0..5 {
-            tx.try_send(direct(&i.to_string())).unwrap();
+            tx.try_send(i.to_string()).unwrap();
         }
         let mut batch = Vec::new();
         assert_eq!(rx.recv_many(&mut batch, 3).await, 3);
         assert_eq!(rx.recv_many(&mut batch, 3).await, 2);
-        let got: Vec<String> = batch.clone();
-        assert_eq!(got, ["0", "1", "2", "3", "4"]);
+        assert_eq!(batch, ["0", "1", "2", "3", "4"]);
         assert!(rx.try_recv().is_none());
         assert!(tx.is_empty());
     }
@@ -206,32 +211,25 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_refuses_and_a_dropped_receiver_closes_it() {
         let (tx, rx) = queue(2);
-        tx.try_send(direct("a")).unwrap();
-        tx.try_send(direct("b")).unwrap();
-        assert_eq!(tx.try_send(direct("c")), Err(Refused::Full));
+        tx.try_send("a".to_owned()).unwrap();
+        tx.try_send("b".to_owned()).unwrap();
+        assert_eq!(tx.try_send("c".to_owned()), Err(Refused::Full));
         assert_eq!(tx.len(), 2);
         drop(rx);
         assert!(tx.is_closed());
         assert_eq!(tx.len(), 0, "what waited is freed with the receiver");
-        assert_eq!(tx.try_send(direct("d")), Err(Refused::Closed));
+        assert_eq!(tx.try_send("d".to_owned()), Err(Refused::Closed));
     }
 
     #[tokio::test]
     async fn a_waiting_writer_wakes_for_a_delivery_from_another_task() {
         let (tx, mut rx) = queue(4);
-        let sender = tokio::spawn(async move {
-            tokio::task::yield_now().await;
-            tx.try_send(direct("late")).unwrap();
-            tx
-        });
+        let sender = send_later(tx, "late");
         let mut batch = Vec::new();
-        let taken = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            rx.recv_many(&mut batch, 8),
-        )
-        .await
-        .expect("woken");
-        assert_eq!((taken, text(&batch[0]).as_str()), (1, "late"));
+        let taken = tokio::time::timeout(WAIT, rx.recv_many(&mut batch, 8))
+            .await
+            .expect("woken");
+        assert_eq!((taken, batch[0].as_str()), (1, "late"));
         drop(sender.await.unwrap());
     }
 
@@ -239,31 +237,23 @@ mod tests {
     async fn a_writer_that_left_deliveries_behind_finds_them_without_a_new_wake() {
         let (tx, mut rx) = queue(100);
         for i in 0..10 {
-            tx.try_send(direct(&i.to_string())).unwrap();
+            tx.try_send(i.to_string()).unwrap();
         }
         let mut batch = Vec::new();
         assert_eq!(rx.recv_many(&mut batch, 4).await, 4);
         // Pushed into a queue that is not empty: no wake, and none is needed.
-        tx.try_send(direct("10")).unwrap();
-        let rest = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        tx.try_send("10".to_owned()).unwrap();
+        let rest = tokio::time::timeout(WAIT, async {
             while batch.len() < 11 {
                 rx.recv_many(&mut batch, 4).await;
             }
         })
         .await;
         assert!(rest.is_ok(), "took {} of 11", batch.len());
-        assert_eq!(text(&batch[10]), "10");
+        assert_eq!(batch[10], "10");
         // Empty again, the writer sleeps; the next delivery wakes it.
-        let sender = tokio::spawn(async move {
-            tokio::task::yield_now().await;
-            tx.try_send(direct("11")).unwrap();
-            tx
-        });
-        let woke = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            rx.recv_many(&mut batch, 4),
-        )
-        .await;
+        let sender = send_later(tx, "11");
+        let woke = tokio::time::timeout(WAIT, rx.recv_many(&mut batch, 4)).await;
         assert_eq!(woke, Ok(1));
         drop(sender.await.unwrap());
     }
@@ -272,7 +262,7 @@ mod tests {
     async fn a_burst_gives_its_slots_back_once_drained() {
         let (tx, mut rx) = queue(1_000);
         for i in 0..500 {
-            tx.try_send(direct(&i.to_string())).unwrap();
+            tx.try_send(i.to_string()).unwrap();
         }
         assert!(tx.shared.lock().items.capacity() >= 500);
         let mut batch = Vec::new();
@@ -280,7 +270,7 @@ mod tests {
         assert_eq!(tx.shared.lock().items.capacity(), 0);
         // A small queue keeps its few slots between batches.
         for _ in 0..2 {
-            tx.try_send(direct("x")).unwrap();
+            tx.try_send("x".to_owned()).unwrap();
             rx.recv_many(&mut batch, 8).await;
         }
         assert!(tx.shared.lock().items.capacity() > 0);
