@@ -46,19 +46,11 @@ for r in $(seq 1 "$reps"); do
   done
 done
 
-python3 - "$out" "$reps" <<'PY'
-import json, os, statistics, sys
+PYTHONPATH=bench PYTHONDONTWRITEBYTECODE=1 python3 - "$out" "$reps" <<'PY'
+import sys
+from medians import medians, ratio
 out, reps = sys.argv[1], int(sys.argv[2])
-def med(s, w, f):
-    vals = []
-    for r in range(1, reps + 1):
-        try:
-            v = f(json.load(open(os.path.join(out, f"{s}.{w}.{r}.json"))))
-        except Exception:
-            v = None
-        if v is not None:
-            vals.append(v)
-    return statistics.median(vals) if vals else 0
+med = medians(out, reps)
 rows = {}
 for s in ["switchboard", "mosquitto"]:
     rows[s] = dict(
@@ -74,8 +66,6 @@ for s in ["switchboard", "mosquitto"]:
         rss=med(s, "idle", lambda j: j.get("server_rss_bytes_per_connection")),
     )
 b = rows["mosquitto"]
-def ratio(v, base):
-    return f" ({v / base:.2f}×)" if v and base else ""
 print(f"medians of {reps} runs")
 print("| broker | W1 deliveries/s | W1 p99 | W1 CPU/delivery | W2 delivered | W2 p99 | W2 CPU/delivery | W2/10 delivered | W2/10 p99 | W2/10 CPU/delivery | idle RSS/conn |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")

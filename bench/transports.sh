@@ -55,19 +55,11 @@ for r in $(seq 1 "$reps"); do
   done
 done
 
-python3 - "$out" "$reps" "${transports[@]}" <<'PY'
-import json, os, statistics, sys
+PYTHONPATH=bench PYTHONDONTWRITEBYTECODE=1 python3 - "$out" "$reps" "${transports[@]}" <<'PY'
+import sys
+from medians import medians, ratio
 out, reps, transports = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-def med(t, w, f):
-    vals = []
-    for r in range(1, reps + 1):
-        try:
-            v = f(json.load(open(os.path.join(out, f"{t}.{w}.{r}.json"))))
-        except Exception:
-            v = None
-        if v is not None:
-            vals.append(v)
-    return statistics.median(vals) if vals else 0
+med = medians(out, reps)
 rows = {}
 for t in transports:
     rows[t] = dict(
@@ -80,8 +72,6 @@ for t in transports:
         rss=med(t, "idle", lambda j: j.get("server_rss_bytes_per_connection")),
     )
 b = rows[transports[0]]
-def ratio(v, base):
-    return f" ({v / base:.2f}×)" if v and base else ""
 print(f"medians of {reps} runs; ratios against {transports[0]}")
 print("| transport | W1 deliveries/s | W1 p99 | W1 CPU/delivery | W2/10 delivered | W2/10 p99 | W2/10 CPU/delivery | idle RSS/conn |")
 print("|---|---|---|---|---|---|---|---|")
