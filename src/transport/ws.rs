@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::writer::{Outbox, Output, Sent, Wake};
+use super::writer::{BATCH, Outbox, Output, Sent, Wake};
 use super::ws_socket::{Deflate, WsLimits, WsMessage, WsSocket, negotiate_deflate};
 use crate::auth::{Action, Principal};
 use crate::context::Context;
@@ -443,29 +443,39 @@ impl Output for FrameOutput<'_> {
     }
 }
 
-/// Writes a batch as whole frames. Room events' frames are borrowed from the events (no
-/// reference count touched per receiver); an answer or a replay among them is framed apart,
-/// after what came before it is written, so order holds.
+/// Writes a batch as whole frames. Room events' frames are borrowed from the events into a
+/// list on the stack (nothing allocated or reference-counted per receiver); an answer or a
+/// replay among them is framed apart, after what came before it is written, so order holds.
 async fn write_frames(ws: &mut WsSocket, wire: Wire, batch: &[Delivery]) -> std::io::Result<()> {
-    let mut run: Vec<&[u8]> = Vec::with_capacity(batch.len());
+    let mut run: [&[u8]; BATCH] = [&[]; BATCH];
+    let mut len = 0;
     for delivery in batch {
         if let Some(frame) = wire::ws_event_frame(wire, delivery) {
-            run.push(frame);
+            if len == BATCH {
+                ws.write_frames(&run).await.map_err(std::io::Error::other)?;
+                len = 0;
+            }
+            run[len] = frame;
+            len += 1;
             continue;
         }
-        if !run.is_empty() {
-            ws.write_frames(&run).await.map_err(std::io::Error::other)?;
-            run.clear();
+        if len > 0 {
+            ws.write_frames(&run[..len])
+                .await
+                .map_err(std::io::Error::other)?;
+            len = 0;
         }
         let mut own = Vec::new();
         wire::ws_frames(wire, delivery, &mut own);
         let own: Vec<&[u8]> = own.iter().map(|frame| &frame[..]).collect();
         ws.write_frames(&own).await.map_err(std::io::Error::other)?;
     }
-    if run.is_empty() {
+    if len == 0 {
         return Ok(());
     }
-    ws.write_frames(&run).await.map_err(std::io::Error::other)
+    ws.write_frames(&run[..len])
+        .await
+        .map_err(std::io::Error::other)
 }
 
 /// What woke the connection task.
