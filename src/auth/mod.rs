@@ -110,8 +110,9 @@ struct Claims {
     rooms: Grants,
 }
 
-/// What `Auth` is built from (see `crate::config`).
-#[derive(Debug, Clone, Default)]
+/// What `Auth` is built from (see `crate::config`). Its `Debug` counts secrets and API keys
+/// instead of printing them, so a logged config leaks nothing.
+#[derive(Clone, Default)]
 pub struct AuthConfig {
     /// HS256 secrets; the first signs `switchboard token`, all verify.
     pub secrets: Vec<String>,
@@ -125,6 +126,20 @@ pub struct AuthConfig {
     pub api_keys: Vec<String>,
     /// Room rules, first match wins.
     pub rooms: Vec<RoomRule>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |n: usize| format!("<{n} hidden>");
+        f.debug_struct("AuthConfig")
+            .field("secrets", &format_args!("{}", hidden(self.secrets.len())))
+            .field("public_keys", &self.public_keys)
+            .field("jwks_url", &self.jwks_url)
+            .field("leeway_secs", &self.leeway_secs)
+            .field("api_keys", &format_args!("{}", hidden(self.api_keys.len())))
+            .field("rooms", &self.rooms)
+            .finish()
+    }
 }
 
 impl AuthConfig {
@@ -541,6 +556,20 @@ mod tests {
         assert!(a.allows(&Principal::Backend, "lobby", Action::Presence));
         let open = Auth::new(&AuthConfig::default()).unwrap();
         assert!(open.is_open() && open.allows(&Principal::Anonymous, "lobby", Action::Publish));
+    }
+
+    #[test]
+    fn the_config_debug_shows_no_secret_and_no_api_key() {
+        let config = AuthConfig {
+            secrets: vec!["a-very-secret-signing-key-32-bytes!".into()],
+            api_keys: vec!["backend-api-key-do-not-print".into()],
+            ..AuthConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("a-very-secret"), "{shown}");
+        assert!(!shown.contains("do-not-print"), "{shown}");
+        assert!(shown.contains("secrets: <1 hidden>"), "{shown}");
+        assert!(shown.contains("api_keys: <1 hidden>"), "{shown}");
     }
 
     #[test]
