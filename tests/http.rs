@@ -735,7 +735,7 @@ async fn metrics_and_health_report_what_happened() {
 }
 
 #[tokio::test]
-async fn openapi_json_describes_every_api_route_and_what_schemathesis_found_stays_fixed() {
+async fn openapi_json_describes_every_route_and_what_schemathesis_found_stays_fixed() {
     let server = start_with(unlimited()).await;
     let addr = server.http();
     let spec = support::get_json(addr, "/openapi.json").await;
@@ -750,19 +750,51 @@ async fn openapi_json_describes_every_api_route_and_what_schemathesis_found_stay
     assert_eq!(
         paths,
         [
+            "/",
+            "/admin",
             "/admin/connections",
             "/admin/rooms/{room}/close",
             "/admin/stats",
             "/admin/users/{nick}/kick",
+            "/echo",
             "/events",
             "/healthz",
             "/metrics",
+            "/mqtt",
+            "/openapi.json",
             "/rooms",
             "/rooms/{room}/messages",
             "/rooms/{room}/presence",
+            "/switchboard.d.ts",
+            "/switchboard.js",
             "/users/{nick}/messages",
+            "/ws",
         ]
     );
+    // The chat's upgrade names its query and headers, and answers refusals in JSON.
+    let ws = &spec["paths"]["/ws"]["get"];
+    let params: Vec<&str> = ws["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "room",
+        "nick",
+        "format",
+        "since",
+        "token",
+        "Sec-WebSocket-Key",
+    ] {
+        assert!(params.contains(&name), "/ws documents {name}: {params:?}");
+    }
+    for status in ["101", "400", "401", "403", "426", "503"] {
+        assert!(
+            ws["responses"].get(status).is_some(),
+            "/ws documents {status}"
+        );
+    }
     let publish = &spec["paths"]["/rooms/{room}/messages"]["post"]["responses"];
     for status in [
         "200", "201", "400", "401", "403", "408", "409", "413", "415", "429", "503",

@@ -318,6 +318,16 @@ async fn malformed_handshakes_get_400_or_426_with_a_reason() {
     let (code, res) = raw(addr, "GET /ws HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     assert_eq!(code, 400);
     assert!(res.contains("expected a WebSocket upgrade"), "{res}");
+    // The same JSON error as every other HTTP refusal.
+    assert!(res.contains("\"code\":\"bad_request\""), "{res}");
+    assert!(
+        res.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{res}"
+    );
+    let (code, res) = raw(addr, &upgrade_request("/ws?room=../x", "")).await;
+    assert_eq!(code, 400);
+    assert!(res.contains("\"code\":\"bad_request\""), "{res}");
     let bad_key = upgrade_request("/ws", "").replace("dGhlIHNhbXBsZSBub25jZQ==", "short");
     let (code, res) = raw(addr, &bad_key).await;
     assert_eq!(code, 400);
@@ -325,6 +335,7 @@ async fn malformed_handshakes_get_400_or_426_with_a_reason() {
     let v8 = upgrade_request("/echo", "").replace("Version: 13", "Version: 8");
     let (code, res) = raw(addr, &v8).await;
     assert_eq!(code, 426);
+    assert!(res.contains("\"code\":\"upgrade_required\""), "{res}");
     assert!(
         res.to_ascii_lowercase()
             .contains("sec-websocket-version: 13"),

@@ -7,7 +7,7 @@ mod error;
 mod events;
 mod fuzz;
 mod history;
-mod openapi;
+pub(crate) mod openapi;
 mod presence;
 mod publish;
 mod serve;
@@ -20,7 +20,6 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::context::Context;
@@ -117,6 +116,13 @@ const CLIENT_DTS: &str = include_str!("../../web/switchboard.d.ts");
 
 /// `GET /switchboard.js`: an ES module, importable from pages of any origin (it is public
 /// code; what it may then do is decided by the server's origin and credential checks).
+#[utoipa::path(
+    get,
+    path = "/switchboard.js",
+    tag = "pages",
+    summary = "The JavaScript client, an ES module (docs/CLIENT.md)",
+    responses((status = 200, description = "The module; its types are at /switchboard.d.ts", content_type = "text/javascript; charset=utf-8", body = String))
+)]
 async fn client_js() -> impl IntoResponse {
     (
         [
@@ -134,6 +140,13 @@ async fn client_js() -> impl IntoResponse {
 }
 
 /// `GET /switchboard.d.ts`: the library's types, for editors and `tsc`.
+#[utoipa::path(
+    get,
+    path = "/switchboard.d.ts",
+    tag = "pages",
+    summary = "The JavaScript client's TypeScript declarations",
+    responses((status = 200, description = "The declarations", content_type = "application/typescript; charset=utf-8", body = String))
+)]
 async fn client_dts() -> impl IntoResponse {
     (
         [
@@ -149,11 +162,28 @@ async fn client_dts() -> impl IntoResponse {
     )
 }
 
+/// `GET /`: the chat page.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "pages",
+    summary = "The chat page",
+    responses((status = 200, description = "The page, with a Content-Security-Policy that admits only its own scripts", content_type = "text/html; charset=utf-8", body = String))
+)]
 async fn index() -> impl IntoResponse {
     page(&PAGE_CSP, INDEX_HTML)
 }
 
 /// `GET /admin`: the dashboard.
+#[utoipa::path(
+    get,
+    path = "/admin",
+    tag = "pages",
+    summary = "The live dashboard",
+    description = "The page holds no data: it asks for an API key and then calls /admin/stats, \
+                   /admin/connections and the management routes with it.",
+    responses((status = 200, description = "The page", content_type = "text/html; charset=utf-8", body = String))
+)]
 async fn admin_page() -> impl IntoResponse {
     page(&ADMIN_CSP, ADMIN_HTML)
 }
@@ -210,12 +240,27 @@ async fn guard(
     next.run(req).await
 }
 
-/// The documented routes (`openapi`), and the OpenAPI document they make.
+/// Every route, each described by its handler's `#[utoipa::path]` (`openapi`), and the
+/// OpenAPI document they make. CONNECT (WebSockets over HTTP/2, RFC 8441) has no OpenAPI
+/// method, so it is routed beside its documented GET.
 fn api() -> (Router<Arc<Context>>, utoipa::openapi::OpenApi) {
+    use axum::routing::connect;
+    use transport::ws;
     use utoipa::OpenApi as _;
     use utoipa_axum::router::OpenApiRouter;
     use utoipa_axum::routes;
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(index))
+        .routes(routes!(admin_page))
+        .routes(routes!(client_js))
+        .routes(routes!(client_dts))
+        .routes(routes!(openapi_json))
+        .routes(routes!(ws::chat))
+        .route("/ws", connect(ws::chat))
+        .routes(routes!(ws::mqtt))
+        .route("/mqtt", connect(ws::mqtt))
+        .routes(routes!(ws::echo))
+        .route("/echo", connect(ws::echo))
         .routes(routes!(publish::publish, history::messages))
         .routes(routes!(presence::rooms))
         .routes(routes!(presence::presence))
@@ -230,45 +275,38 @@ fn api() -> (Router<Arc<Context>>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// `GET /openapi.json`: the document `api` made, rendered once per router.
-fn openapi_json(spec: bytes::Bytes) -> impl IntoResponse {
+/// The document `api` makes, rendered once: every router describes the same routes.
+static SPEC: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
+
+/// `GET /openapi.json`: this document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "pages",
+    summary = "This OpenAPI 3.1 document",
+    responses((status = 200, description = "The description of every route", content_type = "application/json", body = Object))
+)]
+async fn openapi_json() -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "application/json"),
             (header::CACHE_CONTROL, "no-cache"),
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
         ],
-        spec,
+        SPEC.get().cloned().unwrap_or_default(),
     )
 }
 
 /// All HTTP routes.
 pub(crate) fn router(shared: Arc<Context>) -> Router {
     let (documented, spec) = api();
-    let spec = bytes::Bytes::from(spec.to_pretty_json().unwrap_or_else(|e| {
-        tracing::error!(error = %e, "the OpenAPI document does not serialize");
-        serde_json::json!({"error": e.to_string(), "code": "internal"}).to_string()
-    }));
-    Router::new()
-        .route("/", get(index))
-        .route(
-            "/openapi.json",
-            get(move || async move { openapi_json(spec) }),
-        )
-        .route("/admin", get(admin_page))
-        .route("/switchboard.js", get(client_js))
-        .route("/switchboard.d.ts", get(client_dts))
-        // CONNECT: WebSockets over HTTP/2 (RFC 8441), which browsers use on an h2 connection.
-        .route("/ws", get(transport::ws::chat).connect(transport::ws::chat))
-        .route(
-            "/mqtt",
-            get(transport::ws::mqtt).connect(transport::ws::mqtt),
-        )
-        .route(
-            "/echo",
-            get(transport::ws::echo).connect(transport::ws::echo),
-        )
-        .merge(documented)
+    SPEC.get_or_init(|| {
+        bytes::Bytes::from(spec.to_pretty_json().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the OpenAPI document does not serialize");
+            serde_json::json!({"error": e.to_string(), "code": "internal"}).to_string()
+        }))
+    });
+    documented
         .fallback(not_found)
         // A backstop for bodies read by extractors (the admin routes' JSON): publishes time
         // their own body (`publish::read_posted`) to answer 408 with the JSON error.

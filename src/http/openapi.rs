@@ -345,7 +345,8 @@ impl Modify for Credentials {
     info(
         title = "switchboard HTTP API",
         description = "Rooms, history, presence, direct messages and management over HTTP. \
-                       WebSocket (/ws, /mqtt, /echo), TCP, UDP, MQTT and gRPC are described in \
+                       The WebSocket routes (/ws, /mqtt, /echo) are listed with their handshake; \
+                       what flows over them, and over TCP, UDP, MQTT and gRPC, is in \
                        docs/PROTOCOL.md. Credentials are optional unless the server turns \
                        authentication on: a token (Authorization: Bearer, or ?token=) or an API \
                        key (X-API-Key)."
@@ -353,6 +354,8 @@ impl Modify for Credentials {
     modifiers(&Credentials),
     security((), ("token" = []), ("api_key" = [])),
     tags(
+        (name = "pages", description = "The chat page, the dashboard, the JavaScript client and this document"),
+        (name = "websocket", description = "WebSocket upgrades: the chat, MQTT and echo (frames in docs/PROTOCOL.md)"),
         (name = "rooms", description = "Publish, history, presence"),
         (name = "users", description = "Direct messages"),
         (name = "admin", description = "Management, with an API key"),

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use super::writer::{BATCH, Outbox, Output, Sent, Wake};
 use super::ws_socket::{Deflate, WsLimits, WsMessage, WsSocket, negotiate_deflate};
 use crate::auth::{Action, Principal};
 use crate::context::Context;
+use crate::http::{AppError, Query};
 use crate::hub::Delivery;
 use crate::hub::{Disconnect, MessageId, Transport};
 use crate::protocol::envelope::{self, ErrorCode, SUBPROTOCOL};
@@ -40,25 +41,75 @@ mod close {
 }
 
 /// Query parameters of `/ws`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ChatQuery {
+    /// The room to join (default `chat`).
+    #[param(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^(?!\.\.?(/|$))[\p{L}\p{N}_.\-]+(/(?!\.\.?(/|$))[\p{L}\p{N}_.\-]+)*$"
+    )]
     pub(crate) room: Option<String>,
+    /// The nick to take (else the token's name, else one is given).
+    #[param(min_length = 1, max_length = 32, pattern = r"^[\p{L}\p{N}_.\-]+$")]
     pub(crate) nick: Option<String>,
+    /// `json` for the structured protocol (as the `switchboard.v1` subprotocol gives), `text`
+    /// for the seed's plain lines (the default).
+    #[param(pattern = "^(json|text)$")]
     format: Option<String>,
+    /// Resume after this message id (`EPOCH-SEQ`): what was missed is sent first.
+    #[param(pattern = "^[0-9a-fA-F]{1,8}-[0-9]{1,19}$")]
     pub(crate) since: Option<String>,
+    /// A token, for clients that cannot set `Authorization` (browsers' WebSocket).
     token: Option<String>,
 }
 
-/// A refused handshake: a status and the reason, as plain text.
+/// The headers of a WebSocket upgrade (RFC 6455 section 4.1), for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub(crate) struct UpgradeHeaders {
+    /// `websocket`.
+    #[param(rename = "Upgrade")]
+    upgrade: String,
+    /// `Upgrade`.
+    #[param(rename = "Connection")]
+    connection: String,
+    /// 16 random bytes, base64.
+    #[param(rename = "Sec-WebSocket-Key", pattern = "^[A-Za-z0-9+/]{22}==$")]
+    sec_websocket_key: String,
+    /// `13` (426 otherwise).
+    #[param(rename = "Sec-WebSocket-Version", pattern = "^13$")]
+    sec_websocket_version: String,
+    /// Subprotocols offered: `/ws` accepts `switchboard.v1`, `/mqtt` accepts `mqtt`.
+    #[param(rename = "Sec-WebSocket-Protocol")]
+    sec_websocket_protocol: Option<String>,
+}
+
+/// A refused handshake: the status with the JSON error every HTTP refusal has, and a log line.
 fn refuse(status: StatusCode, reason: impl Into<String>) -> Response {
     let reason = reason.into();
     tracing::info!(%status, %reason, "websocket handshake refused");
-    let mut res = (status, reason).into_response();
+    let error = match status {
+        StatusCode::UNAUTHORIZED => AppError::unauthorized(reason),
+        StatusCode::FORBIDDEN => AppError::forbidden(reason),
+        StatusCode::UPGRADE_REQUIRED => AppError::new(status, "upgrade_required", reason),
+        StatusCode::SERVICE_UNAVAILABLE => AppError::new(status, "unavailable", reason),
+        _ => AppError::bad_request(reason),
+    };
+    let mut res = error.into_response();
     if status == StatusCode::UPGRADE_REQUIRED {
         res.headers_mut()
             .insert("sec-websocket-version", HeaderValue::from_static("13"));
     }
     res
+}
+
+/// A handshake refused because a connection cap is reached: 503 naming which.
+fn refuse_full(full: crate::transport::limits::Full) -> Response {
+    tracing::info!(reason = %full, "websocket handshake refused");
+    AppError::full(full).into_response()
 }
 
 /// What a valid handshake agreed on.
@@ -253,6 +304,20 @@ fn limits(shared: &Context, max_message: usize) -> WsLimits {
 }
 
 /// `GET /echo`: every message back unchanged, text as text and binary as binary.
+#[utoipa::path(
+    get,
+    path = "/echo",
+    tag = "websocket",
+    summary = "WebSocket echo (the conformance suite's endpoint)",
+    description = "Also over HTTP/2 as an extended CONNECT (RFC 8441), answered 200.",
+    params(UpgradeHeaders),
+    responses(
+        (status = 101, description = "Upgraded: every message comes back unchanged"),
+        (status = 426, description = "A Sec-WebSocket-Version other than 13", body = crate::http::openapi::ErrorBody),
+        crate::http::openapi::Refusals,
+        crate::http::openapi::AuthRefusals,
+    )
+)]
 pub(crate) async fn echo(State(shared): State<Arc<Context>>, mut req: Request) -> Response {
     let handshake = match Handshake::check(&shared, &mut req, None) {
         Ok(h) => h,
@@ -288,6 +353,20 @@ pub(crate) async fn echo(State(shared): State<Arc<Context>>, mut req: Request) -
 
 /// `GET /mqtt`: MQTT over WebSocket (subprotocol `mqtt`, binary frames; a packet may span
 /// frames and a frame may hold several).
+#[utoipa::path(
+    get,
+    path = "/mqtt",
+    tag = "websocket",
+    summary = "MQTT 3.1.1/5.0 over WebSocket (subprotocol mqtt)",
+    description = "Also over HTTP/2 as an extended CONNECT (RFC 8441), answered 200.",
+    params(UpgradeHeaders),
+    responses(
+        (status = 101, description = "Upgraded: MQTT packets in binary frames"),
+        (status = 426, description = "A Sec-WebSocket-Version other than 13", body = crate::http::openapi::ErrorBody),
+        crate::http::openapi::Refusals,
+        crate::http::openapi::AuthRefusals,
+    )
+)]
 pub(crate) async fn mqtt(
     State(shared): State<Arc<Context>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -299,7 +378,7 @@ pub(crate) async fn mqtt(
     };
     let permit = match shared.limiter.try_acquire(addr.ip()) {
         Ok(permit) => permit,
-        Err(full) => return refuse(StatusCode::SERVICE_UNAVAILABLE, full.to_string()),
+        Err(full) => return refuse_full(full),
     };
     let limits = limits(&shared, shared.config.mqtt_max_packet + 16);
     let ctx = Arc::clone(&shared);
@@ -312,6 +391,23 @@ pub(crate) async fn mqtt(
 /// `GET /ws`: the chat. Plain mode is the seed's (text in, `nick: text` out, sender
 /// included); structured mode (`Sec-WebSocket-Protocol: switchboard.v1` or `?format=json`)
 /// speaks JSON envelopes.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "websocket",
+    summary = "The chat over WebSocket",
+    description = "Plain mode is the seed's: text in, `nick: text` out. Structured mode \
+                   (subprotocol switchboard.v1, or ?format=json) speaks the JSON envelopes of \
+                   docs/PROTOCOL.md. Also over HTTP/2 as an extended CONNECT (RFC 8441), \
+                   answered 200.",
+    params(ChatQuery, UpgradeHeaders),
+    responses(
+        (status = 101, description = "Upgraded: the chat's frames follow"),
+        (status = 426, description = "A Sec-WebSocket-Version other than 13", body = crate::http::openapi::ErrorBody),
+        crate::http::openapi::Refusals,
+        crate::http::openapi::AuthRefusals,
+    )
+)]
 pub(crate) async fn chat(
     State(shared): State<Arc<Context>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -365,7 +461,7 @@ pub(crate) async fn chat(
     let structured = json_query || handshake.protocol.is_some();
     let permit = match shared.limiter.try_acquire(addr.ip()) {
         Ok(permit) => permit,
-        Err(full) => return refuse(StatusCode::SERVICE_UNAVAILABLE, full.to_string()),
+        Err(full) => return refuse_full(full),
     };
     let limits = limits(&shared, shared.config.ws_max_message);
     // Joined before the 101 goes out, so that a client whose handshake has completed misses
