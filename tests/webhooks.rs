@@ -3,6 +3,8 @@
 //! order, and the room never waits for it), a restart with events still queued, filters, and
 //! the queue's bound.
 
+#[path = "support/redis.rs"]
+mod redis_server;
 mod support;
 
 use std::net::SocketAddr;
@@ -430,4 +432,43 @@ async fn an_endpoint_gets_only_the_events_and_rooms_it_asked_for_and_a_full_queu
         kept.len()
     );
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_cluster_tells_each_message_once_from_the_node_it_was_published_through() {
+    let redis = redis_server::Redis::start();
+    let receiver = Receiver::start(Answer::Ok).await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node = |dir: &tempfile::TempDir| Config {
+        store: switchboard::config::StoreKind::Redis,
+        redis: Some(redis.url()),
+        data_dir: dir.path().to_owned(),
+        ..with_hooks(hooks(&[receiver.url()]))
+    };
+    let a = start_with(node(&dir_a)).await;
+    let b = start_with(node(&dir_b)).await;
+    // A member on each node, so that both hold the room and both apply every message.
+    let (mut on_a, _) = Line::connect(a.tcp()).await;
+    on_a.say("/join both").await;
+    on_a.line_where(|l| l.contains("you joined both")).await;
+    let (mut on_b, _) = Line::connect(b.tcp()).await;
+    on_b.say("/join both").await;
+    on_b.line_where(|l| l.contains("you joined both")).await;
+
+    publish_to(a.http(), "both", "http via a").await.unwrap();
+    on_b.say("tcp via b").await;
+    publish_to(b.http(), "both", "http via b").await.unwrap();
+    for member in [&mut on_a, &mut on_b] {
+        member.line_where(|l| l.ends_with("http via b")).await;
+    }
+    receiver
+        .wait_for("three messages", |e| texts(e).len() >= 3)
+        .await;
+    // A second telling would come from the other node's sender within its first POST.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut told = texts(&receiver.events());
+    told.sort_unstable();
+    assert_eq!(told, ["http via a", "http via b", "tcp via b"]);
+    a.stop().await;
+    b.stop().await;
 }

@@ -112,8 +112,9 @@ pub trait Handler: Send + Sync {
 
     /// A message numbered by the cluster, for room `room` if it is here. With `jump`, one
     /// further ahead than the next is taken too (catching up after retention dropped what
-    /// this node missed).
-    fn apply(&self, room: &str, event: Arc<Event>, jump: bool) -> Applied;
+    /// this node missed). `here`: it was published through this node, which alone tells
+    /// the observer (webhooks), so a cluster tells each message once.
+    fn apply(&self, room: &str, event: Arc<Event>, jump: bool, here: bool) -> Applied;
 
     /// A presence change from another node, for the local members of `room`.
     fn deliver(&self, room: &str, event: Arc<Event>);

@@ -382,9 +382,9 @@ impl Handler for Hub {
         self.existing_room(room).map(|r| r.position())
     }
 
-    fn apply(&self, room: &str, event: Arc<Event>, jump: bool) -> Applied {
+    fn apply(&self, room: &str, event: Arc<Event>, jump: bool, here: bool) -> Applied {
         match self.existing_room(room) {
-            Some(r) => r.apply(event, jump),
+            Some(r) => r.apply(event, jump, here),
             None => Applied::Done,
         }
     }

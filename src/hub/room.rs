@@ -523,8 +523,9 @@ impl Room {
 
     /// Takes a message numbered by the cluster: keeps it in history and delivers it, if it
     /// is the next one. With `jump`, a message further ahead is taken too (catching up after
-    /// retention dropped what this node missed).
-    pub(crate) fn apply(&self, event: Arc<Event>, jump: bool) -> Applied {
+    /// retention dropped what this node missed). The observer hears of it only if it was
+    /// published through this node (`here`): every node applies it, one tells it.
+    pub(crate) fn apply(&self, event: Arc<Event>, jump: bool, here: bool) -> Applied {
         let Some(id) = event.id else {
             return Applied::Done;
         };
@@ -540,7 +541,7 @@ impl Room {
         }
         state.history.record(&event);
         state.last_seq = id.seq;
-        if let Some(observer) = &self.observer {
+        if here && let Some(observer) = &self.observer {
             observer.observe(super::Observed::Message(Arc::clone(&event)));
         }
         self.deliver(&mut state, event);

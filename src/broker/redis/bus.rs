@@ -193,7 +193,7 @@ impl RedisCluster {
         let event = event.with_sender(Sender::from_stored(
             message.u.as_deref().filter(|u| !u.is_empty()),
         ));
-        match handler.apply(&room, Arc::new(event), false) {
+        match handler.apply(&room, Arc::new(event), false, from_here) {
             Applied::Done => {}
             // The stream holds this message and whatever came before it that is missing here.
             Applied::Behind | Applied::OtherEpoch => self.catch_up(handler, &room).await,
@@ -260,8 +260,11 @@ impl RedisCluster {
             let count = entries.len();
             for (id, fields) in entries {
                 if let Some(event) = entry_event(room, epoch, &id, &fields) {
+                    let here = fields.iter().any(|(k, v)| {
+                        k == "o" && v.split_once('/').is_some_and(|(node, _)| node == self.node)
+                    });
                     // Retention may have dropped some of what this node missed: jump over.
-                    handler.apply(room, event, true);
+                    handler.apply(room, event, true, here);
                 }
             }
             if count < CATCH_UP_PAGE {

@@ -30,7 +30,8 @@
 //! Keys, under a prefix (default `switchboard`); the room name always comes last so two rooms
 //! never share a key:
 //! - `P:meta:ROOM` hash `epoch`, `seq`: the room's id counter.
-//! - `P:log:ROOM` stream, entry id `0-SEQ`, fields `n` nick, `t` text, `ms` time, `o` origin.
+//! - `P:log:ROOM` stream, entry id `0-SEQ`, fields `n` nick, `t` text, `ms` time, `o` origin
+//!   (`NODE/SUB`, or `NODE/` for a publish no subscriber made: that node tells its webhook).
 //! - `P:key:LEN:ROOM:KEY` an idempotency key's id, expiring with the history age.
 //! - `P:who:ROOM` hash `NODE/SUB` → `TRANSPORT NICK`.
 //! - `P:node:NODE` a node's heartbeat, expiring `NODE_TTL` after the last one.
@@ -202,10 +203,12 @@ impl Broker for RedisCluster {
     /// Local members get it from the bus like everyone else.
     fn publish(&self, message: Outgoing<'_>) -> Result<Pending, StoreError> {
         let (epoch, known_seq) = message.position;
-        let origin = message
-            .origin
-            .map(|o| format!("{}/{o}", self.node))
-            .unwrap_or_default();
+        // `NODE/SUB`, or `NODE/` for a publish no subscriber made (HTTP, gRPC unary): the
+        // node tells the message's webhook, the subscriber is spared its own echo.
+        let origin = match message.origin {
+            Some(sub) => format!("{}/{sub}", self.node),
+            None => format!("{}/", self.node),
+        };
         let cmd = self.store_cmd(
             message.room,
             StoreArgs {
