@@ -350,7 +350,8 @@ async fn retention_bounds_the_streams_in_redis() {
         post(b.http(), "aging", &format!("old{i}"), None).await;
     }
     tokio::time::sleep(Duration::from_millis(1_200)).await;
-    post(b.http(), "aging", "new", None).await;
+    let (status, _) = post(b.http(), "aging", "new", None).await;
+    assert_eq!(status, 201);
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
         .arg("switchboard:log:aging")
         .arg("-")
@@ -360,6 +361,27 @@ async fn retention_bounds_the_streams_in_redis() {
     assert_eq!(entries.len(), 1, "expired entries trimmed: {entries:?}");
     let page = get_json(b.http(), "/rooms/aging/messages").await;
     assert_eq!(page["messages"][0]["text"], "new");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_is_in_its_nodes_history_as_soon_as_it_is_answered() {
+    let redis = Redis::start();
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    // A member on each node keeps the room loaded there, so reads come from the node's own
+    // copy, which the bus fills a moment after Redis answers.
+    let _stay_a = sse(a.http(), "ryw").await;
+    let _stay_b = sse(b.http(), "ryw").await;
+    for i in 0..40 {
+        let through = if i % 2 == 0 { a.http() } else { b.http() };
+        let (status, answer) = post(through, "ryw", &format!("m{i}"), None).await;
+        assert_eq!(status, 201, "{answer}");
+        let page = get_json(through, "/rooms/ryw/messages?last=1").await;
+        assert_eq!(
+            page["messages"][0]["id"], answer["id"],
+            "publish {i} is read back from the node that answered it: {page}"
+        );
+    }
 }
 
 /// `switchboard serve --redis URL`, the real binary, on free ports; killed when dropped.

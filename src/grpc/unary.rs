@@ -99,6 +99,7 @@ impl Service {
                 .map_err(|_| Status::deadline_exceeded("the message was not stored in time"))?,
         }
         .map_err(super::unavailable)?;
+        hub.settle(&opened, acked.id).await;
         Ok(Response::new(pb::PublishReply {
             id: acked.id.to_string(),
             duplicate: acked.duplicate,

@@ -197,6 +197,7 @@ pub(crate) async fn publish(
         .publish(&room, None, posted.author, &posted.text, key.as_deref())
         .map_err(AppError::unavailable)?;
     let acked = published.durable().await.map_err(AppError::unavailable)?;
+    shared.hub.settle(&room, acked.id).await;
     let status = if acked.duplicate {
         StatusCode::OK
     } else {

@@ -352,6 +352,19 @@ impl Hub {
         }
     }
 
+    /// Read-your-writes for a request that was answered `id`: in a cluster a message reaches
+    /// this node's copy of the room from the Redis bus a moment after Redis stored it, so the
+    /// answer waits (at most `SETTLE`) for it, and a history read on this node that follows
+    /// the answer holds the message. Alone, the room holds it already.
+    pub async fn settle(&self, room: &Room, id: MessageId) {
+        /// Far above a bus round trip (well under a millisecond on loopback); a bus that is
+        /// slower still delivers the message, later.
+        const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+        if self.config.cluster.is_some() && !room.reached(id, SETTLE).await {
+            tracing::debug!(room = %room.name(), %id, "the bus has not brought the message back yet");
+        }
+    }
+
     /// Changes a member's nick in `room` and tells the room.
     pub fn rename(&self, room: &Room, id: SubscriberId, nick: Arc<str>) {
         room.rename(id, nick);

@@ -275,6 +275,25 @@ impl Room {
         (state.epoch, state.last_seq)
     }
 
+    /// Waits, at most `within`, until this room holds message `id` or a later one (or has
+    /// started another epoch). False when the time ran out.
+    pub async fn reached(&self, id: MessageId, within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        // Bounded by the deadline: each turn waits for the next change.
+        loop {
+            let changed = self.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let (epoch, last_seq) = self.position();
+            if epoch != id.epoch || last_seq >= id.seq {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return false;
+            }
+        }
+    }
+
     /// Resolves after the next message; create it before checking history so that nothing
     /// published in between is missed (`Notified::enable`).
     pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
