@@ -38,25 +38,33 @@ struct Seen {
     events: Vec<Value>,
     posts: usize,
     refused: usize,
+    /// POSTs whose signature did not verify under this receiver's secret (answered 401).
+    forged: usize,
 }
 
 struct Receiver {
     addr: SocketAddr,
+    secret: &'static str,
     answer: Arc<Mutex<Answer>>,
     seen: Arc<Mutex<Seen>>,
     stop: tokio_util::sync::CancellationToken,
 }
 
-type Shared = (Arc<Mutex<Answer>>, Arc<Mutex<Seen>>);
+type Shared = (Arc<Mutex<Answer>>, Arc<Mutex<Seen>>, &'static str);
 
 /// Checks what a receiver must check: the HMAC of the raw body, the timestamp in the body
-/// against the header and the clock. A POST that fails them is a test failure.
-async fn hook(State((answer, seen)): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
+/// against the header and the clock. A signature that does not verify under this receiver's
+/// secret is answered 401 and counted (`Seen::forged`), which `wait_for` fails on.
+async fn hook(
+    State((answer, seen, secret)): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     let answer = *answer.lock().unwrap();
     if answer == Answer::Hang {
         tokio::time::sleep(Duration::from_secs(30)).await;
     }
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(&body);
     let given = headers["x-switchboard-signature"].to_str().unwrap();
     let hex = given.strip_prefix("sha256=").expect("sha256= prefix");
@@ -64,7 +72,10 @@ async fn hook(State((answer, seen)): State<Shared>, headers: HeaderMap, body: By
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect();
-    mac.verify_slice(&bytes).expect("the signature verifies");
+    if mac.verify_slice(&bytes).is_err() {
+        seen.lock().unwrap().forged += 1;
+        return StatusCode::UNAUTHORIZED;
+    }
     assert_eq!(headers["content-type"], "application/json");
     let v: Value = serde_json::from_slice(&body).unwrap();
     let ts = v["timestamp"].as_u64().unwrap();
@@ -90,19 +101,33 @@ async fn hook(State((answer, seen)): State<Shared>, headers: HeaderMap, body: By
 
 impl Receiver {
     async fn start(answer: Answer) -> Receiver {
-        Self::on(
+        Self::signed_with(SECRET, answer).await
+    }
+
+    /// A receiver that verifies with its own `secret`.
+    async fn signed_with(secret: &'static str, answer: Answer) -> Receiver {
+        Self::answering(
             tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            secret,
             answer,
         )
     }
 
     fn on(listener: tokio::net::TcpListener, answer: Answer) -> Receiver {
+        Self::answering(listener, SECRET, answer)
+    }
+
+    fn answering(
+        listener: tokio::net::TcpListener,
+        secret: &'static str,
+        answer: Answer,
+    ) -> Receiver {
         let addr = listener.local_addr().unwrap();
         let answer = Arc::new(Mutex::new(answer));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let app = axum::Router::new()
             .route("/hook", axum::routing::post(hook))
-            .with_state((Arc::clone(&answer), Arc::clone(&seen)));
+            .with_state((Arc::clone(&answer), Arc::clone(&seen), secret));
         let stop = tokio_util::sync::CancellationToken::new();
         let until = stop.clone();
         tokio::spawn(async move {
@@ -113,6 +138,7 @@ impl Receiver {
         });
         Receiver {
             addr,
+            secret,
             answer,
             seen,
             stop,
@@ -135,6 +161,8 @@ impl Receiver {
     async fn wait_for(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
+            let forged = self.seen.lock().unwrap().forged;
+            assert_eq!(forged, 0, "POSTs whose signature did not verify");
             let events = self.events();
             if pred(&events) {
                 return events;
@@ -160,11 +188,11 @@ fn hooks(urls: &[String]) -> WebhookConfig {
             .iter()
             .map(|u| Endpoint {
                 url: u.parse().unwrap(),
+                secret: SECRET.into(),
                 events: Vec::new(),
                 rooms: Vec::new(),
             })
             .collect(),
-        secret: SECRET.into(),
         queue_max: 10_000,
         queue_max_bytes: 64 * 1024 * 1024,
         batch_max: 100,
@@ -471,4 +499,40 @@ async fn a_cluster_tells_each_message_once_from_the_node_it_was_published_throug
     assert_eq!(told, ["http via a", "http via b", "tcp via b"]);
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test]
+async fn each_endpoint_is_signed_with_its_own_secret() {
+    let first = Receiver::signed_with("first-receivers-secret-01", Answer::Ok).await;
+    let second = Receiver::signed_with("second-receivers-secret-02", Answer::Ok).await;
+    let mut config = hooks(&[first.url(), second.url()]);
+    config.endpoints[0].secret = first.secret.into();
+    config.endpoints[1].secret = second.secret.into();
+    let server = start_with(with_hooks(config)).await;
+    publish_to(server.http(), "signed", "for both")
+        .await
+        .unwrap();
+    for receiver in [&first, &second] {
+        let events = receiver
+            .wait_for("the message", |e| texts(e).contains(&"for both".into()))
+            .await;
+        assert_eq!(texts(&events), ["for both"]);
+    }
+    // A receiver holding another endpoint's secret refuses everything sent to it.
+    let wrong = Receiver::signed_with("first-receivers-secret-01", Answer::Ok).await;
+    let mut config = hooks(&[wrong.url()]);
+    config.endpoints[0].secret = second.secret.into();
+    let other = start_with(with_hooks(config)).await;
+    publish_to(other.http(), "signed", "forged?").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while wrong.seen.lock().unwrap().forged == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the POST never came"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(wrong.events().is_empty());
+    server.stop().await;
+    other.stop().await;
 }

@@ -201,7 +201,7 @@ pub struct ServeArgs {
     pub webhooks: Vec<String>,
 
     /// Key of the HMAC-SHA256 signature on every webhook (`X-Switchboard-Signature`), at
-    /// least 16 bytes.
+    /// least 16 bytes; a `[[webhooks]]` entry of the config file may have its own `secret`.
     #[arg(long, value_name = "SECRET", env = "SWITCHBOARD_WEBHOOK_SECRET")]
     pub webhook_secret: Option<String>,
 

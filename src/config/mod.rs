@@ -305,8 +305,8 @@ struct FileConfig {
     webhooks: Vec<FileWebhook>,
 }
 
-/// `[[webhooks]]`: one receiver, with optional filters.
-#[derive(Debug, Deserialize)]
+/// `[[webhooks]]`: one receiver, with optional filters and its own secret.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileWebhook {
     url: String,
@@ -317,6 +317,19 @@ struct FileWebhook {
     /// Room patterns; absent = every room.
     #[serde(default)]
     rooms: Vec<String>,
+    /// This receiver's signing key; absent = `webhook_secret`.
+    secret: Option<String>,
+}
+
+impl std::fmt::Debug for FileWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileWebhook")
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("rooms", &self.rooms)
+            .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
 }
 
 /// Default bounds of each webhook endpoint's queue, in events and in bytes.
@@ -334,15 +347,17 @@ fn resolve_webhooks(
         key: "webhooks",
         message,
     };
+    // One key for the endpoints that have none of their own.
+    let shared = args.webhook_secret.clone().or(file.webhook_secret.take());
     let from_file = std::mem::take(&mut file.webhooks)
         .into_iter()
-        .map(|w| (w.url, w.events, w.rooms));
+        .map(|w| (w.url, w.events, w.rooms, w.secret));
     let from_flags = args
         .webhooks
         .iter()
-        .map(|url| (url.clone(), Vec::new(), Vec::new()));
+        .map(|url| (url.clone(), Vec::new(), Vec::new(), None));
     let mut endpoints: Vec<Endpoint> = Vec::new();
-    for (url, events, rooms) in from_file.chain(from_flags) {
+    for (url, events, rooms, own) in from_file.chain(from_flags) {
         let parsed =
             reqwest::Url::parse(&url).map_err(|e| invalid(format!("{url:?} is not a URL: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
@@ -353,27 +368,34 @@ fn resolve_webhooks(
         if endpoints.iter().any(|e| e.url == parsed) {
             return Err(invalid(format!("{url:?} is configured twice")));
         }
+        let secret = own
+            .or_else(|| shared.clone())
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "webhook_secret",
+                message: format!(
+                    "webhooks are signed: give --webhook-secret (or SWITCHBOARD_WEBHOOK_SECRET, or \
+                 webhook_secret in the file, or a secret in {url:?}'s [[webhooks]] entry), at \
+                 least 16 bytes"
+                ),
+            })?;
+        if secret.len() < 16 {
+            return Err(ConfigError::Invalid {
+                key: "webhook_secret",
+                message: format!(
+                    "the secret for {url:?} is {} bytes, too short; use at least 16",
+                    secret.len()
+                ),
+            });
+        }
         endpoints.push(Endpoint {
             url: parsed,
+            secret,
             events,
             rooms: rooms.iter().map(|r| crate::auth::Pattern::new(r)).collect(),
         });
     }
-    let secret = args.webhook_secret.clone().or(file.webhook_secret.take());
     if endpoints.is_empty() {
         return Ok(None);
-    }
-    let secret = secret.ok_or_else(|| ConfigError::Invalid {
-        key: "webhook_secret",
-        message: "webhooks are signed: give --webhook-secret (or SWITCHBOARD_WEBHOOK_SECRET, or \
-                  webhook_secret in the file), at least 16 bytes"
-            .into(),
-    })?;
-    if secret.len() < 16 {
-        return Err(ConfigError::Invalid {
-            key: "webhook_secret",
-            message: format!("{} bytes is too short; use at least 16", secret.len()),
-        });
     }
     let queue_max = file.webhook_queue_max.unwrap_or(WEBHOOK_QUEUE_MAX);
     if queue_max == 0 {
@@ -393,7 +415,6 @@ fn resolve_webhooks(
     }
     Ok(Some(WebhookConfig {
         endpoints,
-        secret,
         queue_max,
         queue_max_bytes,
         batch_max: 100,
@@ -768,6 +789,37 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(unknown.contains("unknown variant"), "{unknown}");
+
+        // Each entry may sign with its own key; the shared one covers the rest, and an entry
+        // with neither is named.
+        let c = file(
+            "webhook_secret = \"shared-secret-0123\"\n\
+             [[webhooks]]\nurl = \"https://a.example/\"\nsecret = \"own-secret-of-a-0123\"\n\
+             [[webhooks]]\nurl = \"https://b.example/\"\n",
+        )
+        .unwrap();
+        let hooks = c.webhooks.unwrap();
+        assert_eq!(hooks.endpoints[0].secret, "own-secret-of-a-0123");
+        assert_eq!(hooks.endpoints[1].secret, "shared-secret-0123");
+        let shown = format!("{hooks:?}");
+        assert!(
+            !shown.contains("own-secret") && !shown.contains("shared-secret"),
+            "{shown}"
+        );
+        let unsigned = file(
+            "[[webhooks]]\nurl = \"https://a.example/\"\nsecret = \"own-secret-of-a-0123\"\n\
+             [[webhooks]]\nurl = \"https://b.example/\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(unsigned.contains("https://b.example/"), "{unsigned}");
+        let short = file("[[webhooks]]\nurl = \"https://a.example/\"\nsecret = \"short\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            short.contains("too short") && short.contains("a.example"),
+            "{short}"
+        );
     }
 
     #[test]

@@ -34,15 +34,30 @@ impl HookKind {
     }
 }
 
-/// One receiver: where, and which events of which rooms.
-#[derive(Debug, Clone)]
+/// One receiver: where, which events of which rooms, and the key its POSTs are signed with.
+/// Its `Debug` leaves the secret out.
+#[derive(Clone)]
 pub struct Endpoint {
     /// An `http://` or `https://` URL.
     pub url: reqwest::Url,
+    /// Signs every body sent here (`X-Switchboard-Signature`): its own `secret` from
+    /// `[[webhooks]]`, else `--webhook-secret`. At least 16 bytes.
+    pub secret: String,
     /// The kinds sent; empty = all.
     pub events: Vec<HookKind>,
     /// Room patterns (`*` = any run of characters); empty = every room.
     pub rooms: Vec<Pattern>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("url", &self.url.as_str())
+            .field("secret", &"<hidden>")
+            .field("events", &self.events)
+            .field("rooms", &self.rooms)
+            .finish()
+    }
 }
 
 impl Endpoint {
@@ -52,13 +67,11 @@ impl Endpoint {
     }
 }
 
-/// Every webhook setting, resolved. Its `Debug` leaves the secret out.
-#[derive(Clone)]
+/// Every webhook setting, resolved.
+#[derive(Debug, Clone)]
 pub struct WebhookConfig {
     /// The receivers.
     pub endpoints: Vec<Endpoint>,
-    /// Signs every body (`X-Switchboard-Signature`).
-    pub secret: String,
     /// Events one endpoint may have queued; past it the oldest are dropped.
     pub queue_max: usize,
     /// Bytes of events one endpoint may have queued (messages are up to 64 KiB each); past
@@ -68,17 +81,4 @@ pub struct WebhookConfig {
     pub batch_max: usize,
     /// A POST not answered within this long has failed.
     pub timeout: std::time::Duration,
-}
-
-impl std::fmt::Debug for WebhookConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookConfig")
-            .field("endpoints", &self.endpoints)
-            .field("secret", &"<hidden>")
-            .field("queue_max", &self.queue_max)
-            .field("queue_max_bytes", &self.queue_max_bytes)
-            .field("batch_max", &self.batch_max)
-            .field("timeout", &self.timeout)
-            .finish()
-    }
 }

@@ -70,6 +70,7 @@ pub(super) async fn run(
     shutdown: CancellationToken,
 ) {
     let url = config.endpoints[index].url.clone();
+    let secret = config.endpoints[index].secret.clone();
     let mut backoff = FIRST_BACKOFF;
     let mut failing = false;
     loop {
@@ -101,7 +102,7 @@ pub(super) async fn run(
             .header("x-switchboard-timestamp", timestamp.to_string())
             .header(
                 "x-switchboard-signature",
-                signature(config.secret.as_bytes(), body.as_bytes()),
+                signature(secret.as_bytes(), body.as_bytes()),
             )
             .body(body);
         let outcome = tokio::select! {
