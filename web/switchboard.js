@@ -282,11 +282,13 @@ export class Switchboard {
     const es = new this.EventSource(this.#endpoint("/events", { room, nick: this.nick, since: this.lastId[room], token: this.token }).href);
     this.#es = es;
     this.state = "fallback";
+    // A new stream holds the nick under a new key, which its `joined` event brings: the
+    // outbox waits for it (a POST without it would be refused as nick_taken).
+    this.nickKey = null;
     es.onopen = () => {
       this.transport = "sse";
       this.#sent.clear();
       this.#setState("fallback", { room });
-      this.#flush();
     };
     es.onerror = () => {
       if (this.#es === es && this.state === "fallback") this.#emit("state", { state: "fallback", reconnecting: true });
@@ -333,6 +335,7 @@ export class Switchboard {
         if (m.cursor && !this.lastId[m.room]) { this.lastId[m.room] = m.cursor; this.#save(); }
         this.#settle(m.ref, null, m);
         this.#emit("joined", m);
+        if (this.transport === "sse") this.#flush();
         return;
       case "left":
         this.#settle(m.ref, null, m);
@@ -461,7 +464,7 @@ export class Switchboard {
         this.#sent.add(o.key);
         this.#send({ type: "publish", room: o.room, text: o.text, key: o.key, ref: o.key });
       }
-    } else if (this.transport === "sse") {
+    } else if (this.transport === "sse" && this.nickKey) {
       for (const o of this.outbox) {
         if (this.#sent.has(o.key)) continue;
         this.#sent.add(o.key);
