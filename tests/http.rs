@@ -846,3 +846,104 @@ async fn openapi_json_describes_every_route_and_what_schemathesis_found_stays_fi
     assert_eq!(v["code"], "bad_request");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn pages_the_origin_policy_admits_get_cors_answers_and_others_get_none() {
+    let server = start_with(Config {
+        allowed_origins: vec!["https://app.example".into()],
+        ..test_config()
+    })
+    .await;
+    let addr = server.http();
+    let preflight = |origin: &'static str| {
+        client()
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("http://{addr}/rooms/team/messages"),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type,idempotency-key,authorization",
+            )
+            .send()
+    };
+    for origin in ["https://app.example", "http://localhost:3000"] {
+        let res = preflight(origin).await.unwrap();
+        assert_eq!(res.status(), 200, "{origin}");
+        let h = res.headers();
+        assert_eq!(h["access-control-allow-origin"], origin);
+        let allowed = h["access-control-allow-headers"].to_str().unwrap();
+        for name in [
+            "content-type",
+            "idempotency-key",
+            "authorization",
+            "x-nick-key",
+        ] {
+            assert!(allowed.contains(name), "{name} in {allowed}");
+        }
+        assert!(
+            h["access-control-allow-methods"]
+                .to_str()
+                .unwrap()
+                .contains("POST")
+        );
+    }
+    let evil = preflight("https://evil.example").await.unwrap();
+    assert!(evil.headers().get("access-control-allow-origin").is_none());
+
+    // An admitted page reads answers, and a publish from it goes through.
+    let res = client()
+        .post(format!("http://{addr}/rooms/team/messages"))
+        .header("origin", "https://app.example")
+        .header("content-type", "application/json")
+        .body(r#"{"text":"from the app","nick":"app"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert!(
+        res.headers()["vary"]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("origin")
+    );
+    // Another site's page is refused its POST, and gets nothing it could read.
+    let res = client()
+        .post(format!("http://{addr}/rooms/team/messages"))
+        .header("origin", "https://evil.example")
+        .body("from elsewhere")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+    // The module stays importable from anywhere: its `*` is kept, or the origin named.
+    for (origin, want) in [
+        ("https://evil.example", "*"),
+        ("https://app.example", "https://app.example"),
+    ] {
+        let res = client()
+            .get(format!("http://{addr}/switchboard.js"))
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        let values: Vec<_> = res
+            .headers()
+            .get_all("access-control-allow-origin")
+            .iter()
+            .collect();
+        assert_eq!(
+            values,
+            [want],
+            "one Access-Control-Allow-Origin for {origin}"
+        );
+    }
+}

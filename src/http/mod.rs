@@ -308,6 +308,7 @@ pub(crate) fn router(shared: Arc<Context>) -> Router {
     });
     documented
         .fallback(not_found)
+        .layer(cors(&shared))
         // A backstop for bodies read by extractors (the admin routes' JSON): publishes time
         // their own body (`publish::read_posted`) to answer 408 with the JSON error.
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
@@ -318,6 +319,37 @@ pub(crate) fn router(shared: Arc<Context>) -> Router {
             guard,
         ))
         .with_state(shared)
+}
+
+/// CORS for pages the Origin policy admits (`allowed_origins`, the host itself, loopback
+/// pages; `auth::origin::check`): they may read the API's answers and send the headers it
+/// takes, so an app on its own origin can use `/switchboard.js` there. Credentials are
+/// headers, never cookies, so nothing ambient is shared; a page the policy refuses gets no
+/// CORS headers (and `guard` refuses its POSTs). Inside `guard`, so the Host check comes first.
+fn cors(shared: &Context) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allowed = shared.config.allowed_origins.clone();
+    let loopback = shared.config.http.is_some_and(|a| a.ip().is_loopback());
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |_, request| {
+            auth::origin::check(&allowed, loopback, &request.headers).is_ok()
+        }))
+        .allow_methods([Method::GET, Method::HEAD, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static("x-nick"),
+            HeaderName::from_static("x-nick-key"),
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-typescript-types"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// Health: `200 ok` while the server accepts work, with what it is holding. In a cluster,

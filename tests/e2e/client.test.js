@@ -6,6 +6,7 @@ import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync, rmSync } from "node:fs";
+import http from "node:http";
 import path from "node:path";
 import { promisify } from "node:util";
 import WebSocket from "ws";
@@ -167,6 +168,70 @@ test("in Chromium: a page of the server imports /switchboard.js and chats with a
     node.close();
   } finally {
     await browser.close();
+  }
+});
+
+test("in Chromium: a page of another origin imports the module by URL and uses every call, over WebSocket and over the SSE + POST fallback", async () => {
+  const s = await server();
+  const blocked = await startProxy(s.http, { blockWebSocket: true });
+  // The app's own site: another port is another origin.
+  const site = http.createServer((req, res) => {
+    res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+    res.end("<!doctype html><title>app</title><p>an app on its own origin</p>");
+  });
+  await new Promise((r) => site.listen(0, "127.0.0.1", r));
+  const browser = await launch();
+  try {
+    const page = await browser.newPage();
+    const errors = [];
+    page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
+    await page.goto(`http://127.0.0.1:${site.address().port}/`);
+    const before = await fetch(`http://${s.http}/rooms/team/messages`, { method: "POST", body: "said before the page came" });
+    assert.equal(before.status, 201);
+    const node = await live(client(s.http, { nick: "backend-bot", rooms: ["team"] }));
+    const result = page.evaluate(async ({ direct, viaProxy }) => {
+      const { Switchboard } = await import(`http://${direct}/switchboard.js`);
+      const state = (sb, want) => new Promise((resolve) => { const off = sb.on("state", (e) => e.state === want && (off(), resolve())); });
+      const sb = new Switchboard({ url: `http://${direct}`, nick: "cross", rooms: ["team", "lobby"] });
+      const seen = [];
+      sb.on("message", (m) => seen.push(m.text));
+      const dm = new Promise((resolve) => sb.on("direct", (d) => resolve(d.text)));
+      await sb.backfill("team", 5);
+      const up = state(sb, "live");
+      sb.connect();
+      await up;
+      const ack = await sb.publish("team", "from the other origin");
+      const members = (await sb.presence("team")).members.map((m) => m.nick).sort();
+      const rooms = (await sb.listRooms()).rooms.map((r) => r.name);
+      const direct_ = await dm;
+      // Behind a proxy that refuses upgrades: Server-Sent Events and POST, cross-origin too.
+      const fb = new Switchboard({ url: `http://${viaProxy}`, nick: "cross-fb", rooms: ["team"], fallbackAfter: 1, backoff: { initial: 100, max: 500 } });
+      const down = state(fb, "fallback");
+      fb.connect();
+      await down;
+      const fbAck = await fb.publish("team", "from the fallback");
+      fb.close();
+      sb.close();
+      return { seen, id: ack.id, members, rooms, direct: direct_, fbId: fbAck.id };
+    }, { direct: s.http, viaProxy: blocked.addr });
+    // The backend answers the page once it is in the room.
+    const heard = await next(node, "message", (m) => m.text === "from the other origin");
+    assert.equal(heard.nick, "cross");
+    await node.direct("cross", "welcome across origins");
+    const r = await result;
+    assert.ok(r.seen.includes("said before the page came"), JSON.stringify(r));
+    assert.ok(r.seen.includes("from the other origin"), JSON.stringify(r));
+    assert.deepEqual(r.members, ["backend-bot", "cross"]);
+    assert.ok(r.rooms.includes("team"), JSON.stringify(r.rooms));
+    assert.equal(r.direct, "welcome across origins");
+    assert.match(r.fbId, /-\d+$/);
+    // The one expected: the proxy refusing the fallback client's WebSocket.
+    assert.deepEqual(errors.filter((e) => !e.includes(`ws://${blocked.addr}/`)), [], "no CORS or other console errors");
+    node.close();
+  } finally {
+    await browser.close();
+    site.close();
+    blocked.close();
   }
 });
 
