@@ -185,8 +185,25 @@ pub(super) async fn connect(
         tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
     let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
         .await
-        .map_err(|e| format!("handshake: {e}"))?;
+        .map_err(handshake_error)?;
     Ok(Conn::Ws(Box::new(ws)))
+}
+
+/// A refused handshake with the server's reason: switchboard answers every refusal with
+/// `{"error": why, "code": …}`, which says more than the status line.
+fn handshake_error(e: tokio_tungstenite::tungstenite::Error) -> String {
+    use tokio_tungstenite::tungstenite::Error;
+    if let Error::Http(res) = &e {
+        let why = res
+            .body()
+            .as_deref()
+            .and_then(|body| serde_json::from_slice::<serde_json::Value>(body).ok())
+            .and_then(|v| v["error"].as_str().map(str::to_owned));
+        if let Some(why) = why {
+            return format!("handshake: {}: {why}", res.status());
+        }
+    }
+    format!("handshake: {e}")
 }
 
 /// Opens one MQTT 3.1.1 connection and subscribes it (QoS 0) to the URL's topic, waiting for

@@ -159,6 +159,30 @@ async fn tcp_broadcast_counts_every_delivery_but_the_senders_own() {
     assert_eq!(report.errors, 0, "{:?}", report.first_error);
 }
 
+#[tokio::test]
+async fn a_refused_handshake_says_the_servers_reason() {
+    // An API key turns authentication on: anonymous clients may not subscribe.
+    let server = start_with(Config {
+        auth: switchboard::auth::AuthConfig {
+            api_keys: vec!["bench-test-api-key-0123456789".into()],
+            ..Default::default()
+        },
+        ..test_config()
+    })
+    .await;
+    let err = bench::run(options(
+        format!("ws://{}/ws?room=closed", server.http()),
+        Mode::Broadcast,
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("401 Unauthorized: not allowed to subscribe in closed"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_echo_and_a_bad_tcp_broadcast_setup() {
     let server = start_echo().await;
