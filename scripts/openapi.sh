@@ -21,6 +21,20 @@ log=$(mktemp)
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 50); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+# Nicks the users/{nick} operations can reach (tests/openapi/schemathesis.toml names them):
+# `held` keeps an SSE stream open for direct messages; `kicked` comes back after each kick.
+# Bounded: the streams end with the run (the trap) or after 900 s, the loop after 2,000 kicks.
+timeout 900 curl -sN -H "X-API-Key: $key" "http://127.0.0.1:$port/events?room=fuzz&nick=held" >/dev/null 2>&1 &
+held=$!
+( for _ in $(seq 1 2000); do
+    timeout 900 curl -sN -H "X-API-Key: $key" "http://127.0.0.1:$port/events?room=fuzz&nick=kicked" >/dev/null 2>&1 || true
+  done ) &
+kicked=$!
+trap 'kill $pid $held $kicked 2>/dev/null || true; pkill -P $kicked 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 50); do
+  curl -s -H "X-API-Key: $key" "http://127.0.0.1:$port/rooms/fuzz/presence" | grep -q '"kicked"' && break
+  sleep 0.1
+done
 cd tests/openapi
 # One worker: CPython 3.11's ast module is not thread-safe, which hypothesis trips over.
 SWITCHBOARD_TEST_API_KEY=$key timeout 900 "../../$venv/bin/schemathesis" run \
