@@ -58,6 +58,13 @@ impl Report {
         );
         if let Some(e) = &self.first_error {
             out.push_str(&format!("first error: {e}\n"));
+            // A switchboard server paces publishers; measuring past its limits measures them.
+            if e.contains("too many messages") || e.contains("publishing too fast") {
+                out.push_str(
+                    "  (the server's publish limits refused messages: for a load test, run it with \
+                     --publish-rate 0 --connection-rate 0)\n",
+                );
+            }
         }
         if let Some(ns) = self.server_cpu_ns_per_delivery {
             out.push_str(&format!("server CPU per delivery {ns:.0} ns\n"));

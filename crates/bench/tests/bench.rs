@@ -379,6 +379,13 @@ async fn a_websocket_publisher_over_the_per_connection_rate_is_reported_not_sile
     assert!(report.errors >= 1, "{report:?}");
     let first = report.first_error.as_deref().unwrap_or_default();
     assert!(first.starts_with("ERR too many messages"), "{first}");
+    assert!(
+        report
+            .text()
+            .contains("run it with --publish-rate 0 --connection-rate 0"),
+        "{}",
+        report.text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
