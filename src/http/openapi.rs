@@ -296,6 +296,30 @@ pub(crate) enum AuthRefusals {
     Forbidden(ErrorBody),
 }
 
+/// The errors of a WebSocket upgrade, each with the JSON error body.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub(crate) enum UpgradeRefusals {
+    /// Not an upgrade, a bad `Sec-WebSocket-Key`, or a bad query parameter.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// A credential that does not verify, or none where one is needed.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The credential lacks the grant, or the page's `Origin` is not allowed.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// While listening on loopback, a `Host` that is not a loopback name (DNS rebinding).
+    #[response(status = 421)]
+    MisdirectedRequest(ErrorBody),
+    /// A `Sec-WebSocket-Version` other than 13 (the answer names 13).
+    #[response(status = 426)]
+    UpgradeRequired(ErrorBody),
+    /// The server, or this address, has as many connections as it takes.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 /// The errors of a POST with a body.
 #[derive(IntoResponses)]
 #[allow(dead_code)]

@@ -313,9 +313,7 @@ fn limits(shared: &Context, max_message: usize) -> WsLimits {
     params(UpgradeHeaders),
     responses(
         (status = 101, description = "Upgraded: every message comes back unchanged"),
-        (status = 426, description = "A Sec-WebSocket-Version other than 13", body = crate::http::openapi::ErrorBody),
-        crate::http::openapi::Refusals,
-        crate::http::openapi::AuthRefusals,
+        crate::http::openapi::UpgradeRefusals,
     )
 )]
 pub(crate) async fn echo(State(shared): State<Arc<Context>>, mut req: Request) -> Response {
@@ -362,9 +360,7 @@ pub(crate) async fn echo(State(shared): State<Arc<Context>>, mut req: Request) -
     params(UpgradeHeaders),
     responses(
         (status = 101, description = "Upgraded: MQTT packets in binary frames"),
-        (status = 426, description = "A Sec-WebSocket-Version other than 13", body = crate::http::openapi::ErrorBody),
-        crate::http::openapi::Refusals,
-        crate::http::openapi::AuthRefusals,
+        crate::http::openapi::UpgradeRefusals,
     )
 )]
 pub(crate) async fn mqtt(
@@ -403,9 +399,7 @@ pub(crate) async fn mqtt(
     params(ChatQuery, UpgradeHeaders),
     responses(
         (status = 101, description = "Upgraded: the chat's frames follow"),
-        (status = 426, description = "A Sec-WebSocket-Version other than 13", body = crate::http::openapi::ErrorBody),
-        crate::http::openapi::Refusals,
-        crate::http::openapi::AuthRefusals,
+        crate::http::openapi::UpgradeRefusals,
     )
 )]
 pub(crate) async fn chat(
