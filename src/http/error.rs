@@ -146,6 +146,31 @@ impl From<axum::extract::rejection::PathRejection> for AppError {
     }
 }
 
+/// A refused WebSocket handshake, answered like every other HTTP refusal.
+impl IntoResponse for crate::transport::ws::Refused {
+    fn into_response(self) -> Response {
+        use crate::transport::ws::Refused;
+        let (status, reason) = match self {
+            Refused::Full(full) => return AppError::full(full).into_response(),
+            Refused::Status(status, reason) => (status, reason),
+        };
+        let error = match status {
+            StatusCode::UNAUTHORIZED => AppError::unauthorized(reason),
+            StatusCode::FORBIDDEN => AppError::forbidden(reason),
+            StatusCode::UPGRADE_REQUIRED => AppError::new(status, "upgrade_required", reason),
+            StatusCode::SERVICE_UNAVAILABLE => AppError::new(status, "unavailable", reason),
+            _ => AppError::bad_request(reason),
+        };
+        let mut res = error.into_response();
+        if status == StatusCode::UPGRADE_REQUIRED {
+            // RFC 6455 section 4.4: name the version this server speaks.
+            res.headers_mut()
+                .insert("sec-websocket-version", HeaderValue::from_static("13"));
+        }
+        res
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         tracing::debug!(status = %self.status, code = self.code, message = %self.message, "http error");

@@ -1,16 +1,18 @@
 //! The HTTP side of `serve` (axum): the router, the page, health and metrics. Handlers live
-//! by resource: `publish` (rooms and users), `history` (pages, long-polls), `presence`; the
-//! WebSocket and SSE endpoints are transports (`crate::transport::{ws, sse}`).
+//! by resource: `publish` (rooms and users), `history` (pages, long-polls), `presence`,
+//! `events` (SSE), `admin`; `upgrade` routes and describes the WebSocket endpoints, whose
+//! handshake and connections are a transport (`crate::transport::ws`).
 
 mod admin;
 mod error;
 mod events;
 mod fuzz;
 mod history;
-pub(crate) mod openapi;
+mod openapi;
 mod presence;
 mod publish;
 mod serve;
+mod upgrade;
 
 pub(crate) use fuzz::fuzz_query;
 pub(crate) use serve::serve;
@@ -23,7 +25,6 @@ use axum::response::IntoResponse;
 use axum::{Json, Router};
 
 use crate::context::Context;
-use crate::transport;
 
 pub(crate) use error::AppError;
 
@@ -245,7 +246,7 @@ async fn guard(
 /// method, so it is routed beside its documented GET.
 fn api() -> (Router<Arc<Context>>, utoipa::openapi::OpenApi) {
     use axum::routing::connect;
-    use transport::ws;
+    use upgrade as ws;
     use utoipa::OpenApi as _;
     use utoipa_axum::router::OpenApiRouter;
     use utoipa_axum::routes;

@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -21,7 +21,6 @@ use super::writer::{BATCH, Outbox, Output, Sent, Wake};
 use super::ws_socket::{Deflate, WsLimits, WsMessage, WsSocket, negotiate_deflate};
 use crate::auth::{Action, Principal};
 use crate::context::Context;
-use crate::http::{AppError, Query};
 use crate::hub::Delivery;
 use crate::hub::{Disconnect, MessageId, Transport};
 use crate::protocol::envelope::{self, ErrorCode, SUBPROTOCOL};
@@ -65,51 +64,27 @@ pub(crate) struct ChatQuery {
     token: Option<String>,
 }
 
-/// The headers of a WebSocket upgrade (RFC 6455 section 4.1), for the OpenAPI document.
-#[derive(utoipa::IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code)]
-pub(crate) struct UpgradeHeaders {
-    /// `websocket`.
-    #[param(rename = "Upgrade")]
-    upgrade: String,
-    /// `Upgrade`.
-    #[param(rename = "Connection")]
-    connection: String,
-    /// 16 random bytes, base64.
-    #[param(rename = "Sec-WebSocket-Key", pattern = "^[A-Za-z0-9+/]{22}==$")]
-    sec_websocket_key: String,
-    /// `13` (426 otherwise).
-    #[param(rename = "Sec-WebSocket-Version", pattern = "^13$")]
-    sec_websocket_version: String,
-    /// Subprotocols offered: `/ws` accepts `switchboard.v1`, `/mqtt` accepts `mqtt`.
-    #[param(rename = "Sec-WebSocket-Protocol")]
-    sec_websocket_protocol: Option<String>,
+/// A refused handshake. `crate::http` answers it as the JSON error every HTTP refusal has
+/// (`IntoResponse`), so this module builds no HTTP error bodies of its own.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// 400, 401, 403 or 426, with why.
+    Status(StatusCode, String),
+    /// 503: a connection cap is reached.
+    Full(crate::transport::limits::Full),
 }
 
-/// A refused handshake: the status with the JSON error every HTTP refusal has, and a log line.
+/// A refused handshake's answer, and a log line.
 fn refuse(status: StatusCode, reason: impl Into<String>) -> Response {
     let reason = reason.into();
     tracing::info!(%status, %reason, "websocket handshake refused");
-    let error = match status {
-        StatusCode::UNAUTHORIZED => AppError::unauthorized(reason),
-        StatusCode::FORBIDDEN => AppError::forbidden(reason),
-        StatusCode::UPGRADE_REQUIRED => AppError::new(status, "upgrade_required", reason),
-        StatusCode::SERVICE_UNAVAILABLE => AppError::new(status, "unavailable", reason),
-        _ => AppError::bad_request(reason),
-    };
-    let mut res = error.into_response();
-    if status == StatusCode::UPGRADE_REQUIRED {
-        res.headers_mut()
-            .insert("sec-websocket-version", HeaderValue::from_static("13"));
-    }
-    res
+    Refused::Status(status, reason).into_response()
 }
 
 /// A handshake refused because a connection cap is reached: 503 naming which.
 fn refuse_full(full: crate::transport::limits::Full) -> Response {
     tracing::info!(reason = %full, "websocket handshake refused");
-    AppError::full(full).into_response()
+    Refused::Full(full).into_response()
 }
 
 /// What a valid handshake agreed on.
@@ -304,18 +279,6 @@ fn limits(shared: &Context, max_message: usize) -> WsLimits {
 }
 
 /// `GET /echo`: every message back unchanged, text as text and binary as binary.
-#[utoipa::path(
-    get,
-    path = "/echo",
-    tag = "websocket",
-    summary = "WebSocket echo (the conformance suite's endpoint)",
-    description = "Also over HTTP/2 as an extended CONNECT (RFC 8441), answered 200.",
-    params(UpgradeHeaders),
-    responses(
-        (status = 101, description = "Upgraded: every message comes back unchanged"),
-        crate::http::openapi::UpgradeRefusals,
-    )
-)]
 pub(crate) async fn echo(State(shared): State<Arc<Context>>, mut req: Request) -> Response {
     let handshake = match Handshake::check(&shared, &mut req, None) {
         Ok(h) => h,
@@ -351,18 +314,6 @@ pub(crate) async fn echo(State(shared): State<Arc<Context>>, mut req: Request) -
 
 /// `GET /mqtt`: MQTT over WebSocket (subprotocol `mqtt`, binary frames; a packet may span
 /// frames and a frame may hold several).
-#[utoipa::path(
-    get,
-    path = "/mqtt",
-    tag = "websocket",
-    summary = "MQTT 3.1.1/5.0 over WebSocket (subprotocol mqtt)",
-    description = "Also over HTTP/2 as an extended CONNECT (RFC 8441), answered 200.",
-    params(UpgradeHeaders),
-    responses(
-        (status = 101, description = "Upgraded: MQTT packets in binary frames"),
-        crate::http::openapi::UpgradeRefusals,
-    )
-)]
 pub(crate) async fn mqtt(
     State(shared): State<Arc<Context>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -387,27 +338,16 @@ pub(crate) async fn mqtt(
 /// `GET /ws`: the chat. Plain mode is the seed's (text in, `nick: text` out, sender
 /// included); structured mode (`Sec-WebSocket-Protocol: switchboard.v1` or `?format=json`)
 /// speaks JSON envelopes.
-#[utoipa::path(
-    get,
-    path = "/ws",
-    tag = "websocket",
-    summary = "The chat over WebSocket",
-    description = "Plain mode is the seed's: text in, `nick: text` out. Structured mode \
-                   (subprotocol switchboard.v1, or ?format=json) speaks the JSON envelopes of \
-                   docs/PROTOCOL.md. Also over HTTP/2 as an extended CONNECT (RFC 8441), \
-                   answered 200.",
-    params(ChatQuery, UpgradeHeaders),
-    responses(
-        (status = 101, description = "Upgraded: the chat's frames follow"),
-        crate::http::openapi::UpgradeRefusals,
-    )
-)]
 pub(crate) async fn chat(
     State(shared): State<Arc<Context>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    Query(query): Query<ChatQuery>,
+    query: Result<Query<ChatQuery>, axum::extract::rejection::QueryRejection>,
     mut req: Request,
 ) -> Response {
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.body_text()),
+    };
     let room = query.room.unwrap_or_else(|| DEFAULT_ROOM.to_owned());
     if let Err(e) = check_room(&room) {
         return refuse(StatusCode::BAD_REQUEST, e.to_string());
