@@ -63,6 +63,8 @@ pub struct Server {
     grpc: Option<TcpListener>,
     /// Set when TCP chat and HTTP speak TLS.
     tls: Option<Tls>,
+    /// The data directory, held while the server lives (`store::DirLock`).
+    _data_lock: Option<store::DirLock>,
 }
 
 impl Server {
@@ -103,6 +105,15 @@ impl Server {
         let grpc = match config.grpc {
             Some(addr) => Some(bind_tcp("grpc", addr).await?),
             None => None,
+        };
+        // Before anything opens a file in it: history, kept state, the webhook queue.
+        let uses_data_dir = mode == Mode::Chat
+            && (config.store == StoreKind::Sqlite
+                || (config.webhooks.is_some() && config.store != StoreKind::Memory));
+        let data_lock = if uses_data_dir {
+            Some(store::DirLock::take(&config.data_dir)?)
+        } else {
+            None
         };
         let Stores {
             sqlite,
@@ -170,6 +181,7 @@ impl Server {
         transport::fds::RESERVE.hold();
         Ok(Self {
             mode,
+            _data_lock: data_lock,
             sqlite,
             broker: cluster.map(|c| c.broker),
             shared: Arc::new(Context {

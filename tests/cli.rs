@@ -309,3 +309,42 @@ async fn connect_speaks_websocket_to_echo_and_chat() {
         "{out}"
     );
 }
+
+#[test]
+fn a_second_serve_on_the_same_data_directory_is_refused_while_the_first_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let serve = [
+        "serve",
+        "--mqtt",
+        "off",
+        "--grpc",
+        "off",
+        "--tcp",
+        "off",
+        "--udp",
+        "off",
+        "--http",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+    ];
+    let (first, _) = spawn_logged(&serve);
+    let first = first.take();
+    let second = Command::new(BIN)
+        .args(serve)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_, err, code) = wait_output(second, Duration::from_secs(10));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("is in use by process"), "{err}");
+    assert!(err.contains(&first.id().to_string()), "{err}");
+    // Once the first is gone, however it went, the directory is free again.
+    kill_output(first);
+    let (again, addrs) = spawn_logged(&serve);
+    assert!(addr_of(&addrs, "http").port() > 0);
+    drop(again);
+}

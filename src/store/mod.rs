@@ -5,6 +5,7 @@
 //! snapshot taken under that lock lines up exactly with the live stream that follows it.
 
 mod keep;
+mod lock;
 mod memory;
 mod sqlite;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use keep::{Keep, Table};
+pub use lock::DirLock;
 pub use memory::MemoryHistory;
 pub use sqlite::SqliteStore;
 
