@@ -372,6 +372,17 @@ async fn a_publish_is_in_its_nodes_history_as_soon_as_it_is_answered() {
     // copy, which the bus fills a moment after Redis answers.
     let _stay_a = sse(a.http(), "ryw").await;
     let _stay_b = sse(b.http(), "ryw").await;
+    // Each node names itself, so that a client behind a load balancer can say which it hit.
+    let (_, health_a) = health(a.http()).await;
+    let (_, health_b) = health(b.http()).await;
+    for h in [&health_a, &health_b] {
+        let node = h["node"].as_str().unwrap_or_default();
+        assert!(
+            node.len() == 16 && node.bytes().all(|c| c.is_ascii_hexdigit()),
+            "{h}"
+        );
+    }
+    assert_ne!(health_a["node"], health_b["node"]);
     for i in 0..40 {
         let through = if i % 2 == 0 { a.http() } else { b.http() };
         let (status, answer) = post(through, "ryw", &format!("m{i}"), None).await;

@@ -81,6 +81,9 @@ pub trait Broker: Send + Sync + Debug {
     /// True while this node hears the cluster.
     fn is_up(&self) -> bool;
 
+    /// This node's id in the cluster, which message origins and presence entries carry.
+    fn node(&self) -> &str;
+
     /// Hears the cluster until `stop`, handing each message to `handler`; reconnects by
     /// itself and catches every local room up after a gap. Run once per node.
     fn run(

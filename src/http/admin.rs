@@ -293,6 +293,8 @@ fn stats_json(
         "store": store,
         "store_refusals_total": now.storage_refusals,
         "redis": shared.hub.broker().map(|b| if b.is_up() { "up" } else { "down" }),
+        // Every figure here is this node's: a cluster has one dashboard per node.
+        "node": shared.hub.broker().map(|b| b.node()),
         "webhooks_queued": now.webhooks_queued,
     })
     .to_string()

@@ -383,6 +383,7 @@ async fn healthz(State(shared): State<Arc<Context>>) -> impl IntoResponse {
         // A count, not a list: a health probe costs the same at 100,000 rooms as at one.
         rooms: shared.hub.room_count(),
         redis: redis.map(|up| if up { "up" } else { "down" }.to_owned()),
+        node: shared.hub.broker().map(|b| b.node().to_owned()),
     };
     (status, Json(body))
 }

@@ -214,6 +214,9 @@ pub(crate) struct Health {
     /// `up` or `down`, with `--redis` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) redis: Option<String>,
+    /// This node's id in the cluster, with `--redis` only: which node a load balancer reached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) node: Option<String>,
 }
 
 /// One connection (`GET /admin/connections`).

@@ -246,6 +246,10 @@ impl Broker for RedisCluster {
         let _ = self.created.try_send(Arc::clone(room));
     }
 
+    fn node(&self) -> &str {
+        &self.node
+    }
+
     /// True while this node receives the bus.
     fn is_up(&self) -> bool {
         self.bus_up.load(Ordering::Relaxed)
