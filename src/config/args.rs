@@ -142,9 +142,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", env = "SWITCHBOARD_HISTORY_MAX_AGE")]
     pub history_max_age: Option<u64>,
 
-    /// A browser origin allowed to open WebSockets (repeatable; `*` = any). The server's own
-    /// host and localhost are always allowed; `null` (a page opened from disk) is allowed while
-    /// HTTP listens on loopback.
+    /// A browser origin whose pages may open WebSockets, POST, and read the API's answers
+    /// (CORS) (repeatable; `*` = any). The server's own host and localhost are always allowed;
+    /// `null` (a page opened from disk) is allowed while HTTP listens on loopback.
     #[arg(
         long = "allowed-origin",
         value_name = "ORIGIN",
@@ -191,7 +191,8 @@ pub struct ServeArgs {
 
     /// POST signed webhooks here (repeatable; comma-separated in the environment): rooms
     /// occupied and vacated, members joined and left, messages. Per-event and per-room
-    /// filters: `[[webhooks]]` in the config file. Needs --webhook-secret.
+    /// filters: `[[webhooks]]` in the config file. Needs --webhook-secret (or a `secret` per
+    /// entry).
     #[arg(
         long = "webhook",
         value_name = "URL",
