@@ -56,6 +56,18 @@ fn wait_output(mut child: Child, limit: Duration) -> (String, String, Option<i32
 }
 
 /// Kills a child and returns what it printed.
+/// Runs the binary with `args` to its end (10 s at most): stdout, stderr, exit code.
+fn run_to_end(args: &[&str]) -> (String, String, Option<i32>) {
+    let child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child, Duration::from_secs(10))
+}
+
 fn kill_output(mut child: Child) -> String {
     let _ = child.kill();
     let (out, _, _) = wait_output(child, Duration::from_secs(10));
@@ -225,16 +237,7 @@ fn sigterm_tells_clients_and_exits_cleanly() {
 
 #[test]
 fn bad_flags_and_config_are_explained() {
-    let run = |args: &[&str]| {
-        let child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        wait_output(child, Duration::from_secs(10))
-    };
+    let run = run_to_end;
     let (_, err, code) = run(&["serve", "--tcp", "nonsense"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("HOST:PORT"), "{err}");
@@ -314,31 +317,10 @@ async fn connect_speaks_websocket_to_echo_and_chat() {
 fn a_second_serve_on_the_same_data_directory_is_refused_while_the_first_runs() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let serve = [
-        "serve",
-        "--mqtt",
-        "off",
-        "--grpc",
-        "off",
-        "--tcp",
-        "off",
-        "--udp",
-        "off",
-        "--http",
-        "127.0.0.1:0",
-        "--data-dir",
-        data,
-    ];
+    let serve = [&SERVE_HTTP_ONLY[..], &["--data-dir", data]].concat();
     let (first, _) = spawn_logged(&serve);
     let first = first.take();
-    let second = Command::new(BIN)
-        .args(serve)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (_, err, code) = wait_output(second, Duration::from_secs(10));
+    let (_, err, code) = run_to_end(&serve);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("is in use by process"), "{err}");
     assert!(err.contains(&first.id().to_string()), "{err}");

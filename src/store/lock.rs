@@ -22,12 +22,7 @@ impl DirLock {
     /// Takes `dir` (made if missing), or says which process holds it.
     pub fn take(dir: &Path) -> Result<DirLock, StoreError> {
         let failed = |what: String| StoreError::Failed(what);
-        std::fs::create_dir_all(dir).map_err(|e| {
-            failed(format!(
-                "cannot create data directory {}: {e}",
-                dir.display()
-            ))
-        })?;
+        super::make_dir(dir)?;
         let path = dir.join(FILE);
         let mut file = OpenOptions::new()
             .read(true)

@@ -72,6 +72,16 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// Makes the data directory `dir` if it is missing.
+pub(crate) fn make_dir(dir: &std::path::Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        StoreError::Failed(format!(
+            "cannot create data directory {}: {e}",
+            dir.display()
+        ))
+    })
+}
+
 /// When an appended message is durable.
 #[derive(Debug)]
 pub enum Durability {

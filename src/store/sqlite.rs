@@ -79,12 +79,7 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
 impl SqliteStore {
     /// Opens (creating if needed) the store in `dir` and starts its writer thread.
     pub fn open(dir: &Path, retention: Retention) -> Result<Arc<Self>, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            failed(format!(
-                "cannot create data directory {}: {e}",
-                dir.display()
-            ))
-        })?;
+        super::make_dir(dir)?;
         let path = dir.join(FILE);
         let conn =
             connect(&path).map_err(|e| failed(format!("cannot open {}: {e}", path.display())))?;
