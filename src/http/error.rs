@@ -150,24 +150,20 @@ impl From<axum::extract::rejection::PathRejection> for AppError {
 impl IntoResponse for crate::transport::ws::Refused {
     fn into_response(self) -> Response {
         use crate::transport::ws::Refused;
-        let (status, reason) = match self {
-            Refused::Full(full) => return AppError::full(full).into_response(),
-            Refused::Status(status, reason) => (status, reason),
-        };
-        let error = match status {
-            StatusCode::UNAUTHORIZED => AppError::unauthorized(reason),
-            StatusCode::FORBIDDEN => AppError::forbidden(reason),
-            StatusCode::UPGRADE_REQUIRED => AppError::new(status, "upgrade_required", reason),
-            StatusCode::SERVICE_UNAVAILABLE => AppError::new(status, "unavailable", reason),
-            _ => AppError::bad_request(reason),
-        };
-        let mut res = error.into_response();
-        if status == StatusCode::UPGRADE_REQUIRED {
-            // RFC 6455 section 4.4: name the version this server speaks.
-            res.headers_mut()
-                .insert("sec-websocket-version", HeaderValue::from_static("13"));
+        match self {
+            Refused::BadRequest(why) => AppError::bad_request(why).into_response(),
+            Refused::Unauthorized(why) => AppError::unauthorized(why).into_response(),
+            Refused::Forbidden(why) => AppError::forbidden(why).into_response(),
+            Refused::Full(full) => AppError::full(full).into_response(),
+            Refused::UpgradeRequired(why) => {
+                let mut res = AppError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", why)
+                    .into_response();
+                // RFC 6455 section 4.4: name the version this server speaks.
+                res.headers_mut()
+                    .insert("sec-websocket-version", HeaderValue::from_static("13"));
+                res
+            }
         }
-        res
     }
 }
 

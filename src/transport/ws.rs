@@ -64,21 +64,27 @@ pub(crate) struct ChatQuery {
     token: Option<String>,
 }
 
-/// A refused handshake. `crate::http` answers it as the JSON error every HTTP refusal has
-/// (`IntoResponse`), so this module builds no HTTP error bodies of its own.
+/// A refused handshake, with why. `crate::http` answers it as the JSON error every HTTP
+/// refusal has (`IntoResponse`), so this module builds no HTTP error bodies of its own.
 #[derive(Debug)]
 pub(crate) enum Refused {
-    /// 400, 401, 403 or 426, with why.
-    Status(StatusCode, String),
+    /// 400: not an upgrade, or a bad key, version header or query parameter.
+    BadRequest(String),
+    /// 401: no credential where one is needed, or one that does not verify.
+    Unauthorized(String),
+    /// 403: the credential lacks the grant, or the page's origin is not allowed.
+    Forbidden(String),
+    /// 426: a WebSocket version other than 13.
+    UpgradeRequired(String),
     /// 503: a connection cap is reached.
     Full(crate::transport::limits::Full),
 }
 
-/// A refused handshake's answer, and a log line.
-fn refuse(status: StatusCode, reason: impl Into<String>) -> Response {
-    let reason = reason.into();
-    tracing::info!(%status, %reason, "websocket handshake refused");
-    Refused::Status(status, reason).into_response()
+/// A refused handshake's answer (`kind` is a `Refused` variant), and a log line.
+fn refuse(kind: fn(String) -> Refused, reason: impl Into<String>) -> Response {
+    let refused = kind(reason.into());
+    tracing::info!(?refused, "websocket handshake refused");
+    refused.into_response()
 }
 
 /// A handshake refused because a connection cap is reached: 503 naming which.
@@ -113,7 +119,7 @@ impl Handshake {
             .is_some_and(|p| p.as_str() == "websocket");
         if over_h2 && !websocket_protocol {
             return Err(refuse(
-                StatusCode::BAD_REQUEST,
+                Refused::BadRequest,
                 "CONNECT here is only for WebSockets over HTTP/2 (:protocol websocket, RFC 8441)",
             ));
         }
@@ -130,7 +136,7 @@ impl Handshake {
             headers,
         ) {
             return Err(refuse(
-                StatusCode::FORBIDDEN,
+                Refused::Forbidden,
                 format!("origin {origin} is not allowed (see allowed_origins)"),
             ));
         }
@@ -208,15 +214,12 @@ fn upgrade_key(headers: &HeaderMap) -> Result<&str, Response> {
     };
     if !has_token(header::UPGRADE, "websocket") {
         return Err(refuse(
-            StatusCode::BAD_REQUEST,
+            Refused::BadRequest,
             "expected a WebSocket upgrade (Upgrade: websocket)",
         ));
     }
     if !has_token(header::CONNECTION, "upgrade") {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "expected Connection: Upgrade",
-        ));
+        return Err(refuse(Refused::BadRequest, "expected Connection: Upgrade"));
     }
     check_version(headers)?;
     headers
@@ -226,7 +229,7 @@ fn upgrade_key(headers: &HeaderMap) -> Result<&str, Response> {
         .filter(|k| valid_key(k))
         .ok_or_else(|| {
             refuse(
-                StatusCode::BAD_REQUEST,
+                Refused::BadRequest,
                 "missing or malformed Sec-WebSocket-Key (must be 16 bytes, base64)",
             )
         })
@@ -242,15 +245,12 @@ fn check_version(headers: &HeaderMap) -> Result<(), Response> {
         Some(b"13") => {}
         Some(_) => {
             return Err(refuse(
-                StatusCode::UPGRADE_REQUIRED,
+                Refused::UpgradeRequired,
                 "unsupported Sec-WebSocket-Version; this server speaks 13",
             ));
         }
         None => {
-            return Err(refuse(
-                StatusCode::BAD_REQUEST,
-                "missing Sec-WebSocket-Version",
-            ));
+            return Err(refuse(Refused::BadRequest, "missing Sec-WebSocket-Version"));
         }
     }
     Ok(())
@@ -346,27 +346,27 @@ pub(crate) async fn chat(
 ) -> Response {
     let query = match query {
         Ok(Query(query)) => query,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.body_text()),
+        Err(e) => return refuse(Refused::BadRequest, e.body_text()),
     };
     let room = query.room.unwrap_or_else(|| DEFAULT_ROOM.to_owned());
     if let Err(e) = check_room(&room) {
-        return refuse(StatusCode::BAD_REQUEST, e.to_string());
+        return refuse(Refused::BadRequest, e.to_string());
     }
     if let Some(nick) = &query.nick
         && let Err(e) = check_nick(nick)
     {
-        return refuse(StatusCode::BAD_REQUEST, e.to_string());
+        return refuse(Refused::BadRequest, e.to_string());
     }
     let since = match MessageId::parse_opt(query.since.as_deref()) {
         Ok(since) => since,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return refuse(Refused::BadRequest, e.to_string()),
     };
     let json_query = match query.format.as_deref() {
         None | Some("text") => false,
         Some("json") => true,
         Some(other) => {
             return refuse(
-                StatusCode::BAD_REQUEST,
+                Refused::BadRequest,
                 format!("unknown format {other:?}: expected json or text"),
             );
         }
@@ -375,18 +375,16 @@ pub(crate) async fn chat(
     let who = match shared.hub.auth().principal(token, api_key) {
         Ok(who) => who,
         Err(e) => {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                format!("credentials refused: {e}"),
-            );
+            return refuse(Refused::Unauthorized, format!("credentials refused: {e}"));
         }
     };
     if !shared.hub.auth().allows(&who, &room, Action::Subscribe) {
-        let status = match who {
-            Principal::Anonymous => StatusCode::UNAUTHORIZED,
-            _ => StatusCode::FORBIDDEN,
+        // Anonymous: a token might help; otherwise the token lacks the grant.
+        let kind: fn(String) -> Refused = match who {
+            Principal::Anonymous => Refused::Unauthorized,
+            _ => Refused::Forbidden,
         };
-        return refuse(status, format!("not allowed to subscribe in {room}"));
+        return refuse(kind, format!("not allowed to subscribe in {room}"));
     }
     let handshake = match Handshake::check(&shared, &mut req, Some(SUBPROTOCOL)) {
         Ok(h) => h,
