@@ -126,6 +126,13 @@ impl RedisCluster {
         let _ = self.enqueue(cmd, None);
     }
 
+    /// A message's origin, `NODE/SUB` (bus field and stream field `o`): whether this node
+    /// published it, and the subscriber part (empty for a publish no subscriber made).
+    fn origin<'a>(&self, origin: Option<&'a str>) -> (bool, &'a str) {
+        let (node, sub) = origin.and_then(|o| o.split_once('/')).unwrap_or_default();
+        (node == self.node, sub)
+    }
+
     pub(super) async fn dispatch(&self, handler: &dyn Handler, payload: &[u8]) {
         let message: BusMessage = match serde_json::from_slice(payload) {
             Ok(m) => m,
@@ -139,13 +146,8 @@ impl RedisCluster {
             return;
         }
         let room: Arc<str> = message.r.as_str().into();
-        // `NODE/SUB` of the sender; the subscriber id only means something on its own node.
-        let (node, sub) = message
-            .o
-            .as_deref()
-            .and_then(|o| o.split_once('/'))
-            .unwrap_or_default();
-        let from_here = node == self.node;
+        // The subscriber id only means something on its own node.
+        let (from_here, sub) = self.origin(message.o.as_deref());
         let origin = if from_here { sub.parse().ok() } else { None };
         if message.k != "m" {
             if from_here {
@@ -260,9 +262,11 @@ impl RedisCluster {
             let count = entries.len();
             for (id, fields) in entries {
                 if let Some(event) = entry_event(room, epoch, &id, &fields) {
-                    let here = fields.iter().any(|(k, v)| {
-                        k == "o" && v.split_once('/').is_some_and(|(node, _)| node == self.node)
-                    });
+                    let origin = fields
+                        .iter()
+                        .find(|(k, _)| k == "o")
+                        .map(|(_, v)| v.as_str());
+                    let (here, _) = self.origin(origin);
                     // Retention may have dropped some of what this node missed: jump over.
                     handler.apply(room, event, true, here);
                 }
