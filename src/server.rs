@@ -129,19 +129,9 @@ impl Server {
         let shutdown = CancellationToken::new();
         let observer: Option<Arc<dyn crate::hub::Observer>> = match (&config.webhooks, mode) {
             (Some(hooks), Mode::Chat) => {
-                // Durable beside the history, except when history itself is throw-away.
-                let dir = match config.store {
-                    StoreKind::Memory => None,
-                    _ => {
-                        std::fs::create_dir_all(&config.data_dir).map_err(|source| {
-                            crate::webhook::QueueError::Dir {
-                                path: config.data_dir.clone(),
-                                source,
-                            }
-                        })?;
-                        Some(config.data_dir.as_path())
-                    }
-                };
+                // Durable beside the history (the directory the lock holds), except when
+                // history itself is throw-away.
+                let dir = data_lock.as_ref().map(|_| config.data_dir.as_path());
                 Some(crate::webhook::Webhooks::start(
                     hooks.clone(),
                     dir,

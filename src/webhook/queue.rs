@@ -19,14 +19,6 @@ pub enum QueueError {
         /// What SQLite said.
         source: rusqlite::Error,
     },
-    /// The data directory could not be made.
-    #[error("webhook queue directory {path}: {source}")]
-    Dir {
-        /// The directory.
-        path: PathBuf,
-        /// What the system said.
-        source: std::io::Error,
-    },
     /// A read or write failed.
     #[error("webhook queue: {0}")]
     Sql(#[from] rusqlite::Error),
