@@ -9,9 +9,11 @@ cd "$(dirname "$0")/.."
 what=${1:-ws}
 secs=${2:-6}
 command -v perf >/dev/null || { echo "perf is not installed (Debian: linux-perf)" >&2; exit 1; }
-cargo build --release --locked -q
+# The profiling profile is the release build with symbols and line tables (release ships
+# stripped).
+cargo build --profile profiling --locked -q
 # SWITCHBOARD_BIN profiles another build (say, one from before a change).
-bin=${SWITCHBOARD_BIN:-./target/release/switchboard}
+bin=${SWITCHBOARD_BIN:-./target/profiling/switchboard}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port); tcp_port=$(free_port); grpc_port=$(free_port)
 out=$(mktemp -d)
@@ -29,7 +31,7 @@ case $what in
   grpc) args=("grpc://127.0.0.1:$grpc_port/p" -c 100 -p 10 --window 32) ;;
   *) echo "usage: $0 ws|sse|tcp|w2|grpc [seconds]" >&2; exit 2 ;;
 esac
-./target/release/switchboard bench "${args[@]}" --server-pid "$pid" --duration "$secs" --warmup 2 &
+./target/profiling/switchboard bench "${args[@]}" --server-pid "$pid" --duration "$secs" --warmup 2 &
 bench_pid=$!
 sleep 2.5 # connections open and the warm-up is under way
 perf record -q -F 997 -p "$pid" -o "$out/perf.data" -- sleep "$((secs - 1))" 2>/dev/null

@@ -152,7 +152,13 @@ pub struct ConnectArgs {
     #[arg(long, value_name = "MS", default_value_t = 500)]
     pub linger_ms: u64,
 
-    /// For tls://: also trust the certificates in this PEM file (a self-signed server's).
+    /// For tls:// and wss://: also trust the certificates in this PEM file (a self-signed
+    /// server's).
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<std::path::PathBuf>,
+
+    /// For tls:// and wss://: the name the server's certificate must carry, when it is not
+    /// the URL's host (e.g. connecting to 127.0.0.1 when the certificate names chat.example).
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
 }

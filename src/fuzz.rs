@@ -50,7 +50,7 @@ pub fn chat_command(data: &[u8]) {
     };
     let input = command::parse(text);
     let _ = Request::from_line(&input);
-    let _ = Request::from_plain(text);
+    let _ = Request::from_plain(&input);
     let shown = crate::wire::terminal_safe(text);
     assert!(!shown.contains('\u{1b}'), "an escape reached a terminal");
 }

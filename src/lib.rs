@@ -43,16 +43,10 @@ pub use server::{Addrs, Server};
 /// Errors from starting or running a server.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A listener could not be bound (address in use, no permission, ...).
-    #[error("cannot listen for {what} on {addr}: {source}")]
-    Bind {
-        /// "tcp", "udp" or "http".
-        what: &'static str,
-        /// The address asked for.
-        addr: SocketAddr,
-        /// The operating system's error.
-        source: std::io::Error,
-    },
+    /// Listeners that could not be bound (address in use, no permission, ...): every one
+    /// is tried first, so that one start names them all.
+    #[error("{}", BindFailure::list(.0))]
+    Bind(Vec<BindFailure>),
     /// The configuration is unusable.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
@@ -62,6 +56,48 @@ pub enum Error {
     /// The webhook queue could not be opened.
     #[error(transparent)]
     Webhooks(#[from] webhook::QueueError),
+}
+
+/// One listener that could not be bound, said with the flag that moves it.
+#[derive(Debug)]
+pub struct BindFailure {
+    /// The listener, named as its flag: "tcp", "udp", "http", "mqtt" or "grpc".
+    pub what: &'static str,
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// The operating system's error.
+    pub error: std::io::Error,
+}
+
+impl BindFailure {
+    fn list(all: &[BindFailure]) -> String {
+        let said: Vec<String> = all.iter().map(ToString::to_string).collect();
+        said.join("; ")
+    }
+}
+
+impl std::fmt::Display for BindFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self { what, addr, error } = self;
+        match error.kind() {
+            std::io::ErrorKind::AddrInUse => write!(
+                f,
+                "--{what} {addr} is in use (another program, or another switchboard, listens \
+                 there): pass --{what} ADDR or --{what} off"
+            ),
+            std::io::ErrorKind::PermissionDenied => write!(
+                f,
+                "--{what} {addr}: permission denied (ports below 1024 need privileges): pass \
+                 --{what} ADDR"
+            ),
+            std::io::ErrorKind::AddrNotAvailable => write!(
+                f,
+                "--{what} {addr}: no interface of this machine has that address: pass --{what} \
+                 ADDR"
+            ),
+            _ => write!(f, "--{what} {addr}: cannot listen there: {error}"),
+        }
+    }
 }
 
 /// Shorthand for results with the library's `Error`.

@@ -26,10 +26,28 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("switchboard: {e:#}");
+            eprintln!("switchboard: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: a cause whose words its parent already
+/// carries (`Connection refused (os error 111): Connection refused (os error 111)`) is left
+/// out.
+fn report(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
@@ -76,7 +94,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             switchboard::client::connect(
                 &args.url,
                 Duration::from_millis(args.linger_ms),
-                args.tls_ca.as_deref(),
+                switchboard::client::TlsOptions {
+                    ca: args.tls_ca.as_deref(),
+                    server_name: args.tls_server_name.as_deref(),
+                },
             )
             .await
             .with_context(|| format!("connect {}", args.url))?;

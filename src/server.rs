@@ -20,7 +20,7 @@ use crate::context::Context;
 use crate::hub::{Cluster, Hub, HubConfig};
 use crate::transport::tls::Tls;
 use crate::transport::{self, limits::Limiter};
-use crate::{Error, grpc, http, store};
+use crate::{BindFailure, Error, grpc, http, store};
 
 /// How often idle rooms are looked for.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
@@ -82,30 +82,36 @@ impl Server {
     }
 
     async fn bind_mode(mode: Mode, config: Config) -> Result<Self, Error> {
-        let tcp = match config.tcp {
-            Some(addr) => Some(bind_tcp("tcp", addr).await?),
+        // Every listener is tried before a failure is reported, so that one start names every
+        // taken port rather than one per attempt.
+        let mut failed = Vec::new();
+        let mut listen = async |what: &'static str, addr: Option<SocketAddr>| match addr {
+            Some(addr) => bind_tcp(what, addr)
+                .await
+                .map_err(|failure| failed.push(failure))
+                .ok(),
             None => None,
         };
+        let tcp = listen("tcp", config.tcp).await;
+        let http = listen("http", config.http).await;
+        let mqtt = listen("mqtt", config.mqtt).await;
+        let grpc = listen("grpc", config.grpc).await;
         let udp = match config.udp {
-            Some(addr) => Some(UdpSocket::bind(addr).await.map_err(|source| Error::Bind {
-                what: "udp",
-                addr,
-                source,
-            })?),
+            Some(addr) => UdpSocket::bind(addr)
+                .await
+                .map_err(|error| {
+                    failed.push(BindFailure {
+                        what: "udp",
+                        addr,
+                        error,
+                    })
+                })
+                .ok(),
             None => None,
         };
-        let http = match config.http {
-            Some(addr) => Some(bind_tcp("http", addr).await?),
-            None => None,
-        };
-        let mqtt = match config.mqtt {
-            Some(addr) => Some(bind_tcp("mqtt", addr).await?),
-            None => None,
-        };
-        let grpc = match config.grpc {
-            Some(addr) => Some(bind_tcp("grpc", addr).await?),
-            None => None,
-        };
+        if !failed.is_empty() {
+            return Err(Error::Bind(failed));
+        }
         // Before anything opens a file in it: history, kept state, the webhook queue.
         let uses_data_dir = mode == Mode::Chat
             && (config.store == StoreKind::Sqlite
@@ -443,7 +449,10 @@ fn trust(mode: Mode, config: &Config) -> Result<(Option<Tls>, Arc<Auth>), Error>
         .into_iter()
         .flatten()
         .any(|a| !a.ip().is_loopback());
-    if exposed && tls.is_none() && !auth.is_open() {
+    if mode == Mode::Chat {
+        tracing::info!(policy = %config.auth.anonymous_policy(), "who may do what");
+    }
+    if exposed && tls.is_none() && !config.auth.is_empty() {
         tracing::warn!(
             "listening beyond loopback without TLS: tokens and API keys cross the network \
              in clear; give --tls-cert and --tls-key (or terminate TLS in front)"
@@ -486,19 +495,19 @@ fn mode_name(mode: Mode) -> &'static str {
     }
 }
 
-async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
+async fn bind_tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, BindFailure> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()
     } else {
         tokio::net::TcpSocket::new_v6()
     }
-    .map_err(|source| Error::Bind { what, addr, source })?;
+    .map_err(|error| BindFailure { what, addr, error })?;
     // Restarting right after a stop must not fail on sockets still in TIME_WAIT.
     let _ = socket.set_reuseaddr(true);
     socket
         .bind(addr)
         .and_then(|()| socket.listen(1024))
-        .map_err(|source| Error::Bind { what, addr, source })
+        .map_err(|error| BindFailure { what, addr, error })
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -848,3 +848,68 @@ async fn the_dashboard_stream_needs_the_key_and_sends_live_figures_each_second()
     assert!(second["slow_consumers_total"].as_u64().is_some());
     server.stop().await;
 }
+
+/// `--api-key` alone (to open `/admin`) leaves anonymous clients where an open server has them:
+/// HTTP posts are taken, a TCP client is in the lobby and talks, direct messages go; the key
+/// still opens the admin calls, and a wrong one is still refused.
+#[tokio::test]
+async fn an_api_key_alone_closes_nothing_to_anonymous_clients() {
+    let server = start_with(Config {
+        auth: AuthConfig {
+            api_keys: vec![API_KEY.into()],
+            ..AuthConfig::default()
+        },
+        ..test_config()
+    })
+    .await;
+    let (mut tcp, _) = Line::connect(server.tcp()).await;
+    tcp.say("/nick terminal").await;
+    tcp.line_where(|l| l == "* you are now terminal").await;
+    let (mut other, _) = Line::connect(server.tcp()).await;
+    tcp.say("hello").await;
+    other.line_where(|l| l == "terminal: hello").await;
+    let res = client()
+        .post(format!("http://{}/rooms/lobby/messages", server.http()))
+        .body("anonymous post")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    tcp.line_where(|l| l.ends_with(": anonymous post")).await;
+    let res = client()
+        .post(format!("http://{}/users/terminal/messages", server.http()))
+        .body("psst")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    tcp.line_where(|l| l.ends_with("-> you: psst")).await;
+    let admin = |key: &str| {
+        client()
+            .get(format!("http://{}/admin/connections", server.http()))
+            .header("x-api-key", key)
+            .send()
+    };
+    assert_eq!(admin(API_KEY).await.unwrap().status(), 200);
+    assert_eq!(admin("wrong-key").await.unwrap().status(), 401);
+    server.stop().await;
+}
+
+/// A line client in no room (the lobby is closed to anonymous clients here) is told that, not
+/// that it joined several.
+#[tokio::test]
+async fn a_line_client_in_no_room_is_told_so() {
+    let server = start_with(Config {
+        auth: AuthConfig {
+            secrets: vec![SECRET.into()],
+            ..AuthConfig::default()
+        },
+        ..test_config()
+    })
+    .await;
+    let (mut tcp, _) = Line::connect(server.tcp()).await;
+    tcp.say("hello").await;
+    let err = tcp.line_where(|l| l.starts_with("ERR")).await;
+    assert!(err.contains("in no room") && err.contains("/join"), "{err}");
+    server.stop().await;
+}

@@ -330,3 +330,62 @@ fn a_second_serve_on_the_same_data_directory_is_refused_while_the_first_runs() {
     assert!(addr_of(&addrs, "http").port() > 0);
     drop(again);
 }
+
+/// An error names each cause once, with no library internals: a refused connection is not
+/// `Connection refused (os error 111): Connection refused (os error 111)`.
+#[test]
+fn errors_say_each_cause_once() {
+    let (_, err, code) = run_to_end(&["connect", "tcp://127.0.0.1:1"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(err.matches("refused").count(), 1, "{err}");
+    let (_, err, code) =
+        run_to_end(&[&SERVE_HTTP_ONLY[..], &["--redis", "redis://127.0.0.1:1"]].concat());
+    assert_eq!(code, Some(1));
+    assert!(err.matches("refused").count() <= 1, "{err}");
+    for line in err.lines().filter(|l| l.starts_with("switchboard:")) {
+        let causes: Vec<&str> = line.split(": ").collect();
+        for (i, cause) in causes.iter().enumerate() {
+            assert!(!causes[i + 1..].contains(cause), "said twice: {line}");
+        }
+    }
+}
+
+/// Ports already taken: every listener is tried first, and each taken one is named with the
+/// flag that moves it (not one failure per start, not the OS's words alone).
+#[test]
+fn taken_ports_are_all_named_with_their_flags() {
+    let mqtt = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (mqtt_addr, grpc_addr) = (
+        mqtt.local_addr().unwrap().to_string(),
+        grpc.local_addr().unwrap().to_string(),
+    );
+    let (_, err, code) = run_to_end(&[
+        "serve",
+        "--tcp",
+        "off",
+        "--udp",
+        "off",
+        "--http",
+        "127.0.0.1:0",
+        "--store",
+        "memory",
+        "--mqtt",
+        &mqtt_addr,
+        "--grpc",
+        &grpc_addr,
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(&format!(
+            "--mqtt {mqtt_addr} is in use (another program, or another switchboard, listens \
+             there): pass --mqtt ADDR or --mqtt off"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("--grpc {grpc_addr} is in use")),
+        "{err}"
+    );
+    assert_eq!(err.matches("in use").count(), 2, "{err}");
+}

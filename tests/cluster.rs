@@ -561,3 +561,175 @@ async fn a_senders_standing_crosses_nodes_on_the_bus_and_in_the_stream() {
     assert_eq!(page["messages"][0]["user"], "u-zoe", "{page}");
     assert_eq!(page["messages"][1]["backend"], true, "{page}");
 }
+
+/// Reading a room's history in a cluster loads the room from Redis, which makes it here: that
+/// goes through `max_rooms` like every other room, so reading many names cannot grow a node
+/// past its caps (it answers 503 `too_many_rooms` instead, as a join would).
+#[tokio::test]
+async fn reading_history_in_a_cluster_stays_within_the_room_caps() {
+    let redis = Redis::start();
+    let mut config = node_config(&redis);
+    config.limits.max_rooms = 3;
+    let server = start_with(config).await;
+    let mut statuses = Vec::new();
+    for name in ["r1", "r2", "r3", "r4", "r5"] {
+        let res = client()
+            .get(format!("http://{}/rooms/{name}/messages", server.http()))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.unwrap();
+        statuses.push(status);
+        if status != 200 {
+            assert_eq!(status, 503, "{body}");
+            assert!(body["error"].is_string(), "{body}");
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 503, 503], "reads past max_rooms");
+    server.stop().await;
+}
+
+/// The README's "Many nodes" commands, run as written on this machine (only the Redis URL
+/// points at the test's own Redis): both nodes start, and a message posted on one is in the
+/// other's history. Before, the second node died on the first one's MQTT port.
+#[test]
+fn the_readme_many_nodes_example_runs_as_written() {
+    let redis = Redis::start();
+    let readme = include_str!("../README.md");
+    let start = readme.find("<!-- many-nodes").expect("start marker");
+    let end = readme.find("<!-- /many-nodes -->").expect("end marker");
+    let commands: Vec<Vec<String>> = readme[start..end]
+        .lines()
+        .filter(|l| l.starts_with("switchboard serve"))
+        .map(|l| {
+            l.replace("redis://127.0.0.1:6379", &redis.url())
+                .split_whitespace()
+                .skip(1)
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect();
+    assert_eq!(commands.len(), 2, "{commands:?}");
+    let dir = tempfile::tempdir().unwrap();
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut nodes = Vec::new();
+    for (i, args) in commands.iter().enumerate() {
+        let log = std::fs::File::create(dir.path().join(format!("node{i}.log"))).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        nodes.push(Killed(child));
+    }
+    let log = |i: usize| std::fs::read_to_string(dir.path().join(format!("node{i}.log"))).unwrap();
+    for (i, port) in [8000u16, 8001].into_iter().enumerate() {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = nodes[i].0.try_wait().unwrap() {
+                panic!("node {} exited ({status}):\n{}", i + 1, log(i));
+            }
+            let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && log(i).contains("grpc listening");
+            if up {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not start:\n{}",
+                i + 1,
+                log(i)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let one: SocketAddr = "127.0.0.1:8000".parse().unwrap();
+        let two: SocketAddr = "127.0.0.1:8001".parse().unwrap();
+        let res = client()
+            .post(format!("http://{one}/rooms/readme/messages"))
+            .body("from node one")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let history = history_of(two, "readme").await;
+        assert_eq!(history.len(), 1, "{history:?}");
+        assert_eq!(history[0].1, "from node one");
+    });
+    for (i, node) in nodes.iter_mut().enumerate() {
+        assert!(
+            node.0.try_wait().unwrap().is_none(),
+            "node {} died:\n{}",
+            i + 1,
+            log(i)
+        );
+    }
+}
+
+/// `/healthz` tells the truth when Redis is connected but refuses writes (here a Redis at its
+/// `maxmemory` with `noeviction`; on a Redis Cluster, CROSSSLOT does the same): 503 with the
+/// reason while publishes fail, ok again once one goes through.
+#[tokio::test]
+async fn healthz_says_503_with_the_reason_while_redis_refuses_writes() {
+    let redis = Redis::start();
+    let server = node(&redis).await;
+    let health = || async {
+        let res = client()
+            .get(format!("http://{}/healthz", server.http()))
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json::<Value>().await.unwrap())
+    };
+    let post = |text: &'static str| {
+        client()
+            .post(format!("http://{}/rooms/full/messages", server.http()))
+            .body(text)
+            .send()
+    };
+    // The bus subscribes just after start.
+    let deadline = Instant::now() + TIMEOUT;
+    while health().await.0 != 200 {
+        assert!(Instant::now() < deadline, "{:?}", health().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(post("before").await.unwrap().status(), 201);
+    let mut conn = redis.conn();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory-policy", "noeviction"])
+        .query(&mut conn)
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "1"])
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(post("refused").await.unwrap().status(), 503);
+    let (status, body) = health().await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    let reason = body["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("Redis refuses writes") && reason.contains("OOM"),
+        "{body}"
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "0"])
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(post("after").await.unwrap().status(), 201);
+    let (status, body) = health().await;
+    assert_eq!(status, 200, "{body}");
+    server.stop().await;
+}

@@ -947,3 +947,46 @@ async fn pages_the_origin_policy_admits_get_cors_answers_and_others_get_none() {
         );
     }
 }
+
+/// A rate-limited HTTP/1.1 keep-alive client gets an answer to every request: the 429 waits
+/// for the body it refused, so the connection is not closed with unread bytes in it (which
+/// reset it and lost the answer in flight).
+#[tokio::test]
+async fn a_rate_limited_keep_alive_client_gets_every_answer() {
+    let server = start_with(Config {
+        publish_rate: 1.0,
+        publish_burst: 1.0,
+        ..test_config()
+    })
+    .await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .http1_only()
+        .timeout(TIMEOUT)
+        .build()
+        .unwrap();
+    let body = "y".repeat(8 * 1024);
+    let (mut created, mut limited) = (0, 0);
+    for i in 0..300 {
+        let res = client
+            .post(format!("http://{}/rooms/busy/messages", server.http()))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request {i} got no answer: {e}"));
+        match res.status().as_u16() {
+            201 => created += 1,
+            429 => {
+                let v: serde_json::Value = res.json().await.unwrap();
+                assert_eq!(v["code"], "rate_limited");
+                limited += 1;
+            }
+            other => panic!("request {i}: {other}"),
+        }
+    }
+    assert!(
+        created >= 1 && limited >= 250,
+        "{created} created, {limited} limited"
+    );
+    server.stop().await;
+}

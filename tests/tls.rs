@@ -1,6 +1,7 @@
 //! TLS with a certificate made in the test (rcgen): HTTPS with HTTP/2 by ALPN (curl), SSE over
 //! HTTP/2, WSS (a rustls client under tungstenite), TLS on the TCP chat listener (rustls and
-//! `switchboard connect tls://`), and a certificate reload on SIGHUP that keeps connections.
+//! `switchboard connect tls://`), a certificate reload on SIGHUP that keeps connections, and the
+//! Host/Origin guard alike on HTTP/1.1, HTTP/2 over TLS and h2c.
 
 mod support;
 
@@ -418,4 +419,208 @@ async fn mqtt_speaks_tls_when_the_server_has_a_certificate() {
         .output()
         .unwrap();
     assert!(!plain.status.success());
+}
+
+/// `curl -w '%{http_code} %{http_version}'`: the status and the HTTP version it was sent over.
+fn status_over(args: &[&str], ca: &Path, port: u16) -> String {
+    let mut all = vec!["-o", "/dev/null", "-w", "%{http_code} %{http_version}"];
+    all.extend_from_slice(args);
+    curl(&all, ca, port)
+}
+
+/// The Host and Origin policies read one authority on every HTTP version: HTTP/2 sends none
+/// in `Host` (curl turns `-H 'Host: …'` into `:authority`), so a guard that read only `Host`
+/// let a rebinding name through over h2 and h2c and refused the page's own origin over h2.
+// curl blocks its thread; the server runs on the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_and_origin_guard_is_the_same_on_h1_h2_and_h2c() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(dir.path(), "a");
+    let allowed_hosts = vec!["chat.test".to_owned()];
+    let tls = start_with(Config {
+        allowed_hosts: allowed_hosts.clone(),
+        ..tls_config(cert.clone(), key)
+    })
+    .await;
+    let plain = start_with(Config {
+        allowed_hosts,
+        ..test_config()
+    })
+    .await;
+    let (tls_port, plain_port) = (tls.http().port(), plain.http().port());
+    let https = format!("https://localhost:{tls_port}");
+    let http = format!("http://127.0.0.1:{plain_port}");
+    let versions: [(&str, &str, u16, &str); 3] = [
+        ("--http1.1", &http, plain_port, "1.1"),
+        ("--http2-prior-knowledge", &http, plain_port, "2"),
+        ("--http2", &https, tls_port, "2"),
+    ];
+    for (flag, base, port, version) in versions {
+        let rebinding = status_over(
+            &[flag, "-H", "Host: evil.example", &format!("{base}/healthz")],
+            &cert,
+            port,
+        );
+        assert_eq!(rebinding, format!("421 {version}"), "{flag}: evil.example");
+        let own = status_over(&[flag, &format!("{base}/healthz")], &cert, port);
+        assert_eq!(own, format!("200 {version}"), "{flag}: its own name");
+        // A page served from the server's own (non-loopback) name posts to it.
+        let origin = if port == tls_port {
+            format!("https://chat.test:{port}")
+        } else {
+            format!("http://chat.test:{port}")
+        };
+        let posted = status_over(
+            &[
+                flag,
+                "-H",
+                &format!("Host: chat.test:{port}"),
+                "-H",
+                &format!("Origin: {origin}"),
+                "--data",
+                "same origin",
+                &format!("{base}/rooms/guard/messages"),
+            ],
+            &cert,
+            port,
+        );
+        assert_eq!(posted, format!("201 {version}"), "{flag}: same-origin POST");
+        let cross = status_over(
+            &[
+                flag,
+                "-H",
+                &format!("Host: chat.test:{port}"),
+                "-H",
+                "Origin: https://evil.example",
+                "--data",
+                "cross site",
+                &format!("{base}/rooms/guard/messages"),
+            ],
+            &cert,
+            port,
+        );
+        assert_eq!(cross, format!("403 {version}"), "{flag}: cross-site POST");
+    }
+    tls.stop().await;
+    plain.stop().await;
+}
+
+/// The README's TLS recipe, run as written in a scratch directory by bash: `switchboard` is
+/// the binary under test; `serve` goes to the background until its port answers, the token
+/// it prints is what the `connect` line signs in with. The certificate names localhost and
+/// 127.0.0.1, so `connect tls://127.0.0.1` verifies it with no extra flag.
+#[test]
+fn the_readme_tls_recipe_runs_on_localhost() {
+    let readme = include_str!("../README.md");
+    let start = readme.find("<!-- tls-recipe").expect("start marker");
+    let end = readme.find("<!-- /tls-recipe -->").expect("end marker");
+    let block = &readme[start..end];
+    let commands = block
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a sh block");
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        r#"set -euo pipefail
+BIN={bin:?}
+switchboard() {{
+  case $1 in
+    serve)
+      "$BIN" "$@" 2>serve.log &
+      SERVER=$!
+      trap 'kill $SERVER 2>/dev/null || true' EXIT
+      for _ in $(seq 1 100); do (echo > /dev/tcp/127.0.0.1/12345) 2>/dev/null && return 0; sleep 0.1; done
+      echo "serve did not start: $(cat serve.log)" >&2; return 1 ;;
+    token) TOKEN=$("$BIN" "$@"); echo "token made" ;;
+    connect) printf '/auth %s\nhello over tls\n' "$TOKEN" | "$BIN" "$@" --linger-ms 300 ;;
+    *) "$BIN" "$@" ;;
+  esac
+}}
+{commands}"#,
+        bin = env!("CARGO_BIN_EXE_switchboard"),
+    );
+    let out = Command::new("timeout")
+        .args(["60", "bash", "-c", &script])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("* signed in as alice"),
+        "{stdout}\n{stderr}"
+    );
+    // The message was taken (a refusal would be an ERR line; a sender sees no echo).
+    assert!(!stdout.contains("ERR"), "{stdout}\n{stderr}");
+}
+
+/// A refused POST with a body gets its JSON answer: the answer waits for the body, so curl
+/// over HTTP/2 (TLS and h2c) no longer reports `(92) Stream error in the HTTP/2 framing layer`
+/// for the 401 it was sent before the body was read.
+// curl blocks its thread; the server runs on the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_posts_with_bodies_get_their_json_over_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(dir.path(), "a");
+    let closed = switchboard::auth::AuthConfig {
+        secrets: vec!["a-secret-of-thirty-two-bytes-0123456789".into()],
+        ..Default::default()
+    };
+    let tls = start_with(Config {
+        auth: closed.clone(),
+        ..tls_config(cert.clone(), key)
+    })
+    .await;
+    let plain = start_with(Config {
+        auth: closed,
+        ..test_config()
+    })
+    .await;
+    let body = dir.path().join("body.txt");
+    std::fs::write(&body, "x".repeat(48 * 1024)).unwrap();
+    let data = format!("@{}", body.display());
+    let urls = [
+        (
+            "--http2",
+            format!(
+                "https://localhost:{}/rooms/closed/messages",
+                tls.http().port()
+            ),
+            tls.http().port(),
+        ),
+        (
+            "--http2-prior-knowledge",
+            format!(
+                "http://127.0.0.1:{}/rooms/closed/messages",
+                plain.http().port()
+            ),
+            plain.http().port(),
+        ),
+        (
+            "--http1.1",
+            format!(
+                "http://127.0.0.1:{}/rooms/closed/messages",
+                plain.http().port()
+            ),
+            plain.http().port(),
+        ),
+    ];
+    for (flag, url, port) in urls {
+        for _ in 0..5 {
+            let out = curl(
+                &[flag, "-w", "\n%{http_code}", "--data-binary", &data, &url],
+                &cert,
+                port,
+            );
+            assert!(out.ends_with("\n401"), "{flag}: {out}");
+            assert!(out.contains("\"code\":\"unauthorized\""), "{flag}: {out}");
+        }
+    }
+    tls.stop().await;
+    plain.stop().await;
 }

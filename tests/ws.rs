@@ -144,6 +144,100 @@ async fn plain_chat_reaches_everyone_including_the_sender_and_tcp() {
     assert!(from_tcp.ends_with(": from tcp"), "{from_tcp}");
 }
 
+/// Plain `/ws` speaks the TCP chat's language: a `/msg` reaches its one recipient and is never
+/// published to the room or stored; `/nick`, `/who`, `/help` are answered to the sender only;
+/// `//` sends a leading slash; `/quit` closes 1000.
+#[tokio::test]
+async fn plain_websocket_commands_are_commands_not_room_text() {
+    let server = start_server().await;
+    let (mut udpguy, _) = Line::connect(server.tcp()).await;
+    udpguy.say("/nick udpguy").await;
+    udpguy.line_where(|l| l == "* you are now udpguy").await;
+    let mut a = ws(server.http(), "/ws?nick=alice").await;
+    let mut b = ws(server.http(), "/ws?nick=bob").await;
+    assert_eq!(text(&mut a).await, "* alice joined lobby");
+    assert_eq!(text(&mut a).await, "* bob joined lobby");
+    assert_eq!(text(&mut b).await, "* bob joined lobby");
+
+    a.send(Message::text("/msg udpguy psst")).await.unwrap();
+    udpguy.line_where(|l| l == "alice -> you: psst").await;
+    assert_eq!(text(&mut a).await, "you -> udpguy: psst");
+    a.send(Message::text("/who")).await.unwrap();
+    let who = text(&mut a).await;
+    assert!(who.contains("alice") && who.contains("bob"), "{who}");
+    a.send(Message::text("/help")).await.unwrap();
+    assert!(text(&mut a).await.contains("/nick"));
+    a.send(Message::text("//shrug")).await.unwrap();
+    // bob saw none of the commands: the first thing after his join is the escaped text.
+    assert_eq!(text(&mut b).await, "alice: /shrug");
+    a.send(Message::text("/nick alicia")).await.unwrap();
+    assert_eq!(text(&mut b).await, "* alice is now known as alicia");
+    a.send(Message::text("")).await.unwrap();
+    a.send(Message::text("/quit")).await.unwrap();
+    let (code, _) = close_frame(&mut a).await;
+    assert_eq!(code, 1000);
+
+    let history = support::history_of(server.http(), "lobby").await;
+    let texts: Vec<&str> = history.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(texts, ["/shrug"], "commands are not stored: {history:?}");
+    server.stop().await;
+}
+
+/// The structured protocol refuses as HTTP and gRPC do: an empty message is `bad_frame`, a
+/// room name no room can have is `bad_name` (not `not_joined`), and a frame that cannot be
+/// read keeps its `ref` when the ref can be read, in words without serde's positions.
+#[tokio::test]
+async fn structured_refusals_match_the_other_transports_and_keep_the_ref() {
+    let server = start_server().await;
+    let (mut c, _) = ws_v1(server.http(), "/ws?room=lobby").await;
+    json_of(&mut c, "joined").await;
+    let cases = [
+        (
+            r#"{"type":"publish","text":"   ","ref":"e1"}"#,
+            "e1",
+            "bad_frame",
+        ),
+        (
+            r#"{"type":"publish","room":"a b","text":"x","ref":"n1"}"#,
+            "n1",
+            "bad_name",
+        ),
+        (
+            r#"{"type":"direct","to":"nobody","text":"","ref":"d1"}"#,
+            "d1",
+            "bad_frame",
+        ),
+        (
+            r#"{"type":"publish","ref":"t1","text":5}"#,
+            "t1",
+            "bad_frame",
+        ),
+    ];
+    for (frame, reference, code) in cases {
+        c.send(Message::text(frame)).await.unwrap();
+        let error = json_of(&mut c, "error").await;
+        assert_eq!(error["ref"], reference, "{frame}: {error}");
+        assert_eq!(error["code"], code, "{frame}: {error}");
+        let message = error["message"].as_str().unwrap();
+        assert!(!message.contains("line 1"), "{frame}: {error}");
+    }
+    c.send(Message::text("t")).await.unwrap();
+    let error = json_of(&mut c, "error").await;
+    assert!(
+        error["message"].as_str().unwrap().contains("not JSON"),
+        "{error}"
+    );
+    // HTTP says the same of an empty message and of a bad name.
+    let res = support::http_client()
+        .post(format!("http://{}/rooms/lobby/messages", server.http()))
+        .body(" ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn room_and_nick_come_from_the_query_and_are_validated() {
     let server = start_server().await;

@@ -50,8 +50,15 @@ export interface StateEvent {
   /** When connecting: how many attempts came before this one. */
   attempt?: number;
   transport?: "ws";
-  /** On the fallback: the room streamed. */
+  /** On the fallback: the room streamed; when `needsSignIn`: the room that refused. */
   room?: string;
+  /**
+   * When down: the server refused this client the room (401/403): no retries until
+   * `signIn()` or `connect()`. `code` and `message` are the server's.
+   */
+  needsSignIn?: boolean;
+  code?: string;
+  message?: string;
   /** On the fallback: the SSE stream is reconnecting. */
   reconnecting?: boolean;
 }

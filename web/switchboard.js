@@ -263,17 +263,42 @@ export class Switchboard {
 
   // A WebSocket that never opens (a proxy that blocks upgrades, say): after `fallbackAfter`
   // tries, receive over SSE and send with POST while WebSocket is retried in the background.
+  // A browser is told nothing of why a handshake was refused, so the same admission is asked
+  // over plain HTTP (the room's event stream): 401/403 means signing in is needed, and
+  // retrying would only repeat the refusal; an answer means only the WebSocket is blocked.
   async #wsFailed() {
     if (this.#stopped) return;
     this.#wsFailures += 1;
+    const room = this.rooms[0] ?? "lobby";
+    const probe = await this.#probe(room);
+    if (this.#stopped) return;
+    if (probe.status === 401 || probe.status === 403) {
+      // Until signIn() (or connect()) tries again with a token.
+      this.#stopped = true;
+      return this.#setState("down", { reason: "sign in to use this room", needsSignIn: true, room, code: probe.code, message: probe.message });
+    }
     if (this.options.fallback && this.EventSource && this.state !== "fallback" && this.#wsFailures >= this.options.fallbackAfter) {
       // Only when plain HTTP works: if it does not, the server is simply down.
-      const up = await this.fetchImpl(this.#endpoint("/healthz"), { cache: "no-store" }).then((r) => r.ok, () => false);
-      if (up && !this.#stopped) this.#openEventSource();
+      if (probe.ok && !this.#stopped) this.#openEventSource();
     }
     const wait = this.state === "fallback" ? this.options.backoff.max : this.#backoff();
     if (this.state !== "fallback") this.#setState("down", { reason: "cannot connect", retryIn: wait });
     this.#timer = setTimeout(() => this.#open(), wait);
+  }
+
+  /** Asks for `room`'s event stream as this client would be admitted: its status and error. */
+  async #probe(room) {
+    const abort = new AbortController();
+    try {
+      const res = await this.fetchImpl(this.#endpoint("/events", { room, token: this.token }), { cache: "no-store", signal: abort.signal });
+      let body = {};
+      if (!res.ok) { try { body = await res.json(); } catch { /* not JSON */ } }
+      return { ok: res.ok, status: res.status, code: body.code, message: body.error };
+    } catch {
+      return { ok: false, status: 0 };
+    } finally {
+      abort.abort();
+    }
   }
 
   #openEventSource() {

@@ -4,7 +4,9 @@
 //! Every transport hands what the client presented (a token, an API key, or nothing) to
 //! `Auth`, gets a `Principal`, and asks `Auth::allows` before each action. With nothing
 //! configured (`Auth::is_open`), everyone may do everything, as the seed's clients expect;
-//! once any key is configured, rooms no rule covers are closed to anonymous clients.
+//! once a way to verify tokens or a room rule is configured, rooms no rule covers are closed
+//! to anonymous clients. API keys alone close nothing: they open `/admin` and the backend's
+//! calls.
 
 mod grants;
 mod keys;
@@ -145,11 +147,43 @@ impl std::fmt::Debug for AuthConfig {
 impl AuthConfig {
     /// No secret, key, JWKS, API key or room rule: the server verifies nobody.
     pub fn is_empty(&self) -> bool {
-        self.secrets.is_empty()
+        !self.restricts_anonymous() && self.api_keys.is_empty()
+    }
+
+    /// True when anonymous clients are held to room rules: only identity settings (secrets,
+    /// public keys, a JWKS) and `[[rooms]]` rules do that. An API key alone opens `/admin`
+    /// and the backend's calls; it closes nothing to anyone else.
+    pub fn restricts_anonymous(&self) -> bool {
+        !(self.secrets.is_empty()
             && self.public_keys.is_empty()
             && self.jwks_url.is_none()
-            && self.api_keys.is_empty()
-            && self.rooms.is_empty()
+            && self.rooms.is_empty())
+    }
+
+    /// The effective policy for anonymous clients, in one line for the start-up log.
+    pub fn anonymous_policy(&self) -> String {
+        if !self.restricts_anonymous() {
+            return "anonymous clients may join, read and publish in every room and send direct \
+                    messages (no --auth-secret, --auth-public-key, --auth-jwks-url or [[rooms]] \
+                    rule is configured)"
+                .to_owned();
+        }
+        let rules = self
+            .rooms
+            .iter()
+            .filter(|r| r.anonymous != Actions::NONE)
+            .count();
+        if rules == 0 {
+            "anonymous clients may do nothing: every room needs a token or an API key (no \
+             [[rooms]] rule opens one to anonymous clients)"
+                .to_owned()
+        } else {
+            format!(
+                "anonymous clients may act only where a [[rooms]] rule lets them ({rules} of {} \
+                 rules do) and may not send direct messages; everything else needs a token",
+                self.rooms.len()
+            )
+        }
     }
 }
 
@@ -192,7 +226,7 @@ impl Auth {
             leeway: config.leeway_secs,
             api_keys: config.api_keys.iter().map(|k| digest(k)).collect(),
             rules: config.rooms.clone(),
-            open: config.is_empty(),
+            open: !config.restricts_anonymous(),
         })
     }
 
@@ -201,7 +235,8 @@ impl Auth {
         Arc::new(Auth::new(&AuthConfig::default()).expect("nothing configured is valid"))
     }
 
-    /// No tokens, no API keys and no room rules: everyone may do everything.
+    /// No way to verify a token and no room rules: everyone may do everything (API keys
+    /// may still be configured, for `/admin` and backends).
     pub fn is_open(&self) -> bool {
         self.open
     }
@@ -238,8 +273,12 @@ impl Auth {
                 "longer than {MAX_TOKEN_BYTES} bytes"
             )));
         }
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::Json(_) => {
+                AuthError::Malformed("its header is not a JWT header (JSON with \"alg\")".into())
+            }
+            kind => malformed(kind),
+        })?;
         let family = Family::of(header.alg)
             .ok_or_else(|| AuthError::Algorithm(format!("{:?}", header.alg)))?;
         let claims = self.check_signature(token, &header, family)?;
@@ -418,9 +457,31 @@ fn token_error(kind: &jsonwebtoken::errors::ErrorKind) -> AuthError {
         K::InvalidAlgorithm | K::MissingAlgorithm => AuthError::Algorithm("mismatch".into()),
         K::MissingRequiredClaim(claim) => AuthError::Claims(format!("missing {claim}")),
         K::InvalidClaimFormat(claim) => AuthError::Claims(format!("{claim} is malformed")),
-        K::Json(e) => AuthError::Claims(e.to_string()),
-        other => AuthError::Malformed(format!("{other:?}")),
+        K::Json(_) => AuthError::Claims(
+            "not a JSON object with a text \"sub\" and a numeric \"exp\" (and optionally \
+             \"name\" and \"rooms\")"
+                .into(),
+        ),
+        other => malformed(other),
     }
+}
+
+/// Why a token could not even be read, in words a person can act on: the library's own
+/// (`InvalidToken`, `Base64 error: Invalid last symbol 116`) name its internals.
+fn malformed(kind: &jsonwebtoken::errors::ErrorKind) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    AuthError::Malformed(
+        match kind {
+            K::InvalidToken => {
+                "it is not three base64url parts joined by dots (header.claims.signature)"
+            }
+            K::Base64(_) => "one of its parts is not base64url (A-Z a-z 0-9 - _, no padding)",
+            K::Utf8(_) => "one of its parts is not UTF-8 text",
+            K::Json(_) => "one of its parts is not the JSON a JWT holds",
+            _ => "it cannot be read as a JWT",
+        }
+        .to_owned(),
+    )
 }
 
 /// Checks the claims switchboard relies on.
@@ -527,6 +588,31 @@ mod tests {
         assert!(matches!(a.verify("nope"), Err(AuthError::Malformed(_))));
         let bad_name = sign(SECRET, "u", Some("a b"), &Grants::default(), 60).unwrap();
         assert!(matches!(a.verify(&bad_name), Err(AuthError::Claims(_))));
+    }
+
+    /// A token that cannot be read is refused in words, not in the JWT library's internals.
+    #[test]
+    fn unreadable_tokens_are_explained_without_library_internals() {
+        let a = auth(&[SECRET]);
+        let b64 = |s: &str| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+        };
+        let not_json = format!("{}.{}.sig", b64(r#"{"alg":"HS256"}"#), b64("{sub"));
+        for token in [
+            "nope",
+            "abc.def.ghi",
+            "eyJhbGciOiJIUzI1NiJ9.e30.t",
+            "a.b",
+            not_json.as_str(),
+            &format!("{}.e30.x", b64("not json")),
+        ] {
+            let said = a.verify(token).unwrap_err().to_string();
+            for internal in ["InvalidToken", "Base64 error", "line 1", "column", "symbol"] {
+                assert!(!said.contains(internal), "{token:?}: {said}");
+            }
+            assert!(said.contains("token"), "{token:?}: {said}");
+        }
     }
 
     #[test]

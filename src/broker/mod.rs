@@ -81,6 +81,10 @@ pub trait Broker: Send + Sync + Debug {
     /// True while this node hears the cluster.
     fn is_up(&self) -> bool;
 
+    /// Why the cluster refuses this node's writes, while it does (the last write was
+    /// refused); `None` while writes go through.
+    fn refusing_writes(&self) -> Option<String>;
+
     /// This node's id in the cluster, which message origins and presence entries carry.
     fn node(&self) -> &str;
 

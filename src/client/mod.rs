@@ -48,14 +48,23 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClientError 
     move |source| ClientError::Io { context, source }
 }
 
+/// How `tls://` and `wss://` check the server.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TlsOptions<'a> {
+    /// A PEM file of certificates to trust besides the usual public roots (a self-signed
+    /// server's own certificate, say).
+    pub ca: Option<&'a std::path::Path>,
+    /// The name the certificate must carry, when it is not the URL's host (connecting by
+    /// address to a server whose certificate names a host, say).
+    pub server_name: Option<&'a str>,
+}
+
 /// Connects to `url` and relays stdin lines to it and its output to stdout until `exit`, end of
 /// input, or the server closing.
-/// `ca` is a PEM file of certificates to trust for `tls://` besides the usual public roots
-/// (a self-signed server's own certificate, say).
 pub async fn connect(
     url: &str,
     linger: Duration,
-    ca: Option<&std::path::Path>,
+    tls_options: TlsOptions<'_>,
 ) -> Result<(), ClientError> {
     let (scheme, rest) = url
         .split_once("://")
@@ -70,7 +79,7 @@ pub async fn connect(
         if std::io::stdin().is_terminal() {
             eprintln!("connecting to {url}; type exit or press Ctrl-D to quit");
         }
-        return ws(url, ca).await;
+        return ws(url, tls_options).await;
     }
     let host_port = rest.split('/').next().unwrap_or(rest);
     let addr = resolve(host_port).await?;
@@ -86,7 +95,7 @@ pub async fn connect(
             let _ = stream.set_nodelay(true);
             tcp(stream).await
         }
-        "tls" => tcp(tls(addr, split_host(host_port).0, ca).await?).await,
+        "tls" => tcp(tls(addr, split_host(host_port).0, tls_options).await?).await,
         "udp" => udp(addr, linger).await,
         _ => Err(ClientError::BadUrl(url.to_owned())),
     }
@@ -129,12 +138,15 @@ fn input_lines() -> mpsc::Receiver<String> {
     rx
 }
 
-/// A TLS connection to `addr`, checking the certificate names `host`.
+/// A TLS connection to `addr`, checking the certificate names `host` (or the name the
+/// options give instead).
 async fn tls(
     addr: SocketAddr,
     host: &str,
-    ca: Option<&std::path::Path>,
+    options: TlsOptions<'_>,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
+    let host = options.server_name.unwrap_or(host);
+    let ca = options.ca;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
     let bad = |e: &dyn std::fmt::Display| ClientError::Tls(e.to_string());
@@ -152,7 +164,8 @@ async fn tls(
     .map_err(|e| bad(&e))?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let name = ServerName::try_from(host.to_owned()).map_err(|e| bad(&e))?;
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|_| ClientError::Tls(format!("{host:?} is not a host name or address")))?;
     let stream = TcpStream::connect(addr)
         .await
         .map_err(io(format!("cannot connect to {addr}")))?;
@@ -201,7 +214,7 @@ where
     Ok(())
 }
 
-async fn ws(url: &str, ca: Option<&std::path::Path>) -> Result<(), ClientError> {
+async fn ws(url: &str, tls_options: TlsOptions<'_>) -> Result<(), ClientError> {
     let failed = |e: tokio_tungstenite::tungstenite::Error| ClientError::Ws(e.to_string());
     let Some(rest) = url.strip_prefix("wss://") else {
         let (socket, _) = tokio_tungstenite::connect_async(url)
@@ -217,7 +230,7 @@ async fn ws(url: &str, ca: Option<&std::path::Path>) -> Result<(), ClientError> 
     } else {
         format!("{host_port}:443")
     };
-    let stream = tls(resolve(&with_port).await?, host, ca).await?;
+    let stream = tls(resolve(&with_port).await?, host, tls_options).await?;
     let (socket, _) = tokio_tungstenite::client_async(url, stream)
         .await
         .map_err(failed)?;

@@ -694,7 +694,9 @@ impl Config {
         ]
         .into_iter()
         .find_map(|(name, addr)| addr.filter(|a| !a.ip().is_loopback()).map(|a| (name, a)));
-        let configured = !self.auth.is_empty();
+        // An API key alone leaves anonymous clients free to do everything, so it does not
+        // count here.
+        let configured = self.auth.restricts_anonymous();
         match exposed {
             Some((name, addr)) if !configured && !self.allow_anonymous => {
                 Err(ConfigError::Invalid {
@@ -702,8 +704,10 @@ impl Config {
                     message: format!(
                         "{name} would listen on {addr}, beyond loopback, with no authentication: \
                          anyone who can reach it could read and write every room. Configure \
-                         --auth-secret (or --auth-public-key, --auth-jwks-url, --api-key), \
-                         or pass --allow-anonymous to serve it open on purpose"
+                         --auth-secret (or --auth-public-key, --auth-jwks-url, or [[rooms]] \
+                         rules in a config file; an --api-key alone closes nothing to \
+                         anonymous clients), or pass --allow-anonymous to serve it open on \
+                         purpose"
                     ),
                 })
             }

@@ -119,7 +119,11 @@ impl Service {
         }
         let since = cursor(&since)?;
         let limit = self::limit(limit)?;
-        let Some(found) = hub.room_to_read(&room) else {
+        let reader = crate::hub::pace::Who::of(&who.principal, who.addr);
+        let Some(found) = hub
+            .room_to_read(&room, reader.as_ref())
+            .map_err(super::room_refused)?
+        else {
             return Ok(Response::new(pb::HistoryReply {
                 next: since.map(|id| id.to_string()).unwrap_or_default(),
                 ..Default::default()

@@ -97,7 +97,11 @@ pub(crate) async fn messages(
                 "last must be 1 to {MAX_LIMIT}"
             )));
         }
-        let found = shared.hub.room_to_read(&room);
+        let reader = crate::hub::pace::Who::of(&who, Some(addr));
+        let found = shared
+            .hub
+            .room_to_read(&room, reader.as_ref())
+            .map_err(AppError::room)?;
         let mut page = found.as_ref().map_or_else(empty_page, |r| {
             newest_page(r, last, shared.config.limits.reply_bytes)
         });
@@ -116,14 +120,17 @@ pub(crate) async fn messages(
         )));
     }
     // A long-poll creates the room so that it can wait on it.
+    let reader = crate::hub::pace::Who::of(&who, Some(addr));
     let found = if wait.is_zero() {
-        shared.hub.room_to_read(&room)
+        shared
+            .hub
+            .room_to_read(&room, reader.as_ref())
+            .map_err(AppError::room)?
     } else {
-        let who = crate::hub::pace::Who::of(&who, Some(addr));
         Some(
             shared
                 .hub
-                .open_room(&room, who.as_ref())
+                .open_room(&room, reader.as_ref())
                 .map_err(AppError::room)?,
         )
     };

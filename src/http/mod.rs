@@ -12,6 +12,7 @@ mod openapi;
 mod presence;
 mod publish;
 mod serve;
+mod settle;
 mod upgrade;
 
 pub(crate) use fuzz::fuzz_query;
@@ -214,7 +215,20 @@ async fn guard(
 ) -> axum::response::Response {
     let config = &shared.config;
     let loopback = config.http.is_some_and(|a| a.ip().is_loopback());
-    if loopback && let Err(host) = auth::origin::check_host(&config.allowed_hosts, req.headers()) {
+    // One authority for HTTP/1.1 (`Host`) and HTTP/2 (`:authority`, the URI's).
+    let target = match auth::origin::authority(req.uri(), req.headers()) {
+        Ok(target) => target,
+        Err(host) => {
+            tracing::info!(%host, "request with a Host header that is not text");
+            return AppError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the Host header is not text",
+            )
+            .into_response();
+        }
+    };
+    if loopback && let Err(host) = auth::origin::check_host(&config.allowed_hosts, target) {
         tracing::info!(%host, "request for a host this server does not answer to");
         return AppError::new(
             StatusCode::MISDIRECTED_REQUEST,
@@ -228,7 +242,8 @@ async fn guard(
         axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
     );
     if !safe
-        && let Err(origin) = auth::origin::check(&config.allowed_origins, loopback, req.headers())
+        && let Err(origin) =
+            auth::origin::check(&config.allowed_origins, loopback, target, req.headers())
     {
         tracing::info!(%origin, method = %req.method(), "cross-site request refused");
         return AppError::new(
@@ -319,6 +334,11 @@ pub(crate) fn router(shared: Arc<Context>) -> Router {
             Arc::clone(&shared),
             guard,
         ))
+        // Outermost: every answer, the guard's refusals included, waits for the body.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            settle::settle,
+        ))
         .with_state(shared)
 }
 
@@ -334,7 +354,9 @@ fn cors(shared: &Context) -> tower_http::cors::CorsLayer {
     let loopback = shared.config.http.is_some_and(|a| a.ip().is_loopback());
     CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(move |_, request| {
-            auth::origin::check(&allowed, loopback, &request.headers).is_ok()
+            auth::origin::authority(&request.uri, &request.headers).is_ok_and(|target| {
+                auth::origin::check(&allowed, loopback, target, &request.headers).is_ok()
+            })
         }))
         .allow_methods([Method::GET, Method::HEAD, Method::POST])
         .allow_headers([
@@ -363,14 +385,21 @@ fn cors(shared: &Context) -> tower_http::cors::CorsLayer {
     summary = "Health",
     responses(
         (status = 200, description = "Accepting work", body = openapi::Health),
-        (status = 503, description = "A cluster node that cannot hear Redis", body = openapi::Health),
+        (status = 503, description = "A cluster node that cannot hear Redis, or whose writes Redis refuses", body = openapi::Health),
     )
 )]
 async fn healthz(State(shared): State<Arc<Context>>) -> impl IntoResponse {
     let redis = shared.hub.broker().map(|b| b.is_up());
-    let status = match redis {
-        Some(false) => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::OK,
+    // Hearing the bus is not enough: a Redis that refuses every write (full, or a cluster
+    // answering CROSSSLOT) leaves every publish failing.
+    let reason = match shared.hub.broker() {
+        Some(b) if !b.is_up() => Some("not connected to Redis".to_owned()),
+        Some(b) => b.refusing_writes(),
+        None => None,
+    };
+    let status = match reason {
+        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+        None => StatusCode::OK,
     };
     let body = openapi::Health {
         status: if status == StatusCode::OK {
@@ -383,6 +412,7 @@ async fn healthz(State(shared): State<Arc<Context>>) -> impl IntoResponse {
         // A count, not a list: a health probe costs the same at 100,000 rooms as at one.
         rooms: shared.hub.room_count(),
         redis: redis.map(|up| if up { "up" } else { "down" }.to_owned()),
+        reason,
         node: shared.hub.broker().map(|b| b.node().to_owned()),
     };
     (status, Json(body))

@@ -205,8 +205,12 @@ pub(crate) struct PresenceReply {
 /// The server's health.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Health {
-    /// `ok`, or `degraded` while a cluster node cannot hear Redis.
+    /// `ok`, or `degraded` while a cluster node cannot hear Redis or Redis refuses its
+    /// writes (`reason` says which).
     pub(crate) status: String,
+    /// Why it is degraded, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
     /// Open client connections.
     pub(crate) connections: usize,
     /// Rooms in memory.

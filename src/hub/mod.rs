@@ -596,6 +596,47 @@ mod tests {
         assert!(fresh.events.is_empty());
     }
 
+    /// A cursor at sequence 0 has seen nothing: from `00000000-0` or from an empty room of
+    /// another epoch (another node's, say) the whole history comes with no gap, unless some
+    /// of it was really trimmed.
+    #[test]
+    fn a_cursor_before_the_first_message_is_no_gap() {
+        let hub = hub(16);
+        let room = hub.room("r");
+        for t in ["1", "2"] {
+            say(&hub, &room, None, "p", t);
+        }
+        let other_epoch = room.epoch().wrapping_add(1).max(1);
+        for start in [
+            MessageId { epoch: 0, seq: 0 },
+            MessageId {
+                epoch: other_epoch,
+                seq: 0,
+            },
+        ] {
+            let page = room.page(Some(start), 10);
+            assert_eq!(page.gap, None, "{start}");
+            assert_eq!(page.events.len(), 2, "{start}");
+        }
+        let trimmed = Hub::new(HubConfig {
+            queue_capacity: 4,
+            history: crate::store::memory(crate::store::Retention {
+                max_messages: 1,
+                ..Default::default()
+            }),
+            cluster: None,
+            auth: crate::auth::Auth::open(),
+            ..HubConfig::default()
+        });
+        let room = trimmed.room("r");
+        for t in ["1", "2"] {
+            say(&trimmed, &room, None, "p", t);
+        }
+        let page = room.page(Some(MessageId { epoch: 0, seq: 0 }), 10);
+        assert_eq!(page.gap, Some(Gap::Expired));
+        assert_eq!(page.events.len(), 1);
+    }
+
     #[test]
     fn expired_history_is_an_expired_gap() {
         let hub = Hub::new(HubConfig {

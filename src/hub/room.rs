@@ -457,8 +457,11 @@ impl Room {
 
     fn read(state: &mut RoomState, since: MessageId, limit: usize) -> Page {
         // A cursor from another epoch, or from beyond this epoch's end, cannot be placed:
-        // say so and give everything held.
-        let placed = since.epoch == state.epoch && since.seq <= state.last_seq;
+        // say so and give everything held. A cursor at sequence 0 (`00000000-0`, or one
+        // taken in an empty room, on this node or another, in whatever epoch) has seen
+        // nothing, so it is placed before the first message in any epoch: nothing of its
+        // was lost, and only a trimmed history is a gap.
+        let placed = since.seq == 0 || since.epoch == state.epoch && since.seq <= state.last_seq;
         let after = state
             .history
             .after(if placed { since.seq } else { 0 }, limit);

@@ -97,11 +97,17 @@ impl Hub {
     }
 
     /// The room called `name` for reading its history: the one in memory, or in a cluster
-    /// the one Redis holds (loaded now), since other nodes may have written to it.
-    pub fn room_to_read(&self, name: &str) -> Option<Arc<Room>> {
+    /// the one Redis holds (loaded now), since other nodes may have written to it. Loading
+    /// one makes a room here, so it goes through the caps (`open_room`) like any other:
+    /// reading many names cannot grow the server past `max_rooms`.
+    pub fn room_to_read(
+        &self,
+        name: &str,
+        reader: Option<&Who>,
+    ) -> Result<Option<Arc<Room>>, RoomError> {
         match &self.config.cluster {
-            Some(_) => Some(self.room(name)),
-            None => self.existing_room(name),
+            Some(_) => self.open_room(name, reader).map(Some),
+            None => Ok(self.existing_room(name)),
         }
     }
 

@@ -191,8 +191,44 @@ impl ServerFrame<'_> {
 }
 
 /// Parses a client frame, saying exactly what is wrong when it cannot.
-pub fn parse(text: &str) -> Result<ClientFrame, String> {
-    serde_json::from_str(text).map_err(|e| e.to_string())
+pub fn parse(text: &str) -> Result<ClientFrame, BadFrame> {
+    serde_json::from_str(text).map_err(|e| {
+        use serde_json::error::Category;
+        // The client's `ref`, if the frame is JSON at all, so that it can match the error to
+        // its request.
+        let reference = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v.get("ref")?.as_str().map(str::to_owned));
+        let message = match e.classify() {
+            Category::Syntax | Category::Eof => "not JSON: a frame is one JSON object, such as \
+                 {\"type\":\"publish\",\"room\":\"lobby\",\"text\":\"hi\"}"
+                .to_owned(),
+            // serde's own words name the field or the type; its position ("at line 1
+            // column 9") means nothing to a sender of one-line frames.
+            Category::Data | Category::Io => {
+                let said = e.to_string();
+                let said = said.split(" at line ").next().unwrap_or(&said);
+                format!("bad frame: {said}")
+            }
+        };
+        BadFrame { reference, message }
+    })
+}
+
+/// A frame that could not be read: what was wrong, and the client's `ref` when it could
+/// still be read, so that the error answers the right request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadFrame {
+    /// The frame's `ref`, if it had a readable one.
+    pub reference: Option<String>,
+    /// What was wrong, for a person.
+    pub message: String,
+}
+
+impl std::fmt::Display for BadFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 #[cfg(test)]
@@ -222,14 +258,17 @@ mod tests {
 
     #[test]
     fn explains_bad_frames() {
-        assert!(parse("{").unwrap_err().contains("EOF"));
-        assert!(parse(r#"{"type":"dance"}"#).unwrap_err().contains("dance"));
-        assert!(parse(r#"{"type":"publish"}"#).unwrap_err().contains("text"));
-        assert!(
-            parse(r#"{"type":"join","room":"a","x":1}"#)
-                .unwrap_err()
-                .contains("x")
-        );
+        let said = |text: &str| parse(text).unwrap_err().message;
+        assert!(said("{").contains("not JSON"));
+        assert!(said("t").contains("not JSON") && !said("t").contains("ident"));
+        assert!(said(r#"{"type":"dance"}"#).contains("dance"));
+        assert!(said(r#"{"type":"publish"}"#).contains("text"));
+        assert!(said(r#"{"type":"join","room":"a","x":1}"#).contains("x"));
+        assert!(!said(r#"{"type":"publish"}"#).contains("line 1"));
+        // The request's ref is kept whenever it can be read.
+        let bad = parse(r#"{"type":"publish","ref":"r7","text":5}"#).unwrap_err();
+        assert_eq!(bad.reference.as_deref(), Some("r7"));
+        assert_eq!(parse("{").unwrap_err().reference, None);
     }
 
     #[test]

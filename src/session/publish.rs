@@ -140,14 +140,31 @@ impl Session {
         key: Option<&str>,
         reference: Option<&str>,
     ) {
+        // The same refusals as HTTP and gRPC: nothing to send, or a name no room can have
+        // (which is a bad name, not a room this connection left out).
+        if text.trim().is_empty() {
+            return self.refuse(reference, ErrorCode::BadFrame, "the message text is empty");
+        }
+        if let Some(name) = room
+            && let Err(e) = crate::protocol::names::check_room(name)
+        {
+            return self.refuse(reference, ErrorCode::BadName, e);
+        }
         let index = match room {
             Some(name) => self.room_index(name),
             None if self.rooms.len() == 1 => Some(0),
             None => None,
         };
         let Some(index) = index else {
+            let line_chat = matches!(self.wire, Wire::Line | Wire::Datagram | Wire::Plain);
             let message = match room {
                 Some(name) => format!("not in room {name}; join it first"),
+                None if self.rooms.is_empty() && line_chat => {
+                    "you are in no room, so this went nowhere; /join ROOM first".to_owned()
+                }
+                None if self.rooms.is_empty() => {
+                    "no room joined; join one first, then name it with \"room\"".to_owned()
+                }
                 None => "several rooms joined; say which with \"room\"".to_owned(),
             };
             return self.refuse(reference, ErrorCode::NotJoined, message);
@@ -206,6 +223,9 @@ impl Session {
     }
 
     pub(super) fn direct(&mut self, to: &str, text: &str, reference: Option<&str>) {
+        if text.trim().is_empty() {
+            return self.refuse(reference, ErrorCode::BadFrame, "the message text is empty");
+        }
         if !self.hub.auth().may_direct(&self.principal) {
             return self.refuse(
                 reference,

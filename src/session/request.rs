@@ -2,7 +2,7 @@
 //! applied in one place (`Session::apply`) whatever it arrived on.
 
 use crate::protocol::command::{Command, CommandError, Input};
-use crate::protocol::envelope::{ClientFrame, ErrorCode};
+use crate::protocol::envelope::{BadFrame, ClientFrame, ErrorCode};
 
 /// One thing a client asks of its session. Borrowed from the decoded input: lowering
 /// allocates nothing.
@@ -116,10 +116,12 @@ impl<'a> Request<'a> {
     }
 
     /// Lowers a frame of the structured WebSocket protocol.
-    pub fn from_frame(frame: &'a Result<ClientFrame, String>) -> Self {
+    pub fn from_frame(frame: &'a Result<ClientFrame, BadFrame>) -> Self {
         let frame = match frame {
             Ok(frame) => frame,
-            Err(message) => return Self::invalid(None, ErrorCode::BadFrame, message),
+            Err(bad) => {
+                return Self::invalid(bad.reference.as_deref(), ErrorCode::BadFrame, bad);
+            }
         };
         match frame {
             ClientFrame::Publish {
@@ -162,14 +164,14 @@ impl<'a> Request<'a> {
         }
     }
 
-    /// Lowers a text frame of the seed's plain WebSocket chat: always a publish.
-    pub fn from_plain(text: &'a str) -> Self {
-        Request::Publish {
-            room: None,
-            text,
-            key: None,
-            reference: None,
-        }
+    /// Lowers a text frame of the seed's plain WebSocket chat, which speaks the TCP chat's
+    /// language: `/msg`, `/nick`, `/join`, `/auth` and the rest are commands, never text for
+    /// the room, and `//` starts text with one `/`. An empty (or blank) frame is refused: a
+    /// frame is a message, and there is nothing in it to send.
+    pub fn from_plain(input: &'a Result<Input<'a>, CommandError>) -> Self {
+        Self::from_line(input).unwrap_or_else(|| {
+            Self::invalid(None, ErrorCode::BadFrame, "the message text is empty")
+        })
     }
 
     fn invalid(
@@ -201,6 +203,28 @@ mod tests {
         };
         assert_eq!(Request::from_line(&line), Some(expected.clone()));
         assert_eq!(Request::from_frame(&frame), expected);
+    }
+
+    #[test]
+    fn a_plain_websocket_frame_speaks_the_chat_language() {
+        let msg = command::parse("/msg udpguy psst");
+        assert_eq!(
+            Request::from_plain(&msg),
+            Request::Direct {
+                to: "udpguy",
+                text: "psst",
+                reference: None
+            }
+        );
+        let escaped = command::parse("//shrug");
+        assert!(matches!(
+            Request::from_plain(&escaped),
+            Request::Publish { text: "/shrug", .. }
+        ));
+        assert!(matches!(
+            Request::from_plain(&command::parse("")),
+            Request::Invalid { message, .. } if message.contains("empty")
+        ));
     }
 
     #[test]

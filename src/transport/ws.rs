@@ -25,11 +25,12 @@ use crate::hub::Delivery;
 use crate::hub::{Disconnect, MessageId, Transport};
 use crate::protocol::envelope::{self, ErrorCode, SUBPROTOCOL};
 use crate::protocol::names::{check_nick, check_room};
-use crate::session::{self, DEFAULT_ROOM, Session};
+use crate::session::{self, DEFAULT_ROOM, Flow, Session};
 use crate::wire::{self, Emit, Wire};
 
 /// Close codes we send (RFC 6455 section 7.4.1).
 mod close {
+    pub(super) const NORMAL: u16 = 1000;
     pub(super) const GOING_AWAY: u16 = 1001;
     pub(super) const UNSUPPORTED_DATA: u16 = 1003;
     pub(super) const POLICY_VIOLATION: u16 = 1008;
@@ -130,9 +131,12 @@ impl Handshake {
         } else {
             Some(accept_key(upgrade_key(headers)?))
         };
+        // An extended CONNECT (HTTP/2) names its authority in the URI, not in `Host`.
+        let target = crate::auth::origin::authority(req.uri(), headers).unwrap_or(None);
         if let Err(origin) = crate::auth::origin::check(
             &shared.config.allowed_origins,
             shared.config.http.is_some_and(|a| a.ip().is_loopback()),
+            target,
             headers,
         ) {
             return Err(refuse(
@@ -595,7 +599,24 @@ impl Connection {
                     .await;
                     break (None, None);
                 }
-                Woke::Frame(Some(Ok(WsMessage::Text(bytes)))) => self.handle_text(&bytes),
+                Woke::Frame(Some(Ok(WsMessage::Text(bytes)))) => {
+                    if self.handle_text(&bytes) == Flow::Quit {
+                        // The goodbye notice is queued: send it, then close normally.
+                        let mut out = FrameOutput {
+                            ws: &mut ws,
+                            pending: Vec::new(),
+                        };
+                        if self.outbox.take_queued() {
+                            let _ = tokio::time::timeout(
+                                std::time::Duration::from_secs(2),
+                                self.outbox.send(&mut out),
+                            )
+                            .await;
+                        }
+                        ws.close(close::NORMAL, "bye").await;
+                        break (None, None);
+                    }
+                }
             }
         };
         if let (Some(code), Some(reason)) = (code, reason) {
@@ -604,15 +625,16 @@ impl Connection {
         self.session.end(reason);
     }
 
-    /// Lowers a text frame into a request for the session.
-    fn handle_text(&mut self, bytes: &[u8]) {
+    /// Lowers a text frame into a request for the session; `Flow::Quit` after `/quit`.
+    fn handle_text(&mut self, bytes: &[u8]) -> Flow {
         // The library has validated UTF-8 already.
         let text = String::from_utf8_lossy(bytes);
         if self.structured {
             let frame = envelope::parse(&text);
-            self.session.apply(session::Request::from_frame(&frame));
+            self.session.apply(session::Request::from_frame(&frame))
         } else {
-            self.session.apply(session::Request::from_plain(&text));
+            let input = crate::protocol::command::parse(&text);
+            self.session.apply(session::Request::from_plain(&input))
         }
     }
 }

@@ -85,6 +85,13 @@ test("under a live load from switchboard bench the charts move; kick and close-r
   await opsRow.locator("button", { hasText: "Members" }).click();
   await page.locator(".member b", { hasText: "victim" }).waitFor({ timeout: 10_000 });
   await page.screenshot({ path: path.join(SHOTS, "admin-members.png"), fullPage: true });
+  // Kick asks first: answered no, nothing happens; answered yes, the user is removed.
+  const asked = [];
+  page.once("dialog", (d) => { asked.push(d.message()); d.dismiss(); });
+  await page.click("button[aria-label='Kick victim']");
+  assert.match(asked[0] ?? "", /^Kick victim\?/);
+  await page.locator(".member b", { hasText: "victim" }).waitFor();
+  page.once("dialog", (d) => { asked.push(d.message()); d.accept(); });
   await page.click("button[aria-label='Kick victim']");
   await page.locator("#notice", { hasText: "kicked victim: 1 connection(s)" }).waitFor({ timeout: 10_000 });
   await victim.waitFor("removed by an operator");
@@ -94,7 +101,9 @@ test("under a live load from switchboard bench the charts move; kick and close-r
   second.say("/join doomed");
   await second.waitFor("you joined doomed");
   await page.locator("#rooms td", { hasText: /^doomed$/ }).waitFor({ timeout: 10_000 });
+  page.once("dialog", (d) => { asked.push(d.message()); d.accept(); });
   await page.click("button[aria-label='Close room doomed']");
+  assert.match(asked[2] ?? "", /^Close room doomed\?/);
   await page.locator("#notice", { hasText: "closed doomed: 1 disconnected" }).waitFor({ timeout: 10_000 });
   await second.waitFor("removed by an operator");
   assert.deepEqual(problems, [], "no console errors (a CSP violation would be one)");

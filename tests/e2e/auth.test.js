@@ -45,3 +45,19 @@ test("a fresh token pasted before expiry refreshes in place; an unrefreshed one 
   await short.locator("#status", { hasText: /token expired/ }).waitFor({ timeout: 15_000 });
   await short.context().close();
 });
+
+test("a room that needs a token says so, stops retrying, and opens on sign-in with its people shown", async () => {
+  const context = await env.browser.newContext({ viewport: { width: 1100, height: 720 } });
+  const page = await context.newPage();
+  await page.goto(`http://${env.server.http}/?nick=eve&room=lobby`);
+  await page.locator("#status", { hasText: "sign in to use this room" }).waitFor({ timeout: 15_000 });
+  // It stays put rather than cycling through red reconnects or blaming a proxy.
+  await page.waitForTimeout(2_500);
+  assert.equal(await page.textContent("#status"), "sign in to use this room");
+  await page.screenshot({ path: path.join(SHOTS, "page-sign-in-needed.png") });
+  await page.fill("#token", mintToken(SECRET, ["--sub", "u-eve", "--name", "eve", "--grant", ALL]));
+  await page.click("#signin");
+  await page.locator("#status", { hasText: /signed in as eve/ }).waitFor({ timeout: 15_000 });
+  await page.locator("#presence li", { hasText: "eve" }).waitFor({ timeout: 10_000 });
+  await context.close();
+});

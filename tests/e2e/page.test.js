@@ -167,3 +167,31 @@ test("two windows of one browser are two users; a reload keeps the nick and resu
   assert.equal(await shown(one, "from window one"), 1, "history shown once after a reload");
   await context.close();
 });
+
+test("commands typed in the page are commands: /msg is private, // is text, direct messages are shown", async () => {
+  const frank = await open(env.server.http, "?nick=frank&room=cmds");
+  const gina = await open(env.server.http, "?nick=gina&room=cmds");
+  const tcp = tcpClient(env.server.tcp);
+  tcp.say("/nick udpguy");
+  await tcp.waitFor("* you are now udpguy");
+  await say(frank, "/msg udpguy psst");
+  await tcp.waitFor("frank -> you: psst");
+  await frank.locator(".notice.direct", { hasText: "you → udpguy (private): psst" }).waitFor();
+  await say(frank, "/msg gina for you only");
+  await gina.locator(".notice.direct", { hasText: "frank → you (private): for you only" }).waitFor();
+  await say(frank, "/frob");
+  await frank.locator(".notice", { hasText: "unknown command /frob" }).waitFor();
+  await say(frank, "//shrug");
+  assert.equal(await shown(gina, "/shrug"), 1);
+  await say(frank, "/join sensors/kitchen/temp");
+  await frank.locator("#roomtitle", { hasText: "# sensors/kitchen/temp" }).waitFor();
+  // Nothing private reached the room, its history, or anyone else's screen.
+  const res = await fetch(`http://${env.server.http}/rooms/cmds/messages?limit=100`);
+  const texts = (await res.json()).messages.map((m) => m.text);
+  assert.deepEqual(texts, ["/shrug"]);
+  assert.equal(await gina.locator(".msg .body", { hasText: "psst" }).count(), 0);
+  await gina.screenshot({ path: path.join(SHOTS, "page-direct.png") });
+  tcp.close();
+  await frank.context().close();
+  await gina.context().close();
+});

@@ -161,10 +161,10 @@ async fn tcp_broadcast_counts_every_delivery_but_the_senders_own() {
 
 #[tokio::test]
 async fn a_refused_handshake_says_the_servers_reason() {
-    // An API key turns authentication on: anonymous clients may not subscribe.
+    // A token secret turns authentication on: anonymous clients may not subscribe.
     let server = start_with(Config {
         auth: switchboard::auth::AuthConfig {
-            api_keys: vec!["bench-test-api-key-0123456789".into()],
+            secrets: vec!["bench-test-secret-0123456789abcdef-0123".into()],
             ..Default::default()
         },
         ..test_config()

@@ -91,6 +91,9 @@ pub struct RedisCluster {
     created_rx: Mutex<Option<mpsc::Receiver<Arc<str>>>>,
     /// Whether the bus subscription is live, for health and metrics.
     bus_up: AtomicBool,
+    /// Why Redis refused the last write, while the last write was refused (a full Redis, a
+    /// cluster's CROSSSLOT): health says so until a write goes through again.
+    refusing: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for RedisCluster {
@@ -136,6 +139,7 @@ impl RedisCluster {
             created,
             created_rx: Mutex::new(Some(created_rx)),
             bus_up: AtomicBool::new(false),
+            refusing: Mutex::new(None),
         });
         tokio::spawn(write_loop(Arc::clone(&store), ops_rx));
         tracing::info!(url, prefix, node = %store.node, "redis store connected");
@@ -253,6 +257,13 @@ impl Broker for RedisCluster {
     /// True while this node receives the bus.
     fn is_up(&self) -> bool {
         self.bus_up.load(Ordering::Relaxed)
+    }
+
+    fn refusing_writes(&self) -> Option<String> {
+        self.refusing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn run(

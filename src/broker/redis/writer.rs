@@ -73,20 +73,32 @@ pub(super) async fn write_loop(store: Arc<RedisCluster>, mut ops: mpsc::Receiver
         let answer = tokio::time::timeout(TIMEOUT, pipe.query_async::<Vec<Value>>(c)).await;
         match answer {
             Ok(Ok(values)) if values.len() == batch.len() => {
+                let mut refused = None;
                 for (op, value) in batch.drain(..).zip(values) {
                     let result = match value {
                         Value::ServerError(e) => {
-                            tracing::warn!(error = %e.details().unwrap_or(""), "redis refused a write");
+                            let said = match e.details() {
+                                Some(details) => format!("{} {details}", e.code()),
+                                None => e.code().to_owned(),
+                            };
+                            tracing::warn!(error = %said, "redis refused a write");
+                            refused = Some(said.clone());
                             Err(StoreError::Failed(format!(
-                                "Redis refused the write: {e:?}"
+                                "Redis refused the write: {said}"
                             )))
                         }
-                        value => Ok(value),
+                        value => {
+                            refused = None;
+                            Ok(value)
+                        }
                     };
                     if let Some(done) = op.done {
                         done(result);
                     }
                 }
+                // The batch's last answer says whether Redis takes writes now.
+                *store.refusing.lock().unwrap_or_else(|e| e.into_inner()) =
+                    refused.map(|said| format!("Redis refuses writes: {said}"));
             }
             failed => {
                 // The writes may or may not have happened; a publisher retrying with its
