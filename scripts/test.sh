@@ -17,6 +17,9 @@ command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # MQTT tests drive the server with Debian's mosquitto clients.
 command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+# tests/proxy.rs puts Debian's nginx (with its stream module, for the PROXY protocol) in front.
+[ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need_apt+=(libnginx-mod-stream)
 # gRPC tests drive the server with Python's grpcio, in a venv (Debian's Python takes no pip
 # installs of its own).
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)

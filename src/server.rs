@@ -350,9 +350,13 @@ fn spawn_http(
         }
     }
     let acceptor = tls.map(|tls| tls.http().clone());
-    shared
-        .tasks
-        .spawn(http::serve(listener, router, acceptor, Arc::clone(shared)));
+    shared.tasks.spawn(http::serve(
+        listener,
+        router,
+        acceptor,
+        Arc::clone(shared),
+        http::Listener::Http,
+    ));
 }
 
 /// Serves gRPC on `listener` through the HTTP listener's loop (HTTP/2, the same caps and
@@ -369,9 +373,13 @@ fn spawn_grpc(
         tracing::info!(%addr, "{what} listening");
     }
     let acceptor = tls.map(|tls| tls.http().clone());
-    shared
-        .tasks
-        .spawn(http::serve(listener, router, acceptor, Arc::clone(shared)));
+    shared.tasks.spawn(http::serve(
+        listener,
+        router,
+        acceptor,
+        Arc::clone(shared),
+        http::Listener::Grpc,
+    ));
 }
 
 /// Sockets the process may have open at once: its file limit (raised to the hard limit)

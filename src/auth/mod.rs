@@ -11,6 +11,7 @@
 mod grants;
 mod keys;
 pub mod origin;
+pub mod proxies;
 
 use std::sync::Arc;
 

@@ -221,6 +221,26 @@ pub struct ServeArgs {
     )]
     pub allowed_hosts: Vec<String>,
 
+    /// Reverse proxies whose word on the client's address is taken: addresses or CIDR
+    /// networks, comma-separated (e.g. 127.0.0.1,10.0.0.0/8). From them, HTTP's `Forwarded` or
+    /// `X-Forwarded-For` names the client (the rightmost hop that is not one of them), and
+    /// with --proxy-protocol so does the PROXY header on the TCP chat, MQTT and gRPC
+    /// listeners. Limits, logs, presence and webhooks then see each client. [default: none]
+    #[arg(
+        long,
+        value_name = "CIDR",
+        env = "SWITCHBOARD_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = super::parse_net
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Connections from --trusted-proxies to the TCP chat, MQTT and gRPC listeners start with
+    /// a PROXY protocol header (v1 or v2, as HAProxy and nginx's `proxy_protocol on` send),
+    /// which names the client. Other peers are served as they are.
+    #[arg(long, env = "SWITCHBOARD_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+
     /// TLS certificate chain (PEM): HTTP becomes HTTPS and WSS (HTTP/2 offered by ALPN), and
     /// the TCP chat listener speaks TLS. Reloaded on SIGHUP.
     #[arg(

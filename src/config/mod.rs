@@ -197,6 +197,10 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     /// Signed POSTs of what happens in rooms; `None` when no endpoint is configured.
     pub webhooks: Option<self::webhooks::WebhookConfig>,
+    /// Reverse proxies whose word on the client's address is taken.
+    pub trusted_proxies: crate::auth::proxies::TrustedProxies,
+    /// Trusted proxies send a PROXY protocol header on the TCP chat, MQTT and gRPC listeners.
+    pub proxy_protocol: bool,
 }
 
 impl Default for Config {
@@ -242,6 +246,8 @@ impl Default for Config {
             },
             allow_anonymous: false,
             allowed_hosts: Vec::new(),
+            trusted_proxies: Default::default(),
+            proxy_protocol: false,
             tls: None,
             limits: Limits::default(),
             webhooks: None,
@@ -290,6 +296,8 @@ struct FileConfig {
     api_keys: Option<Vec<String>>,
     allow_anonymous: Option<bool>,
     allowed_hosts: Option<Vec<String>>,
+    trusted_proxies: Option<Vec<String>>,
+    proxy_protocol: Option<bool>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     #[serde(default)]
@@ -490,6 +498,16 @@ fn resolve_trust(
 }
 
 /// The list from the flags if any were given, else the file's.
+/// An address or a CIDR network (`127.0.0.1`, `10.0.0.0/8`, `::1`, `fd00::/8`).
+pub(crate) fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| {
+            format!("{text:?} is not an address or a CIDR network (e.g. 127.0.0.1 or 10.0.0.0/8)")
+        })
+}
+
 fn pick_list<T: Clone>(flag: &[T], file: Option<Vec<T>>) -> Vec<T> {
     if flag.is_empty() {
         file.unwrap_or_default()
@@ -598,6 +616,17 @@ impl Config {
             auth,
             allow_anonymous: args.allow_anonymous || file.allow_anonymous.unwrap_or(false),
             allowed_hosts: pick_list(&args.allowed_hosts, file.allowed_hosts),
+            trusted_proxies: crate::auth::proxies::TrustedProxies::new(pick_list(
+                &args.trusted_proxies,
+                file.trusted_proxies
+                    .map(|list| list.iter().map(|n| parse_net(n)).collect())
+                    .transpose()
+                    .map_err(|message| ConfigError::Invalid {
+                        key: "trusted_proxies",
+                        message,
+                    })?,
+            )),
+            proxy_protocol: args.proxy_protocol || file.proxy_protocol.unwrap_or(false),
             tls,
             limits,
             webhooks,
@@ -607,6 +636,14 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.proxy_protocol && self.trusted_proxies.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "proxy_protocol",
+                message: "--proxy-protocol takes the PROXY header only from --trusted-proxies; \
+                          name the proxies (e.g. --trusted-proxies 127.0.0.1)"
+                    .into(),
+            });
+        }
         let positive = [
             ("max_connections", self.max_connections),
             ("max_connections_per_ip", self.max_connections_per_ip),

@@ -16,7 +16,7 @@ mod settle;
 mod upgrade;
 
 pub(crate) use fuzz::fuzz_query;
-pub(crate) use serve::serve;
+pub(crate) use serve::{Listener, serve};
 
 use std::sync::Arc;
 

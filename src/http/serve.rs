@@ -24,19 +24,32 @@ use crate::transport::limits::{Full, Permit};
 /// HTTP/2 streams one connection may have open at once.
 const MAX_STREAMS: u32 = 128;
 
+/// Which listener `serve` runs: the HTTP API names its clients through `Forwarded` /
+/// `X-Forwarded-For` from trusted proxies; the gRPC listener through the PROXY protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// The HTTP API, pages and WebSockets.
+    Http,
+    /// gRPC.
+    Grpc,
+}
+
 /// Serves `router` on `listener` until shutdown, over TLS when `tls` is set.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Option<TlsAcceptor>,
     shared: Arc<Context>,
+    kind: Listener,
 ) {
     let builder = Arc::new(builder(&shared));
     while let Some((stream, addr)) = crate::transport::accept(&listener, &shared.shutdown).await {
+        // A trusted proxy carries many clients: only the total caps apply to its connections.
+        let proxy = shared.config.trusted_proxies.trusts(addr.ip());
         let permits = shared
             .sockets
-            .try_acquire(addr.ip())
-            .and_then(|socket| Ok((socket, shared.http_limiter.try_acquire(addr.ip())?)));
+            .admit(addr.ip(), proxy)
+            .and_then(|socket| Ok((socket, shared.http_limiter.admit(addr.ip(), proxy)?)));
         let permits = match permits {
             Ok(permits) => permits,
             Err(full) => {
@@ -51,7 +64,21 @@ pub(crate) async fn serve(
             tls.clone(),
             Arc::clone(&shared),
         );
+        let proxy_header = proxy && kind == Listener::Grpc && shared.config.proxy_protocol;
         shared.tasks.spawn(async move {
+            let mut stream = stream;
+            // The PROXY header comes first, before TLS.
+            let addr = if proxy_header {
+                match crate::transport::proxy::read_header(&mut stream).await {
+                    Ok(named) => named.unwrap_or(addr),
+                    Err(error) => {
+                        tracing::info!(%addr, %error, "dropping a trusted proxy's connection");
+                        return;
+                    }
+                }
+            } else {
+                addr
+            };
             match tls {
                 None => connection(stream, addr, router, &builder, &ctx, permits).await,
                 Some(acceptor) => {
@@ -98,8 +125,15 @@ async fn connection<I>(
 {
     let _permits = permits;
     let io = FirstBytes::new(io, shared.config.limits.http_header_timeout);
+    let proxies = shared.config.trusted_proxies.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-        req.extensions_mut().insert(ConnectInfo(addr));
+        // From a trusted proxy, the client it names; from anyone else, the peer.
+        let client = if proxies.is_empty() {
+            addr
+        } else {
+            proxies.client_of(addr, req.headers())
+        };
+        req.extensions_mut().insert(ConnectInfo(client));
         router.clone().oneshot(req)
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);

@@ -20,7 +20,8 @@ pub struct Limiter {
 #[derive(Debug)]
 pub struct Permit {
     limiter: Arc<Limiter>,
-    ip: IpAddr,
+    /// `None` for a trusted proxy's connection, counted in the total only.
+    ip: Option<IpAddr>,
 }
 
 impl Limiter {
@@ -54,8 +55,32 @@ impl Limiter {
         *count += 1;
         Ok(Permit {
             limiter: Arc::clone(self),
-            ip,
+            ip: Some(ip),
         })
+    }
+
+    /// Admits a connection from a trusted proxy, which carries many clients: only the total
+    /// cap applies to it (each client is held to the per-IP caps by its own address, once
+    /// the proxy has named it).
+    pub fn try_acquire_proxied(self: &Arc<Self>) -> Result<Permit, Full> {
+        self.total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_total).then_some(n + 1)
+            })
+            .map_err(|_| Full::Server)?;
+        Ok(Permit {
+            limiter: Arc::clone(self),
+            ip: None,
+        })
+    }
+
+    /// `try_acquire`, or `try_acquire_proxied` for a trusted proxy.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, proxy: bool) -> Result<Permit, Full> {
+        if proxy {
+            self.try_acquire_proxied()
+        } else {
+            self.try_acquire(ip)
+        }
     }
 
     /// Connections open now.
@@ -87,10 +112,12 @@ impl Full {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.limiter.per_ip.remove_if_mut(&self.ip, |_, count| {
-            *count -= 1;
-            *count == 0
-        });
+        if let Some(ip) = self.ip {
+            self.limiter.per_ip.remove_if_mut(&ip, |_, count| {
+                *count -= 1;
+                *count == 0
+            });
+        }
         self.limiter.total.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -7,6 +7,7 @@ pub mod echo;
 pub mod fds;
 pub mod limits;
 pub mod mqtt;
+pub(crate) mod proxy;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
@@ -75,10 +76,39 @@ pub(crate) async fn accept(
 /// refused client gets an `ERR` line saying which limit and is closed.
 pub(crate) async fn accept_loop<F, Fut>(listener: TcpListener, shared: Arc<Context>, handler: F)
 where
-    F: Fn(TcpStream, SocketAddr, Permit, Arc<Context>) -> Fut,
+    F: Fn(TcpStream, SocketAddr, Permit, Arc<Context>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     while let Some((mut stream, addr)) = accept(&listener, &shared.shutdown).await {
+        let proxied =
+            shared.config.proxy_protocol && shared.config.trusted_proxies.trusts(addr.ip());
+        if proxied {
+            // A trusted proxy's connection: its header names the client, whose own caps apply.
+            let Ok(socket) = shared.sockets.try_acquire_proxied() else {
+                tracing::info!(%addr, "refusing a proxy's connection: the server is full");
+                continue;
+            };
+            let (handler, ctx) = (handler.clone(), Arc::clone(&shared));
+            shared.tasks.spawn(async move {
+                let _socket = socket;
+                let client = match proxy::read_header(&mut stream).await {
+                    Ok(named) => named.unwrap_or(addr),
+                    Err(error) => {
+                        tracing::info!(%addr, %error, "dropping a trusted proxy's connection");
+                        return;
+                    }
+                };
+                match ctx.limiter.try_acquire(client.ip()) {
+                    Ok(permit) => handler(stream, client, permit, Arc::clone(&ctx)).await,
+                    Err(full) => {
+                        tracing::info!(%addr, %client, %full, "refusing connection");
+                        crate::metrics::METRICS.refuse(full.code());
+                        refuse(stream, full).await;
+                    }
+                }
+            });
+            continue;
+        }
         let permits = shared
             .sockets
             .try_acquire(addr.ip())
@@ -94,14 +124,17 @@ where
             Err(full) => {
                 tracing::info!(%addr, %full, "refusing connection");
                 crate::metrics::METRICS.refuse(full.code());
-                shared.tasks.spawn(async move {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                        stream.write_all(format!("ERR {full}\n").as_bytes()).await?;
-                        stream.shutdown().await
-                    })
-                    .await;
-                });
+                shared.tasks.spawn(refuse(stream, full));
             }
         }
     }
+}
+
+/// Tells a refused client which limit refused it and closes, bounded in time.
+async fn refuse(mut stream: TcpStream, full: limits::Full) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(format!("ERR {full}\n").as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
