@@ -37,7 +37,8 @@ pub enum Command {
     /// Run the chat server: TCP and UDP chat, HTTP and WebSocket, all on one hub.
     ///
     /// Every setting comes from, in order of precedence: its flag, its SWITCHBOARD_* environment
-    /// variable, the TOML file given by --config (same names, in snake_case; see README), the default.
+    /// variable, the TOML file given by --config (the flags' names in snake_case; docs/CONFIG.md),
+    /// the default.
     Serve(Box<ServeArgs>),
     /// Run the seed's echo server: returns exactly the bytes it receives (TCP and UDP).
     EchoServer(EchoArgs),
@@ -49,7 +50,7 @@ pub enum Command {
     /// Print a development token (JWT, HS256) signed with the server's secret.
     ///
     /// The secret comes from --auth-secret, SWITCHBOARD_AUTH_SECRET, or the first of
-    /// `auth_secrets` in the --config file, as `serve` reads it.
+    /// `auth_secret` in the --config file, as `serve` reads it.
     /// Example: switchboard token --sub alice --grant 'chat.*=subscribe,publish' --ttl 1h
     Token(TokenArgs),
     /// Terminal client: prints what arrives while you type; `exit` or end of input quits.
@@ -112,7 +113,7 @@ pub struct TokenArgs {
     )]
     pub auth_secret: Option<String>,
 
-    /// TOML file whose `auth_secrets` holds the secret.
+    /// TOML file whose `auth_secret` holds the secret.
     #[arg(long, value_name = "FILE", env = "SWITCHBOARD_CONFIG")]
     pub config: Option<std::path::PathBuf>,
 }
@@ -161,4 +162,216 @@ pub struct ConnectArgs {
     /// the URL's host (e.g. connecting to 127.0.0.1 when the certificate names chat.example).
     #[arg(long, value_name = "NAME")]
     pub tls_server_name: Option<String>,
+}
+
+/// The settings only the config file has (no flag): key, default (from the code's own
+/// defaults), meaning. `[limits]` keys are written with their table.
+fn file_only() -> Vec<(&'static str, String, &'static str)> {
+    let c = crate::config::Config::default();
+    let l = crate::config::Limits::default();
+    vec![
+        (
+            "ws_pong_timeout_secs",
+            c.ws_pong_timeout.as_secs().to_string(),
+            "Seconds a WebSocket client has to answer a ping before it is dropped.",
+        ),
+        (
+            "ws_echo_max_message",
+            c.ws_echo_max_message.to_string(),
+            "Largest message on `/echo` (the Autobahn endpoint), in bytes.",
+        ),
+        (
+            "webhook_queue_max",
+            crate::config::WEBHOOK_QUEUE_MAX.to_string(),
+            "Events one webhook endpoint may have queued.",
+        ),
+        (
+            "webhook_queue_max_bytes",
+            crate::config::WEBHOOK_QUEUE_MAX_BYTES.to_string(),
+            "Bytes of events one webhook endpoint may have queued (at least 1 MiB).",
+        ),
+        (
+            "[[rooms]] pattern, anonymous, users",
+            "none".into(),
+            "Who may do what where no token grant applies: a room pattern (`*`, `public.*`), the \
+         actions of anonymous clients and of signed-in users (subscribe, publish, history, \
+         presence). First match wins.",
+        ),
+        (
+            "[[webhooks]] url, events, rooms, secret",
+            "none".into(),
+            "A webhook receiver, with the events and rooms it wants and its own signing key \
+         (`--webhook URL` adds one for everything).",
+        ),
+        (
+            "limits.connection_burst",
+            l.connection_burst.to_string(),
+            "Messages a connection may send at once before `connection_rate` paces it.",
+        ),
+        (
+            "limits.flood_refusals",
+            l.flood_refusals.to_string(),
+            "Publishes refused in a row before the connection is cut as a flood.",
+        ),
+        (
+            "limits.reply_bytes",
+            l.reply_bytes.to_string(),
+            "Largest history reply (a page, a resume replay), in bytes.",
+        ),
+        (
+            "limits.http_header_timeout_secs",
+            l.http_header_timeout.as_secs().to_string(),
+            "Time for a request's headers to arrive; also how long an idle keep-alive connection stays.",
+        ),
+        (
+            "limits.http_body_timeout_secs",
+            l.http_body_timeout.as_secs().to_string(),
+            "Time for a request's whole body to arrive.",
+        ),
+        (
+            "limits.http_connections",
+            l.http_connections.to_string(),
+            "HTTP connections at once.",
+        ),
+        (
+            "limits.http_connections_per_ip",
+            l.http_connections_per_ip.to_string(),
+            "HTTP connections from one address at once.",
+        ),
+        (
+            "limits.reserved_fds",
+            l.reserved_fds.to_string(),
+            "File descriptors kept free so that listeners can still accept and refuse.",
+        ),
+        (
+            "limits.max_rooms_per_creator",
+            l.max_rooms_per_creator.to_string(),
+            "Rooms one creator (a user, or an anonymous client's address) may have made and still existing.",
+        ),
+        (
+            "limits.max_members",
+            l.max_members.to_string(),
+            "Members in one room at once.",
+        ),
+        (
+            "limits.idempotency_window_secs",
+            l.idempotency_window.as_secs().to_string(),
+            "How long an idempotency key is remembered.",
+        ),
+        (
+            "limits.udp_cookie_ttl_secs",
+            l.udp_cookie_ttl.as_secs().to_string(),
+            "Longest a UDP verification cookie is valid.",
+        ),
+    ]
+}
+
+/// The TOML key of a `serve` flag: its name in snake_case, under `[limits]` for the limits
+/// that have flags; `None` for flags with no key (the file's own name, the log settings,
+/// `--webhook`, which is a `[[webhooks]]` entry in the file).
+pub fn toml_key(long: &str) -> Option<String> {
+    match long {
+        "config" | "log" | "log-format" | "webhook" => None,
+        "connection-rate" | "queue-bytes" | "max-rooms" => {
+            Some(format!("limits.{}", long.replace('-', "_")))
+        }
+        _ => Some(long.replace('-', "_")),
+    }
+}
+
+/// `docs/CONFIG.md`: every setting of `serve` once, made from the flags' own definitions (so
+/// a new flag cannot be left out) and `FILE_ONLY`. A test keeps the file equal to this.
+pub fn config_reference() -> String {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let serve = cli.find_subcommand("serve").expect("serve is a subcommand");
+    let mut out = String::from(
+        "# Configuration reference\n\n\
+         <!-- Made by `switchboard::cli::config_reference` (src/cli.rs); tests/cli.rs checks that \
+         this file is its output. After changing a flag, run\n\
+         `UPDATE_CONFIG_DOC=1 cargo test --test cli config_reference` to write it again. -->\n\n\
+         Every setting of `switchboard serve`: its flag, its environment variable, its key in the \
+         TOML file given by `--config`, its default and what it does. Precedence: flag > \
+         environment > file > default. Lists are comma-separated in flags and environment \
+         variables and TOML arrays in the file. A relative path in the file is relative to the \
+         file. Keys renamed to match their flags still work under their old names, with a \
+         warning at start: ",
+    );
+    let renamed: Vec<String> = crate::config::RENAMED_KEYS
+        .iter()
+        .map(|(old, new)| format!("`{old}` → `{new}`"))
+        .collect();
+    out.push_str(&renamed.join(", "));
+    out.push_str(
+        ".\n\n| flag | environment | TOML key | default | meaning |\n|---|---|---|---|---|\n",
+    );
+    let mut args: Vec<&clap::Arg> = cli
+        .get_arguments()
+        .chain(serve.get_arguments())
+        .filter(|a| a.get_long().is_some() && !a.is_hide_set())
+        .collect();
+    args.dedup_by_key(|a| a.get_long());
+    for arg in args {
+        let long = arg.get_long().unwrap_or_default();
+        let help = arg
+            .get_long_help()
+            .or(arg.get_help())
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let help = help.split("\n\n").next().unwrap_or("").replace('\n', " ");
+        // A default written into the help text: `… [default: X] …`.
+        let written = help.find("[default: ").and_then(|start| {
+            let end = start + help[start..].find(']')?;
+            let meaning = format!("{}{}", help[..start].trim_end(), &help[end + 1..]);
+            Some((meaning, help[start + 10..end].to_owned()))
+        });
+        let (meaning, default) = match written {
+            Some((meaning, default)) => (meaning.trim().to_owned(), default),
+            None => {
+                let defaults: Vec<String> = arg
+                    .get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect();
+                let default = if defaults.is_empty() {
+                    if arg.get_action().takes_values() {
+                        "none".to_owned()
+                    } else {
+                        "off".to_owned()
+                    }
+                } else {
+                    defaults.join(",")
+                };
+                (help.trim().to_owned(), default)
+            }
+        };
+        let value = arg
+            .get_value_names()
+            .and_then(|v| v.first())
+            .filter(|_| arg.get_action().takes_values())
+            .map(|v| format!(" {v}"))
+            .unwrap_or_default();
+        let env = arg
+            .get_env()
+            .map(|e| format!("`{}`", e.to_string_lossy()))
+            .unwrap_or_else(|| "—".into());
+        let key = toml_key(long)
+            .map(|k| format!("`{k}`"))
+            .unwrap_or_else(|| "—".into());
+        out.push_str(&format!(
+            "| `--{long}{value}` | {env} | {key} | {} | {} |\n",
+            cell(&default),
+            cell(&meaning)
+        ));
+    }
+    out.push_str("\nOnly in the file:\n\n| TOML key | default | meaning |\n|---|---|---|\n");
+    for (key, default, meaning) in file_only() {
+        out.push_str(&format!("| `{key}` | {default} | {} |\n", cell(meaning)));
+    }
+    out
+}
+
+/// Text for a table cell: pipes escaped.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|")
 }

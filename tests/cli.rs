@@ -389,3 +389,137 @@ fn taken_ports_are_all_named_with_their_flags() {
     );
     assert_eq!(err.matches("in use").count(), 2, "{err}");
 }
+
+/// `docs/CONFIG.md` is what the code says every setting is (flags, environment variables,
+/// TOML keys, defaults). `UPDATE_CONFIG_DOC=1` writes it again after a flag changes.
+#[test]
+fn config_reference_is_current() {
+    let made = switchboard::cli::config_reference();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CONFIG.md");
+    if std::env::var_os("UPDATE_CONFIG_DOC").is_some() {
+        std::fs::write(path, &made).unwrap();
+    }
+    let written = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        written == made,
+        "docs/CONFIG.md is not current: run UPDATE_CONFIG_DOC=1 cargo test --test cli config_reference"
+    );
+}
+
+/// `Config::resolve` over a config file holding `toml`, every listener off.
+fn resolve_file(toml: &str) -> Result<switchboard::Config, String> {
+    use clap::Parser;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.toml");
+    std::fs::write(&path, toml).unwrap();
+    let cli = switchboard::cli::Cli::try_parse_from([
+        "switchboard",
+        "serve",
+        "--config",
+        path.to_str().unwrap(),
+    ])
+    .unwrap();
+    let switchboard::cli::Command::Serve(args) = cli.command else {
+        unreachable!()
+    };
+    switchboard::Config::resolve(&args).map_err(|e| e.to_string())
+}
+
+/// Every key the reference names is one the file takes, and every key the file takes is in
+/// the reference: the list of keys the file takes is the parser's own, from its answer to a
+/// key it does not know.
+#[test]
+fn the_reference_and_the_config_file_name_the_same_keys() {
+    let reference =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CONFIG.md")).unwrap();
+    let keys: Vec<String> = reference
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split(" | ").collect();
+            // Flag rows: | flag | env | key | …; file rows: | key | default | meaning |.
+            let key = if l.starts_with("| `--") {
+                cells.get(2)?
+            } else {
+                cells.first()?
+            };
+            let key = key.trim_start_matches("| ").trim_matches('`');
+            (!key.starts_with('[') && key != "—").then(|| key.to_owned())
+        })
+        .collect();
+    assert!(keys.len() > 40, "{keys:?}");
+    for key in &keys {
+        let toml = match key.split_once('.') {
+            Some((table, key)) => format!("[{table}]\n{key} = 0\n"),
+            None => format!("{key} = 0\n"),
+        };
+        if let Err(e) = resolve_file(&toml) {
+            assert!(!e.contains("unknown field"), "{key}: {e}");
+        }
+    }
+    for (table, probe) in [
+        ("", "not_a_key = 0\n"),
+        ("limits.", "[limits]\nnot_a_key = 0\n"),
+    ] {
+        let e = resolve_file(probe).unwrap_err();
+        let known = e
+            .split("expected one of")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{e}"));
+        for name in known.split('`').skip(1).step_by(2) {
+            if matches!(name, "rooms" | "webhooks" | "limits") {
+                continue;
+            }
+            let key = format!("{table}{name}");
+            assert!(
+                keys.contains(&key),
+                "{key} is taken by the file but not in docs/CONFIG.md"
+            );
+        }
+    }
+}
+
+/// Old key names still work, with a warning that names the new one; relative paths in the
+/// file are relative to the file.
+#[test]
+fn old_key_names_work_with_a_warning_and_paths_are_the_files() {
+    let config = resolve_file(
+        "auth_secrets = [\"old-name-secret-0123456789abcdef0123\"]\n\
+         data_dir = \"beside\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.auth.secrets,
+        ["old-name-secret-0123456789abcdef0123"]
+    );
+    assert!(config.data_dir.ends_with("beside") && config.data_dir.is_absolute());
+    assert!(
+        resolve_file("api_keys = [\"a\"]\napi_key = [\"b\"]\n")
+            .unwrap_err()
+            .contains("both")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.toml");
+    std::fs::write(
+        &path,
+        "auth_secrets = [\"old-name-secret-0123456789abcdef0123\"]\n",
+    )
+    .unwrap();
+    let (out, err, code) = run_to_end(&["token", "--sub", "u", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.trim().split('.').count() == 3, "{out}");
+    assert!(err.contains("`auth_secrets` is now `auth_secret`"), "{err}");
+}
+
+/// The README's sample config file is one the server takes.
+#[test]
+fn the_readme_sample_config_is_valid() {
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("```toml\n# switchboard.toml")
+        .expect("the sample");
+    let sample = &readme[start + 8..];
+    let sample = &sample[..sample.find("```").unwrap()];
+    let config = resolve_file(sample).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.history_max_messages, 1000);
+}

@@ -272,30 +272,30 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     max_line_bytes: Option<usize>,
-    idle_timeout_secs: Option<u64>,
+    idle_timeout: Option<u64>,
     queue_capacity: Option<usize>,
     line_flush_ms: Option<u64>,
-    udp_ttl_secs: Option<u64>,
+    udp_ttl: Option<u64>,
     udp_max_in: Option<usize>,
     udp_max_out: Option<usize>,
     ws_max_message: Option<usize>,
     ws_echo_max_message: Option<usize>,
-    ws_ping_interval_secs: Option<u64>,
+    ws_ping_interval: Option<u64>,
     ws_pong_timeout_secs: Option<u64>,
     ws_deflate: Option<bool>,
-    allowed_origins: Option<Vec<String>>,
+    allowed_origin: Option<Vec<String>>,
     history_max_messages: Option<usize>,
-    history_max_age_secs: Option<u64>,
+    history_max_age: Option<u64>,
     publish_rate: Option<f64>,
     publish_burst: Option<f64>,
-    sse_max_lifetime_secs: Option<u64>,
-    auth_secrets: Option<Vec<String>>,
-    auth_public_keys: Option<Vec<PathBuf>>,
+    sse_max_lifetime: Option<u64>,
+    auth_secret: Option<Vec<String>>,
+    auth_public_key: Option<Vec<PathBuf>>,
     auth_jwks_url: Option<String>,
-    auth_leeway_secs: Option<u64>,
-    api_keys: Option<Vec<String>>,
+    auth_leeway: Option<u64>,
+    api_key: Option<Vec<String>>,
     allow_anonymous: Option<bool>,
-    allowed_hosts: Option<Vec<String>>,
+    allowed_host: Option<Vec<String>>,
     trusted_proxies: Option<Vec<String>>,
     proxy_protocol: Option<bool>,
     tls_cert: Option<PathBuf>,
@@ -341,8 +341,9 @@ impl std::fmt::Debug for FileWebhook {
 }
 
 /// Default bounds of each webhook endpoint's queue, in events and in bytes.
-const WEBHOOK_QUEUE_MAX: usize = 10_000;
-const WEBHOOK_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
+pub const WEBHOOK_QUEUE_MAX: usize = 10_000;
+/// See `WEBHOOK_QUEUE_MAX`.
+pub const WEBHOOK_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// The webhook endpoints of the file, then one per `--webhook` flag (all events, all rooms),
 /// each URL checked; `None` when there are none.
@@ -430,16 +431,72 @@ fn resolve_webhooks(
     }))
 }
 
+/// Keys of the config file that were renamed to match their flags: the old name still works,
+/// with a warning at start.
+pub const RENAMED_KEYS: &[(&str, &str)] = &[
+    ("idle_timeout_secs", "idle_timeout"),
+    ("udp_ttl_secs", "udp_ttl"),
+    ("ws_ping_interval_secs", "ws_ping_interval"),
+    ("sse_max_lifetime_secs", "sse_max_lifetime"),
+    ("history_max_age_secs", "history_max_age"),
+    ("allowed_origins", "allowed_origin"),
+    ("auth_secrets", "auth_secret"),
+    ("auth_public_keys", "auth_public_key"),
+    ("auth_leeway_secs", "auth_leeway"),
+    ("api_keys", "api_key"),
+    ("allowed_hosts", "allowed_host"),
+];
+
 impl FileConfig {
     fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let parse_error = |message: String| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
-        })
+            message,
+        };
+        let table: toml::Table = toml::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
+        let old: Vec<&(&str, &str)> = RENAMED_KEYS
+            .iter()
+            .filter(|(old, _)| table.contains_key(*old))
+            .collect();
+        let mut file: FileConfig = if old.is_empty() {
+            // Straight from the text, so that an error names its line and column.
+            toml::from_str(&text).map_err(|e| parse_error(e.to_string()))?
+        } else {
+            let mut table = table;
+            for (old, new) in old {
+                if table.contains_key(*new) {
+                    return Err(parse_error(format!(
+                        "both `{old}` and `{new}` are set; `{old}` is the old name of `{new}`"
+                    )));
+                }
+                if let Some(value) = table.remove(*old) {
+                    tracing::warn!(file = %path.display(), "config key `{old}` is now `{new}` (named like its flag); the old name still works");
+                    table.insert((*new).to_owned(), value);
+                }
+            }
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| parse_error(e.to_string()))?
+        };
+        // A relative path in the file means relative to the file, wherever serve was started.
+        let base = path.parent().unwrap_or(Path::new("."));
+        let beside = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        let paths = [&mut file.data_dir, &mut file.tls_cert, &mut file.tls_key];
+        for path in paths.into_iter().flatten() {
+            beside(path);
+        }
+        for key in file.auth_public_key.iter_mut().flatten() {
+            beside(key);
+        }
+        Ok(file)
     }
 }
 
@@ -448,14 +505,14 @@ impl FileConfig {
 pub fn signing_secret(flag: Option<String>, file: Option<&Path>) -> Result<String, ConfigError> {
     let from_file = match file {
         Some(path) => FileConfig::load(path)?
-            .auth_secrets
+            .auth_secret
             .and_then(|s| s.into_iter().next()),
         None => None,
     };
     let secret = flag.or(from_file).ok_or(ConfigError::Invalid {
         key: "auth_secret",
         message: "no secret to sign with: give --auth-secret, SWITCHBOARD_AUTH_SECRET or a \
-                  --config file with auth_secrets"
+                  --config file with auth_secret"
             .into(),
     })?;
     if secret.len() < 32 {
@@ -474,11 +531,11 @@ fn resolve_trust(
     d: &Config,
 ) -> Result<(AuthConfig, Option<(PathBuf, PathBuf)>), ConfigError> {
     let auth = AuthConfig {
-        secrets: pick_list(&args.auth_secrets, file.auth_secrets.take()),
-        public_keys: pick_list(&args.auth_public_keys, file.auth_public_keys.take()),
+        secrets: pick_list(&args.auth_secrets, file.auth_secret.take()),
+        public_keys: pick_list(&args.auth_public_keys, file.auth_public_key.take()),
         jwks_url: args.auth_jwks_url.clone().or(file.auth_jwks_url.take()),
-        leeway_secs: pick(args.auth_leeway, file.auth_leeway_secs, d.auth.leeway_secs),
-        api_keys: pick_list(&args.api_keys, file.api_keys.take()),
+        leeway_secs: pick(args.auth_leeway, file.auth_leeway, d.auth.leeway_secs),
+        api_keys: pick_list(&args.api_keys, file.api_key.take()),
         rooms: std::mem::take(&mut file.rooms),
     };
     let tls = match (
@@ -576,7 +633,7 @@ impl Config {
                 d.max_connections_per_ip,
             ),
             max_line_bytes: pick(args.max_line_bytes, file.max_line_bytes, d.max_line_bytes),
-            idle_timeout: match args.idle_timeout.or(file.idle_timeout_secs) {
+            idle_timeout: match args.idle_timeout.or(file.idle_timeout) {
                 Some(0) | None => None,
                 Some(s) => Some(secs(s)),
             },
@@ -585,18 +642,18 @@ impl Config {
                 .line_flush_ms
                 .or(file.line_flush_ms)
                 .map_or(d.line_flush, Duration::from_millis),
-            udp_ttl: args.udp_ttl.or(file.udp_ttl_secs).map_or(d.udp_ttl, secs),
+            udp_ttl: args.udp_ttl.or(file.udp_ttl).map_or(d.udp_ttl, secs),
             udp_max_in: pick(args.udp_max_in, file.udp_max_in, d.udp_max_in),
             udp_max_out: pick(args.udp_max_out, file.udp_max_out, d.udp_max_out),
             ws_max_message: pick(args.ws_max_message, file.ws_max_message, d.ws_max_message),
             ws_echo_max_message: file.ws_echo_max_message.unwrap_or(d.ws_echo_max_message),
             ws_ping_interval: args
                 .ws_ping_interval
-                .or(file.ws_ping_interval_secs)
+                .or(file.ws_ping_interval)
                 .map_or(d.ws_ping_interval, secs),
             ws_pong_timeout: file.ws_pong_timeout_secs.map_or(d.ws_pong_timeout, secs),
             ws_deflate: pick(args.ws_deflate, file.ws_deflate, d.ws_deflate),
-            allowed_origins: pick_list(&args.allowed_origins, file.allowed_origins),
+            allowed_origins: pick_list(&args.allowed_origins, file.allowed_origin),
             history_max_messages: pick(
                 args.history_max_messages,
                 file.history_max_messages,
@@ -604,9 +661,9 @@ impl Config {
             ),
             history_max_age: args
                 .history_max_age
-                .or(file.history_max_age_secs)
+                .or(file.history_max_age)
                 .map_or(d.history_max_age, secs),
-            sse_max_lifetime: match args.sse_max_lifetime.or(file.sse_max_lifetime_secs) {
+            sse_max_lifetime: match args.sse_max_lifetime.or(file.sse_max_lifetime) {
                 Some(0) | None => None,
                 Some(s) => Some(secs(s)),
             },
@@ -615,7 +672,7 @@ impl Config {
             shutdown_grace: d.shutdown_grace,
             auth,
             allow_anonymous: args.allow_anonymous || file.allow_anonymous.unwrap_or(false),
-            allowed_hosts: pick_list(&args.allowed_hosts, file.allowed_hosts),
+            allowed_hosts: pick_list(&args.allowed_hosts, file.allowed_host),
             trusted_proxies: crate::auth::proxies::TrustedProxies::new(pick_list(
                 &args.trusted_proxies,
                 file.trusted_proxies

@@ -233,7 +233,7 @@ async fn guard(
         return AppError::new(
             StatusCode::MISDIRECTED_REQUEST,
             "host_not_allowed",
-            format!("this server does not answer to host {host} (see allowed_hosts)"),
+            format!("this server does not answer to host {host} (see --allowed-host)"),
         )
         .into_response();
     }
@@ -249,7 +249,7 @@ async fn guard(
         return AppError::new(
             StatusCode::FORBIDDEN,
             "origin_not_allowed",
-            format!("origin {origin} may not send requests here (see allowed_origins)"),
+            format!("origin {origin} may not send requests here (see --allowed-origin)"),
         )
         .into_response();
     }

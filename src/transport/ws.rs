@@ -141,7 +141,7 @@ impl Handshake {
         ) {
             return Err(refuse(
                 Refused::Forbidden,
-                format!("origin {origin} is not allowed (see allowed_origins)"),
+                format!("origin {origin} is not allowed (see --allowed-origin)"),
             ));
         }
         let protocol = offer.filter(|offered| {
