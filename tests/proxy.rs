@@ -37,8 +37,18 @@ impl Drop for Nginx {
     }
 }
 
-fn nginx(dir: &Path, http: SocketAddr, tcp: SocketAddr) -> (Nginx, u16, u16) {
+/// The ports nginx listens on in front of each listener.
+struct Fronts {
+    http: u16,
+    tcp: u16,
+    mqtt: u16,
+    grpc: u16,
+}
+
+fn nginx(dir: &Path, server: &support::TestServer, grpc: SocketAddr) -> (Nginx, Fronts) {
+    let (http, tcp, mqtt) = (server.http(), server.tcp(), server.mqtt());
     let (front_http, front_tcp) = (free_port(), free_port());
+    let (front_mqtt, front_grpc) = (free_port(), free_port());
     let stream_module = ["/usr/lib/nginx/modules/ngx_stream_module.so"]
         .into_iter()
         .find(|p| Path::new(p).exists())
@@ -78,6 +88,16 @@ stream {{
     proxy_pass {tcp};
     proxy_protocol on;
   }}
+  server {{
+    listen 127.0.0.1:{front_mqtt};
+    proxy_pass {mqtt};
+    proxy_protocol on;
+  }}
+  server {{
+    listen 127.0.0.1:{front_grpc};
+    proxy_pass {grpc};
+    proxy_protocol on;
+  }}
 }}
 "#
     );
@@ -95,14 +115,22 @@ stream {{
         .expect("nginx runs (Debian package nginx)");
     let nginx = Nginx(child);
     let deadline = Instant::now() + TIMEOUT;
-    for port in [front_http, front_tcp] {
+    for port in [front_http, front_tcp, front_mqtt, front_grpc] {
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
             assert!(Instant::now() < deadline, "nginx did not start: {log}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    (nginx, front_http, front_tcp)
+    (
+        nginx,
+        Fronts {
+            http: front_http,
+            tcp: front_tcp,
+            mqtt: front_mqtt,
+            grpc: front_grpc,
+        },
+    )
 }
 
 /// An HTTP client whose connections leave from `ip`.
@@ -156,9 +184,13 @@ async fn behind_nginx_each_client_is_itself() {
         ..test_config()
     };
     config.auth.api_keys = vec![KEY.into()];
+    let grpc_port = free_port();
+    config.grpc = Some(SocketAddr::from(([127, 0, 0, 1], grpc_port)));
     let server = start_with(config).await;
     let dir = tempfile::tempdir().unwrap();
-    let (_nginx, front_http, front_tcp) = nginx(dir.path(), server.http(), server.tcp());
+    let grpc = SocketAddr::from(([127, 0, 0, 1], grpc_port));
+    let (_nginx, fronts) = nginx(dir.path(), &server, grpc);
+    let (front_http, front_tcp) = (fronts.http, fronts.tcp);
     let front = format!("http://127.0.0.1:{front_http}");
 
     // Two clients behind the one proxy: a bucket each (burst 1), not one for everyone.
@@ -228,5 +260,94 @@ async fn behind_nginx_each_client_is_itself() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(sse);
+
+    // MQTT and gRPC through nginx's PROXY header: without reading it first, the server would
+    // take "PROXY TCP4 …" for the client's first bytes and drop the connection.
+    let mut sub = std::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &fronts.mqtt.to_string(),
+            "-t",
+            "px/mqtt",
+            "-C",
+            "1",
+        ])
+        .args(["-W", "10"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub runs");
+    let deadline = Instant::now() + TIMEOUT;
+    while connection_addrs(server.http(), "mqtt").await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the MQTT subscriber never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let published = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &fronts.mqtt.to_string(),
+            "-t",
+            "px/mqtt",
+            "-m",
+            "via nginx",
+        ])
+        .status()
+        .unwrap();
+    assert!(published.success());
+    let out = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(sub.stdout.as_mut().unwrap(), &mut text).unwrap();
+        let _ = sub.wait();
+        text
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.trim(), "via nginx");
+    assert_eq!(
+        grpc_health(fronts.grpc).await,
+        "0",
+        "grpc-status through nginx"
+    );
     server.stop().await;
+}
+
+/// A gRPC health check over h2c to `port`: the `grpc-status` the server answered.
+async fn grpc_health(port: u16) -> String {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let request = axum::http::Request::post(format!(
+        "http://127.0.0.1:{port}/grpc.health.v1.Health/Check"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .unwrap();
+    let (response, mut body) = client.send_request(request, false).unwrap();
+    // An empty HealthCheckRequest: no compression, length 0.
+    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .unwrap();
+    let response = tokio::time::timeout(TIMEOUT, response)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let trailers = body.trailers().await.unwrap().unwrap_or_default();
+    trailers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_owned()
 }

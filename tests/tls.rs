@@ -624,3 +624,38 @@ async fn refused_posts_with_bodies_get_their_json_over_http2() {
     tls.stop().await;
     plain.stop().await;
 }
+
+/// `connect --tls-server-name`: a certificate that names only `chat.test` verifies when the
+/// server is reached by address and the name is given; without it the handshake fails and
+/// says so, once.
+#[test]
+fn connect_checks_the_name_given_by_tls_server_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["chat.test".into()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("named.pem"), dir.path().join("named.key"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(start_with(tls_config(cert_path.clone(), key_path)));
+    let url = format!("tls://127.0.0.1:{}", server.tcp().port());
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["connect", &url, "--tls-ca", cert_path.to_str().unwrap()])
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, stderr) = run(&["--tls-server-name", "chat.test"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("* welcome"), "{stdout}");
+    let (ok, _, stderr) = run(&[]);
+    assert!(!ok);
+    assert!(stderr.contains("handshake with 127.0.0.1"), "{stderr}");
+    runtime.block_on(server.stop());
+}

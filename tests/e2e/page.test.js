@@ -143,7 +143,13 @@ test("phone width", async () => {
   await shown(page, "hello from a phone");
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
   assert.equal(overflow, false, "no horizontal scrolling at phone width");
+  // The message list is most of the screen; nick and sign-in fold behind Account.
+  const share = await page.evaluate(() => document.getElementById("messages").clientHeight / window.innerHeight);
+  assert.ok(share >= 0.7, `the messages get ${Math.round(share * 100)} % of the height`);
   await page.screenshot({ path: path.join(SHOTS, "page-phone.png") });
+  await page.click("#account");
+  await page.locator("#token").waitFor({ state: "visible" });
+  await page.screenshot({ path: path.join(SHOTS, "page-phone-account.png") });
   await page.context().close();
 });
 
