@@ -733,3 +733,33 @@ async fn healthz_says_503_with_the_reason_while_redis_refuses_writes() {
     assert_eq!(status, 200, "{body}");
     server.stop().await;
 }
+
+/// A cursor taken in an empty room on one node (sequence 0, in that node's epoch) has seen
+/// nothing: resumed on another node after messages were published there, it replays from the
+/// first message with no gap, as `00000000-0` does. Before, both answered `gap: reset`.
+#[tokio::test]
+async fn a_cursor_from_an_empty_room_on_another_node_is_no_gap() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let empty = get_json(b.http(), "/rooms/fresh/messages").await;
+    let cursor = empty["cursor"].as_str().expect("a cursor").to_owned();
+    assert!(cursor.ends_with("-0"), "{empty}");
+    for text in ["one", "two"] {
+        post(a.http(), "fresh", text, None).await;
+    }
+    for since in [cursor.as_str(), "00000000-0"] {
+        for node in [&a, &b] {
+            let page = get_json(node.http(), &format!("/rooms/fresh/messages?since={since}")).await;
+            let texts: Vec<&str> = page["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["text"].as_str().unwrap())
+                .collect();
+            assert_eq!(texts, ["one", "two"], "since {since}: {page}");
+            assert!(page["gap"].is_null(), "since {since}: {page}");
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}
