@@ -843,7 +843,7 @@ async fn openapi_json_describes_every_route_and_what_schemathesis_found_stays_fi
         .unwrap();
     assert_eq!(res.status(), 400);
     let v: Value = res.json().await.unwrap();
-    assert_eq!(v["code"], "bad_request");
+    assert_eq!(v["code"], "bad_name");
     server.stop().await;
 }
 

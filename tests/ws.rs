@@ -235,6 +235,15 @@ async fn structured_refusals_match_the_other_transports_and_keep_the_ref() {
         .await
         .unwrap();
     assert_eq!(res.status(), 400);
+    let res = support::http_client()
+        .post(format!("http://{}/rooms/a%20b/messages", server.http()))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["code"], "bad_name", "{v}");
     server.stop().await;
 }
 
@@ -421,7 +430,8 @@ async fn malformed_handshakes_get_400_or_426_with_a_reason() {
     );
     let (code, res) = raw(addr, &upgrade_request("/ws?room=../x", "")).await;
     assert_eq!(code, 400);
-    assert!(res.contains("\"code\":\"bad_request\""), "{res}");
+    // A bad name is `bad_name` on every transport.
+    assert!(res.contains("\"code\":\"bad_name\""), "{res}");
     let bad_key = upgrade_request("/ws", "").replace("dGhlIHNhbXBsZSBub25jZQ==", "short");
     let (code, res) = raw(addr, &bad_key).await;
     assert_eq!(code, 400);

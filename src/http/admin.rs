@@ -144,7 +144,7 @@ pub(crate) async fn kick(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Kicked>, AppError> {
     operator(&shared, &headers)?;
-    check_nick(&nick).map_err(AppError::bad_request)?;
+    check_nick(&nick).map_err(AppError::bad_name)?;
     let reason = reason(body)?;
     let holders = shared.hub.holders(&nick);
     if holders.is_empty() {
@@ -185,7 +185,7 @@ pub(crate) async fn close_room(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Closed>, AppError> {
     operator(&shared, &headers)?;
-    check_room(&room).map_err(AppError::bad_request)?;
+    check_room(&room).map_err(AppError::bad_name)?;
     let reason = reason(body)?;
     let members = shared
         .hub

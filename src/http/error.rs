@@ -66,6 +66,12 @@ impl AppError {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message.to_string())
     }
 
+    /// 400 for a room or nick name that breaks the naming rules: `bad_name`, as the
+    /// structured WebSocket, the chat's `ERR` and gRPC's message say it.
+    pub(crate) fn bad_name(error: crate::protocol::names::NameError) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_name", error.to_string())
+    }
+
     /// 413 for a body over the limit.
     pub(crate) fn too_large(limit: usize) -> Self {
         Self::new(
@@ -152,6 +158,9 @@ impl IntoResponse for crate::transport::ws::Refused {
         use crate::transport::ws::Refused;
         match self {
             Refused::BadRequest(why) => AppError::bad_request(why).into_response(),
+            Refused::BadName(why) => {
+                AppError::new(StatusCode::BAD_REQUEST, "bad_name", why).into_response()
+            }
             Refused::Unauthorized(why) => AppError::unauthorized(why).into_response(),
             Refused::Forbidden(why) => AppError::forbidden(why).into_response(),
             Refused::Full(full) => AppError::full(full).into_response(),

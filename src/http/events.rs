@@ -76,9 +76,9 @@ pub(crate) async fn events(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let room = query.room.unwrap_or_else(|| DEFAULT_ROOM.to_owned());
-    check_room(&room).map_err(AppError::bad_request)?;
+    check_room(&room).map_err(AppError::bad_name)?;
     if let Some(nick) = &query.nick {
-        check_nick(nick).map_err(AppError::bad_request)?;
+        check_nick(nick).map_err(AppError::bad_name)?;
     }
     // A browser's reconnect carries Last-Event-ID, which is newer than a `since` in the URL.
     let last_event_id = match headers.get("last-event-id") {

@@ -72,7 +72,7 @@ pub(crate) async fn messages(
     Query(query): Query<MessagesQuery>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    check_room(&room).map_err(AppError::bad_request)?;
+    check_room(&room).map_err(AppError::bad_name)?;
     // Reading history needs `history`; a long-poll is a way of subscribing, so `subscribe`
     // is enough for it.
     let who = super::principal(&shared, &headers, query.token.as_deref())?;

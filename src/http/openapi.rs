@@ -58,7 +58,7 @@ pub(crate) struct SenderHeaders {
 pub(crate) struct ErrorBody {
     /// What is wrong, for people.
     pub(crate) error: String,
-    /// For programs: bad_request, unauthorized, forbidden, not_found, rate_limited,
+    /// For programs: bad_request, bad_name, unauthorized, forbidden, not_found, rate_limited,
     /// unavailable, too_large, body_timeout, nick_taken, no_such_user, limit_reached, …
     pub(crate) code: String,
 }

@@ -103,7 +103,7 @@ pub(crate) async fn presence(
     Query(query): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Result<Json<PresenceReply>, AppError> {
-    check_room(&room).map_err(AppError::bad_request)?;
+    check_room(&room).map_err(AppError::bad_name)?;
     super::allowed(
         &shared,
         &headers,

@@ -113,7 +113,7 @@ async fn read_posted(
     };
     // Every name given is checked, including one another wins over.
     for given in [&nick, &header_nick, &query.nick].into_iter().flatten() {
-        check_nick(given).map_err(AppError::bad_request)?;
+        check_nick(given).map_err(AppError::bad_name)?;
     }
     let nick = nick.or(header_nick).or(query.nick);
     if text.trim().is_empty() {
@@ -179,7 +179,7 @@ pub(crate) async fn publish(
     Query(query): Query<PublishQuery>,
     req: Request,
 ) -> Result<Response, AppError> {
-    check_room(&room).map_err(AppError::bad_request)?;
+    check_room(&room).map_err(AppError::bad_name)?;
     let posted = read_posted(&shared, addr, query, req, Target::Room(&room)).await?;
     let key = header_str(&posted.headers, "idempotency-key");
     if key.as_ref().is_some_and(|k| k.len() > 200) {
@@ -243,7 +243,7 @@ pub(crate) async fn direct(
     Query(query): Query<PublishQuery>,
     req: Request,
 ) -> Result<Response, AppError> {
-    check_nick(&to).map_err(AppError::bad_request)?;
+    check_nick(&to).map_err(AppError::bad_name)?;
     let posted = read_posted(&shared, addr, query, req, Target::User).await?;
     // An HTTP sender has no subscriber of its own.
     const NO_SUBSCRIBER: u64 = 0;

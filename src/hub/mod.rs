@@ -443,6 +443,20 @@ mod tests {
         })
     }
 
+    /// A hub whose rooms keep their last `max_messages` only.
+    fn keeping(max_messages: usize) -> Arc<Hub> {
+        Hub::new(HubConfig {
+            queue_capacity: 4,
+            history: crate::store::memory(crate::store::Retention {
+                max_messages,
+                ..Default::default()
+            }),
+            cluster: None,
+            auth: crate::auth::Auth::open(),
+            ..HubConfig::default()
+        })
+    }
+
     fn line(ev: &Event) -> String {
         String::from_utf8_lossy(crate::wire::event(crate::wire::Wire::Line, ev)).into_owned()
     }
@@ -618,16 +632,7 @@ mod tests {
             assert_eq!(page.gap, None, "{start}");
             assert_eq!(page.events.len(), 2, "{start}");
         }
-        let trimmed = Hub::new(HubConfig {
-            queue_capacity: 4,
-            history: crate::store::memory(crate::store::Retention {
-                max_messages: 1,
-                ..Default::default()
-            }),
-            cluster: None,
-            auth: crate::auth::Auth::open(),
-            ..HubConfig::default()
-        });
+        let trimmed = keeping(1);
         let room = trimmed.room("r");
         for t in ["1", "2"] {
             say(&trimmed, &room, None, "p", t);
@@ -639,16 +644,7 @@ mod tests {
 
     #[test]
     fn expired_history_is_an_expired_gap() {
-        let hub = Hub::new(HubConfig {
-            queue_capacity: 4,
-            history: crate::store::memory(crate::store::Retention {
-                max_messages: 2,
-                ..Default::default()
-            }),
-            cluster: None,
-            auth: crate::auth::Auth::open(),
-            ..HubConfig::default()
-        });
+        let hub = keeping(2);
         let room = hub.room("r");
         let first = say(&hub, &room, None, "p", "1").id.unwrap();
         for t in ["2", "3", "4"] {

@@ -71,6 +71,8 @@ pub(crate) struct ChatQuery {
 pub(crate) enum Refused {
     /// 400: not an upgrade, or a bad key, version header or query parameter.
     BadRequest(String),
+    /// 400: a room or nick name that breaks the naming rules (`bad_name`).
+    BadName(String),
     /// 401: no credential where one is needed, or one that does not verify.
     Unauthorized(String),
     /// 403: the credential lacks the grant, or the page's origin is not allowed.
@@ -354,12 +356,12 @@ pub(crate) async fn chat(
     };
     let room = query.room.unwrap_or_else(|| DEFAULT_ROOM.to_owned());
     if let Err(e) = check_room(&room) {
-        return refuse(Refused::BadRequest, e.to_string());
+        return refuse(Refused::BadName, e.to_string());
     }
     if let Some(nick) = &query.nick
         && let Err(e) = check_nick(nick)
     {
-        return refuse(Refused::BadRequest, e.to_string());
+        return refuse(Refused::BadName, e.to_string());
     }
     let since = match MessageId::parse_opt(query.since.as_deref()) {
         Ok(since) => since,
