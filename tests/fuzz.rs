@@ -1,6 +1,8 @@
 //! The fuzz targets (`switchboard::fuzz`) on stable: the committed corpus (`fuzz/corpus`,
 //! grown by `cargo +nightly fuzz`) and, bounded in count, deterministic mutations of it.
-//! `FUZZ_RUNS` sets the mutations per target (default 20,000); a failing input is printed.
+//! `FUZZ_RUNS` sets the mutations per target (default 20,000); a failing input is printed with
+//! the seed that made it. Each run draws a new seed (from the clock) unless `FUZZ_SEED` gives
+//! one, so that more runs find new inputs; `FUZZ_SEED=N` replays a failure exactly.
 
 use std::path::Path;
 
@@ -60,7 +62,7 @@ const TOKENS: &[&[u8]] = &[
     b"99999999m",
 ];
 
-/// xorshift64*: the same mutations on every run, so a failure reproduces.
+/// xorshift64*: the same mutations for the same seed, so a failure reproduces.
 struct Rng(u64);
 
 impl Rng {
@@ -121,23 +123,54 @@ fn run(name: &str, target: Target) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
+    let seed = seed();
     let check = |input: &[u8]| {
         let caught = std::panic::catch_unwind(|| target(input));
         assert!(
             caught.is_ok(),
-            "{name} failed on {:?}",
+            "{name} failed on {:?} (FUZZ_SEED={seed} replays this run)",
             String::from_utf8_lossy(input)
         );
     };
     for input in &corpus {
         check(input);
     }
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ name.len() as u64);
+    let mut rng = stream(name, seed);
     for _ in 0..runs {
         let mut input = corpus[rng.below(corpus.len())].clone();
         mutate(&mut rng, &corpus, &mut input);
         check(&input);
     }
+}
+
+/// `FUZZ_SEED`, else one from the clock, so that every run tries new mutations.
+fn seed() -> u64 {
+    std::env::var("FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64)
+        })
+}
+
+/// Each target its own stream from the one seed: the name's FNV-1a hash mixed in (its
+/// length alone gave three targets the same inputs).
+fn stream(name: &str, seed: u64) -> Rng {
+    let named = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    Rng((seed ^ named) | 1)
+}
+
+#[test]
+fn streams_differ_by_target_and_seed() {
+    let first = |name: &str, seed: u64| stream(name, seed).next();
+    // Same-length names (envelope, http_query...) no longer share a stream.
+    assert_ne!(first("envelope", 1), first("abcdefgh", 1));
+    assert_ne!(first("envelope", 1), first("envelope", 2));
+    assert_eq!(first("envelope", 7), first("envelope", 7));
 }
 
 #[test]
