@@ -638,3 +638,65 @@ async fn a_udp_publish_flood_is_answered_then_cut() {
         .await;
     probe.check("quiet").await;
 }
+
+/// Guessing credentials from one address: past a burst of failures, HTTP answers 429 with
+/// `Retry-After` (unchecked, so a right guess does not help either), the chat's `/auth` says
+/// so in an `ERR` line; another address is not slowed, and its right key works.
+#[tokio::test]
+async fn failed_sign_ins_are_throttled_per_address() {
+    const KEY: &str = "the-right-api-key-0123456789";
+    let mut config = support::test_config();
+    config.auth.api_keys = vec![KEY.into()];
+    config.auth.secrets = vec!["throttle-secret-0123456789abcdef-0123".into()];
+    let server = support::start_with(config).await;
+    let from = |ip: &str| {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+            .timeout(TIMEOUT)
+            .build()
+            .unwrap()
+    };
+    let guesser = from("127.0.0.2");
+    let url = format!("http://{}/admin/connections", server.http());
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        let res = guesser
+            .get(&url)
+            .header("x-api-key", format!("guess-{i:020}"))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 429 {
+            assert!(res.headers().contains_key("retry-after"));
+            let v: serde_json::Value = res.json().await.unwrap();
+            assert!(v["error"].as_str().unwrap().contains("failed sign-ins"), "{v}");
+            statuses.push(429);
+        } else {
+            statuses.push(res.status().as_u16());
+        }
+    }
+    let refused = statuses.iter().filter(|s| **s == 401).count();
+    assert!((15..=25).contains(&refused), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // Throttled means unchecked: the right key from the guessing address waits too.
+    let res = guesser.get(&url).header("x-api-key", KEY).send().await.unwrap();
+    assert_eq!(res.status(), 429);
+    let res = from("127.0.0.3")
+        .get(&url)
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "another address is not slowed");
+
+    // The chat's /auth, from the test's own address: the same bucket rule.
+    let (mut chat, _) = Line::connect(server.tcp()).await;
+    let mut said = Vec::new();
+    for _ in 0..30 {
+        chat.say("/auth not-a-token").await;
+        said.push(chat.line_where(|l| l.starts_with("ERR")).await);
+    }
+    assert!(said[0].contains("token refused"), "{}", said[0]);
+    assert!(said[29].contains("too many failed sign-ins"), "{}", said[29]);
+    server.stop().await;
+}

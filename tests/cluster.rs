@@ -511,7 +511,7 @@ async fn a_senders_standing_crosses_nodes_on_the_bus_and_in_the_stream() {
     let config = || {
         let mut c = node_config(&redis);
         c.auth.secrets = vec![secret.into()];
-        c.auth.api_keys = vec!["cluster-key".into()];
+        c.auth.api_keys = vec!["cluster-key-0123456789".into()];
         c
     };
     let (a, b) = (start_with(config()).await, start_with(config()).await);
@@ -531,7 +531,7 @@ async fn a_senders_standing_crosses_nodes_on_the_bus_and_in_the_stream() {
     assert_eq!(res.status(), 201);
     let res = client()
         .post(format!("http://{}/rooms/std/messages", a.http()))
-        .header("x-api-key", "cluster-key")
+        .header("x-api-key", "cluster-key-0123456789")
         .header("x-nick", "deploy")
         .body("from a backend")
         .send()
@@ -551,7 +551,7 @@ async fn a_senders_standing_crosses_nodes_on_the_bus_and_in_the_stream() {
     let c = start_with(config()).await;
     let page: Value = client()
         .get(format!("http://{}/rooms/std/messages", c.http()))
-        .header("x-api-key", "cluster-key")
+        .header("x-api-key", "cluster-key-0123456789")
         .send()
         .await
         .unwrap()

@@ -12,6 +12,7 @@ mod grants;
 mod keys;
 pub mod origin;
 pub mod proxies;
+pub mod throttle;
 
 use std::sync::Arc;
 
@@ -29,6 +30,8 @@ use crate::protocol::names::check_nick;
 
 /// Longest token accepted, in bytes (a header, the claims and a signature).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Shortest API key taken, in bytes: guessing one must not be a matter of minutes.
+pub const MIN_API_KEY_BYTES: usize = 16;
 /// Longest `sub` claim, in bytes.
 const MAX_SUB_BYTES: usize = 256;
 
@@ -62,6 +65,9 @@ pub enum AuthError {
     /// A token names a key id not (yet) in the JWKS.
     #[error("token key id {0:?} is unknown; try again shortly")]
     UnknownKey(String),
+    /// Too many failed sign-ins from this address lately: refused unchecked (seconds to wait).
+    #[error("too many failed sign-ins from your address; try again in {0} s")]
+    Throttled(u64),
     /// `X-API-Key` matched no configured key.
     #[error("unknown API key")]
     BadApiKey,
@@ -199,6 +205,8 @@ pub struct Auth {
     rules: Vec<RoomRule>,
     /// `AuthConfig::is_empty` of what it was built from.
     open: bool,
+    /// Failed sign-ins per address.
+    throttle: throttle::Throttle,
 }
 
 impl Auth {
@@ -221,7 +229,15 @@ impl Auth {
             .map(Jwks::new)
             .transpose()?
             .map(Arc::new);
+        if let Some(short) = config.api_keys.iter().find(|k| k.len() < MIN_API_KEY_BYTES) {
+            return Err(format!(
+                "an API key of {} bytes is too short; use at least {MIN_API_KEY_BYTES} (e.g. \
+                 `openssl rand -hex 16`)",
+                short.len()
+            ));
+        }
         Ok(Auth {
+            throttle: throttle::Throttle::default(),
             keys,
             jwks,
             leeway: config.leeway_secs,
@@ -374,6 +390,49 @@ impl Auth {
             Some(token) => Ok(Principal::User(Arc::new(self.verify(token)?))),
             None => Ok(Principal::Anonymous),
         }
+    }
+
+    /// `principal` for a client at `ip`, throttled: an address that has failed too often
+    /// lately is refused unchecked (`AuthError::Throttled`), and a failure is charged to it.
+    pub fn principal_at(
+        &self,
+        ip: Option<std::net::IpAddr>,
+        token: Option<&str>,
+        api_key: Option<&str>,
+    ) -> Result<Principal, AuthError> {
+        self.throttled(ip, || self.principal(token, api_key))
+    }
+
+    /// `verify` for a client at `ip`, throttled like `principal_at`.
+    pub fn verify_at(
+        &self,
+        ip: Option<std::net::IpAddr>,
+        token: &str,
+    ) -> Result<Identity, AuthError> {
+        self.throttled(ip, || self.verify(token))
+    }
+
+    fn throttled<T>(
+        &self,
+        ip: Option<std::net::IpAddr>,
+        check: impl FnOnce() -> Result<T, AuthError>,
+    ) -> Result<T, AuthError> {
+        if let Some(ip) = ip {
+            self.throttle
+                .check(ip)
+                .map_err(|wait| AuthError::Throttled(wait.as_secs().max(1)))?;
+        }
+        let checked = check();
+        if let (Err(_), Some(ip)) = (&checked, ip) {
+            self.throttle.failed(ip);
+        }
+        checked
+    }
+
+    /// Failed sign-ins per address, for transports that check credentials themselves (HTTP
+    /// charges a 401 after the handler).
+    pub fn throttle(&self) -> &throttle::Throttle {
+        &self.throttle
     }
 
     /// How far `who`'s name can be trusted, as every message from them records it: a nick
@@ -662,11 +721,46 @@ mod tests {
     #[test]
     fn api_keys_compare_whole() {
         let a = Auth::new(&AuthConfig {
-            api_keys: vec!["k-1234567890".into()],
+            api_keys: vec!["k-1234567890abcdef".into()],
             ..AuthConfig::default()
         })
         .unwrap();
-        assert!(a.check_api_key("k-1234567890").is_ok());
-        assert_eq!(a.check_api_key("k-123456789"), Err(AuthError::BadApiKey));
+        assert!(a.check_api_key("k-1234567890abcdef").is_ok());
+        assert_eq!(
+            a.check_api_key("k-1234567890abcde"),
+            Err(AuthError::BadApiKey)
+        );
+    }
+
+    #[test]
+    fn short_api_keys_are_refused_at_start() {
+        let err = Auth::new(&AuthConfig {
+            api_keys: vec!["ab".into()],
+            ..AuthConfig::default()
+        })
+        .unwrap_err();
+        assert!(err.contains("API key of 2 bytes is too short"), "{err}");
+    }
+
+    #[test]
+    fn failed_sign_ins_from_one_address_are_throttled_not_others() {
+        let a = auth(&[SECRET]);
+        let attacker: std::net::IpAddr = "192.0.2.66".parse().unwrap();
+        let mut refusals = Vec::new();
+        for _ in 0..(throttle::FAILURE_BURST as usize + 5) {
+            refusals.push(
+                a.principal_at(Some(attacker), None, Some("wrong-key"))
+                    .unwrap_err(),
+            );
+        }
+        assert_eq!(refusals[0], AuthError::BadApiKey);
+        assert!(
+            matches!(refusals.last(), Some(AuthError::Throttled(_))),
+            "{refusals:?}"
+        );
+        // Another address is not slowed, and a good token from it works.
+        let good = sign(SECRET, "u", None, &Grants::default(), 60).unwrap();
+        let other = Some("192.0.2.67".parse().unwrap());
+        assert!(a.principal_at(other, Some(&good), None).is_ok());
     }
 }

@@ -235,8 +235,16 @@ async fn admit(State(shared): State<Arc<Context>>, mut req: Request, next: Next)
         return next.run(req).await;
     }
     let (token, api_key) = crate::auth::presented(req.headers(), None);
-    let principal = match shared.hub.auth().principal(token, api_key) {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let principal = match shared.hub.auth().principal_at(ip, token, api_key) {
         Ok(principal) => principal,
+        Err(error @ crate::auth::AuthError::Throttled(_)) => {
+            tracing::info!(?ip, %error, "grpc sign-in throttled");
+            return Status::resource_exhausted(error.to_string()).into_http();
+        }
         Err(error) => {
             tracing::debug!(path = req.uri().path(), %error, "grpc credentials refused");
             return Status::unauthenticated(format!("credentials refused: {error}")).into_http();

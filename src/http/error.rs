@@ -72,6 +72,20 @@ impl AppError {
         Self::new(StatusCode::BAD_REQUEST, "bad_name", error.to_string())
     }
 
+    /// 429 with `Retry-After`: this address failed to sign in too often lately.
+    pub(crate) fn sign_in_throttled(wait: Duration) -> Self {
+        crate::metrics::METRICS.refuse("rate_limited");
+        let secs = wait.as_secs().max(1);
+        Self {
+            retry_after: Some(Duration::from_secs(secs)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many failed sign-ins from your address; try again in {secs} s"),
+            )
+        }
+    }
+
     /// 413 for a body over the limit.
     pub(crate) fn too_large(limit: usize) -> Self {
         Self::new(

@@ -253,7 +253,38 @@ async fn guard(
         )
         .into_response();
     }
-    next.run(req).await
+    // Failed sign-ins are throttled per client address (`auth::throttle`): past the burst a
+    // request that presents credentials is refused unchecked; a 401 to one is charged.
+    let presents = presents_credentials(&req);
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .filter(|_| presents);
+    let throttle = shared.hub.auth().throttle();
+    if let Some(ip) = ip
+        && let Err(wait) = throttle.check(ip)
+    {
+        tracing::info!(%ip, "sign-in throttled");
+        return AppError::sign_in_throttled(wait).into_response();
+    }
+    let response = next.run(req).await;
+    if let Some(ip) = ip
+        && response.status() == StatusCode::UNAUTHORIZED
+    {
+        throttle.failed(ip);
+    }
+    response
+}
+
+/// True when a request carries a credential: `Authorization`, `X-API-Key` or `?token=`.
+fn presents_credentials(req: &axum::extract::Request) -> bool {
+    req.headers().contains_key(header::AUTHORIZATION)
+        || req.headers().contains_key("x-api-key")
+        || req.uri().query().is_some_and(|q| {
+            q.split('&')
+                .any(|pair| pair.strip_prefix("token=").is_some_and(|t| !t.is_empty()))
+        })
 }
 
 /// Every route, each described by its handler's `#[utoipa::path]` (`openapi`), and the

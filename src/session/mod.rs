@@ -347,8 +347,12 @@ impl Session {
     /// `/auth TOKEN` or `{"type":"auth"}`: sign in, or refresh before expiry. The name
     /// becomes the token's; rooms the new grants no longer cover are left.
     fn authenticate(&mut self, token: &str, reference: Option<&str>) {
-        let identity = match self.hub.auth().verify(token) {
+        let ip = self.sub.addr.map(|a| a.ip());
+        let identity = match self.hub.auth().verify_at(ip, token) {
             Ok(identity) => Arc::new(identity),
+            Err(e @ crate::auth::AuthError::Throttled(_)) => {
+                return self.refuse(reference, ErrorCode::RateLimited, e);
+            }
             Err(e) => {
                 return self.refuse(
                     reference,

@@ -201,7 +201,9 @@ fn connack(session_present: bool, reason: Reason) -> Outbound<'static> {
 
 /// Who the client is: `key` as the user name makes the password an API key; otherwise the
 /// password is a token; no password is anonymous.
-fn principal(ctx: &Context, connect: &Connect) -> Result<Principal, Reason> {
+/// Failed passwords are throttled per address (`Auth::principal_at`): past the burst the
+/// answer is "quota exceeded" (5.0) / "server unavailable" (3.1.1), unchecked.
+fn principal(ctx: &Context, connect: &Connect, addr: SocketAddr) -> Result<Principal, Reason> {
     let password = connect.password.as_deref();
     let (token, key) = match connect.username.as_deref() {
         Some("key") => (None, password),
@@ -209,8 +211,11 @@ fn principal(ctx: &Context, connect: &Connect) -> Result<Principal, Reason> {
     };
     ctx.hub
         .auth()
-        .principal(token, key)
-        .map_err(|_| Reason::BadCredentials)
+        .principal_at(Some(addr.ip()), token, key)
+        .map_err(|e| match e {
+            crate::auth::AuthError::Throttled(_) => Reason::QuotaExceeded,
+            _ => Reason::BadCredentials,
+        })
 }
 
 /// Checks credentials and the client id, takes the id over, resumes or clears its session,
@@ -227,10 +232,10 @@ async fn admit<L: Link>(
         codec::encode(version, &connack(false, reason), &mut out);
         out
     };
-    let principal = match principal(ctx, &connect) {
+    let principal = match principal(ctx, &connect, addr) {
         Ok(p) => p,
         Err(reason) => {
-            tracing::debug!(%addr, "mqtt credentials refused");
+            tracing::debug!(%addr, ?reason, "mqtt credentials refused");
             let _ = link.write(&refuse(reason)).await;
             return None;
         }
