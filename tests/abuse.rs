@@ -669,7 +669,10 @@ async fn failed_sign_ins_are_throttled_per_address() {
         if res.status() == 429 {
             assert!(res.headers().contains_key("retry-after"));
             let v: serde_json::Value = res.json().await.unwrap();
-            assert!(v["error"].as_str().unwrap().contains("failed sign-ins"), "{v}");
+            assert!(
+                v["error"].as_str().unwrap().contains("failed sign-ins"),
+                "{v}"
+            );
             statuses.push(429);
         } else {
             statuses.push(res.status().as_u16());
@@ -679,7 +682,12 @@ async fn failed_sign_ins_are_throttled_per_address() {
     assert!((15..=25).contains(&refused), "{statuses:?}");
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
     // Throttled means unchecked: the right key from the guessing address waits too.
-    let res = guesser.get(&url).header("x-api-key", KEY).send().await.unwrap();
+    let res = guesser
+        .get(&url)
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 429);
     let res = from("127.0.0.3")
         .get(&url)
@@ -697,6 +705,10 @@ async fn failed_sign_ins_are_throttled_per_address() {
         said.push(chat.line_where(|l| l.starts_with("ERR")).await);
     }
     assert!(said[0].contains("token refused"), "{}", said[0]);
-    assert!(said[29].contains("too many failed sign-ins"), "{}", said[29]);
+    assert!(
+        said[29].contains("too many failed sign-ins"),
+        "{}",
+        said[29]
+    );
     server.stop().await;
 }

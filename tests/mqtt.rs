@@ -900,3 +900,65 @@ async fn a_qos_2_message_resent_after_reconnecting_is_published_once() {
     let history = support::history_of(server.http(), "q%2F2").await;
     assert_eq!(history.len(), 1, "{history:?}");
 }
+
+/// An MQTT 3.1.1 CONNECT with a will (QoS 0), clean session, keep-alive 60 s.
+fn connect_with_will(client_id: &str, topic: &str, payload: &[u8]) -> Vec<u8> {
+    let field = |bytes: &[u8], out: &mut Vec<u8>| {
+        out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        out.extend_from_slice(bytes);
+    };
+    let mut body = b"\x00\x04MQTT\x04\x06\x00\x3c".to_vec();
+    field(client_id.as_bytes(), &mut body);
+    field(topic.as_bytes(), &mut body);
+    field(payload, &mut body);
+    let mut packet = vec![0x10];
+    let mut len = body.len();
+    loop {
+        let byte = (len % 128) as u8;
+        len /= 128;
+        packet.push(if len > 0 { byte | 0x80 } else { byte });
+        if len == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// A will is a publish: charged to its sender's publish bucket (here 3 at once, then 1 a
+/// second), so connecting and vanishing over and over publishes wills no faster than
+/// messages (before: 54,800 wills of 64 KB in 20 s from one address); and a will over 4 KiB
+/// is refused at CONNECT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wills_are_paced_like_publishes_and_capped_in_size() {
+    let server = start_with(Config {
+        publish_rate: 1.0,
+        publish_burst: 3.0,
+        ..test_config()
+    })
+    .await;
+    let mqtt = server.mqtt();
+    let watcher = Sub::start(mqtt, &["-v", "-t", "wills/#"]);
+    for i in 0..10 {
+        let mut stream = TcpStream::connect(mqtt).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream
+            .write_all(&connect_with_will(&format!("w{i}"), "wills/x", b"gone"))
+            .unwrap();
+        let mut connack = [0u8; 4];
+        stream.read_exact(&mut connack).unwrap();
+        assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+        // Vanish without DISCONNECT: the will is due.
+        drop(stream);
+    }
+    let mut heard = 0;
+    while watcher.try_next(Duration::from_millis(700)).is_some() {
+        heard += 1;
+    }
+    assert!((3..=5).contains(&heard), "{heard} of 10 wills published");
+    let big = connect_with_will("big", "wills/big", &vec![b'x'; 5 * 1024]);
+    let answer = raw(mqtt, &big);
+    // 3.1.1 has no "too large" code: 3, server unavailable (5.0 says 0x95).
+    assert_eq!(answer, [0x20, 0x02, 0x00, 0x03]);
+    server.stop().await;
+}

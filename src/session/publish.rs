@@ -88,6 +88,16 @@ impl Session {
         self.pace.check(self.hub.identities(), who.as_ref())
     }
 
+    /// Counts one publish against the identity's bucket alone (a user, or an anonymous
+    /// address; an API key is not limited): for what is said once as a connection ends, the
+    /// MQTT will. `Err(wait)` when over the rate.
+    pub fn pace_identity(&self) -> Result<(), std::time::Duration> {
+        match Who::of(&self.principal, self.sub.addr) {
+            Some(who) => self.hub.identities().check(&who),
+            None => Ok(()),
+        }
+    }
+
     /// Publishes `text` to the room `name`, joined or not, creating it within the room
     /// limits: what MQTT's PUBLISH and a backend's publish do. The caller paces it first
     /// (`pace`); the refusal is returned rather than queued to the client.

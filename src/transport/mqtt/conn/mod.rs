@@ -199,6 +199,9 @@ fn connack(session_present: bool, reason: Reason) -> Outbound<'static> {
     }
 }
 
+/// Largest will payload taken at CONNECT, in bytes (a status line, not a message).
+pub(crate) const MAX_WILL_BYTES: usize = 4 * 1024;
+
 /// Who the client is: `key` as the user name makes the password an API key; otherwise the
 /// password is a token; no password is anonymous.
 /// Failed passwords are throttled per address (`Auth::principal_at`): past the burst the
@@ -242,6 +245,15 @@ async fn admit<L: Link>(
     };
     if connect.client_id.len() > 128 || (connect.client_id.is_empty() && !connect.clean) {
         let _ = link.write(&refuse(Reason::ClientIdInvalid)).await;
+        return None;
+    }
+    // A will is a publish said at the end, by a client that may reconnect and say another:
+    // its size is capped on its own, far below a message's.
+    if let Some(will) = &connect.will
+        && will.payload.len() > MAX_WILL_BYTES
+    {
+        tracing::info!(%addr, bytes = will.payload.len(), "mqtt will over the size limit refused");
+        let _ = link.write(&refuse(Reason::PacketTooLarge)).await;
         return None;
     }
     let (sub, rx) = ctx.hub.subscribe(Transport::Mqtt, true, Some(addr));

@@ -186,12 +186,24 @@ pub(super) async fn answer_acks(
 }
 
 impl Conn {
-    /// Publishes the will as if the client had (not paced: it is said once).
+    /// Publishes the will as if the client had. It is charged to the identity's publish
+    /// bucket like any publish (not to the connection's, which is ending): a client that
+    /// connects and drops over and over publishes wills no faster than messages, and past
+    /// the rate its will is dropped and logged.
     pub(super) fn publish_will(&mut self, will: codec::Will) {
         let Ok(text) = String::from_utf8(will.payload.to_vec()) else {
             return;
         };
         if text.is_empty() || will.topic.starts_with('$') {
+            return;
+        }
+        if let Err(wait) = self.session.pace_identity() {
+            tracing::info!(
+                client_id = self.client_id,
+                topic = will.topic,
+                retry_in_ms = wait.as_millis() as u64,
+                "mqtt will dropped: its sender is over the publish rate"
+            );
             return;
         }
         match self.session.publish_to(&will.topic, &text) {
