@@ -712,3 +712,56 @@ async fn failed_sign_ins_are_throttled_per_address() {
     );
     server.stop().await;
 }
+
+/// An HTTP/2 client that grants no flow-control window and asks for page after page: each
+/// answer holds its bytes until it is sent, so past the connection's budget (8 MiB) the
+/// answers are `503 unsent_full` (headers only) instead of more pages in memory (before: 128
+/// pages of 1 MiB per connection; 10 connections +1.3 GB, 13 aborted the server). A reader on
+/// another connection still gets its page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_answers_that_are_never_read_are_bounded_per_connection() {
+    let server = support::start_with(support::flood_config()).await;
+    fill(&server, "big", 24, 60_000).await;
+    let tcp = tokio::net::TcpStream::connect(server.http()).await.unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut pending = Vec::new();
+    for _ in 0..60 {
+        let mut client = client.clone().ready().await.unwrap();
+        let request = axum::http::Request::get(format!(
+            "http://{}/rooms/big/messages?limit=1000",
+            server.http()
+        ))
+        .body(())
+        .unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        pending.push(response);
+    }
+    let mut statuses = Vec::new();
+    let mut bodies = Vec::new();
+    for response in pending {
+        let response = tokio::time::timeout(TIMEOUT, response)
+            .await
+            .expect("headers come even with no window")
+            .unwrap();
+        statuses.push(response.status().as_u16());
+        // Kept unread: their streams stay open, their answers unsent.
+        bodies.push(response.into_body());
+    }
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 503).count();
+    assert_eq!(served + refused, 60, "{statuses:?}");
+    // A page is up to 1 MiB (reply_bytes): at most 8 fit the 8 MiB budget.
+    assert!(
+        (1..=8).contains(&served),
+        "{served} pages held unsent: {statuses:?}"
+    );
+    let page = support::get_json(server.http(), "/rooms/big/messages?limit=1000").await;
+    assert!(!page["messages"].as_array().unwrap().is_empty());
+    drop(bodies);
+    server.stop().await;
+}

@@ -86,6 +86,16 @@ impl AppError {
         }
     }
 
+    /// 503: answers already built for this connection or address wait to be read, up to the
+    /// budget (`http::unsent`).
+    pub(crate) fn unsent_full() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unsent_full",
+            "too many answers to this connection or address wait to be read; read them, or              ask for fewer at once",
+        )
+    }
+
     /// 413 for a body over the limit.
     pub(crate) fn too_large(limit: usize) -> Self {
         Self::new(

@@ -13,6 +13,7 @@ mod presence;
 mod publish;
 mod serve;
 mod settle;
+mod unsent;
 mod upgrade;
 
 pub(crate) use fuzz::fuzz_query;

@@ -301,6 +301,10 @@ pub(crate) enum AuthRefusals {
     /// The credential lacks the grant (or a cross-site POST).
     #[response(status = 403)]
     Forbidden(ErrorBody),
+    /// Too many failed sign-ins from this address lately (`Retry-After` says when to try
+    /// again); the credential was not checked.
+    #[response(status = 429)]
+    TooManyFailures(ErrorBody),
 }
 
 /// The errors of a WebSocket upgrade, each with the JSON error body.
@@ -316,6 +320,9 @@ pub(crate) enum UpgradeRefusals {
     /// The credential lacks the grant, or the page's `Origin` is not allowed.
     #[response(status = 403)]
     Forbidden(ErrorBody),
+    /// Too many failed sign-ins from this address lately; the credential was not checked.
+    #[response(status = 429)]
+    TooManyFailures(ErrorBody),
     /// While listening on loopback, a `Host` that is not a loopback name (DNS rebinding).
     #[response(status = 421)]
     MisdirectedRequest(ErrorBody),

@@ -43,6 +43,7 @@ pub(crate) async fn serve(
     kind: Listener,
 ) {
     let builder = Arc::new(builder(&shared));
+    let unsent = Arc::new(super::unsent::Unsent::default());
     while let Some((stream, addr)) = crate::transport::accept(&listener, &shared.shutdown).await {
         // A trusted proxy carries many clients: only the total caps apply to its connections.
         let proxy = shared.config.trusted_proxies.trusts(addr.ip());
@@ -64,6 +65,7 @@ pub(crate) async fn serve(
             tls.clone(),
             Arc::clone(&shared),
         );
+        let budget = unsent.connection();
         let proxy_header = proxy && kind == Listener::Grpc && shared.config.proxy_protocol;
         shared.tasks.spawn(async move {
             let mut stream = stream;
@@ -80,11 +82,13 @@ pub(crate) async fn serve(
                 addr
             };
             match tls {
-                None => connection(stream, addr, router, &builder, &ctx, permits).await,
+                None => connection(stream, addr, router, &builder, &ctx, permits, budget).await,
                 Some(acceptor) => {
                     let timeout = crate::transport::tls::HANDSHAKE_TIMEOUT;
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => connection(tls, addr, router, &builder, &ctx, permits).await,
+                        Ok(Ok(tls)) => {
+                            connection(tls, addr, router, &builder, &ctx, permits, budget).await
+                        }
                         Ok(Err(error)) => tracing::debug!(%addr, %error, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
                     }
@@ -120,6 +124,7 @@ async fn connection<I>(
     builder: &auto::Builder<TokioExecutor>,
     shared: &Context,
     permits: (Permit, Permit),
+    budget: super::unsent::ConnectionBudget,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -134,7 +139,12 @@ async fn connection<I>(
             proxies.client_of(addr, req.headers())
         };
         req.extensions_mut().insert(ConnectInfo(client));
-        router.clone().oneshot(req)
+        // Each answer of a known size holds its bytes until it is sent (`http::unsent`).
+        let (router, budget) = (router.clone(), budget.clone());
+        async move {
+            let response = router.oneshot(req).await?;
+            Ok::<_, std::convert::Infallible>(budget.carry(client.ip(), response))
+        }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
