@@ -765,3 +765,54 @@ async fn h2_answers_that_are_never_read_are_bounded_per_connection() {
     drop(bodies);
     server.stop().await;
 }
+
+/// HTTP/2 idle and stream caps: a connection with no streams is closed after the idle time
+/// (as an idle HTTP/1.1 keep-alive is; before, it was held as long as the client answered
+/// pings), and streams hold places in the per-address HTTP cap, so long-polls on one
+/// connection stop at the cap (before: 12,800 held from one address past a cap of 1,000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_idle_connections_close_and_streams_count_against_the_address_cap() {
+    let mut config = tight_http();
+    config.limits.http_connections_per_ip = 5;
+    let server = support::start_with(config).await;
+    // Idle: the handshake, then nothing.
+    let tcp = tokio::net::TcpStream::connect(server.http()).await.unwrap();
+    let (_client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), connection).await;
+    assert!(
+        ended.is_ok(),
+        "an h2 connection with no streams is closed when idle"
+    );
+
+    // Long-polls on one connection: the connection holds one place, each stream another.
+    let tcp = tokio::net::TcpStream::connect(server.http()).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut pending = Vec::new();
+    for _ in 0..8 {
+        let mut client = client.clone().ready().await.unwrap();
+        let request = axum::http::Request::get(format!(
+            "http://{}/rooms/quiet/messages?wait=3",
+            server.http()
+        ))
+        .body(())
+        .unwrap();
+        pending.push(client.send_request(request, true).unwrap().0);
+        // In order, so that the first ones hold their places before the next arrive.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut statuses = Vec::new();
+    for response in pending {
+        let response = tokio::time::timeout(TIMEOUT, response)
+            .await
+            .unwrap()
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 503, 503, 503, 503],
+        "4 streams beside the connection's own place"
+    );
+    server.stop().await;
+}

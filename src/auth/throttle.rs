@@ -77,8 +77,9 @@ impl Throttle {
     }
 }
 
-/// The address a bucket is kept for: IPv4 as it is, IPv6 by its /64.
-fn group(ip: IpAddr) -> IpAddr {
+/// The address a per-address limit is kept for: IPv4 as it is, IPv6 by its /64 (one host
+/// usually holds a whole /64, so per exact address it would have 2^64 of every cap).
+pub fn group(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let mut octets = v6.octets();

@@ -3,6 +3,7 @@
 //! `events` (SSE), `admin`; `upgrade` routes and describes the WebSocket endpoints, whose
 //! handshake and connections are a transport (`crate::transport::ws`).
 
+mod activity;
 mod admin;
 mod error;
 mod events;

@@ -129,8 +129,12 @@ async fn connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let _permits = permits;
-    let io = FirstBytes::new(io, shared.config.limits.http_header_timeout);
+    let idle_limit = shared.config.limits.http_header_timeout;
+    let io = FirstBytes::new(io, idle_limit);
     let proxies = shared.config.trusted_proxies.clone();
+    let activity = super::activity::Activity::new();
+    let requests = Arc::clone(&activity);
+    let http_limiter = Arc::clone(&shared.http_limiter);
     let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
         // From a trusted proxy, the client it names; from anyone else, the peer.
         let client = if proxies.is_empty() {
@@ -139,12 +143,29 @@ async fn connection<I>(
             proxies.client_of(addr, req.headers())
         };
         req.extensions_mut().insert(ConnectInfo(client));
+        // An HTTP/2 request is one more place in the per-address cap (its connection holds
+        // one already), so streams cannot carry past it what connections could not.
+        let permit = if req.version() == hyper::Version::HTTP_2 {
+            match http_limiter.try_acquire(client.ip()) {
+                Ok(permit) => Some(permit),
+                Err(full) => {
+                    tracing::info!(%client, %full, "http/2 request refused");
+                    let refused =
+                        axum::response::IntoResponse::into_response(super::AppError::full(full));
+                    return futures_util::future::Either::Left(std::future::ready(Ok(refused)));
+                }
+            }
+        } else {
+            None
+        };
+        let active = requests.begin(permit);
         // Each answer of a known size holds its bytes until it is sent (`http::unsent`).
         let (router, budget) = (router.clone(), budget.clone());
-        async move {
+        futures_util::future::Either::Right(async move {
             let response = router.oneshot(req).await?;
+            let response = active.until_sent(response);
             Ok::<_, std::convert::Infallible>(budget.carry(client.ip(), response))
-        }
+        })
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
@@ -154,6 +175,16 @@ async fn connection<I>(
         _ = stop.cancelled() => {
             conn.as_mut().graceful_shutdown();
             conn.await
+        }
+        // Nothing in flight for the idle time: an HTTP/2 connection with no streams is
+        // closed as an idle HTTP/1.1 keep-alive is (hyper's header timeout closes those).
+        () = activity.idle_for(idle_limit) => {
+            tracing::debug!(%addr, "idle http connection closed");
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                served = conn.as_mut() => served,
+                _ = stop.cancelled() => Ok(()),
+            }
         }
     };
     if let Err(error) = served {

@@ -27,7 +27,10 @@ impl Who {
     pub fn of(principal: &Principal, addr: Option<SocketAddr>) -> Option<Who> {
         match principal {
             Principal::User(identity) => Some(Who::User(Arc::clone(&identity.sub))),
-            Principal::Anonymous => addr.map(|a| Who::Address(a.ip())),
+            // IPv6 by its /64, as the connection caps count it.
+            Principal::Anonymous => {
+                addr.map(|a| Who::Address(crate::auth::throttle::group(a.ip())))
+            }
             Principal::Backend => None,
         }
     }

@@ -35,8 +35,9 @@ impl Limiter {
         })
     }
 
-    /// Admits a connection from `ip`, or says which cap it hit.
+    /// Admits a connection from `ip`, or says which cap it hit. IPv6 clients are counted by their /64 (`auth::throttle::group`).
     pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Full> {
+        let ip = crate::auth::throttle::group(ip);
         let admitted = self
             .total
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -125,6 +126,22 @@ impl Drop for Permit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let limiter = Limiter::new(10, 2);
+        let _a = limiter.try_acquire("2001:db8::1".parse().unwrap()).unwrap();
+        let _b = limiter.try_acquire("2001:db8::2".parse().unwrap()).unwrap();
+        assert_eq!(
+            limiter.try_acquire("2001:db8::3".parse().unwrap()).err(),
+            Some(Full::Address)
+        );
+        assert!(
+            limiter
+                .try_acquire("2001:db8:0:1::1".parse().unwrap())
+                .is_ok()
+        );
+    }
 
     #[test]
     fn caps_total_and_per_ip_and_frees_on_drop() {
