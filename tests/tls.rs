@@ -1,7 +1,7 @@
 //! TLS with a certificate made in the test (rcgen): HTTPS with HTTP/2 by ALPN (curl), SSE over
 //! HTTP/2, WSS (a rustls client under tungstenite), TLS on the TCP chat listener (rustls and
 //! `switchboard connect tls://`), a certificate reload on SIGHUP that keeps connections, and the
-//! Host/Origin guard alike on HTTP/1.1, HTTP/2 over TLS and h2c.
+//! Host/Origin guard alike on HTTP/1.1, HTTP/2 over TLS and h2c (the README recipe: tests/readme.rs).
 
 mod support;
 
@@ -503,60 +503,6 @@ async fn the_host_and_origin_guard_is_the_same_on_h1_h2_and_h2c() {
     }
     tls.stop().await;
     plain.stop().await;
-}
-
-/// The README's TLS recipe, run as written in a scratch directory by bash: `switchboard` is
-/// the binary under test; `serve` goes to the background until its port answers, the token
-/// it prints is what the `connect` line signs in with. The certificate names localhost and
-/// 127.0.0.1, so `connect tls://127.0.0.1` verifies it with no extra flag.
-#[test]
-fn the_readme_tls_recipe_runs_on_localhost() {
-    let readme = include_str!("../README.md");
-    let start = readme.find("<!-- tls-recipe").expect("start marker");
-    let end = readme.find("<!-- /tls-recipe -->").expect("end marker");
-    let block = &readme[start..end];
-    let commands = block
-        .split("```sh\n")
-        .nth(1)
-        .and_then(|b| b.split("```").next())
-        .expect("a sh block");
-    let dir = tempfile::tempdir().unwrap();
-    let script = format!(
-        r#"set -euo pipefail
-BIN={bin:?}
-switchboard() {{
-  case $1 in
-    serve)
-      "$BIN" "$@" 2>serve.log &
-      SERVER=$!
-      trap 'kill $SERVER 2>/dev/null || true' EXIT
-      for _ in $(seq 1 100); do (echo > /dev/tcp/127.0.0.1/12345) 2>/dev/null && return 0; sleep 0.1; done
-      echo "serve did not start: $(cat serve.log)" >&2; return 1 ;;
-    token) TOKEN=$("$BIN" "$@"); echo "token made" ;;
-    connect) printf '/auth %s\nhello over tls\n' "$TOKEN" | "$BIN" "$@" --linger-ms 300 ;;
-    *) "$BIN" "$@" ;;
-  esac
-}}
-{commands}"#,
-        bin = env!("CARGO_BIN_EXE_switchboard"),
-    );
-    let out = Command::new("timeout")
-        .args(["60", "bash", "-c", &script])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("bash runs");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("* signed in as alice"),
-        "{stdout}\n{stderr}"
-    );
-    // The message was taken (a refusal would be an ERR line; a sender sees no echo).
-    assert!(!stdout.contains("ERR"), "{stdout}\n{stderr}");
 }
 
 /// A refused POST with a body gets its JSON answer: the answer waits for the body, so curl
