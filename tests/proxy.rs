@@ -27,7 +27,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// nginx in the foreground with its own prefix; killed on drop.
+/// nginx in the foreground, one process (`master_process off`), with its own prefix; killed
+/// on drop.
 struct Nginx(Child);
 
 impl Drop for Nginx {
@@ -58,6 +59,8 @@ fn nginx(dir: &Path, server: &support::TestServer, grpc: SocketAddr) -> (Nginx, 
     let conf = format!(
         r#"{stream_module}
 daemon off;
+# One process, so that killing it leaves no worker behind holding its ports.
+master_process off;
 pid {d}/nginx.pid;
 error_log {d}/error.log info;
 events {{ worker_connections 256; }}
