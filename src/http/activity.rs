@@ -6,15 +6,10 @@
 //! place in the per-address HTTP cap, so 128 streams on each of a few connections cannot
 //! carry more requests from one address than that many connections could.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use axum::body::{Body, HttpBody};
-use axum::response::Response;
-use hyper::body::{Frame, SizeHint};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -39,7 +34,8 @@ impl Activity {
         })
     }
 
-    /// A request arrived; it is in flight until the guard (moved into its answer) is dropped.
+    /// A request arrived; it is in flight until the guard (kept by its answer's body,
+    /// `unsent::ConnectionBudget::carry`) is dropped.
     /// `permit` is its place in the per-address cap, if it holds one.
     pub(crate) fn begin(self: &Arc<Self>, permit: Option<Permit>) -> Active {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -90,55 +86,20 @@ impl Drop for Active {
     }
 }
 
-impl Active {
-    /// The answer, its request in flight until its body is dropped.
-    pub(crate) fn until_sent(self, response: Response) -> Response {
-        response.map(|body| {
-            Body::new(Tracked {
-                body,
-                _active: self,
-            })
-        })
-    }
-}
-
-/// An answer's body with its request's guard.
-struct Tracked {
-    body: Body,
-    _active: Active,
-}
-
-impl HttpBody for Tracked {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use axum::response::Response;
 
     #[tokio::test(start_paused = true)]
     async fn idle_only_after_the_last_answer_is_gone() {
         let activity = Activity::new();
         let limit = Duration::from_secs(10);
-        let answer = activity
-            .begin(None)
-            .until_sent(Response::new(Body::from("x")));
+        let answer = crate::http::guarded::keep_until_sent(
+            Response::new(Body::from("x")),
+            activity.begin(None),
+        );
         let idle = tokio::time::timeout(Duration::from_secs(60), activity.idle_for(limit));
         tokio::pin!(idle);
         // Busy: not idle however long it lasts.

@@ -8,6 +8,7 @@ mod admin;
 mod error;
 mod events;
 mod fuzz;
+mod guarded;
 mod history;
 mod openapi;
 mod presence;

@@ -163,8 +163,7 @@ async fn connection<I>(
         let (router, budget) = (router.clone(), budget.clone());
         futures_util::future::Either::Right(async move {
             let response = router.oneshot(req).await?;
-            let response = active.until_sent(response);
-            Ok::<_, std::convert::Infallible>(budget.carry(client.ip(), response))
+            Ok::<_, std::convert::Infallible>(budget.carry(client.ip(), response, active))
         })
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);

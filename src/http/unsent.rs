@@ -8,15 +8,12 @@
 //! few bytes. Streams of unknown size (SSE, WebSocket) have bounds of their own.
 
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context as TaskContext, Poll};
 
-use axum::body::{Body, HttpBody};
+use axum::body::HttpBody;
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
-use hyper::body::{Frame, SizeHint};
 
 use super::AppError;
 
@@ -82,21 +79,27 @@ impl ConnectionBudget {
     }
 
     /// The answer to the client at `ip`, holding its size until its body is dropped; or
-    /// `503 unsent_full` when it does not fit.
-    pub(crate) fn carry(&self, ip: IpAddr, response: Response) -> Response {
+    /// `503 unsent_full` when it does not fit. `guard` (the request's `activity::Active`) is
+    /// kept by the same body, so an answer is wrapped once.
+    pub(crate) fn carry<G: Send + Unpin + 'static>(
+        &self,
+        ip: IpAddr,
+        response: Response,
+        guard: G,
+    ) -> Response {
         let size = response.body().size_hint().exact();
         let Some(size) = size
             .and_then(|s| usize::try_from(s).ok())
             .filter(|s| *s > 0)
         else {
-            return response;
+            return super::guarded::keep_until_sent(response, guard);
         };
         let Some(held) = self.hold(ip, size) else {
             tracing::info!(%ip, size, "answer refused: too many unsent answers");
             crate::metrics::METRICS.refuse("unsent_full");
-            return AppError::unsent_full().into_response();
+            return super::guarded::keep_until_sent(AppError::unsent_full().into_response(), guard);
         };
-        response.map(|body| Body::new(Carried { body, _held: held }))
+        super::guarded::keep_until_sent(response, (guard, held))
     }
 }
 
@@ -120,35 +123,16 @@ impl Drop for Held {
     }
 }
 
-/// An answer's body with its bytes held.
-struct Carried {
-    body: Body,
-    _held: Held,
-}
-
-impl HttpBody for Carried {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+
+    impl ConnectionBudget {
+        fn carry_page(&self, ip: IpAddr, response: Response) -> Response {
+            self.carry(ip, response, ())
+        }
+    }
 
     fn page(n: usize) -> Response {
         Response::new(Body::from(vec![b'x'; n]))
@@ -159,16 +143,16 @@ mod tests {
         let unsent = Arc::new(Unsent::default());
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let a = unsent.connection();
-        let first = a.carry(ip, page(PER_CONNECTION - 10));
+        let first = a.carry_page(ip, page(PER_CONNECTION - 10));
         assert_eq!(first.status(), 200);
-        let refused = a.carry(ip, page(20));
+        let refused = a.carry_page(ip, page(20));
         assert_eq!(refused.status(), 503);
         // Another connection from the same address has its own share…
         let b = unsent.connection();
-        assert_eq!(b.carry(ip, page(1024)).status(), 200);
+        assert_eq!(b.carry_page(ip, page(1024)).status(), 200);
         drop(first);
         // …and the first one's bytes come back when its answer is gone.
-        assert_eq!(a.carry(ip, page(PER_CONNECTION / 2)).status(), 200);
+        assert_eq!(a.carry_page(ip, page(PER_CONNECTION / 2)).status(), 200);
     }
 
     #[test]
@@ -177,12 +161,12 @@ mod tests {
         let ip: IpAddr = "192.0.2.2".parse().unwrap();
         let mut kept = Vec::new();
         for _ in 0..(PER_ADDRESS / PER_CONNECTION) {
-            kept.push(unsent.connection().carry(ip, page(PER_CONNECTION)));
+            kept.push(unsent.connection().carry_page(ip, page(PER_CONNECTION)));
         }
         assert!(kept.iter().all(|r| r.status() == 200));
-        assert_eq!(unsent.connection().carry(ip, page(1)).status(), 503);
+        assert_eq!(unsent.connection().carry_page(ip, page(1)).status(), 503);
         let other: IpAddr = "192.0.2.3".parse().unwrap();
-        assert_eq!(unsent.connection().carry(other, page(1)).status(), 200);
+        assert_eq!(unsent.connection().carry_page(other, page(1)).status(), 200);
         drop(kept);
         assert!(
             unsent.per_address.is_empty(),
