@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Attacks a release server as the abuse issue measured them, and prints what it held.
 
-Usage: bench/abuse.py BINARY   (starts BINARY serve on free loopback ports, SQLite in a temp dir)
+Usage: bench/abuse.py BINARY [CASE ...]   (starts BINARY serve on free loopback ports, SQLite in a
+temp dir; every case when none is named: history udp slowloris flood wildcards guesses wills)
 Every loop is bounded in count and time and targets only 127.0.0.1.
 """
 import http.client, json, os, socket, subprocess, sys, tempfile, threading, time, urllib.request
@@ -15,11 +16,15 @@ def rss_mb(pid):
             return int(line.split()[1]) / 1024
     return 0.0
 
+MQTT = {}
+
 def start(binary, extra=()):
-    tcp, http = free_port(), free_port()
+    tcp, http, mqtt = free_port(), free_port(), free_port()
+    MQTT["port"] = mqtt
     data = tempfile.mkdtemp()
     p = subprocess.Popen([binary, "serve", "--tcp", f"127.0.0.1:{tcp}", "--udp", f"127.0.0.1:{tcp}",
-                          "--http", f"127.0.0.1:{http}", "--data-dir", data, "--log", "error", *extra],
+                          "--http", f"127.0.0.1:{http}", "--mqtt", f"127.0.0.1:{mqtt}", "--grpc", "off",
+                          "--data-dir", data, "--log", "error", *extra],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
         try:
@@ -125,7 +130,119 @@ def flood(binary):
     bad = sum(1 for c in codes if c != 201)
     return f"TCP publish flood 3 s: {stored} stored; probe publishes in another room failed {bad} of {len(codes)}"
 
+def mqtt_packet(kind, body):
+    n, length = len(body), b""
+    while True:
+        b, n = n % 128, n // 128
+        length += bytes([b | (0x80 if n else 0)])
+        if not n:
+            return bytes([kind]) + length + body
+
+def mqtt_str(text):
+    raw = text.encode() if isinstance(text, str) else text
+    return len(raw).to_bytes(2, "big") + raw
+
+def mqtt_connect(source, client_id, will=None):
+    s = socket.create_connection(("127.0.0.1", MQTT["port"]), 5, source_address=(source, 0))
+    flags = 0x02 | (0x04 if will else 0)
+    body = mqtt_str("MQTT") + bytes([4, flags]) + (60).to_bytes(2, "big") + mqtt_str(client_id)
+    if will:
+        body += mqtt_str(will[0]) + mqtt_str(will[1])
+    s.sendall(mqtt_packet(0x10, body))
+    return s
+
+class Probe:
+    """An SSE reader in room `probe` and a POST to it every 50 ms from 127.0.0.2: the longest
+    wait for a POST's answer and the longest gap between deliveries, over a window."""
+    def __init__(self, http):
+        self.http, self.stop, self.seen, self.waits = http, False, [], []
+        self.reader = threading.Thread(target=self.read, daemon=True); self.reader.start()
+        time.sleep(0.3)
+        self.poster = threading.Thread(target=self.post, daemon=True); self.poster.start()
+    def read(self):
+        r = urllib.request.urlopen(f"http://127.0.0.1:{self.http}/events?room=probe", timeout=120)
+        while not self.stop:
+            line = r.readline()
+            if not line:
+                break
+            if line.startswith(b"event: message"):
+                self.seen.append(time.time())
+    def post(self):
+        while not self.stop:
+            t = time.time()
+            post(self.http, "probe", "probe", source="127.0.0.2", timeout=60)
+            self.waits.append(time.time() - t)
+            time.sleep(0.05)
+    def worst(self, since):
+        self.stop = True
+        seen = [t for t in self.seen if t >= since]
+        gaps = [b - a for a, b in zip(seen, seen[1:])]
+        return max(gaps, default=float("nan")), max(self.waits, default=float("nan")), len(seen)
+
+def wildcards(binary):
+    """300 rooms, 1,000 MQTT connections from five addresses subscribed to x/#, closed at once."""
+    p, tcp, http = start(binary, ["--publish-rate", "0"])
+    # Anonymous clients may each make 100 rooms: these come from four addresses.
+    made = sum(post(http, f"x%2F{i}", "made", source=f"127.0.1.{1 + i // 90}") == 201 for i in range(300))
+    subs, granted = [], 0
+    for i in range(1000):
+        s = mqtt_connect(f"127.0.2.{1 + i // 200}", f"w{i}")
+        s.sendall(mqtt_packet(0x82, (1).to_bytes(2, "big") + mqtt_str("x/#") + b"\x00"))
+        subs.append(s)
+    for s in subs:
+        acks = b""
+        s.settimeout(5)
+        while len(acks) < 9:
+            acks += s.recv(9 - len(acks))
+        granted += acks[8] == 0
+    rss = rss_mb(p.pid)
+    probe = Probe(http)
+    time.sleep(2)
+    closed = time.time()
+    for s in subs:
+        s.close()
+    time.sleep(12)
+    gap, wait, seen = probe.worst(closed)
+    p.kill(); p.wait()
+    return (f"1,000 x/# subscribers over {made} rooms ({granted} granted, RSS {rss:.0f} MB) closed at once: "
+            f"probe's longest gap between deliveries {gap:.2f} s, slowest POST {wait:.2f} s, {seen} delivered in 12 s")
+
+def guesses(binary):
+    """3,000 wrong API keys from one address on one keep-alive connection."""
+    p, tcp, port = start(binary, ["--api-key", "k" * 32])
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    codes, t = {}, time.time()
+    for i in range(3000):
+        c.request("GET", "/admin/connections", headers={"X-API-Key": f"guess{i:027d}"})
+        r = c.getresponse(); r.read()
+        codes[r.status] = codes.get(r.status, 0) + 1
+    took = time.time() - t
+    p.kill(); p.wait()
+    return f"3,000 wrong API keys in {took:.2f} s: " + ", ".join(f"{n}x {code}" for code, n in sorted(codes.items()))
+
+def wills(binary):
+    """5 s of connections from one address, each with a 64 KB will, dropped without DISCONNECT."""
+    p, tcp, http = start(binary)
+    before = rss_mb(p.pid)
+    stop, made = time.time() + 5, 0
+    while time.time() < stop:
+        try:
+            s = mqtt_connect("127.0.0.1", f"will{made}", ("wills", b"w" * 64000))
+            s.recv(4)
+            s.close()
+        except OSError:
+            pass
+        made += 1
+    time.sleep(1)
+    last = json.load(urllib.request.urlopen(f"http://127.0.0.1:{http}/rooms/wills/messages?last=1", timeout=5))
+    stored = last["messages"][-1]["id"].split("-")[1] if last.get("messages") else "0"
+    after = rss_mb(p.pid)
+    p.kill(); p.wait()
+    return f"{made} connections with 64 KB wills in 5 s: {stored} wills published; RSS {before:.0f} -> {after:.0f} MB"
+
+CASES = {f.__name__: f for f in (history, udp, slowloris, flood, wildcards, guesses, wills)}
+
 if __name__ == "__main__":
     binary = sys.argv[1]
-    for case in (history, udp, slowloris, flood):
-        print(case(binary), flush=True)
+    for name in sys.argv[2:] or CASES:
+        print(CASES[name](binary), flush=True)

@@ -254,6 +254,21 @@ fn file_only() -> Vec<(&'static str, String, &'static str)> {
             "Members in one room at once.",
         ),
         (
+            "limits.rooms_per_connection",
+            l.rooms_per_connection.to_string(),
+            "Rooms one connection may be in at once, an MQTT wildcard's included (API keys exempt).",
+        ),
+        (
+            "limits.memberships_per_ip",
+            l.memberships_per_ip.to_string(),
+            "Rooms the connections from one address may be in at once, together.",
+        ),
+        (
+            "limits.ipv6_prefix",
+            l.ipv6_prefix.to_string(),
+            "Prefix length IPv6 clients are grouped by for every per-address cap and bucket.",
+        ),
+        (
             "limits.idempotency_window_secs",
             l.idempotency_window.as_secs().to_string(),
             "How long an idempotency key is remembered.",

@@ -309,6 +309,13 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// Whether its clients are told of joins, leaves and renames. MQTT has no such packet:
+    /// rooms skip its members for presence, so that a storm of leaves (a thousand wildcard
+    /// subscribers closing at once) costs MQTT members nothing.
+    pub fn hears_presence(self) -> bool {
+        !matches!(self, Transport::Mqtt)
+    }
+
     /// Lowercase name for logs and JSON.
     pub fn as_str(self) -> &'static str {
         match self {

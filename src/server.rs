@@ -166,6 +166,7 @@ impl Server {
         }
         let limiter = Limiter::new(config.max_connections, config.max_connections_per_ip);
         let limits = &config.limits;
+        crate::auth::throttle::set_ipv6_prefix(limits.ipv6_prefix);
         let http_limiter = Limiter::new(limits.http_connections, limits.http_connections_per_ip);
         // One address may hold at most half the descriptors, so that others still get in.
         let budget = socket_budget(limits.reserved_fds);

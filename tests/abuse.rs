@@ -816,3 +816,104 @@ async fn h2_idle_connections_close_and_streams_count_against_the_address_cap() {
     );
     server.stop().await;
 }
+
+/// A bare MQTT 3.1.1 client from `from`: CONNECT (clean session, keep-alive 60 s), then
+/// SUBSCRIBE `filter` at QoS 0; returns the socket and the SUBACK's return code.
+async fn mqtt_subscriber(
+    mqtt: std::net::SocketAddr,
+    from: [u8; 4],
+    client_id: &str,
+    filter: &str,
+) -> (tokio::net::TcpStream, u8) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind((std::net::Ipv4Addr::from(from), 0).into())
+        .unwrap();
+    let mut stream = socket.connect(mqtt).await.unwrap();
+    let mut connect = vec![0x10, (12 + client_id.len()) as u8, 0, 4];
+    connect.extend_from_slice(b"MQTT\x04\x02\x00\x3c");
+    connect.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+    connect.extend_from_slice(client_id.as_bytes());
+    let mut subscribe = vec![0x82, (5 + filter.len()) as u8, 0, 1];
+    subscribe.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+    subscribe.extend_from_slice(filter.as_bytes());
+    subscribe.push(0);
+    stream.write_all(&connect).await.unwrap();
+    stream.write_all(&subscribe).await.unwrap();
+    // CONNACK (4 bytes), then SUBACK (5 bytes); a retained or room message could follow,
+    // but these rooms hold none that are retained, and QoS 0 replays nothing.
+    let mut acks = [0u8; 9];
+    tokio::time::timeout(TIMEOUT, stream.read_exact(&mut acks))
+        .await
+        .expect("CONNACK and SUBACK in time")
+        .expect("CONNACK and SUBACK");
+    assert_eq!(&acks[..4], b"\x20\x02\x00\x00", "connected");
+    assert_eq!(acks[4], 0x90, "a SUBACK");
+    (stream, acks[8])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_many_wildcard_subscribers_holds_no_other_room_and_wildcards_are_capped() {
+    let mut config = support::test_config();
+    config.limits.rooms_per_connection = 50;
+    config.limits.memberships_per_ip = 8_000;
+    // Making the 60 rooms is not what is tried here.
+    config.publish_rate = 0.0;
+    let server = support::start_with(config).await;
+    // 40 rooms under x/ and 20 under y/: `x/#` matches 40, `#` 60.
+    let client = support::http_client();
+    // `/` in a path segment is written %2F.
+    for room in (0..40)
+        .map(|n| format!("x%2F{n}"))
+        .chain((0..20).map(|n| format!("y%2F{n}")))
+    {
+        let res = client
+            .post(format!("http://{}/rooms/{room}/messages", server.http()))
+            .body("made")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "made {room}");
+    }
+    let mut probe = Probe::join(&server, "probe").await;
+    // More rooms than one connection may join: refused whole (3.1.1: 0x80, failure).
+    let (_refused, code) = mqtt_subscriber(server.mqtt(), [127, 0, 0, 5], "all", "#").await;
+    assert_eq!(
+        code, 0x80,
+        "`#` over 60 rooms is past rooms_per_connection (50)"
+    );
+    // 200 wildcard subscribers from one address: 8,000 memberships, the address's cap.
+    let mut subscribers = Vec::new();
+    for n in 0..200 {
+        let (stream, code) =
+            mqtt_subscriber(server.mqtt(), [127, 0, 0, 6], &format!("w{n}"), "x/#").await;
+        assert_eq!(code, 0, "subscriber {n} granted");
+        subscribers.push(stream);
+    }
+    // One more from that address is granted, but joins nothing past the address's cap: a
+    // message to x/0 reaches the 200, not it.
+    let (mut late, code) = mqtt_subscriber(server.mqtt(), [127, 0, 0, 6], "late", "x/#").await;
+    assert_eq!(code, 0);
+    probe.check("probe").await;
+    // All at once: the leaves are told to nobody (MQTT hears no presence), so nothing else
+    // waits on them.
+    drop(subscribers);
+    for _ in 0..5 {
+        probe.check("probe").await;
+    }
+    let res = client
+        .post(format!("http://{}/rooms/x%2F0/messages", server.http()))
+        .body("after")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let mut byte = [0u8; 1];
+    let quiet =
+        tokio::time::timeout(std::time::Duration::from_millis(300), late.read(&mut byte)).await;
+    assert!(
+        quiet.is_err(),
+        "the late subscriber joined no room past the cap"
+    );
+    server.stop().await;
+}

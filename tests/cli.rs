@@ -523,3 +523,22 @@ fn the_readme_sample_config_is_valid() {
     let config = resolve_file(sample).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.history_max_messages, 1000);
 }
+
+/// The membership caps and the IPv6 prefix are read from `[limits]` and checked.
+#[test]
+fn membership_caps_and_the_ipv6_prefix_are_settings() {
+    let config = resolve_file(
+        "[limits]\nrooms_per_connection = 7\nmemberships_per_ip = 70\nipv6_prefix = 48\n",
+    )
+    .unwrap();
+    assert_eq!(config.limits.rooms_per_connection, 7);
+    assert_eq!(config.limits.memberships_per_ip, 70);
+    assert_eq!(config.limits.ipv6_prefix, 48);
+    let e = resolve_file("[limits]\nipv6_prefix = 8\n").unwrap_err();
+    assert!(
+        e.contains("limits.ipv6_prefix") && e.contains("16 to 128"),
+        "{e}"
+    );
+    let e = resolve_file("[limits]\nrooms_per_connection = 0\n").unwrap_err();
+    assert!(e.contains("at least 1"), "{e}");
+}

@@ -239,6 +239,14 @@ async fn idle_timeout_closes_silent_connections() {
     })
     .await;
     let (mut a, _) = Line::connect(server.tcp()).await;
+    let warning = a.line().await;
+    assert!(
+        warning.starts_with("* quiet for 0 s: send anything"),
+        "told first: {warning}"
+    );
+    // An empty line is an answer: the clock starts again, and the warning comes again.
+    a.say("").await;
+    assert!(a.line().await.starts_with("* quiet for"), "warned again");
     assert_eq!(a.line().await, "* closing idle connection");
     assert!(a.closed().await);
 }

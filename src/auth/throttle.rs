@@ -2,9 +2,10 @@
 //! steady rate), so that guessing API keys, tokens or MQTT passwords from one address runs at
 //! a few tries a second instead of thousands. Only failures are charged: a client whose
 //! credentials verify is never slowed. IPv6 addresses are grouped by their /64, which one
-//! host usually holds whole.
+//! host usually holds whole (`limits.ipv6_prefix`).
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -77,14 +78,29 @@ impl Throttle {
     }
 }
 
-/// The address a per-address limit is kept for: IPv4 as it is, IPv6 by its /64 (one host
-/// usually holds a whole /64, so per exact address it would have 2^64 of every cap).
+/// The prefix length IPv6 addresses are grouped by (`limits.ipv6_prefix`). One setting for
+/// the process: every per-address cap and bucket must group alike, and they live in
+/// places (the hub, the listeners, the sign-in throttle) that share no config.
+static IPV6_PREFIX: AtomicU8 = AtomicU8::new(64);
+
+/// Sets the prefix `group` uses for IPv6; the server calls it once, at start.
+pub fn set_ipv6_prefix(bits: u8) {
+    IPV6_PREFIX.store(bits.clamp(1, 128), Ordering::Relaxed);
+}
+
+/// The address a per-address limit is kept for: IPv4 as it is, IPv6 by its prefix, /64
+/// unless configured (one host usually holds a whole /64, so per exact address it would
+/// have 2^64 of every cap).
 pub fn group(ip: IpAddr) -> IpAddr {
+    group_by(ip, IPV6_PREFIX.load(Ordering::Relaxed))
+}
+
+/// `group` with an IPv6 prefix of `bits`.
+fn group_by(ip: IpAddr, bits: u8) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
-            let mut octets = v6.octets();
-            octets[8..].fill(0);
-            IpAddr::from(octets)
+            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+            IpAddr::from(std::net::Ipv6Addr::from(u128::from(v6) & mask))
         }
         v4 => v4,
     }
@@ -120,5 +136,19 @@ mod tests {
         t.failed("2001:db8::1".parse().unwrap());
         assert!(t.check("2001:db8::ffff".parse().unwrap()).is_err());
         assert!(t.check("2001:db8:0:1::1".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn the_ipv6_prefix_is_a_setting() {
+        let ip: IpAddr = "2001:db8:aaaa:bbbb:1:2:3:4".parse().unwrap();
+        let at = |bits| group_by(ip, bits).to_string();
+        assert_eq!(at(64), "2001:db8:aaaa:bbbb::");
+        assert_eq!(at(48), "2001:db8:aaaa::");
+        assert_eq!(at(56), "2001:db8:aaaa:bb00::");
+        assert_eq!(at(128), "2001:db8:aaaa:bbbb:1:2:3:4");
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(group_by(v4, 48), v4);
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(group_by(mapped, 48), v4);
     }
 }

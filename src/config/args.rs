@@ -71,7 +71,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", env = "SWITCHBOARD_MAX_LINE_BYTES")]
     pub max_line_bytes: Option<usize>,
 
-    /// Close TCP chat connections silent this long; 0 = never [default: 0].
+    /// TCP chat connections silent this long are told, and closed a minute later unless they
+    /// send something; 0 = never [default: 900].
     #[arg(long, value_name = "SECS", env = "SWITCHBOARD_IDLE_TIMEOUT")]
     pub idle_timeout: Option<u64>,
 

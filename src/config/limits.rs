@@ -46,6 +46,15 @@ pub struct Limits {
     pub max_rooms_per_creator: usize,
     /// Members in one room at once.
     pub max_members: usize,
+    /// Rooms one connection may be in at once (an MQTT wildcard joins every room it
+    /// matches); a backend signed in with an API key is not held to it.
+    pub rooms_per_connection: usize,
+    /// Rooms the connections from one address may be in at once, together: what one
+    /// address can make the server hold, and tear down when it leaves, is bounded.
+    pub memberships_per_ip: usize,
+    /// The prefix length IPv6 clients are grouped by for every per-address cap and bucket
+    /// (one host usually holds a whole /64).
+    pub ipv6_prefix: u8,
     /// How long an idempotency key is remembered.
     pub idempotency_window: Duration,
     /// UDP: longest a verification cookie is valid.
@@ -71,6 +80,12 @@ impl Default for Limits {
             max_rooms: 100_000,
             max_rooms_per_creator: 100,
             max_members: 100_000,
+            // Centrifugo allows 128 channels per client; an MQTT `#` on a busy server
+            // would meet that, so ten times as many.
+            rooms_per_connection: 1_000,
+            // A full house of connections from one address (1,000) in 20 rooms each.
+            memberships_per_ip: 20_000,
+            ipv6_prefix: 64,
             idempotency_window: Duration::from_secs(24 * 60 * 60),
             udp_cookie_ttl: Duration::from_secs(120),
         }
@@ -94,6 +109,9 @@ pub(super) struct FileLimits {
     max_rooms: Option<usize>,
     max_rooms_per_creator: Option<usize>,
     max_members: Option<usize>,
+    rooms_per_connection: Option<usize>,
+    memberships_per_ip: Option<usize>,
+    ipv6_prefix: Option<u8>,
     idempotency_window_secs: Option<u64>,
     udp_cookie_ttl_secs: Option<u64>,
 }
@@ -138,6 +156,9 @@ impl Limits {
                 .max_rooms_per_creator
                 .unwrap_or(d.max_rooms_per_creator),
             max_members: file.max_members.unwrap_or(d.max_members),
+            rooms_per_connection: file.rooms_per_connection.unwrap_or(d.rooms_per_connection),
+            memberships_per_ip: file.memberships_per_ip.unwrap_or(d.memberships_per_ip),
+            ipv6_prefix: file.ipv6_prefix.unwrap_or(d.ipv6_prefix),
             idempotency_window: file
                 .idempotency_window_secs
                 .map_or(d.idempotency_window, secs),
@@ -160,6 +181,8 @@ impl Limits {
             ("limits.max_rooms", self.max_rooms),
             ("limits.max_rooms_per_creator", self.max_rooms_per_creator),
             ("limits.max_members", self.max_members),
+            ("limits.rooms_per_connection", self.rooms_per_connection),
+            ("limits.memberships_per_ip", self.memberships_per_ip),
         ];
         for (key, value) in at_least_one {
             if value == 0 {
@@ -188,6 +211,12 @@ impl Limits {
                 message: "rate must be 0 or more and burst at least 1".into(),
             });
         }
+        if !(16..=128).contains(&self.ipv6_prefix) {
+            return Err(ConfigError::Invalid {
+                key: "limits.ipv6_prefix",
+                message: format!("{} is not a prefix length from 16 to 128", self.ipv6_prefix),
+            });
+        }
         if self.reply_bytes > self.queue_bytes {
             return Err(ConfigError::Invalid {
                 key: "limits.reply_bytes",
@@ -206,6 +235,7 @@ impl Limits {
         Self {
             connection_rate: 0.0,
             max_rooms_per_creator: usize::MAX / 2,
+            memberships_per_ip: usize::MAX / 2,
             ..Self::default()
         }
     }

@@ -143,7 +143,9 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// Longest TCP line in bytes.
     pub max_line_bytes: usize,
-    /// Close a TCP connection silent for this long; `None` (the default) never does.
+    /// A TCP chat connection silent this long is told so, and closed if it stays silent a
+    /// minute more (`idle_grace`); `None` never does. 15 minutes by default, so that idle
+    /// sockets cannot hold the descriptor budget for ever.
     pub idle_timeout: Option<Duration>,
     /// Events a subscriber may have queued before it is disconnected as a slow consumer.
     pub queue_capacity: usize,
@@ -219,7 +221,7 @@ impl Default for Config {
             max_connections: 100_000,
             max_connections_per_ip: 1_000,
             max_line_bytes: 64 * 1024,
-            idle_timeout: None,
+            idle_timeout: Some(Duration::from_secs(15 * 60)),
             // 1,024 events is about a second of a busy room at 1,000 msg/s: enough to ride out
             // a scheduling hiccup, small enough that a stalled client is noticed quickly and
             // costs at most ~16 KiB of queue slots.
@@ -634,8 +636,9 @@ impl Config {
             ),
             max_line_bytes: pick(args.max_line_bytes, file.max_line_bytes, d.max_line_bytes),
             idle_timeout: match args.idle_timeout.or(file.idle_timeout) {
-                Some(0) | None => None,
+                Some(0) => None,
                 Some(s) => Some(secs(s)),
+                None => d.idle_timeout,
             },
             queue_capacity: pick(args.queue_capacity, file.queue_capacity, d.queue_capacity),
             line_flush: args
@@ -831,7 +834,7 @@ mod tests {
         let c = Config::resolve(&args(&[])).unwrap();
         assert_eq!(c.tcp, Some("127.0.0.1:12345".parse().unwrap()));
         assert_eq!(c.http, Some("127.0.0.1:8000".parse().unwrap()));
-        assert_eq!(c.idle_timeout, None);
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(900)));
     }
 
     #[test]

@@ -124,7 +124,9 @@ impl AppError {
         use crate::hub::RoomError;
         let status = match error {
             RoomError::Full(_) => StatusCode::CONFLICT,
-            RoomError::TooManyByYou => StatusCode::TOO_MANY_REQUESTS,
+            RoomError::TooManyByYou
+            | RoomError::TooManyJoined(_)
+            | RoomError::TooManyFromAddress => StatusCode::TOO_MANY_REQUESTS,
             RoomError::TooMany => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, error.code(), error.to_string())

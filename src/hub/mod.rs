@@ -158,6 +158,9 @@ pub struct Hub {
     identities: RateLimiter<Who>,
     /// Rooms existing now by who created them, against `max_rooms_per_creator`.
     creators: DashMap<Who, usize>,
+    /// Rooms joined by connections from each address (IPv6 by prefix), against
+    /// `memberships_per_ip`: every `enter` counts one, its `leave` gives it back.
+    memberships: DashMap<std::net::IpAddr, usize>,
     /// Every room's name in order, so that listing a page of rooms costs the page, not a
     /// sort of them all.
     names: std::sync::Mutex<std::collections::BTreeSet<Arc<str>>>,
@@ -178,6 +181,7 @@ impl Hub {
             epochs: RandomState::new(),
             identities: RateLimiter::new(config.identity_rate.0, config.identity_rate.1),
             creators: DashMap::new(),
+            memberships: DashMap::new(),
             names: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             crowded: Arc::default(),
             topics: std::sync::Mutex::default(),
@@ -479,6 +483,58 @@ mod tests {
     }
 
     #[test]
+    fn mqtt_members_are_not_offered_presence() {
+        let hub = hub(4);
+        let (device, mut rd) = hub.subscribe(Transport::Mqtt, false, None);
+        let room = hub.join("sensors/t", &device, "device".into());
+        // More comings and goings than the device's queue holds: offered to it, they
+        // would cut it as a slow consumer.
+        for n in 0..20 {
+            let (other, _rx) = hub.subscribe(Transport::Mqtt, false, None);
+            hub.join("sensors/t", &other, format!("m{n}").into());
+            hub.leave(&room, &other, None);
+        }
+        let (person, mut rp) = hub.subscribe(Transport::Tcp, false, None);
+        hub.join("sensors/t", &person, "person".into());
+        hub.leave(&room, &person, None);
+        assert!(
+            rd.try_recv().is_none(),
+            "no join, leave or crowd queued for MQTT"
+        );
+        say(&hub, &room, None, "x", "21.5");
+        assert_eq!(drain(&mut rd), ["x: 21.5\n"], "messages still reach it");
+        drop(rp.try_recv());
+    }
+
+    #[test]
+    fn memberships_are_counted_per_address_and_given_back() {
+        let hub = Hub::new(HubConfig {
+            limits: Limits {
+                memberships_per_ip: 3,
+                ..Limits::default()
+            },
+            ..HubConfig::default()
+        });
+        let addr = |ip: &str| Some(SocketAddr::new(ip.parse().unwrap(), 1));
+        let (a, _ra) = hub.subscribe(Transport::Ws, false, addr("192.0.2.1"));
+        let (b, _rb) = hub.subscribe(Transport::Ws, false, addr("192.0.2.1"));
+        let (c, _rc) = hub.subscribe(Transport::Ws, false, addr("192.0.2.2"));
+        let enter = |sub: &Arc<Subscriber>, room: &str| {
+            hub.enter(room, sub, "n".into(), None, None).map(|(r, _)| r)
+        };
+        let r1 = enter(&a, "r1").unwrap();
+        enter(&a, "r2").unwrap();
+        enter(&b, "r1").unwrap();
+        assert!(matches!(
+            enter(&b, "r3"),
+            Err(RoomError::TooManyFromAddress)
+        ));
+        assert!(enter(&c, "r3").is_ok(), "another address has its own count");
+        hub.leave(&r1, &a, None);
+        assert!(enter(&b, "r3").is_ok(), "a leave gives its place back");
+    }
+
+    #[test]
     fn publish_reaches_others_not_sender_and_ids_count_up() {
         let hub = hub(16);
         let (a, mut ra) = hub.subscribe(Transport::Tcp, false, None);
@@ -539,7 +595,7 @@ mod tests {
         let (a, _ra) = hub.subscribe(Transport::Tcp, false, None);
         let room = hub.join("r", &a, "a".into());
         let epoch = room.epoch();
-        hub.leave(&room, a.id, None);
+        hub.leave(&room, &a, None);
         assert_eq!(hub.sweep(), 0, "still held by a connection");
         drop(room);
         assert_eq!(hub.sweep(), 1);

@@ -90,6 +90,9 @@ struct RoomState {
     members: Vec<Member>,
     /// Where each member sits in `members`, for O(1) leave.
     index: HashMap<SubscriberId, usize>,
+    /// Members told of presence (`Transport::hears_presence`); with none, a join or leave
+    /// is not even counted.
+    listeners: usize,
     /// Set when the hub removed the room from its map; a joiner holding a stale `Arc` retries.
     retired: bool,
     /// Idempotency keys of recent publishes and the ids they got, so that a client retrying a
@@ -193,6 +196,9 @@ impl RoomState {
     fn remove(&mut self, id: SubscriberId) -> Option<Member> {
         let at = self.index.remove(&id)?;
         let member = self.members.swap_remove(at);
+        if member.sub.transport.hears_presence() {
+            self.listeners -= 1;
+        }
         if let Some(moved) = self.members.get(at) {
             self.index.insert(moved.sub.id, at);
         }
@@ -239,6 +245,7 @@ impl Room {
                 last_seq: init.last_seq,
                 members: Vec::new(),
                 index: HashMap::new(),
+                listeners: 0,
                 retired: false,
                 keys: init.keys.keys.iter().cloned().collect(),
                 key_order: init.keys.keys.into_iter().map(|(key, _)| key).collect(),
@@ -349,6 +356,9 @@ impl Room {
             nick: Arc::clone(&nick),
         });
         state.index.insert(sub.id, at);
+        if sub.transport.hears_presence() {
+            state.listeners += 1;
+        }
         let event = self.event(EventKind::Join, None, nick, "", Some(sub.id));
         self.announce(&event, sub);
         if let Some(observer) = &self.observer {
@@ -581,6 +591,9 @@ impl Room {
     /// Delivers a join, leave or rename within the room's presence budget; past it, the
     /// change is only counted, and told later in one `Crowd` event.
     fn deliver_presence(&self, state: &mut RoomState, event: Arc<Event>) {
+        if state.listeners == 0 {
+            return;
+        }
         // Once a storm is being counted, everything is counted until the next flush tells
         // it, so that members see one summary a second, not summaries between singles.
         let first = state.crowd.joined + state.crowd.left == 0;
@@ -728,8 +741,12 @@ impl Room {
 
 fn offer_all(state: &RoomState, event: &Arc<Event>, gone: &mut Vec<SubscriberId>) {
     let mut delivered = 0u64;
+    let presence = !matches!(event.kind, EventKind::Message);
     for member in &state.members {
         if event.origin == Some(member.sub.id) && !member.sub.echo_own {
+            continue;
+        }
+        if presence && !member.sub.transport.hears_presence() {
             continue;
         }
         if member.sub.offer(Delivery::Event(Arc::clone(event))) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::pace::Who;
-use super::{Disconnect, Hub, MessageId, Room, Subscriber, SubscriberId};
+use super::{Disconnect, Hub, MessageId, Room, Subscriber};
 
 /// Why a room could not be created or joined (`Limits`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,6 +21,13 @@ pub enum RoomError {
     /// `max_members`: the room is full.
     #[error("room {0} is full")]
     Full(Arc<str>),
+    /// `rooms_per_connection`: this connection is in as many rooms as one may be.
+    #[error("you are in {0} rooms, the most one connection may join; leave one first")]
+    TooManyJoined(usize),
+    /// `memberships_per_ip`: connections from this address are in as many rooms as they
+    /// may be, together.
+    #[error("connections from your address are in too many rooms; leave some first")]
+    TooManyFromAddress,
 }
 
 impl RoomError {
@@ -30,6 +37,8 @@ impl RoomError {
             RoomError::TooMany => "too_many_rooms",
             RoomError::TooManyByYou => "too_many_rooms_created",
             RoomError::Full(_) => "room_full",
+            RoomError::TooManyJoined(_) => "too_many_joined",
+            RoomError::TooManyFromAddress => "too_many_memberships",
         }
     }
 }
@@ -163,17 +172,51 @@ impl Hub {
         since: Option<MessageId>,
         creator: Option<&Who>,
     ) -> Result<(Arc<Room>, MessageId), RoomError> {
-        loop {
-            let room = self.open_room(name, creator)?;
+        let group = sub.addr.map(|a| crate::auth::throttle::group(a.ip()));
+        if let Some(group) = group {
+            let mut held = self.memberships.entry(group).or_insert(0);
+            if *held >= self.config.limits.memberships_per_ip {
+                drop(held);
+                crate::metrics::METRICS.refuse(RoomError::TooManyFromAddress.code());
+                return Err(RoomError::TooManyFromAddress);
+            }
+            *held += 1;
+        }
+        let entered = loop {
+            let room = match self.open_room(name, creator) {
+                Ok(room) => room,
+                Err(e) => break Err(e),
+            };
             if room.member_count() >= self.config.limits.max_members {
                 let full = RoomError::Full(Arc::clone(room.name()));
                 crate::metrics::METRICS.refuse(full.code());
-                return Err(full);
+                break Err(full);
             }
             if let Some(cursor) = room.add(sub, Arc::clone(&nick), since) {
-                return Ok((room, cursor));
+                break Ok((room, cursor));
             }
+        };
+        if entered.is_err()
+            && let Some(group) = group
+        {
+            self.forget_membership(group);
         }
+        entered
+    }
+
+    /// Takes `sub` out of `room` (a room `enter` put it in) and tells the room.
+    pub fn leave(&self, room: &Arc<Room>, sub: &Subscriber, reason: Option<Disconnect>) {
+        room.remove(sub.id, reason);
+        if let Some(addr) = sub.addr {
+            self.forget_membership(crate::auth::throttle::group(addr.ip()));
+        }
+    }
+
+    fn forget_membership(&self, group: std::net::IpAddr) {
+        self.memberships.remove_if_mut(&group, |_, held| {
+            *held = held.saturating_sub(1);
+            *held == 0
+        });
     }
 
     /// Adds `sub` to room `name` under `nick` and tells the room.
@@ -197,11 +240,6 @@ impl Hub {
             }
             // The room was retired between lookup and add; the next lookup creates it anew.
         }
-    }
-
-    /// Removes `sub` from `room` and tells the room.
-    pub fn leave(&self, room: &Arc<Room>, id: SubscriberId, reason: Option<Disconnect>) {
-        room.remove(id, reason);
     }
 
     /// Drops rooms nobody uses: no members, no history, and no other holder (a connection or

@@ -419,7 +419,7 @@ impl Drop for Session {
             timer.abort();
         }
         for room in self.rooms.drain(..) {
-            self.hub.leave(&room, self.sub.id, self.reason);
+            self.hub.leave(&room, &self.sub, self.reason);
         }
         self.hub.release_nick(self.sub.id, &self.nick);
         tracing::debug!(id = self.sub.id, transport = self.sub.transport.as_str(), reason = ?self.reason, "session ended");

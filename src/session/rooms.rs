@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::Session;
-use crate::auth::Action;
+use crate::auth::{Action, Principal};
 use crate::event::MessageId;
 use crate::hub::pace::Who;
 use crate::hub::{Delivery, Lookback, MemberInfo, RoomError};
@@ -18,7 +18,8 @@ const ROOMS_PER_PAGE: usize = 50;
 impl Session {
     /// Joins `room` (replaying what came after `since` first), or, if already in it,
     /// replays after `since`. Returns the cursor at which the live stream starts.
-    /// Refused when the room would be one too many or is full (`RoomError`).
+    /// Refused when the room would be one too many, is full, or would be one too many for
+    /// this connection or its address (`RoomError`).
     pub fn join(&mut self, room: &str, since: Option<MessageId>) -> Result<MessageId, RoomError> {
         if let Some(index) = self.room_index(room) {
             let joined = &self.rooms[index];
@@ -26,6 +27,12 @@ impl Session {
                 joined.replay(&self.sub, Lookback::Since(since));
             }
             return Ok(joined.cursor());
+        }
+        // A backend (an API key) may follow as many rooms as it needs.
+        let cap = self.hub.limits().rooms_per_connection;
+        if self.rooms.len() >= cap && !matches!(self.principal, Principal::Backend) {
+            crate::metrics::METRICS.refuse(RoomError::TooManyJoined(cap).code());
+            return Err(RoomError::TooManyJoined(cap));
         }
         let creator = Who::of(&self.principal, self.sub.addr);
         let (joined, cursor) = self.hub.enter(
@@ -39,13 +46,23 @@ impl Session {
         Ok(cursor)
     }
 
+    /// How many more rooms this connection may join (`limits.rooms_per_connection`; a
+    /// backend is not held to it).
+    pub fn rooms_left(&self) -> usize {
+        if matches!(self.principal, Principal::Backend) {
+            return usize::MAX;
+        }
+        let cap = self.hub.limits().rooms_per_connection;
+        cap.saturating_sub(self.rooms.len())
+    }
+
     /// Leaves `room` without answering the client; false if it was not in it.
     pub fn part(&mut self, room: &str) -> bool {
         let Some(index) = self.room_index(room) else {
             return false;
         };
         let left = self.rooms.swap_remove(index);
-        self.hub.leave(&left, self.sub.id, None);
+        self.hub.leave(&left, &self.sub, None);
         true
     }
 
@@ -90,7 +107,7 @@ impl Session {
         }
         let joined = self.rooms.pop();
         for room in self.rooms.drain(..) {
-            self.hub.leave(&room, self.sub.id, None);
+            self.hub.leave(&room, &self.sub, None);
         }
         self.rooms.extend(joined);
         let count = self.rooms[0].member_count();
@@ -106,7 +123,7 @@ impl Session {
             );
         };
         let left = self.rooms.swap_remove(index);
-        self.hub.leave(&left, self.sub.id, None);
+        self.hub.leave(&left, &self.sub, None);
         self.frame(&ServerFrame::Left { reference, room });
     }
 
@@ -119,7 +136,7 @@ impl Session {
                 continue;
             }
             let left = self.rooms.swap_remove(at);
-            self.hub.leave(&left, self.sub.id, None);
+            self.hub.leave(&left, &self.sub, None);
             self.forbid(None, left.name(), Action::Subscribe);
         }
     }

@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -157,11 +158,22 @@ async fn read_loop(
     let mut decoder = LineDecoder::new(config.max_line_bytes);
     let mut buf = BytesMut::new();
     let mut last_read = Instant::now();
+    // Silent past `idle_timeout`, the client is told, and cut when it stays silent as long
+    // again (at most a minute): a person reading can answer with an empty line.
+    let mut warned = false;
     loop {
         let flush_at = decoder
             .has_partial(&buf)
             .then(|| last_read + config.line_flush);
-        let idle_at = config.idle_timeout.map(|t| last_read + t);
+        let idle_at = config.idle_timeout.map(|t| {
+            last_read
+                + t
+                + if warned {
+                    idle_grace(t)
+                } else {
+                    Duration::ZERO
+                }
+        });
         tokio::select! {
             biased;
             _ = stop.cancelled() => return End::Shutdown,
@@ -174,9 +186,21 @@ async fn read_loop(
                     Err(e) => session.refuse(None, ErrorCode::BadFrame, e),
                 }
             }
-            _ = sleep_until(idle_at) => return End::Idle,
+            _ = sleep_until(idle_at) => {
+                if warned {
+                    return End::Idle;
+                }
+                warned = true;
+                let idle = config.idle_timeout.unwrap_or_default();
+                session.notice(format!(
+                    "* quiet for {} s: send anything (an empty line will do) within {} s to stay connected",
+                    idle.as_secs(),
+                    idle_grace(idle).as_secs().max(1),
+                ));
+            }
             read = read_some(reader, &mut buf) => {
                 last_read = Instant::now();
+                warned = false;
                 match read {
                     Ok(0) => {
                         if let Ok(Some(line)) = decoder.flush(&mut buf) {
@@ -199,6 +223,11 @@ async fn read_loop(
             }
         }
     }
+}
+
+/// How long a client told it is idle has to answer before it is cut.
+fn idle_grace(idle: Duration) -> Duration {
+    idle.min(Duration::from_secs(60))
 }
 
 /// Reads into `buf`, making room for a few KiB first; the buffer only grows while a long line

@@ -69,6 +69,22 @@ impl Conn {
         } else if topic::is_wildcard(filter) {
             let watcher = self.watcher();
             let rooms = self.ctx.hub.watch_topics(filter, self.sub.id, watcher);
+            // A filter matching more rooms than this connection may still join is refused
+            // whole, so that a granted wildcard means every matching room is followed.
+            let new = rooms
+                .iter()
+                .filter(|room| !self.rooms.contains_key(&***room))
+                .count();
+            if new > self.session.rooms_left() && !self.filters.contains_key(filter) {
+                self.ctx.hub.unwatch_topics(filter, self.sub.id);
+                tracing::info!(
+                    client_id = self.client_id,
+                    filter,
+                    rooms = new,
+                    "mqtt subscription refused: matches more rooms than one connection may join"
+                );
+                return Reason::QuotaExceeded;
+            }
             for room in rooms {
                 if self.session.may(&room, Action::Subscribe) {
                     let since = match resume {
@@ -77,7 +93,10 @@ impl Conn {
                         }
                         None => None,
                     };
-                    let _ = self.join(&room, qos, no_local, since);
+                    if let Err(error) = self.join(&room, qos, no_local, since) {
+                        tracing::info!(client_id = self.client_id, %error, %room, "mqtt wildcard room not joined");
+                        break;
+                    }
                 }
             }
         } else {
@@ -125,7 +144,9 @@ impl Conn {
         };
         if self.session.may(&room, Action::Subscribe) {
             let since = room_start(&self.ctx, &room);
-            let _ = self.join(&room, qos.0, qos.1, since);
+            if let Err(error) = self.join(&room, qos.0, qos.1, since) {
+                tracing::debug!(client_id = self.client_id, %error, %room, "mqtt new room not joined");
+            }
         }
     }
 
