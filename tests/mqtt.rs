@@ -529,6 +529,30 @@ async fn malformed_packets_get_the_right_answer_and_a_close() {
     assert_eq!(sub.next(), "still/up yes");
 }
 
+/// A client asking for no keep-alive is held to the idle timeout: 5.0 is told the server's
+/// keep-alive in its CONNACK, and both versions are closed after 1.5× it of silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_keep_alive_means_the_idle_timeout() {
+    let server = start_with(Config {
+        idle_timeout: Some(Duration::from_secs(1)),
+        ..test_config()
+    })
+    .await;
+    let mqtt = server.mqtt();
+    let started = std::time::Instant::now();
+    // 3.1.1, keep-alive 0: CONNACK, then closed (read_to_end returns) well before TIMEOUT.
+    let got = raw(mqtt, b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x00\x00\x00");
+    assert_eq!(got, b"\x20\x02\x00\x00");
+    assert!(started.elapsed() < TIMEOUT, "closed, not held");
+    // 5.0, keep-alive 0: CONNACK carries Server Keep Alive (0x13) = 1 s; then DISCONNECT
+    // 0x8D (keep-alive timeout).
+    let got = raw(mqtt, b"\x10\x0d\x00\x04MQTT\x05\x02\x00\x00\x00\x00\x00");
+    let keep_alive = got.windows(3).any(|w| w == b"\x13\x00\x01");
+    assert!(keep_alive, "Server Keep Alive 1 s in {got:?}");
+    let disconnect = got.iter().rposition(|&b| b == 0xe0).expect("a DISCONNECT");
+    assert_eq!(got[disconnect + 2], 0x8d, "keep-alive timeout: {got:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_terminal_client_speaks_mqtt_and_shows_text_safely() {
     let server = start_with(test_config()).await;

@@ -336,6 +336,8 @@ pub(crate) enum Outbound<'a> {
         receive_maximum: u16,
         max_packet: u32,
         assigned_id: Option<&'a str>,
+        /// 5.0: the keep-alive the server sets for a client that asked for none.
+        server_keep_alive: Option<u16>,
     },
     SubAck {
         pkid: u16,
@@ -537,6 +539,7 @@ fn encode_v5(packet: &Outbound<'_>, buf: &mut BytesMut) -> Result<usize, m5base:
             receive_maximum,
             max_packet,
             assigned_id,
+            server_keep_alive,
         } => {
             let properties = (!reason.is_error()).then(|| m5::ConnAckProperties {
                 receive_max: Some(*receive_maximum),
@@ -551,7 +554,7 @@ fn encode_v5(packet: &Outbound<'_>, buf: &mut BytesMut) -> Result<usize, m5base:
                 reason_string: None,
                 user_properties: Vec::new(),
                 wildcard_subscription_available: None,
-                server_keep_alive: None,
+                server_keep_alive: *server_keep_alive,
                 response_information: None,
                 server_reference: None,
                 authentication_method: None,

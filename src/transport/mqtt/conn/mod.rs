@@ -189,6 +189,11 @@ async fn read_connect<L: Link>(
     }
 }
 
+/// How long a client that asked for no keep-alive may stay silent (`idle_timeout`).
+fn silent_limit(ctx: &Context) -> Option<Duration> {
+    ctx.config.idle_timeout
+}
+
 fn connack(session_present: bool, reason: Reason) -> Outbound<'static> {
     Outbound::ConnAck {
         session_present,
@@ -196,6 +201,7 @@ fn connack(session_present: bool, reason: Reason) -> Outbound<'static> {
         receive_maximum: RECEIVE_MAXIMUM,
         max_packet: 0,
         assigned_id: None,
+        server_keep_alive: None,
     }
 }
 
@@ -290,6 +296,10 @@ async fn admit<L: Link>(
             receive_maximum: RECEIVE_MAXIMUM,
             max_packet: ctx.config.mqtt_max_packet as u32,
             assigned_id: assigned.as_deref(),
+            server_keep_alive: (connect.keep_alive == 0)
+                .then(|| silent_limit(ctx))
+                .flatten()
+                .map(|idle| idle.as_secs().clamp(1, u64::from(u16::MAX)) as u16),
         },
         &mut out,
     );
@@ -317,8 +327,12 @@ impl Conn {
             (Version::V5, Some(u32::MAX)) => Some(None),
             (Version::V5, Some(secs)) => Some(Some(u64::from(secs) * 1000)),
         };
-        let keep_alive = (connect.keep_alive > 0)
-            .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+        // A client that asks for no keep-alive is held to the idle timeout instead (5.0 is
+        // told so in the CONNACK), so that silent sockets cannot hold descriptors for ever.
+        let keep_alive = match connect.keep_alive {
+            0 => silent_limit(ctx).map(|idle| idle * 3 / 2),
+            secs => Some(Duration::from_millis(u64::from(secs) * 1500)),
+        };
         Conn {
             ctx: Arc::clone(ctx),
             version: connect.version,
