@@ -2,7 +2,8 @@
 """Attacks a release server as the abuse issue measured them, and prints what it held.
 
 Usage: bench/abuse.py BINARY [CASE ...]   (starts BINARY serve on free loopback ports, SQLite in a
-temp dir; every case when none is named: history udp slowloris flood wildcards guesses wills)
+temp dir; every case when none is named: history udp slowloris flood wildcards guesses wills
+h2window grpcwindow idle; those two need the `h2` package)
 Every loop is bounded in count and time and targets only 127.0.0.1.
 """
 import http.client, json, os, socket, subprocess, sys, tempfile, threading, time, urllib.request
@@ -23,8 +24,8 @@ def start(binary, extra=()):
     MQTT["port"] = mqtt
     data = tempfile.mkdtemp()
     p = subprocess.Popen([binary, "serve", "--tcp", f"127.0.0.1:{tcp}", "--udp", f"127.0.0.1:{tcp}",
-                          "--http", f"127.0.0.1:{http}", "--mqtt", f"127.0.0.1:{mqtt}", "--grpc", "off",
-                          "--data-dir", data, "--log", "error", *extra],
+                          "--http", f"127.0.0.1:{http}", "--mqtt", f"127.0.0.1:{mqtt}",
+                          *([] if "--grpc" in extra else ["--grpc", "off"]), "--data-dir", data, "--log", "error", *extra],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
         try:
@@ -240,7 +241,90 @@ def wills(binary):
     p.kill(); p.wait()
     return f"{made} connections with 64 KB wills in 5 s: {stored} wills published; RSS {before:.0f} -> {after:.0f} MB"
 
-CASES = {f.__name__: f for f in (history, udp, slowloris, flood, wildcards, guesses, wills)}
+def h2window(binary, grpc=False):
+    """h2c connections granting no window, each asking 128 pages of 1 MiB (needs `pip install h2`);
+    with `grpc`, the same as gRPC History calls on the gRPC listener."""
+    try:
+        import h2.config, h2.connection, h2.events, h2.settings
+    except ImportError:
+        return "h2window: skipped (pip install h2)"
+    grpc_port = free_port()
+    p, tcp, port = start(binary, ["--publish-rate", "0", "--grpc", f"127.0.0.1:{grpc_port}"])
+    for i in range(16):
+        post(port, "big", f"{i} " + "b" * 64000)
+    before = rss_mb(p.pid)
+    held = []
+    request = b"\x0a\x03big\x18\xe8\x07"  # HistoryRequest { room: "big", limit: 1000 }
+    for n in range(10):
+        s = socket.create_connection(("127.0.0.1", grpc_port if grpc else port), 5)
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        c.local_settings = h2.settings.Settings(client=True, initial_values={
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        c.initiate_connection()
+        for k in range(128):
+            sid = c.get_next_available_stream_id()
+            if grpc:
+                c.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":authority", f"127.0.0.1:{grpc_port}"),
+                                     (":path", "/switchboard.v1.Switchboard/History"),
+                                     ("content-type", "application/grpc"), ("te", "trailers")])
+                c.send_data(sid, b"\x00" + len(request).to_bytes(4, "big") + request, end_stream=True)
+            else:
+                c.send_headers(sid, [(":method", "GET"), (":scheme", "http"), (":authority", f"127.0.0.1:{port}"),
+                                     (":path", "/rooms/big/messages?limit=1000")], end_stream=True)
+        s.sendall(c.data_to_send())
+        held.append((s, c))
+    statuses = {}
+    deadline = time.time() + 8
+    while time.time() < deadline:
+        for s, c in held:
+            s.settimeout(0.05)
+            try:
+                data = s.recv(65536)
+            except (socket.timeout, BlockingIOError):
+                continue
+            except OSError:
+                continue
+            if not data:
+                continue
+            for e in c.receive_data(data):
+                if isinstance(e, h2.events.ResponseReceived):
+                    code = dict(e.headers).get(b":status", b"?").decode()
+                    statuses[code] = statuses.get(code, 0) + 1
+            out = c.data_to_send()  # PING answers and SETTINGS acks, never a WINDOW_UPDATE
+            if out:
+                s.sendall(out)
+    after = rss_mb(p.pid)
+    p.kill(); p.wait()
+    what = "gRPC History(limit=1000) calls" if grpc else "pages of 1 MiB"
+    return (f"10 h2c connections x 128 {what}, no window: RSS {before:.0f} -> {after:.0f} MB; answers "
+            + ", ".join(f"{n}x {code}" for code, n in sorted(statuses.items())))
+
+def grpcwindow(binary):
+    """`h2window` over gRPC."""
+    return h2window(binary, grpc=True)
+
+def idle(binary):
+    """1,000 TCP chat sockets that send nothing, with --idle-timeout 5."""
+    p, tcp, port = start(binary, ["--idle-timeout", "5"])
+    socks = [socket.create_connection(("127.0.0.1", tcp), 5) for _ in range(1000)]
+    time.sleep(12)
+    closed = 0
+    for s in socks:
+        s.setblocking(False)
+        try:
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    closed += 1
+                    break
+        except BlockingIOError:
+            pass
+        except OSError:
+            closed += 1
+    p.kill(); p.wait()
+    return f"1,000 silent TCP chat sockets, --idle-timeout 5: {closed} closed after 12 s"
+
+CASES = {f.__name__: f for f in (history, udp, slowloris, flood, wildcards, guesses, wills, h2window, grpcwindow, idle)}
 
 if __name__ == "__main__":
     binary = sys.argv[1]

@@ -133,7 +133,7 @@ impl Service {
             .page(since, limit)
             .within(self.shared.config.limits.reply_bytes);
         let next = page.next(since);
-        Ok(Response::new(pb::HistoryReply {
+        Ok(sized(pb::HistoryReply {
             messages: page
                 .events
                 .iter()
@@ -166,7 +166,7 @@ impl Service {
                 transport: m.transport.as_str().to_owned(),
             })
             .collect();
-        Ok(Response::new(PresenceReply { room, members }))
+        Ok(sized(PresenceReply { room, members }))
     }
 
     pub(super) async fn rooms_call(
@@ -182,7 +182,7 @@ impl Service {
             let may = auth.actions(&who.principal, name);
             may.allows(Action::Presence) || may.allows(Action::Subscribe)
         });
-        Ok(Response::new(RoomsReply {
+        Ok(sized(RoomsReply {
             rooms: page
                 .iter()
                 .map(|room| pb::Room {
@@ -194,4 +194,15 @@ impl Service {
             next: next.map(|n| n.to_string()).unwrap_or_default(),
         }))
     }
+}
+
+/// A reply that says its encoded size, so that it holds its place in the unsent-answer
+/// budget until the client takes it (`http::GrpcReply`).
+fn sized<T: prost::Message>(reply: T) -> Response<T> {
+    let bytes = reply.encoded_len();
+    let mut response = Response::new(reply);
+    response
+        .extensions_mut()
+        .insert(crate::http::GrpcReply(bytes));
+    response
 }

@@ -20,6 +20,7 @@ mod upgrade;
 
 pub(crate) use fuzz::fuzz_query;
 pub(crate) use serve::{Listener, serve};
+pub(crate) use unsent::GrpcReply;
 
 use std::sync::Arc;
 
