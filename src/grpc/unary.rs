@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use super::pb::{self, Member, PresenceReply, RoomsReply};
 use super::{Encoded, Service, caller, cursor, not_allowed, room_name};
 use crate::auth::Action;
-use crate::session::NameRefused;
+use crate::session::{Caller, NameRefused, Refused};
 use crate::wire::{self, Wire};
 
 /// Largest history page and room-list page.
@@ -16,8 +16,6 @@ const MAX_LIMIT: u32 = 1_000;
 const DEFAULT_LIMIT: u32 = 100;
 /// Nick of anonymous publishers that give none, and of API-key publishers.
 const NAMES: (&str, &str) = ("anonymous", "api");
-/// Longest idempotency key.
-const MAX_KEY: usize = 200;
 
 /// A page size: 0 is the default, past `MAX_LIMIT` is refused.
 fn limit(asked: u32) -> Result<usize, Status> {
@@ -50,32 +48,18 @@ impl Service {
         }
         let hub = &self.shared.hub;
         room_name(&room)?;
-        if !hub.auth().allows(&who.principal, &room, Action::Publish) {
-            return Err(not_allowed(&who.principal, &room, Action::Publish));
-        }
-        if text.trim().is_empty() {
-            return Err(Status::invalid_argument("the message text is empty"));
-        }
+        let caller = Caller {
+            hub,
+            principal: &who.principal,
+            addr: who.addr,
+        };
+        let refused = |e| refused(&who.principal, e);
+        caller.may_publish(&room).map_err(refused)?;
         let max = self.shared.config.ws_max_message;
         if text.len() > max {
             return Err(Status::invalid_argument(format!(
                 "the message is {} bytes; the limit is {max}",
                 text.len()
-            )));
-        }
-        if key.len() > MAX_KEY {
-            return Err(Status::invalid_argument(format!(
-                "key longer than {MAX_KEY} bytes"
-            )));
-        }
-        let identity = crate::hub::pace::Who::of(&who.principal, who.addr);
-        if let Some(identity) = &identity
-            && let Err(wait) = hub.identities().check(identity)
-        {
-            crate::metrics::METRICS.refuse("rate_limited");
-            return Err(Status::resource_exhausted(format!(
-                "too many messages; retry in {} ms",
-                wait.as_millis().max(1)
             )));
         }
         let author = crate::session::author(hub, &who.principal, nick, None, NAMES).map_err(
@@ -84,22 +68,10 @@ impl Service {
                 NameRefused::Taken(_) => Status::already_exists(e.to_string()),
             },
         )?;
-        let opened = hub
-            .open_room(&room, identity.as_ref())
-            .map_err(super::room_refused)?;
-        let key = Some(key.as_str()).filter(|k| !k.is_empty());
-        let published = hub
-            .publish(&opened, None, author, &text, key)
-            .map_err(super::unavailable)?;
-        let durable = published.durable();
-        let acked = match who.deadline {
-            None => durable.await,
-            Some(at) => tokio::time::timeout_at(at, durable)
-                .await
-                .map_err(|_| Status::deadline_exceeded("the message was not stored in time"))?,
-        }
-        .map_err(super::unavailable)?;
-        hub.settle(&opened, acked.id).await;
+        let acked = caller
+            .publish(&room, author, &text, Some(&key), who.deadline)
+            .await
+            .map_err(refused)?;
         Ok(Response::new(pb::PublishReply {
             id: acked.id.to_string(),
             duplicate: acked.duplicate,
@@ -205,4 +177,19 @@ fn sized<T: prost::Message>(reply: T) -> Response<T> {
         .extensions_mut()
         .insert(crate::http::GrpcReply(bytes));
     response
+}
+
+/// The status of a refused one-shot request (`session::Refused`).
+fn refused(principal: &crate::auth::Principal, refused: Refused) -> Status {
+    match refused {
+        Refused::NotAllowed { room, action } => not_allowed(principal, &room, action),
+        Refused::RateLimited(_) => {
+            crate::metrics::METRICS.refuse("rate_limited");
+            Status::resource_exhausted(refused.to_string())
+        }
+        Refused::Empty | Refused::KeyTooLong => Status::invalid_argument(refused.to_string()),
+        Refused::Room(error) => super::room_refused(error),
+        Refused::Unavailable(error) => super::unavailable(error),
+        Refused::DeadlineExceeded => Status::deadline_exceeded(refused.to_string()),
+    }
 }

@@ -132,6 +132,27 @@ impl AppError {
         Self::new(status, error.code(), error.to_string())
     }
 
+    /// The answer to a refused one-shot request (`session::Refused`); `who` decides whether
+    /// a missing grant is 401 (signing in may help) or 403.
+    pub(crate) fn refused(who: &crate::auth::Principal, refused: crate::session::Refused) -> Self {
+        use crate::session::{MAX_KEY, Refused};
+        match refused {
+            Refused::NotAllowed { room, action } => Self::not_allowed(who, &room, action),
+            Refused::RateLimited(wait) => Self::rate_limited(wait),
+            Refused::Empty => Self::bad_request("the message text is empty"),
+            Refused::KeyTooLong => {
+                Self::bad_request(format!("Idempotency-Key longer than {MAX_KEY} bytes"))
+            }
+            Refused::Room(error) => Self::room(error),
+            Refused::Unavailable(error) => Self::unavailable(error),
+            Refused::DeadlineExceeded => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "message not stored in time",
+            ),
+        }
+    }
+
     /// 429 with `Retry-After`.
     pub(crate) fn rate_limited(wait: Duration) -> Self {
         crate::metrics::METRICS.refuse("rate_limited");

@@ -21,12 +21,12 @@ use super::openapi::{
     AuthRefusals, BodyRefusals, DirectReply, ErrorBody, PublishBody, PublishedReply, Refusals,
 };
 use super::{AppError, Path, Query};
-use crate::auth::{Action, Principal};
+use crate::auth::Principal;
 use crate::context::Context;
 use crate::event::Author;
 use crate::hub::HubError;
 use crate::protocol::names::{check_nick, check_room};
-use crate::session::NameRefused;
+use crate::session::{Caller, NameRefused, Refused};
 
 /// Nick of anonymous HTTP publishers that give none.
 const ANONYMOUS: &str = "anonymous";
@@ -72,22 +72,27 @@ async fn read_posted(
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
     let who = super::principal(shared, &headers, query.token.as_deref())?;
-    let auth = shared.hub.auth();
+    let caller = Caller {
+        hub: &shared.hub,
+        principal: &who,
+        addr: Some(addr),
+    };
     match target {
-        Target::Room(room) if !auth.allows(&who, room, Action::Publish) => {
-            return Err(AppError::not_allowed(&who, room, Action::Publish));
+        Target::Room(room) => caller
+            .may_publish(room)
+            .map_err(|e| AppError::refused(&who, e))?,
+        Target::User => {
+            if !shared.hub.auth().may_direct(&who) {
+                return Err(AppError::unauthorized(
+                    "direct messages need a token or an API key on this server",
+                ));
+            }
+            if let Some(identity) = crate::hub::pace::Who::of(&who, Some(addr))
+                && let Err(wait) = shared.hub.identities().check(&identity)
+            {
+                return Err(AppError::rate_limited(wait));
+            }
         }
-        Target::User if !auth.may_direct(&who) => {
-            return Err(AppError::unauthorized(
-                "direct messages need a token or an API key on this server",
-            ));
-        }
-        _ => {}
-    }
-    if let Some(identity) = crate::hub::pace::Who::of(&who, Some(addr))
-        && let Err(wait) = shared.hub.identities().check(&identity)
-    {
-        return Err(AppError::rate_limited(wait));
     }
     let limit = shared.config.ws_max_message;
     // One deadline for the whole body: at the default 64 KiB cap and 10 s, a body slower
@@ -117,7 +122,7 @@ async fn read_posted(
     }
     let nick = nick.or(header_nick).or(query.nick);
     if text.trim().is_empty() {
-        return Err(AppError::bad_request("the message text is empty"));
+        return Err(AppError::refused(&who, Refused::Empty));
     }
     let author = author(shared, &who, nick, nick_key.as_deref())?;
     Ok(Posted {
@@ -182,22 +187,15 @@ pub(crate) async fn publish(
     check_room(&room).map_err(AppError::bad_name)?;
     let posted = read_posted(&shared, addr, query, req, Target::Room(&room)).await?;
     let key = header_str(&posted.headers, "idempotency-key");
-    if key.as_ref().is_some_and(|k| k.len() > 200) {
-        return Err(AppError::bad_request(
-            "Idempotency-Key longer than 200 bytes",
-        ));
-    }
-    let creator = crate::hub::pace::Who::of(&posted.principal, Some(addr));
-    let room = shared
-        .hub
-        .open_room(&room, creator.as_ref())
-        .map_err(AppError::room)?;
-    let published = shared
-        .hub
-        .publish(&room, None, posted.author, &posted.text, key.as_deref())
-        .map_err(AppError::unavailable)?;
-    let acked = published.durable().await.map_err(AppError::unavailable)?;
-    shared.hub.settle(&room, acked.id).await;
+    let caller = Caller {
+        hub: &shared.hub,
+        principal: &posted.principal,
+        addr: Some(addr),
+    };
+    let acked = caller
+        .publish(&room, posted.author, &posted.text, key.as_deref(), None)
+        .await
+        .map_err(|e| AppError::refused(&posted.principal, e))?;
     let status = if acked.duplicate {
         StatusCode::OK
     } else {
@@ -205,7 +203,7 @@ pub(crate) async fn publish(
     };
     let body = PublishedReply {
         id: acked.id.to_string(),
-        room: room.name().to_string(),
+        room,
         duplicate: acked.duplicate,
     };
     Ok((status, Json(body)).into_response())

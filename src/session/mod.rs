@@ -7,6 +7,7 @@
 //! bounded like them, in the client's dialect (lines, plain text frames or JSON frames).
 //! Teardown is `Drop`: however a connection ends, it leaves its rooms and frees its nick.
 
+mod once;
 mod publish;
 mod request;
 mod rooms;
@@ -25,6 +26,7 @@ use crate::protocol::envelope::{ErrorCode, ServerFrame};
 use crate::protocol::names::check_nick;
 use crate::wire::Wire;
 
+pub use once::{Caller, MAX_KEY, Refused};
 pub use publish::{NameRefused, Refusal, author};
 pub use request::Request;
 
