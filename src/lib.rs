@@ -19,7 +19,6 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub(crate) mod context;
 pub mod event;
 #[doc(hidden)]
 pub mod fuzz;

@@ -169,13 +169,11 @@ impl Service {
 }
 
 /// A reply that says its encoded size, so that it holds its place in the unsent-answer
-/// budget until the client takes it (`http::GrpcReply`).
+/// budget until the client takes it (`super::ReplySize`).
 fn sized<T: prost::Message>(reply: T) -> Response<T> {
     let bytes = reply.encoded_len();
     let mut response = Response::new(reply);
-    response
-        .extensions_mut()
-        .insert(crate::http::GrpcReply(bytes));
+    response.extensions_mut().insert(super::ReplySize(bytes));
     response
 }
 

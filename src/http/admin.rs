@@ -9,11 +9,11 @@ use super::openapi::{
 };
 use super::{AppError, Path};
 use crate::auth::Principal;
-use crate::context::Context;
 use crate::event::Disconnect;
 use crate::hub::Subscriber;
 use crate::metrics::{METRICS, Snapshot};
 use crate::protocol::names::{check_nick, check_room};
+use crate::transport::context::Context;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;

@@ -20,10 +20,10 @@ use serde::Deserialize;
 
 use super::{AppError, Query};
 use crate::auth::Action;
-use crate::context::Context;
 use crate::hub::{MessageId, Transport};
 use crate::protocol::names::{check_nick, check_room};
 use crate::session::{DEFAULT_ROOM, Session};
+use crate::transport::context::Context;
 use crate::transport::limits::Permit;
 use crate::transport::writer::{Outbox, Output, Wake};
 use crate::wire::{self, Emit, Wire};

@@ -15,9 +15,9 @@ use serde_json::json;
 
 use super::{AppError, Path, Query};
 use crate::auth::Action;
-use crate::context::Context;
 use crate::hub::{MessageId, Page, Room};
 use crate::protocol::names::check_room;
+use crate::transport::context::Context;
 use crate::wire::{self, Wire};
 
 /// Longest long-poll.
@@ -242,9 +242,9 @@ mod tests {
 
     use super::long_poll;
     use crate::config::Config;
-    use crate::context::Context;
     use crate::hub::{Hub, HubConfig};
     use crate::store::{self, Retention};
+    use crate::transport::context::Context;
     use crate::transport::limits::Limiter;
 
     fn shared() -> Context {

@@ -20,7 +20,6 @@ mod upgrade;
 
 pub(crate) use fuzz::fuzz_query;
 pub(crate) use serve::{Listener, serve};
-pub(crate) use unsent::GrpcReply;
 
 use std::sync::Arc;
 
@@ -29,7 +28,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::{Json, Router};
 
-use crate::context::Context;
+use crate::transport::context::Context;
 
 pub(crate) use error::AppError;
 

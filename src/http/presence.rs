@@ -10,8 +10,8 @@ use serde::Deserialize;
 use super::openapi::{AuthRefusals, MemberInfo, PresenceReply, Refusals, RoomInfo, RoomsPage};
 use super::{AppError, Path, Query};
 use crate::auth::Action;
-use crate::context::Context;
 use crate::protocol::names::check_room;
+use crate::transport::context::Context;
 
 /// A token in the query, for browsers.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -22,11 +22,11 @@ use super::openapi::{
 };
 use super::{AppError, Path, Query};
 use crate::auth::Principal;
-use crate::context::Context;
 use crate::event::Author;
 use crate::hub::HubError;
 use crate::protocol::names::{check_nick, check_room};
 use crate::session::{Caller, NameRefused, Refused};
+use crate::transport::context::Context;
 
 /// Nick of anonymous HTTP publishers that give none.
 const ANONYMOUS: &str = "anonymous";

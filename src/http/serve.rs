@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
-use crate::context::Context;
+use crate::transport::context::Context;
 use crate::transport::limits::{Full, Permit};
 
 /// HTTP/2 streams one connection may have open at once.

@@ -19,7 +19,7 @@ use axum::response::Response;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
 
-use crate::context::Context;
+use crate::transport::context::Context;
 
 /// The longest a refusal waits for the rest of a body.
 const SETTLE_TIME: Duration = Duration::from_secs(2);

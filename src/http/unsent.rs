@@ -24,14 +24,6 @@ pub(crate) const PER_ADDRESS: usize = 32 * 1024 * 1024;
 /// Unsent answer bytes the server may hold in all.
 pub(crate) const IN_ALL: usize = 512 * 1024 * 1024;
 
-/// The size of an answer whose body does not know it (a gRPC reply, encoded only as hyper
-/// takes it), set by its handler in the response's extensions; such an answer refused is
-/// told as gRPC `RESOURCE_EXHAUSTED`. Without it the gRPC listener was open to the same pile
-/// as HTTP/2 pages: 10 connections granting no window, 1,280 `History(limit=1000)` calls,
-/// +980 MB.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct GrpcReply(pub usize);
-
 /// The server's and every address's unsent bytes (one per HTTP listener's `Context`).
 #[derive(Debug, Default)]
 pub(crate) struct Unsent {
@@ -95,7 +87,10 @@ impl ConnectionBudget {
         response: Response,
         guard: G,
     ) -> Response {
-        let grpc = response.extensions().get::<GrpcReply>().map(|r| r.0);
+        let grpc = response
+            .extensions()
+            .get::<crate::grpc::ReplySize>()
+            .map(|r| r.0);
         let size = response.body().size_hint().exact();
         let Some(size) = size
             .and_then(|s| usize::try_from(s).ok())

@@ -10,7 +10,7 @@ use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::response::Response;
 
 use super::openapi::UpgradeRefusals;
-use crate::context::Context;
+use crate::transport::context::Context;
 use crate::transport::ws::{self, ChatQuery};
 
 /// The headers of a WebSocket upgrade (RFC 6455 section 4.1), for the OpenAPI document.

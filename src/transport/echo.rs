@@ -7,7 +7,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::limits::Permit;
-use crate::context::Context;
+use crate::transport::context::Context;
 
 /// Echoes one TCP connection until the peer closes its side or the server shuts down.
 pub(crate) async fn handle_tcp(

@@ -3,6 +3,7 @@
 //! Each decodes bytes with `protocol/`, calls the `Hub`, and drains its subscriber's queue
 //! back into bytes. Room logic never lives here.
 
+pub(crate) mod context;
 pub mod echo;
 pub mod fds;
 pub mod limits;
@@ -23,7 +24,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::context::Context;
+use context::Context;
 use limits::Permit;
 
 /// A connection's own shutdown signal: a child of the server's token, cancelled with it.

@@ -19,11 +19,11 @@ use tokio_util::sync::CancellationToken;
 use super::limits::Permit;
 use super::sleep_until;
 use super::writer::{Outbox, Output};
-use crate::context::Context;
 use crate::hub::{Disconnect, MessageId, Transport};
 use crate::protocol::envelope::ErrorCode;
 use crate::protocol::line::LineDecoder;
 use crate::session::{Flow, Session};
+use crate::transport::context::Context;
 use crate::wire::{self, Emit, Wire};
 
 /// A write buffer grown past this by a burst is released once the burst is written, so idle

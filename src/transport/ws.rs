@@ -20,12 +20,12 @@ use serde::Deserialize;
 use super::writer::{BATCH, Outbox, Output, Sent, Wake};
 use super::ws_socket::{Deflate, WsLimits, WsMessage, WsSocket, negotiate_deflate};
 use crate::auth::{Action, Principal};
-use crate::context::Context;
 use crate::hub::Delivery;
 use crate::hub::{Disconnect, MessageId, Transport};
 use crate::protocol::envelope::{self, ErrorCode, SUBPROTOCOL};
 use crate::protocol::names::{check_nick, check_room};
 use crate::session::{self, DEFAULT_ROOM, Flow, Session};
+use crate::transport::context::Context;
 use crate::wire::{self, Emit, Wire};
 
 /// Close codes we send (RFC 6455 section 7.4.1).

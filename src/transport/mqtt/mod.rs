@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 
 use super::limits::Permit;
 use super::ws_socket::{WsMessage, WsSocket};
-use crate::context::Context;
+use crate::transport::context::Context;
 
 pub(crate) use state::Mqtt;
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::context::Context;
+use crate::transport::context::Context;
 
 /// How often a `$SYS` subscriber is sent the figures again.
 pub(super) const EVERY: Duration = Duration::from_secs(10);

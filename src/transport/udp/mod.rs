@@ -23,10 +23,10 @@ use bytes::Bytes;
 
 use super::limits::Permit;
 use super::writer::{Outbox, Output};
-use crate::context::Context;
 use crate::hub::{Disconnect, MessageId, Transport};
 use crate::protocol::envelope::ErrorCode;
 use crate::session::{Flow, Session};
+use crate::transport::context::Context;
 use crate::wire::{Emit, Wire};
 
 #[derive(Debug)]

@@ -31,7 +31,6 @@ use super::codec::{self, Connect, Inbound, Outbound, Publish, Reason, Version};
 use super::state::{Parked, Retained};
 use super::{Link, sys};
 use crate::auth::{Action, Principal};
-use crate::context::Context;
 use crate::event::{Disconnect, Event, EventKind, Form, MessageId, now_ms};
 use crate::hub::pace::Verdict;
 use crate::hub::topics::Watcher;
@@ -39,6 +38,7 @@ use crate::hub::{Delivery, Published, Subscriber, Transport};
 use crate::protocol::envelope::ErrorCode;
 use crate::protocol::topic;
 use crate::session::{Refusal, Session};
+use crate::transport::context::Context;
 use crate::transport::writer::{Outbox, Wake};
 use crate::wire::Wire;
 

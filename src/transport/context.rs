@@ -1,6 +1,8 @@
 //! The context every connection shares: the hub, the configuration, the limits, the shutdown
-//! signal and the task tracker. Transports and HTTP handlers import this, not `server`, so
-//! that `server` (which wires them together) is imported by nothing below it.
+//! signal and the task tracker. Transports, HTTP handlers and gRPC calls import this, not
+//! `server`, so that `server` (which wires them together) is imported by nothing below it. It
+//! lives in `transport` because it holds transport state (the connection limiters, MQTT's
+//! client ids): outside, the two would import each other.
 
 use std::sync::Arc;
 
