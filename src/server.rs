@@ -47,6 +47,86 @@ enum Mode {
     Echo,
 }
 
+/// The listeners a server can have, in the order they are bound and started. Binding,
+/// addresses, the log line and the task each runs are looked up by kind, so a new transport
+/// is one more arm here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// TCP chat (or the echo server's TCP).
+    Tcp,
+    /// HTTP: WebSocket, SSE, the REST calls, the page.
+    Http,
+    /// MQTT 3.1.1 and 5.0.
+    Mqtt,
+    /// gRPC.
+    Grpc,
+    /// UDP chat (or the echo server's UDP).
+    Udp,
+}
+
+impl Listener {
+    /// Every kind, in binding order.
+    pub const ALL: [Listener; 5] = [
+        Listener::Tcp,
+        Listener::Http,
+        Listener::Mqtt,
+        Listener::Grpc,
+        Listener::Udp,
+    ];
+
+    /// Its name, which is also the flag that sets its address (`--tcp`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Listener::Tcp => "tcp",
+            Listener::Http => "http",
+            Listener::Mqtt => "mqtt",
+            Listener::Grpc => "grpc",
+            Listener::Udp => "udp",
+        }
+    }
+
+    /// Where `config` puts it; `None` when it is off.
+    pub fn addr(self, config: &Config) -> Option<SocketAddr> {
+        match self {
+            Listener::Tcp => config.tcp,
+            Listener::Http => config.http,
+            Listener::Mqtt => config.mqtt,
+            Listener::Grpc => config.grpc,
+            Listener::Udp => config.udp,
+        }
+    }
+
+    async fn bind(self, addr: SocketAddr) -> Result<Socket, BindFailure> {
+        match self {
+            Listener::Udp => UdpSocket::bind(addr)
+                .await
+                .map(Socket::Datagram)
+                .map_err(|error| BindFailure {
+                    what: self.name(),
+                    addr,
+                    error,
+                }),
+            _ => bind_tcp(self.name(), addr).await.map(Socket::Stream),
+        }
+    }
+}
+
+/// A bound socket.
+#[derive(Debug)]
+enum Socket {
+    Stream(TcpListener),
+    Datagram(UdpSocket),
+}
+
+impl Socket {
+    fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Socket::Stream(l) => l.local_addr().ok(),
+            Socket::Datagram(s) => s.local_addr().ok(),
+        }
+    }
+}
+
 /// A bound, not yet running server.
 #[derive(Debug)]
 pub struct Server {
@@ -56,11 +136,8 @@ pub struct Server {
     /// Set in a cluster: its run loop runs while the server does.
     broker: Option<Arc<dyn Broker>>,
     shared: Arc<Context>,
-    tcp: Option<TcpListener>,
-    udp: Option<UdpSocket>,
-    http: Option<TcpListener>,
-    mqtt: Option<TcpListener>,
-    grpc: Option<TcpListener>,
+    /// Bound, in `Listener::ALL`'s order; taken when they start.
+    listeners: Vec<(Listener, Socket)>,
     /// Set when TCP chat and HTTP speak TLS.
     tls: Option<Tls>,
     /// The data directory, held while the server lives (`store::DirLock`).
@@ -82,36 +159,7 @@ impl Server {
     }
 
     async fn bind_mode(mode: Mode, config: Config) -> Result<Self, Error> {
-        // Every listener is tried before a failure is reported, so that one start names every
-        // taken port rather than one per attempt.
-        let mut failed = Vec::new();
-        let mut listen = async |what: &'static str, addr: Option<SocketAddr>| match addr {
-            Some(addr) => bind_tcp(what, addr)
-                .await
-                .map_err(|failure| failed.push(failure))
-                .ok(),
-            None => None,
-        };
-        let tcp = listen("tcp", config.tcp).await;
-        let http = listen("http", config.http).await;
-        let mqtt = listen("mqtt", config.mqtt).await;
-        let grpc = listen("grpc", config.grpc).await;
-        let udp = match config.udp {
-            Some(addr) => UdpSocket::bind(addr)
-                .await
-                .map_err(|error| {
-                    failed.push(BindFailure {
-                        what: "udp",
-                        addr,
-                        error,
-                    })
-                })
-                .ok(),
-            None => None,
-        };
-        if !failed.is_empty() {
-            return Err(Error::Bind(failed));
-        }
+        let listeners = bind_all(&config).await?;
         // Before anything opens a file in it: history, kept state, the webhook queue.
         let uses_data_dir = mode == Mode::Chat
             && (config.store == StoreKind::Sqlite
@@ -164,51 +212,32 @@ impl Server {
             }
             tracing::info!(rooms = rooms.len(), "rooms with history loaded");
         }
-        let limiter = Limiter::new(config.max_connections, config.max_connections_per_ip);
-        let limits = &config.limits;
-        crate::auth::throttle::set_ipv6_prefix(limits.ipv6_prefix);
-        let http_limiter = Limiter::new(limits.http_connections, limits.http_connections_per_ip);
-        // One address may hold at most half the descriptors, so that others still get in.
-        let budget = socket_budget(limits.reserved_fds);
-        let per_ip = config
-            .max_connections_per_ip
-            .max(limits.http_connections_per_ip)
-            .min((budget / 2).max(1));
-        let sockets = Limiter::new(budget, per_ip);
-        transport::fds::RESERVE.hold();
+        let shared = context(hub, config, shutdown, keep);
         Ok(Self {
             mode,
             _data_lock: data_lock,
             sqlite,
             broker: cluster.map(|c| c.broker),
-            shared: Arc::new(Context {
-                hub,
-                config,
-                limiter,
-                http_limiter,
-                sockets,
-                shutdown,
-                tasks: TaskTracker::new(),
-                mqtt: transport::mqtt::Mqtt::new(keep),
-            }),
-            tcp,
-            udp,
-            http,
-            mqtt,
-            grpc,
+            shared: Arc::new(shared),
+            listeners,
             tls,
         })
     }
 
     /// The bound addresses.
     pub fn addrs(&self) -> Addrs {
-        Addrs {
-            tcp: self.tcp.as_ref().and_then(|l| l.local_addr().ok()),
-            udp: self.udp.as_ref().and_then(|s| s.local_addr().ok()),
-            http: self.http.as_ref().and_then(|l| l.local_addr().ok()),
-            mqtt: self.mqtt.as_ref().and_then(|l| l.local_addr().ok()),
-            grpc: self.grpc.as_ref().and_then(|l| l.local_addr().ok()),
+        let mut addrs = Addrs::default();
+        for (kind, socket) in &self.listeners {
+            let addr = socket.local_addr();
+            match kind {
+                Listener::Tcp => addrs.tcp = addr,
+                Listener::Http => addrs.http = addr,
+                Listener::Mqtt => addrs.mqtt = addr,
+                Listener::Grpc => addrs.grpc = addr,
+                Listener::Udp => addrs.udp = addr,
+            }
         }
+        addrs
     }
 
     /// The hub, for embedding and tests.
@@ -255,84 +284,153 @@ impl Server {
 
     /// Starts every bound listener on the task tracker.
     fn spawn_listeners(&mut self) {
-        let addrs = self.addrs();
-        let shared = Arc::clone(&self.shared);
-        let mode = self.mode;
-        if let Some(listener) = self.tcp.take() {
-            if let Some(addr) = addrs.tcp {
-                tracing::info!(%addr, "tcp {} listening", mode_name(mode));
-            }
-            let shared2 = Arc::clone(&shared);
-            match (mode, self.tls.clone()) {
-                (Mode::Chat, Some(tls)) => {
-                    let acceptor = tls.chat().clone();
-                    shared.tasks.spawn(transport::accept_loop(
-                        listener,
-                        shared2,
-                        move |stream, addr, permit, ctx| {
-                            transport::tcp::handle_tls(stream, addr, permit, ctx, acceptor.clone())
-                        },
-                    ))
-                }
-                (Mode::Chat, None) => shared.tasks.spawn(transport::accept_loop(
-                    listener,
-                    shared2,
-                    transport::tcp::handle,
-                )),
-                (Mode::Echo, _) => shared.tasks.spawn(transport::accept_loop(
-                    listener,
-                    shared2,
-                    transport::echo::handle_tcp,
-                )),
-            };
-        }
-        if let Some(socket) = self.udp.take() {
-            if let Some(addr) = addrs.udp {
-                tracing::info!(%addr, "udp {} listening", mode_name(mode));
-            }
-            match mode {
-                Mode::Chat => shared
-                    .tasks
-                    .spawn(transport::udp::serve(socket, Arc::clone(&shared))),
-                Mode::Echo => shared
-                    .tasks
-                    .spawn(transport::echo::serve_udp(socket, Arc::clone(&shared))),
-            };
-        }
         if let Some(tls) = self.tls.clone() {
+            let shared = &self.shared;
             shared
                 .tasks
                 .spawn(tls.reload_on_hangup(shared.shutdown.clone()));
         }
-        if let Some(listener) = self.http.take() {
-            spawn_http(&shared, listener, self.tls.clone(), addrs.http);
-        }
-        if let Some(listener) = self.grpc.take() {
-            spawn_grpc(&shared, listener, self.tls.clone(), addrs.grpc);
-        }
-        if let Some(listener) = self.mqtt.take() {
-            if let Some(addr) = addrs.mqtt {
-                let what = if self.tls.is_some() { "mqtts" } else { "mqtt" };
-                tracing::info!(%addr, "{what} listening");
+        for (kind, socket) in std::mem::take(&mut self.listeners) {
+            let addr = socket.local_addr();
+            match socket {
+                Socket::Stream(listener) => self.spawn_stream(kind, listener, addr),
+                Socket::Datagram(socket) => self.spawn_datagram(socket, addr),
             }
-            match self.tls.clone() {
+        }
+    }
+
+    /// Starts a TCP listener of `kind`, over TLS where the server has a certificate.
+    fn spawn_stream(&self, kind: Listener, listener: TcpListener, addr: Option<SocketAddr>) {
+        let shared = Arc::clone(&self.shared);
+        let tls = self.tls.clone();
+        let tasks = &self.shared.tasks;
+        let secure = if tls.is_some() { "s" } else { "" };
+        match (kind, self.mode) {
+            (Listener::Http, _) => return spawn_http(&shared, listener, tls, addr),
+            (Listener::Grpc, _) => return spawn_grpc(&shared, listener, tls, addr),
+            (Listener::Tcp, Mode::Echo) => {
+                tasks.spawn(transport::accept_loop(
+                    listener,
+                    shared,
+                    transport::echo::handle_tcp,
+                ));
+            }
+            (Listener::Tcp, Mode::Chat) => match tls {
                 Some(tls) => {
                     let acceptor = tls.chat().clone();
-                    shared.tasks.spawn(transport::accept_loop(
+                    tasks.spawn(transport::accept_loop(
                         listener,
-                        Arc::clone(&shared),
+                        shared,
+                        move |stream, addr, permit, ctx| {
+                            transport::tcp::handle_tls(stream, addr, permit, ctx, acceptor.clone())
+                        },
+                    ));
+                }
+                None => {
+                    tasks.spawn(transport::accept_loop(
+                        listener,
+                        shared,
+                        transport::tcp::handle,
+                    ));
+                }
+            },
+            (Listener::Mqtt, _) => match tls {
+                Some(tls) => {
+                    let acceptor = tls.chat().clone();
+                    tasks.spawn(transport::accept_loop(
+                        listener,
+                        shared,
                         move |stream, addr, permit, ctx| {
                             transport::mqtt::handle_tls(stream, addr, permit, ctx, acceptor.clone())
                         },
-                    ))
+                    ));
                 }
-                None => shared.tasks.spawn(transport::accept_loop(
-                    listener,
-                    Arc::clone(&shared),
-                    transport::mqtt::handle,
-                )),
-            };
+                None => {
+                    tasks.spawn(transport::accept_loop(
+                        listener,
+                        shared,
+                        transport::mqtt::handle,
+                    ));
+                }
+            },
+            (Listener::Udp, _) => unreachable!("UDP is a datagram socket"),
         }
+        if let Some(addr) = addr {
+            match kind {
+                Listener::Tcp => tracing::info!(%addr, "tcp {} listening", mode_name(self.mode)),
+                _ => tracing::info!(%addr, "{}{secure} listening", kind.name()),
+            }
+        }
+    }
+
+    /// Starts the UDP socket: chat, or the echo server's.
+    fn spawn_datagram(&self, socket: UdpSocket, addr: Option<SocketAddr>) {
+        if let Some(addr) = addr {
+            tracing::info!(%addr, "udp {} listening", mode_name(self.mode));
+        }
+        let shared = Arc::clone(&self.shared);
+        match self.mode {
+            Mode::Chat => self
+                .shared
+                .tasks
+                .spawn(transport::udp::serve(socket, shared)),
+            Mode::Echo => self
+                .shared
+                .tasks
+                .spawn(transport::echo::serve_udp(socket, shared)),
+        };
+    }
+}
+
+/// Binds every listener `config` turns on. Every one is tried before a failure is reported,
+/// so that one start names every taken port rather than one per attempt.
+async fn bind_all(config: &Config) -> Result<Vec<(Listener, Socket)>, Error> {
+    let mut bound = Vec::new();
+    let mut failed = Vec::new();
+    for kind in Listener::ALL {
+        let Some(addr) = kind.addr(config) else {
+            continue;
+        };
+        match kind.bind(addr).await {
+            Ok(socket) => bound.push((kind, socket)),
+            Err(failure) => failed.push(failure),
+        }
+    }
+    if failed.is_empty() {
+        Ok(bound)
+    } else {
+        Err(Error::Bind(failed))
+    }
+}
+
+/// What every connection shares: the hub, the config, and the limiters built from it.
+fn context(
+    hub: Arc<Hub>,
+    config: Config,
+    shutdown: CancellationToken,
+    keep: store::Keep,
+) -> Context {
+    let limiter = Limiter::new(config.max_connections, config.max_connections_per_ip);
+    let limits = &config.limits;
+    crate::auth::throttle::set_ipv6_prefix(limits.ipv6_prefix);
+    let http_limiter = Limiter::new(limits.http_connections, limits.http_connections_per_ip);
+    // One address may hold at most half the descriptors, so that others still get in.
+    let budget = socket_budget(limits.reserved_fds);
+    let per_ip = config
+        .max_connections_per_ip
+        .max(limits.http_connections_per_ip)
+        .min((budget / 2).max(1));
+    let sockets = Limiter::new(budget, per_ip);
+    transport::fds::RESERVE.hold();
+    Context {
+        hub,
+        config,
+        limiter,
+        http_limiter,
+        sockets,
+        shutdown,
+        tasks: TaskTracker::new(),
+        mqtt: transport::mqtt::Mqtt::new(keep),
     }
 }
 
