@@ -167,8 +167,14 @@ pub struct ConnectArgs {
 /// The settings only the config file has (no flag): key, default (from the code's own
 /// defaults), meaning. `[limits]` keys are written with their table.
 fn file_only() -> Vec<(&'static str, String, &'static str)> {
+    let mut rows = file_only_settings();
+    rows.extend(file_only_limits());
+    rows
+}
+
+/// `file_only`'s top-level keys.
+fn file_only_settings() -> Vec<(&'static str, String, &'static str)> {
     let c = crate::config::Config::default();
-    let l = crate::config::Limits::default();
     vec![
         (
             "ws_pong_timeout_secs",
@@ -203,6 +209,13 @@ fn file_only() -> Vec<(&'static str, String, &'static str)> {
             "A webhook receiver, with the events and rooms it wants and its own signing key \
          (`--webhook URL` adds one for everything).",
         ),
+    ]
+}
+
+/// `file_only`'s `[limits]` keys.
+fn file_only_limits() -> Vec<(&'static str, String, &'static str)> {
+    let l = crate::config::Limits::default();
+    vec![
         (
             "limits.connection_burst",
             l.connection_burst.to_string(),
@@ -327,63 +340,69 @@ pub fn config_reference() -> String {
         .collect();
     args.dedup_by_key(|a| a.get_long());
     for arg in args {
-        let long = arg.get_long().unwrap_or_default();
-        let help = arg
-            .get_long_help()
-            .or(arg.get_help())
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        let help = help.split("\n\n").next().unwrap_or("").replace('\n', " ");
-        // A default written into the help text: `… [default: X] …`.
-        let written = help.find("[default: ").and_then(|start| {
-            let end = start + help[start..].find(']')?;
-            let meaning = format!("{}{}", help[..start].trim_end(), &help[end + 1..]);
-            Some((meaning, help[start + 10..end].to_owned()))
-        });
-        let (meaning, default) = match written {
-            Some((meaning, default)) => (meaning.trim().to_owned(), default),
-            None => {
-                let defaults: Vec<String> = arg
-                    .get_default_values()
-                    .iter()
-                    .map(|v| v.to_string_lossy().into_owned())
-                    .collect();
-                let default = if defaults.is_empty() {
-                    if arg.get_action().takes_values() {
-                        "none".to_owned()
-                    } else {
-                        "off".to_owned()
-                    }
-                } else {
-                    defaults.join(",")
-                };
-                (help.trim().to_owned(), default)
-            }
-        };
-        let value = arg
-            .get_value_names()
-            .and_then(|v| v.first())
-            .filter(|_| arg.get_action().takes_values())
-            .map(|v| format!(" {v}"))
-            .unwrap_or_default();
-        let env = arg
-            .get_env()
-            .map(|e| format!("`{}`", e.to_string_lossy()))
-            .unwrap_or_else(|| "—".into());
-        let key = toml_key(long)
-            .map(|k| format!("`{k}`"))
-            .unwrap_or_else(|| "—".into());
-        out.push_str(&format!(
-            "| `--{long}{value}` | {env} | {key} | {} | {} |\n",
-            cell(&default),
-            cell(&meaning)
-        ));
+        out.push_str(&flag_row(arg));
     }
     out.push_str("\nOnly in the file:\n\n| TOML key | default | meaning |\n|---|---|---|\n");
     for (key, default, meaning) in file_only() {
         out.push_str(&format!("| `{key}` | {default} | {} |\n", cell(meaning)));
     }
     out
+}
+
+/// One flag's row of `docs/CONFIG.md`: flag, environment variable, TOML key, default (from
+/// the help text's `[default: X]`, else clap's) and meaning.
+fn flag_row(arg: &clap::Arg) -> String {
+    let long = arg.get_long().unwrap_or_default();
+    let help = arg
+        .get_long_help()
+        .or(arg.get_help())
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let help = help.split("\n\n").next().unwrap_or("").replace('\n', " ");
+    // A default written into the help text: `… [default: X] …`.
+    let written = help.find("[default: ").and_then(|start| {
+        let end = start + help[start..].find(']')?;
+        let meaning = format!("{}{}", help[..start].trim_end(), &help[end + 1..]);
+        Some((meaning, help[start + 10..end].to_owned()))
+    });
+    let (meaning, default) = match written {
+        Some((meaning, default)) => (meaning.trim().to_owned(), default),
+        None => {
+            let defaults: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            let default = if defaults.is_empty() {
+                if arg.get_action().takes_values() {
+                    "none".to_owned()
+                } else {
+                    "off".to_owned()
+                }
+            } else {
+                defaults.join(",")
+            };
+            (help.trim().to_owned(), default)
+        }
+    };
+    let value = arg
+        .get_value_names()
+        .and_then(|v| v.first())
+        .filter(|_| arg.get_action().takes_values())
+        .map(|v| format!(" {v}"))
+        .unwrap_or_default();
+    let env = arg
+        .get_env()
+        .map(|e| format!("`{}`", e.to_string_lossy()))
+        .unwrap_or_else(|| "—".into());
+    let key = toml_key(long)
+        .map(|k| format!("`{k}`"))
+        .unwrap_or_else(|| "—".into());
+    format!(
+        "| `--{long}{value}` | {env} | {key} | {} | {} |\n",
+        cell(&default),
+        cell(&meaning)
+    )
 }
 
 /// Text for a table cell: pipes escaped.

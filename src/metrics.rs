@@ -114,105 +114,97 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 impl Metrics {
     fn new() -> Self {
-        let mut registry = Registry::with_prefix("switchboard");
-        let connections = Family::<TransportLabel, Gauge>::default();
-        let published = Counter::default();
-        let deliveries = Counter::default();
-        let slow_consumers = Counter::default();
-        let refused = Family::<ReasonLabel, Counter>::default();
-        let delivery_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
-        let redis_up = Gauge::default();
-        let webhook_sent = Counter::default();
-        let webhook_failed = Counter::default();
-        let webhook_dropped = Counter::default();
-        let webhook_queued = Gauge::default();
-        let queued = Gauge::default();
-        let history = Gauge::default();
-        let rooms = Gauge::default();
-        registry.register(
+        let mut metrics = Self {
+            connections: Family::default(),
+            published: Counter::default(),
+            deliveries: Counter::default(),
+            slow_consumers: Counter::default(),
+            refused: Family::default(),
+            delivery_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            redis_up: Gauge::default(),
+            webhook_sent: Counter::default(),
+            webhook_failed: Counter::default(),
+            webhook_dropped: Counter::default(),
+            webhook_queued: Gauge::default(),
+            queued: Gauge::default(),
+            history: Gauge::default(),
+            rooms: Gauge::default(),
+            latency_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            registry: Registry::with_prefix("switchboard"),
+        };
+        metrics.register();
+        metrics
+    }
+
+    /// Puts every metric in the registry, with its name and help.
+    fn register(&mut self) {
+        self.registry.register(
             "connections",
             "Open client connections by transport",
-            connections.clone(),
+            self.connections.clone(),
         );
-        registry.register(
+        self.registry.register(
             "messages_published",
             "Messages published into rooms",
-            published.clone(),
+            self.published.clone(),
         );
-        registry.register(
+        self.registry.register(
             "deliveries",
             "Messages handed to subscriber queues",
-            deliveries.clone(),
+            self.deliveries.clone(),
         );
-        registry.register(
+        self.registry.register(
             "slow_consumer_disconnects",
             "Clients cut because their queue overflowed",
-            slow_consumers.clone(),
+            self.slow_consumers.clone(),
         );
-        registry.register(
+        self.registry.register(
             "refused",
             "Requests or messages refused, by reason",
-            refused.clone(),
+            self.refused.clone(),
         );
-        registry.register(
+        self.registry.register(
             "delivery_latency_seconds",
             "Publish-to-write latency, sampled once per write batch",
-            delivery_latency.clone(),
+            self.delivery_latency.clone(),
         );
-        registry.register(
+        self.registry.register(
             "queued_events",
             "Events waiting in subscriber queues",
-            queued.clone(),
+            self.queued.clone(),
         );
-        registry.register(
+        self.registry.register(
             "history_messages",
             "Messages held in room histories",
-            history.clone(),
+            self.history.clone(),
         );
-        registry.register("rooms", "Rooms in memory", rooms.clone());
-        registry.register(
+        self.registry
+            .register("rooms", "Rooms in memory", self.rooms.clone());
+        self.registry.register(
             "redis_up",
             "1 while this node receives the Redis bus (with --redis)",
-            redis_up.clone(),
+            self.redis_up.clone(),
         );
-        registry.register(
+        self.registry.register(
             "webhook_events_sent",
             "Webhook events delivered (answered 2xx)",
-            webhook_sent.clone(),
+            self.webhook_sent.clone(),
         );
-        registry.register(
+        self.registry.register(
             "webhook_failures",
             "Webhook POSTs that failed, each retry counted",
-            webhook_failed.clone(),
+            self.webhook_failed.clone(),
         );
-        registry.register(
+        self.registry.register(
             "webhook_events_dropped",
             "Webhook events dropped because a queue was full",
-            webhook_dropped.clone(),
+            self.webhook_dropped.clone(),
         );
-        registry.register(
+        self.registry.register(
             "webhook_events_queued",
             "Webhook events waiting to be sent",
-            webhook_queued.clone(),
+            self.webhook_queued.clone(),
         );
-        Self {
-            connections,
-            published,
-            deliveries,
-            slow_consumers,
-            refused,
-            delivery_latency,
-            redis_up,
-            webhook_sent,
-            webhook_failed,
-            webhook_dropped,
-            webhook_queued,
-            queued,
-            history,
-            rooms,
-            latency_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            registry,
-        }
     }
 
     /// The dashboard's figures now.
