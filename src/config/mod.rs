@@ -349,6 +349,28 @@ pub const WEBHOOK_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// The webhook endpoints of the file, then one per `--webhook` flag (all events, all rooms),
 /// each URL checked; `None` when there are none.
+/// The key `url`'s payloads are signed with: its own or the shared one, at least 16 bytes.
+fn endpoint_secret(url: &str, secret: Option<String>) -> Result<String, ConfigError> {
+    let secret = secret.ok_or_else(|| ConfigError::Invalid {
+        key: "webhook_secret",
+        message: format!(
+            "webhooks are signed: give --webhook-secret (or SWITCHBOARD_WEBHOOK_SECRET, or \
+             webhook_secret in the file, or a secret in {url:?}'s [[webhooks]] entry), at \
+             least 16 bytes"
+        ),
+    })?;
+    if secret.len() < 16 {
+        return Err(ConfigError::Invalid {
+            key: "webhook_secret",
+            message: format!(
+                "the secret for {url:?} is {} bytes, too short; use at least 16",
+                secret.len()
+            ),
+        });
+    }
+    Ok(secret)
+}
+
 fn resolve_webhooks(
     args: &ServeArgs,
     file: &mut FileConfig,
@@ -379,25 +401,7 @@ fn resolve_webhooks(
         if endpoints.iter().any(|e| e.url == parsed) {
             return Err(invalid(format!("{url:?} is configured twice")));
         }
-        let secret = own
-            .or_else(|| shared.clone())
-            .ok_or_else(|| ConfigError::Invalid {
-                key: "webhook_secret",
-                message: format!(
-                    "webhooks are signed: give --webhook-secret (or SWITCHBOARD_WEBHOOK_SECRET, or \
-                 webhook_secret in the file, or a secret in {url:?}'s [[webhooks]] entry), at \
-                 least 16 bytes"
-                ),
-            })?;
-        if secret.len() < 16 {
-            return Err(ConfigError::Invalid {
-                key: "webhook_secret",
-                message: format!(
-                    "the secret for {url:?} is {} bytes, too short; use at least 16",
-                    secret.len()
-                ),
-            });
-        }
+        let secret = endpoint_secret(&url, own.or_else(|| shared.clone()))?;
         endpoints.push(Endpoint {
             url: parsed,
             secret,
@@ -587,6 +591,35 @@ impl From<&ServeArgs> for limits::FlagLimits {
     }
 }
 
+/// `--trusted-proxies`, else the file's `trusted_proxies`, each a CIDR or an address.
+fn resolve_proxies(
+    args: &ServeArgs,
+    file: &mut FileConfig,
+) -> Result<crate::auth::proxies::TrustedProxies, ConfigError> {
+    let from_file = file
+        .trusted_proxies
+        .take()
+        .map(|list| list.iter().map(|n| parse_net(n)).collect())
+        .transpose()
+        .map_err(|message| ConfigError::Invalid {
+            key: "trusted_proxies",
+            message,
+        })?;
+    Ok(crate::auth::proxies::TrustedProxies::new(pick_list(
+        &args.trusted_proxies,
+        from_file,
+    )))
+}
+
+/// A duration in seconds where 0 turns the thing off; `default` when none is given.
+fn off_or_secs(given: Option<u64>, default: Option<Duration>) -> Option<Duration> {
+    match given {
+        Some(0) => None,
+        Some(secs) => Some(Duration::from_secs(secs)),
+        None => default,
+    }
+}
+
 fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
     flag.or(file).unwrap_or(default)
 }
@@ -604,17 +637,20 @@ impl Config {
         let redis = args.redis.clone().or(file.redis.clone());
         let limits = Limits::resolve(args.into(), std::mem::take(&mut file.limits))?;
         let webhooks = resolve_webhooks(args, &mut file)?;
+        // A setting given as a flag, else in the file, else its default.
+        macro_rules! pick {
+            ($field:ident) => {
+                pick(args.$field, file.$field, d.$field)
+            };
+        }
+        let trusted_proxies = resolve_proxies(args, &mut file)?;
         let config = Config {
             tcp: args.tcp.or(file.tcp).map_or(d.tcp, |l| l.0),
             udp: args.udp.or(file.udp).map_or(d.udp, |l| l.0),
             http: args.http.or(file.http).map_or(d.http, |l| l.0),
             mqtt: args.mqtt.or(file.mqtt).map_or(d.mqtt, |l| l.0),
             grpc: args.grpc.or(file.grpc).map_or(d.grpc, |l| l.0),
-            mqtt_max_packet: pick(
-                args.mqtt_max_packet,
-                file.mqtt_max_packet,
-                d.mqtt_max_packet,
-            ),
+            mqtt_max_packet: pick!(mqtt_max_packet),
             store: match (args.store.or(file.store), &redis) {
                 (Some(store), _) => store,
                 // `--redis` alone means history lives there too.
@@ -624,68 +660,43 @@ impl Config {
             data_dir: pick(args.data_dir.clone(), file.data_dir, d.data_dir),
             redis,
             redis_prefix: pick(args.redis_prefix.clone(), file.redis_prefix, d.redis_prefix),
-            max_connections: pick(
-                args.max_connections,
-                file.max_connections,
-                d.max_connections,
-            ),
-            max_connections_per_ip: pick(
-                args.max_connections_per_ip,
-                file.max_connections_per_ip,
-                d.max_connections_per_ip,
-            ),
-            max_line_bytes: pick(args.max_line_bytes, file.max_line_bytes, d.max_line_bytes),
-            idle_timeout: match args.idle_timeout.or(file.idle_timeout) {
-                Some(0) => None,
-                Some(s) => Some(secs(s)),
-                None => d.idle_timeout,
-            },
-            queue_capacity: pick(args.queue_capacity, file.queue_capacity, d.queue_capacity),
+            max_connections: pick!(max_connections),
+            max_connections_per_ip: pick!(max_connections_per_ip),
+            max_line_bytes: pick!(max_line_bytes),
+            idle_timeout: off_or_secs(args.idle_timeout.or(file.idle_timeout), d.idle_timeout),
+            queue_capacity: pick!(queue_capacity),
             line_flush: args
                 .line_flush_ms
                 .or(file.line_flush_ms)
                 .map_or(d.line_flush, Duration::from_millis),
             udp_ttl: args.udp_ttl.or(file.udp_ttl).map_or(d.udp_ttl, secs),
-            udp_max_in: pick(args.udp_max_in, file.udp_max_in, d.udp_max_in),
-            udp_max_out: pick(args.udp_max_out, file.udp_max_out, d.udp_max_out),
-            ws_max_message: pick(args.ws_max_message, file.ws_max_message, d.ws_max_message),
+            udp_max_in: pick!(udp_max_in),
+            udp_max_out: pick!(udp_max_out),
+            ws_max_message: pick!(ws_max_message),
             ws_echo_max_message: file.ws_echo_max_message.unwrap_or(d.ws_echo_max_message),
             ws_ping_interval: args
                 .ws_ping_interval
                 .or(file.ws_ping_interval)
                 .map_or(d.ws_ping_interval, secs),
             ws_pong_timeout: file.ws_pong_timeout_secs.map_or(d.ws_pong_timeout, secs),
-            ws_deflate: pick(args.ws_deflate, file.ws_deflate, d.ws_deflate),
+            ws_deflate: pick!(ws_deflate),
             allowed_origins: pick_list(&args.allowed_origins, file.allowed_origin),
-            history_max_messages: pick(
-                args.history_max_messages,
-                file.history_max_messages,
-                d.history_max_messages,
-            ),
+            history_max_messages: pick!(history_max_messages),
             history_max_age: args
                 .history_max_age
                 .or(file.history_max_age)
                 .map_or(d.history_max_age, secs),
-            sse_max_lifetime: match args.sse_max_lifetime.or(file.sse_max_lifetime) {
-                Some(0) | None => None,
-                Some(s) => Some(secs(s)),
-            },
-            publish_rate: pick(args.publish_rate, file.publish_rate, d.publish_rate),
-            publish_burst: pick(args.publish_burst, file.publish_burst, d.publish_burst),
+            sse_max_lifetime: off_or_secs(
+                args.sse_max_lifetime.or(file.sse_max_lifetime),
+                d.sse_max_lifetime,
+            ),
+            publish_rate: pick!(publish_rate),
+            publish_burst: pick!(publish_burst),
             shutdown_grace: d.shutdown_grace,
             auth,
             allow_anonymous: args.allow_anonymous || file.allow_anonymous.unwrap_or(false),
             allowed_hosts: pick_list(&args.allowed_hosts, file.allowed_host),
-            trusted_proxies: crate::auth::proxies::TrustedProxies::new(pick_list(
-                &args.trusted_proxies,
-                file.trusted_proxies
-                    .map(|list| list.iter().map(|n| parse_net(n)).collect())
-                    .transpose()
-                    .map_err(|message| ConfigError::Invalid {
-                        key: "trusted_proxies",
-                        message,
-                    })?,
-            )),
+            trusted_proxies,
             proxy_protocol: args.proxy_protocol || file.proxy_protocol.unwrap_or(false),
             tls,
             limits,
@@ -722,29 +733,7 @@ impl Config {
                 });
             }
         }
-        match (self.store, &self.redis) {
-            (StoreKind::Redis, None) => {
-                return Err(ConfigError::Invalid {
-                    key: "store",
-                    message: "redis needs --redis URL (or SWITCHBOARD_REDIS)".into(),
-                });
-            }
-            (StoreKind::Sqlite | StoreKind::Memory, Some(_)) => {
-                return Err(ConfigError::Invalid {
-                    key: "store",
-                    message: "with --redis, history lives in Redis so that every node can \
-                              serve a resume; drop --store or set it to redis"
-                        .into(),
-                });
-            }
-            _ => {}
-        }
-        if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
-            return Err(ConfigError::Invalid {
-                key: "redis_prefix",
-                message: "must be non-empty and without spaces".into(),
-            });
-        }
+        self.validate_store()?;
         if !(64..=65_507).contains(&self.udp_max_out) {
             return Err(ConfigError::Invalid {
                 key: "udp_max_out",
@@ -772,6 +761,34 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "tcp/udp/http/mqtt/grpc",
                 message: "every listener is off; nothing to serve".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The store and Redis settings agree.
+    fn validate_store(&self) -> Result<(), ConfigError> {
+        match (self.store, &self.redis) {
+            (StoreKind::Redis, None) => {
+                return Err(ConfigError::Invalid {
+                    key: "store",
+                    message: "redis needs --redis URL (or SWITCHBOARD_REDIS)".into(),
+                });
+            }
+            (StoreKind::Sqlite | StoreKind::Memory, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "store",
+                    message: "with --redis, history lives in Redis so that every node can \
+                              serve a resume; drop --store or set it to redis"
+                        .into(),
+                });
+            }
+            _ => {}
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
+            return Err(ConfigError::Invalid {
+                key: "redis_prefix",
+                message: "must be non-empty and without spaces".into(),
             });
         }
         Ok(())

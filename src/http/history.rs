@@ -92,26 +92,8 @@ pub(crate) async fn messages(
         if query.wait.is_some_and(|w| w > 0) {
             return Err(AppError::bad_request("last cannot be combined with wait"));
         }
-        if !(1..=MAX_LIMIT).contains(&last) {
-            return Err(AppError::bad_request(format!(
-                "last must be 1 to {MAX_LIMIT}"
-            )));
-        }
         let reader = crate::hub::pace::Who::of(&who, Some(addr));
-        let found = shared
-            .hub
-            .room_to_read(&room, reader.as_ref())
-            .map_err(AppError::room)?;
-        let mut page = found.as_ref().map_or_else(empty_page, |r| {
-            newest_page(r, last, shared.config.limits.reply_bytes)
-        });
-        // With `since` too: the newest `last` of those after it.
-        if let Some(since) = since {
-            page.events.retain(|e| {
-                e.id.is_some_and(|id| id.epoch != since.epoch || id.seq > since.seq)
-            });
-        }
-        return Ok(page_response(&room, None, &page, found.map(|r| r.cursor())));
+        return newest(&shared, &room, reader.as_ref(), last, since);
     }
     let wait = Duration::from_secs(query.wait.unwrap_or(0));
     if wait.as_secs() > MAX_WAIT_SECS {
@@ -146,6 +128,35 @@ pub(crate) async fn messages(
         &page,
         found.map(|r| r.cursor()),
     ))
+}
+
+/// `?last=N`: the newest N (after `since`, when given), oldest first.
+fn newest(
+    shared: &Context,
+    room: &str,
+    reader: Option<&crate::hub::pace::Who>,
+    last: usize,
+    since: Option<MessageId>,
+) -> Result<Response, AppError> {
+    if !(1..=MAX_LIMIT).contains(&last) {
+        return Err(AppError::bad_request(format!(
+            "last must be 1 to {MAX_LIMIT}"
+        )));
+    }
+    let found = shared
+        .hub
+        .room_to_read(room, reader)
+        .map_err(AppError::room)?;
+    let mut page = found.as_ref().map_or_else(empty_page, |r| {
+        newest_page(r, last, shared.config.limits.reply_bytes)
+    });
+    // With `since` too: the newest `last` of those after it.
+    if let Some(since) = since {
+        page.events.retain(|e| {
+            e.id.is_some_and(|id| id.epoch != since.epoch || id.seq > since.seq)
+        });
+    }
+    Ok(page_response(room, None, &page, found.map(|r| r.cursor())))
 }
 
 /// The newest `last` messages that fit in `budget` bytes; `more` when some were left out.

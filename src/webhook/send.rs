@@ -60,6 +60,54 @@ fn body(timestamp: u64, events: &[(i64, String)]) -> String {
     body
 }
 
+/// POSTs one signed batch; `None` when the receiver took it (answered 2xx), else why not.
+async fn post(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    secret: &[u8],
+    batch: &[(i64, String)],
+    timeout: Duration,
+) -> Option<String> {
+    let timestamp = crate::event::now_ms() / 1000;
+    let body = body(timestamp, batch);
+    let sent = client
+        .post(url.clone())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header("x-switchboard-timestamp", timestamp.to_string())
+        .header(
+            "x-switchboard-signature",
+            signature(secret, body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await;
+    match sent {
+        Ok(res) if res.status().is_success() => None,
+        Ok(res) => Some(format!("answered {}", res.status())),
+        Err(e) if e.is_timeout() => Some(format!("no answer within {timeout:?}")),
+        Err(e) => Some(format!("unreachable: {e}")),
+    }
+}
+
+/// The oldest `max` events queued for endpoint `index` (none if the queue cannot be read);
+/// `None` when the runtime is going away.
+async fn peek(
+    queue: &Arc<Queue>,
+    index: usize,
+    max: usize,
+    url: &reqwest::Url,
+) -> Option<Vec<(i64, String)>> {
+    let q = Arc::clone(queue);
+    match tokio::task::spawn_blocking(move || q.peek(index, max)).await {
+        Ok(Ok(batch)) => Some(batch),
+        Ok(Err(e)) => {
+            tracing::warn!(%url, error = %e, "webhook queue unreadable");
+            Some(Vec::new())
+        }
+        Err(_) => None,
+    }
+}
+
 /// Sends endpoint `index`'s queue until `shutdown`.
 pub(super) async fn run(
     index: usize,
@@ -74,15 +122,8 @@ pub(super) async fn run(
     let mut backoff = FIRST_BACKOFF;
     let mut failing = false;
     loop {
-        let q = Arc::clone(&queue);
-        let batch_max = config.batch_max;
-        let batch = match tokio::task::spawn_blocking(move || q.peek(index, batch_max)).await {
-            Ok(Ok(batch)) => batch,
-            Ok(Err(e)) => {
-                tracing::warn!(%url, error = %e, "webhook queue unreadable");
-                Vec::new()
-            }
-            Err(_) => return,
+        let Some(batch) = peek(&queue, index, config.batch_max, &url).await else {
+            return;
         };
         let Some(&(last, _)) = batch.last() else {
             // Nothing queued: wait for the dispatcher (or a slow tick, in case of a race).
@@ -94,26 +135,9 @@ pub(super) async fn run(
             continue;
         };
         queue.sending(index, last);
-        let timestamp = crate::event::now_ms() / 1000;
-        let body = body(timestamp, &batch);
-        let sent = client
-            .post(url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("x-switchboard-timestamp", timestamp.to_string())
-            .header(
-                "x-switchboard-signature",
-                signature(secret.as_bytes(), body.as_bytes()),
-            )
-            .body(body);
-        let outcome = tokio::select! {
+        let failure = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = sent.send() => r,
-        };
-        let failure = match outcome {
-            Ok(res) if res.status().is_success() => None,
-            Ok(res) => Some(format!("answered {}", res.status())),
-            Err(e) if e.is_timeout() => Some(format!("no answer within {:?}", config.timeout)),
-            Err(e) => Some(format!("unreachable: {e}")),
+            failure = post(&client, &url, secret.as_bytes(), &batch, config.timeout) => failure,
         };
         match failure {
             None => {

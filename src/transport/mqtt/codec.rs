@@ -531,6 +531,41 @@ fn encode_v4(packet: &Outbound<'_>, buf: &mut BytesMut) -> Result<usize, m3::Err
     }
 }
 
+/// A 5.0 CONNACK with the server's properties (none on a refusal).
+fn connack_v5(
+    session_present: bool,
+    reason: Reason,
+    receive_maximum: u16,
+    max_packet: u32,
+    assigned_id: Option<&str>,
+    server_keep_alive: Option<u16>,
+) -> m5::ConnAck {
+    let properties = (!reason.is_error()).then(|| m5::ConnAckProperties {
+        receive_max: Some(receive_maximum),
+        max_packet_size: Some(max_packet),
+        assigned_client_identifier: assigned_id.map(str::to_owned),
+        topic_alias_max: Some(0),
+        shared_subscription_available: Some(0),
+        subscription_identifiers_available: Some(0),
+        session_expiry_interval: None,
+        max_qos: None,
+        retain_available: None,
+        reason_string: None,
+        user_properties: Vec::new(),
+        wildcard_subscription_available: None,
+        server_keep_alive,
+        response_information: None,
+        server_reference: None,
+        authentication_method: None,
+        authentication_data: None,
+    });
+    m5::ConnAck {
+        session_present,
+        code: connack5(reason),
+        properties,
+    }
+}
+
 fn encode_v5(packet: &Outbound<'_>, buf: &mut BytesMut) -> Result<usize, m5base::Error> {
     match packet {
         Outbound::ConnAck {
@@ -540,33 +575,15 @@ fn encode_v5(packet: &Outbound<'_>, buf: &mut BytesMut) -> Result<usize, m5base:
             max_packet,
             assigned_id,
             server_keep_alive,
-        } => {
-            let properties = (!reason.is_error()).then(|| m5::ConnAckProperties {
-                receive_max: Some(*receive_maximum),
-                max_packet_size: Some(*max_packet),
-                assigned_client_identifier: assigned_id.map(str::to_owned),
-                topic_alias_max: Some(0),
-                shared_subscription_available: Some(0),
-                subscription_identifiers_available: Some(0),
-                session_expiry_interval: None,
-                max_qos: None,
-                retain_available: None,
-                reason_string: None,
-                user_properties: Vec::new(),
-                wildcard_subscription_available: None,
-                server_keep_alive: *server_keep_alive,
-                response_information: None,
-                server_reference: None,
-                authentication_method: None,
-                authentication_data: None,
-            });
-            m5::ConnAck {
-                session_present: *session_present,
-                code: connack5(*reason),
-                properties,
-            }
-            .write(buf)
-        }
+        } => connack_v5(
+            *session_present,
+            *reason,
+            *receive_maximum,
+            *max_packet,
+            *assigned_id,
+            *server_keep_alive,
+        )
+        .write(buf),
         Outbound::SubAck { pkid, reasons } => m5::SubAck {
             pkid: *pkid,
             return_codes: reasons.iter().map(|r| suback5(*r)).collect(),
