@@ -6,24 +6,19 @@ use tonic::{Request, Response, Status};
 
 use super::pb::{self, Member, PresenceReply, RoomsReply};
 use super::{Encoded, Service, caller, cursor, not_allowed, room_name};
-use crate::auth::Action;
-use crate::session::{Caller, NameRefused, Refused};
+use crate::session::{Caller, DEFAULT_PAGE, MAX_PAGE, NameRefused, Refused};
 use crate::wire::{self, Wire};
 
-/// Largest history page and room-list page.
-const MAX_LIMIT: u32 = 1_000;
-/// Page size when the request names none.
-const DEFAULT_LIMIT: u32 = 100;
 /// Nick of anonymous publishers that give none, and of API-key publishers.
 const NAMES: (&str, &str) = ("anonymous", "api");
 
-/// A page size: 0 is the default, past `MAX_LIMIT` is refused.
+/// A page size: 0 is the default, past `MAX_PAGE` is refused.
 fn limit(asked: u32) -> Result<usize, Status> {
-    match asked {
-        0 => Ok(DEFAULT_LIMIT as usize),
-        1..=MAX_LIMIT => Ok(asked as usize),
+    match asked as usize {
+        0 => Ok(DEFAULT_PAGE),
+        asked @ 1..=MAX_PAGE => Ok(asked),
         _ => Err(Status::invalid_argument(format!(
-            "limit must be 0 (the default, {DEFAULT_LIMIT}) to {MAX_LIMIT}"
+            "limit must be 0 (the default, {DEFAULT_PAGE}) to {MAX_PAGE}"
         ))),
     }
 }
@@ -85,25 +80,17 @@ impl Service {
         let who = caller(&request);
         let pb::HistoryRequest { room, since, limit } = request.into_inner();
         room_name(&room)?;
-        let hub = &self.shared.hub;
-        if !hub.auth().allows(&who.principal, &room, Action::History) {
-            return Err(not_allowed(&who.principal, &room, Action::History));
-        }
         let since = cursor(&since)?;
         let limit = self::limit(limit)?;
-        let reader = crate::hub::pace::Who::of(&who.principal, who.addr);
-        let Some(found) = hub
-            .room_to_read(&room, reader.as_ref())
-            .map_err(super::room_refused)?
-        else {
-            return Ok(Response::new(pb::HistoryReply {
-                next: since.map(|id| id.to_string()).unwrap_or_default(),
-                ..Default::default()
-            }));
+        let caller = Caller {
+            hub: &self.shared.hub,
+            principal: &who.principal,
+            addr: who.addr,
         };
-        let page = found
-            .page(since, limit)
-            .within(self.shared.config.limits.reply_bytes);
+        let page = caller
+            .history(&room, since, limit)
+            .map_err(|e| refused(&who.principal, e))?
+            .page;
         let next = page.next(since);
         Ok(sized(pb::HistoryReply {
             messages: page
@@ -124,14 +111,15 @@ impl Service {
         let who = caller(&request);
         let room = request.into_inner().room;
         room_name(&room)?;
-        let hub = &self.shared.hub;
-        if !hub.auth().allows(&who.principal, &room, Action::Presence) {
-            return Err(not_allowed(&who.principal, &room, Action::Presence));
-        }
-        let members = hub
+        let caller = Caller {
+            hub: &self.shared.hub,
+            principal: &who.principal,
+            addr: who.addr,
+        };
+        let members = caller
             .members(&room)
             .await
-            .map_err(|e| Status::unavailable(format!("cannot list members: {e}")))?
+            .map_err(|e| refused(&who.principal, e))?
             .into_iter()
             .map(|m| Member {
                 nick: m.nick.to_string(),
@@ -148,12 +136,13 @@ impl Service {
         let who = caller(&request);
         let pb::RoomsRequest { after, limit } = request.into_inner();
         let limit = self::limit(limit)?;
-        let auth = self.shared.hub.auth();
         let after = Some(after.as_str()).filter(|a| !a.is_empty());
-        let (page, next) = self.shared.hub.rooms_page(after, limit, |name| {
-            let may = auth.actions(&who.principal, name);
-            may.allows(Action::Presence) || may.allows(Action::Subscribe)
-        });
+        let caller = Caller {
+            hub: &self.shared.hub,
+            principal: &who.principal,
+            addr: who.addr,
+        };
+        let (page, next) = caller.rooms(after, limit);
         Ok(sized(RoomsReply {
             rooms: page
                 .iter()
@@ -189,5 +178,6 @@ fn refused(principal: &crate::auth::Principal, refused: Refused) -> Status {
         Refused::Room(error) => super::room_refused(error),
         Refused::Unavailable(error) => super::unavailable(error),
         Refused::DeadlineExceeded => Status::deadline_exceeded(refused.to_string()),
+        Refused::Presence(_) => Status::unavailable(refused.to_string()),
     }
 }

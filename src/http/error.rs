@@ -150,6 +150,11 @@ impl AppError {
                 "unavailable",
                 "message not stored in time",
             ),
+            Refused::Presence(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                refused.to_string(),
+            ),
         }
     }
 

@@ -22,8 +22,7 @@ use crate::wire::{self, Wire};
 
 /// Longest long-poll.
 const MAX_WAIT_SECS: u64 = 60;
-/// Largest history page.
-const MAX_LIMIT: usize = 1_000;
+use crate::session::MAX_PAGE as MAX_LIMIT;
 
 /// Query of a history read.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -82,7 +81,7 @@ pub(crate) async fn messages(
         return Err(AppError::not_allowed(&who, &room, Action::History));
     }
     let since = MessageId::parse_opt(query.since.as_deref()).map_err(AppError::bad_request)?;
-    let limit = query.limit.unwrap_or(100);
+    let limit = query.limit.unwrap_or(crate::session::DEFAULT_PAGE);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(AppError::bad_request(format!(
             "limit must be 1 to {MAX_LIMIT}"
@@ -119,7 +118,7 @@ pub(crate) async fn messages(
     let page = match &found {
         Some(r) if !wait.is_zero() => long_poll(&shared, r, since, limit, wait).await,
         Some(r) => r.page(since, limit),
-        None => empty_page(),
+        None => Page::empty(),
     };
     let page = page.within(shared.config.limits.reply_bytes);
     Ok(page_response(
@@ -147,7 +146,7 @@ fn newest(
         .hub
         .room_to_read(room, reader)
         .map_err(AppError::room)?;
-    let mut page = found.as_ref().map_or_else(empty_page, |r| {
+    let mut page = found.as_ref().map_or_else(Page::empty, |r| {
         newest_page(r, last, shared.config.limits.reply_bytes)
     });
     // With `since` too: the newest `last` of those after it.
@@ -168,15 +167,6 @@ fn newest_page(room: &Room, last: usize, budget: usize) -> Page {
         gap: None,
         more,
         last_id: room.latest(),
-    }
-}
-
-fn empty_page() -> Page {
-    Page {
-        events: Vec::new(),
-        gap: None,
-        more: false,
-        last_id: None,
     }
 }
 

@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use serde::Deserialize;
 
 use super::openapi::{AuthRefusals, MemberInfo, PresenceReply, Refusals, RoomInfo, RoomsPage};
 use super::{AppError, Path, Query};
-use crate::auth::Action;
 use crate::protocol::names::check_room;
+use crate::session::{Caller, DEFAULT_PAGE, MAX_PAGE};
 use crate::transport::context::Context;
 
 /// A token in the query, for browsers.
@@ -34,9 +34,6 @@ pub(crate) struct RoomsQuery {
     limit: Option<usize>,
 }
 
-/// Largest `GET /rooms` page.
-const MAX_ROOMS_PAGE: usize = 1000;
-
 /// `GET /rooms`: a page of the rooms the caller may see (presence or subscribe), in name
 /// order, with member counts and latest ids; `next` names where the next page starts.
 #[utoipa::path(
@@ -57,19 +54,18 @@ pub(crate) async fn rooms(
     headers: HeaderMap,
 ) -> Result<Json<RoomsPage>, AppError> {
     let who = super::principal(&shared, &headers, query.token.as_deref())?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=MAX_ROOMS_PAGE).contains(&limit) {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
         return Err(AppError::bad_request(format!(
-            "limit must be 1 to {MAX_ROOMS_PAGE}"
+            "limit must be 1 to {MAX_PAGE}"
         )));
     }
-    let auth = shared.hub.auth();
-    let (page, next) = shared
-        .hub
-        .rooms_page(query.after.as_deref(), limit, |name| {
-            let may = auth.actions(&who, name);
-            may.allows(Action::Presence) || may.allows(Action::Subscribe)
-        });
+    let caller = Caller {
+        hub: &shared.hub,
+        principal: &who,
+        addr: None,
+    };
+    let (page, next) = caller.rooms(query.after.as_deref(), limit);
     let rooms: Vec<_> = page
         .iter()
         .map(|room| RoomInfo {
@@ -104,24 +100,16 @@ pub(crate) async fn presence(
     headers: HeaderMap,
 ) -> Result<Json<PresenceReply>, AppError> {
     check_room(&room).map_err(AppError::bad_name)?;
-    super::allowed(
-        &shared,
-        &headers,
-        query.token.as_deref(),
-        &room,
-        Action::Presence,
-    )?;
-    let members: Vec<_> = shared
-        .hub
+    let who = super::principal(&shared, &headers, query.token.as_deref())?;
+    let caller = Caller {
+        hub: &shared.hub,
+        principal: &who,
+        addr: None,
+    };
+    let members: Vec<_> = caller
         .members(&room)
         .await
-        .map_err(|e| {
-            AppError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                format!("cannot list members: {e}"),
-            )
-        })?
+        .map_err(|e| AppError::refused(&who, e))?
         .into_iter()
         .map(|m| MemberInfo {
             nick: m.nick.to_string(),

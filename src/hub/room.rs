@@ -38,6 +38,16 @@ pub struct Page {
 }
 
 impl Page {
+    /// No messages: a room that does not exist reads as empty.
+    pub fn empty() -> Self {
+        Self {
+            events: Vec::new(),
+            gap: None,
+            more: false,
+            last_id: None,
+        }
+    }
+
     /// Where the next page starts for a client that asked after `since`: after the last
     /// message returned, else where the client was (unless that cursor could not be placed),
     /// else the room's latest.

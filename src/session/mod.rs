@@ -26,7 +26,7 @@ use crate::protocol::envelope::{ErrorCode, ServerFrame};
 use crate::protocol::names::check_nick;
 use crate::wire::Wire;
 
-pub use once::{Caller, MAX_KEY, Refused};
+pub use once::{Caller, DEFAULT_PAGE, MAX_KEY, MAX_PAGE, Read, Refused};
 pub use publish::{NameRefused, Refusal, author};
 pub use request::Request;
 

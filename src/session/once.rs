@@ -1,19 +1,25 @@
 //! One-shot requests: what a caller with no connection of its own (an HTTP request, a gRPC
-//! unary call) asks of the hub. A publish is checked and carried out here once for both, and
-//! refused with a domain `Refused` that each transport turns into its own answer (an HTTP
-//! status with the JSON error, a gRPC status) in one place.
+//! unary call) asks of the hub. A publish, a history page, a room's members and the room list
+//! are checked and carried out here once for both, and refused with a domain `Refused` that
+//! each transport turns into its own answer (an HTTP status with the JSON error, a gRPC
+//! status) in one place.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{Action, Principal};
 use crate::event::Author;
 use crate::hub::pace::Who;
-use crate::hub::{Acked, Hub, RoomError};
+use crate::hub::{Acked, Hub, MemberInfo, MessageId, Page, Room, RoomError};
 use crate::store::StoreError;
 
 /// Longest idempotency key, on every transport.
 pub const MAX_KEY: usize = 200;
+/// Largest page of history or of the room list, on every transport.
+pub const MAX_PAGE: usize = 1_000;
+/// The page size when a request names none.
+pub const DEFAULT_PAGE: usize = 100;
 
 /// Who is asking, from where.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +55,17 @@ pub enum Refused {
     /// The caller's deadline passed before the message was durable.
     #[error("the message was not stored in time")]
     DeadlineExceeded,
+    /// The members could not be listed (a cluster whose Redis is away).
+    #[error("cannot list members: {0}")]
+    Presence(StoreError),
+}
+
+/// A history page, and the room it was read from (none when the room does not exist: an
+/// empty page).
+#[derive(Debug)]
+pub struct Read {
+    pub page: Page,
+    pub room: Option<Arc<Room>>,
 }
 
 impl Caller<'_> {
@@ -105,5 +122,147 @@ impl Caller<'_> {
         }?;
         self.hub.settle(&opened, acked.id).await;
         Ok(acked)
+    }
+
+    /// `action` on `room`, or why not.
+    fn may(&self, room: &str, action: Action) -> Result<(), Refused> {
+        if self.hub.auth().allows(self.principal, room, action) {
+            Ok(())
+        } else {
+            Err(Refused::NotAllowed {
+                room: room.to_owned(),
+                action,
+            })
+        }
+    }
+
+    /// Up to `limit` messages of `room` after `since`, within `reply_bytes`. Reading may
+    /// load the room (a cluster's), within the caller's room caps.
+    pub fn history(
+        &self,
+        room: &str,
+        since: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Read, Refused> {
+        self.may(room, Action::History)?;
+        let reader = Who::of(self.principal, self.addr);
+        let found = self.hub.room_to_read(room, reader.as_ref())?;
+        let page = match &found {
+            Some(r) => r.page(since, limit),
+            None => Page::empty(),
+        };
+        let page = page.within(self.hub.limits().reply_bytes);
+        Ok(Read { page, room: found })
+    }
+
+    /// Who is in `room`, on every transport and node.
+    pub async fn members(&self, room: &str) -> Result<Vec<MemberInfo>, Refused> {
+        self.may(room, Action::Presence)?;
+        self.hub.members(room).await.map_err(Refused::Presence)
+    }
+
+    /// Up to `limit` rooms the caller may see (presence or subscribe), in name order after
+    /// `after`, and where the next page starts.
+    pub fn rooms(&self, after: Option<&str>, limit: usize) -> (Vec<Arc<Room>>, Option<Arc<str>>) {
+        let auth = self.hub.auth();
+        self.hub.rooms_page(after, limit, |name| {
+            let may = auth.actions(self.principal, name);
+            may.allows(Action::Presence) || may.allows(Action::Subscribe)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::HubConfig;
+
+    fn hub() -> Arc<Hub> {
+        Hub::new(HubConfig {
+            history: crate::store::memory(crate::store::Retention::default()),
+            auth: crate::auth::Auth::open(),
+            ..HubConfig::default()
+        })
+    }
+
+    fn author() -> Author {
+        Author {
+            nick: "api".into(),
+            sender: crate::event::Sender::Backend,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_publish_is_checked_stored_and_read_back_once() {
+        let hub = hub();
+        let caller = Caller {
+            hub: &hub,
+            principal: &Principal::Backend,
+            addr: None,
+        };
+        assert!(matches!(
+            caller.publish("r", author(), "  ", None, None).await,
+            Err(Refused::Empty)
+        ));
+        let long = "k".repeat(MAX_KEY + 1);
+        assert!(matches!(
+            caller.publish("r", author(), "hi", Some(&long), None).await,
+            Err(Refused::KeyTooLong)
+        ));
+        let first = caller
+            .publish("r", author(), "hi", Some("k1"), None)
+            .await
+            .unwrap();
+        let again = caller
+            .publish("r", author(), "hi", Some("k1"), None)
+            .await
+            .unwrap();
+        assert!(!first.duplicate && again.duplicate);
+        assert_eq!(first.id, again.id);
+        let read = caller.history("r", None, DEFAULT_PAGE).unwrap();
+        assert_eq!(read.page.events.len(), 1, "one message for one key");
+        assert!(caller.history("nowhere", None, 10).unwrap().room.is_none());
+        let (rooms, next) = caller.rooms(None, 10);
+        assert_eq!(rooms.len(), 1);
+        assert!(next.is_none());
+    }
+
+    #[tokio::test]
+    async fn grants_are_asked_first() {
+        let config = crate::auth::AuthConfig {
+            secrets: vec!["a-secret-of-at-least-thirty-two-bytes!".into()],
+            ..Default::default()
+        };
+        let hub = Hub::new(HubConfig {
+            history: crate::store::memory(crate::store::Retention::default()),
+            auth: Arc::new(crate::auth::Auth::new(&config).unwrap()),
+            ..HubConfig::default()
+        });
+        let caller = Caller {
+            hub: &hub,
+            principal: &Principal::Anonymous,
+            addr: None,
+        };
+        assert!(matches!(
+            caller.may_publish("closed"),
+            Err(Refused::NotAllowed {
+                action: Action::Publish,
+                ..
+            })
+        ));
+        assert!(matches!(
+            caller.history("closed", None, 10),
+            Err(Refused::NotAllowed {
+                action: Action::History,
+                ..
+            })
+        ));
+        assert!(matches!(
+            caller.members("closed").await,
+            Err(Refused::NotAllowed {
+                action: Action::Presence,
+                ..
+            })
+        ));
     }
 }
