@@ -1,18 +1,17 @@
-//! switchboard: a realtime messaging server that joins TCP, UDP, WebSocket, SSE and HTTP
-//! clients in one hub of rooms.
+//! switchboard: a realtime messaging server that joins TCP, UDP, WebSocket, SSE, HTTP, MQTT
+//! and gRPC clients in one hub of rooms.
 //!
-//! # Layout
+//! # Layout (docs/ARCHITECTURE.md has the whole map and its invariants)
 //!
-//! - `cli`, `config`: command line and the resolved `Config` (flag > env > file > default).
-//! - `protocol`: sans-IO framing and parsing (lines, chat commands, names); no tokio.
-//! - `hub`: rooms, subscribers with bounded queues, events encoded once and shared.
-//! - `store`: room history behind the `History` seam (memory, SQLite, Redis), and the Redis
-//!   bus that lets several nodes share rooms.
-//! - `transport`: TCP chat, UDP chat, echo; thin adapters between sockets and the hub.
-//! - `http`: the axum router.
-//! - `metrics`: Prometheus counters and gauges behind `/metrics`.
-//! - `server`: binds listeners, runs them, shuts down cleanly.
-//! - `client`: the terminal client behind `switchboard connect`.
+//! - `server`: binds the listeners (`server::Listener`), runs them, shuts down cleanly.
+//! - `transport`, `http`, `grpc`: the edges; each lowers its input into `session::Request`s.
+//! - `session`: one client whatever its transport (`Session`), or one request with no
+//!   connection (`session::Caller`).
+//! - `hub`: rooms, subscribers with bounded queues, fan-out of events encoded once.
+//! - `wire`, `protocol`, `event`: sans-IO encoders, parsers and the event itself.
+//! - `store`, `broker`: history behind the `History` seam; the cluster behind `Broker`.
+//! - `auth`, `config`, `cli`, `webhook`, `metrics`, `client`: identity, settings, the command
+//!   line, signed webhooks, Prometheus metrics, the terminal client.
 
 pub mod auth;
 pub mod broker;
