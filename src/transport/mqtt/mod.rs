@@ -11,6 +11,7 @@ mod codec;
 mod conn;
 pub(crate) mod state;
 mod sys;
+mod window;
 
 use std::future::Future;
 use std::io;

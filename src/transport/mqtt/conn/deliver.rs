@@ -3,17 +3,6 @@
 use super::*;
 
 impl Conn {
-    /// A free packet id for an outgoing QoS 1 or 2 message.
-    pub(super) fn next_pkid(&mut self) -> u16 {
-        loop {
-            self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
-            let id = self.next_pkid;
-            if !self.inflight.contains_key(&id) && !self.released.contains(&id) {
-                return id;
-            }
-        }
-    }
-
     /// Moves a batch from the queue: messages of joined rooms to `pending`, answers (acks
     /// from the ack task) straight into the write buffer.
     pub(super) fn take(&mut self) {
@@ -67,10 +56,13 @@ impl Conn {
                 self.pending.pop_front();
                 continue;
             }
+            // QoS 1 and 2 wait in the window for their ack; a full window sends nothing more.
             let pkid = match joined.qos {
                 0 => 0,
-                _ if self.inflight.len() + self.released.len() >= self.window => return,
-                _ => self.next_pkid(),
+                _ => match self.window.send(Arc::clone(event)) {
+                    Some(pkid) => pkid,
+                    None => return,
+                },
             };
             let Some(event) = self.pending.pop_front() else {
                 return;
@@ -80,7 +72,6 @@ impl Conn {
                 self.out.extend_from_slice(packet);
             } else {
                 codec::with_packet_id(packet, joined.qos, pkid, &mut self.out);
-                self.inflight.insert(pkid, Arc::clone(&event));
             }
             if let Some(joined) = self.rooms.get_mut(&event.room) {
                 joined.last = event.id.or(joined.last);

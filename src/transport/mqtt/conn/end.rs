@@ -11,7 +11,7 @@ impl Conn {
             .iter()
             .filter_map(|(room, joined)| Some((room.to_string(), joined.last?)))
             .collect();
-        for event in self.inflight.values() {
+        for event in self.window.unacked() {
             let Some(id) = event.id else { continue };
             let before = MessageId {
                 epoch: id.epoch,

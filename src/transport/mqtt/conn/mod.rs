@@ -29,6 +29,7 @@ mod subscribe;
 
 use super::codec::{self, Connect, Inbound, Outbound, Publish, Reason, Version};
 use super::state::{Parked, Retained};
+use super::window::Window;
 use super::{Link, sys};
 use crate::auth::{Action, Principal};
 use crate::event::{Disconnect, Event, EventKind, Form, MessageId, now_ms};
@@ -98,11 +99,9 @@ pub(crate) struct Conn {
     filters: BTreeMap<String, (u8, bool)>,
     rooms: HashMap<Arc<str>, Joined>,
     pending: VecDeque<Arc<Event>>,
-    inflight: HashMap<u16, Arc<Event>>,
-    released: HashSet<u16>,
+    /// Outgoing QoS 1 and 2 messages until acknowledged, within the client's window.
+    window: Window<Arc<Event>>,
     received: HashSet<u16>,
-    next_pkid: u16,
-    window: usize,
     client_max_packet: usize,
     /// To the ack task, started with the first QoS 1 or 2 publish.
     acks: Option<mpsc::Sender<Ack>>,
@@ -345,11 +344,10 @@ impl Conn {
             filters: BTreeMap::new(),
             rooms: HashMap::new(),
             pending: VecDeque::new(),
-            inflight: HashMap::new(),
-            released: HashSet::new(),
             received: HashSet::new(),
-            next_pkid: 0,
-            window: usize::from(connect.receive_maximum.unwrap_or(u16::MAX)).min(MAX_INFLIGHT),
+            window: Window::new(
+                usize::from(connect.receive_maximum.unwrap_or(u16::MAX)).min(MAX_INFLIGHT),
+            ),
             client_max_packet: connect.max_packet.map_or(usize::MAX, |m| m as usize),
             acks: None,
             new_rooms: None,
@@ -454,16 +452,13 @@ impl Conn {
         match packet {
             Inbound::Publish(publish) => return self.on_publish(publish).await,
             Inbound::PubAck(pkid) => {
-                self.inflight.remove(&pkid);
+                self.window.acked(pkid);
             }
             Inbound::PubRec(pkid) => {
-                self.inflight.remove(&pkid);
-                self.released.insert(pkid);
+                self.window.received(pkid);
                 self.write(&Outbound::PubRel(pkid));
             }
-            Inbound::PubComp(pkid) => {
-                self.released.remove(&pkid);
-            }
+            Inbound::PubComp(pkid) => self.window.completed(pkid),
             Inbound::PubRel(pkid) => {
                 self.received.remove(&pkid);
                 self.ack_now(&Outbound::PubComp(pkid)).await;

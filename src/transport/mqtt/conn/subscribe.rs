@@ -198,7 +198,7 @@ impl Conn {
             .retained(topic::prefix(filter), |t| topic::matches(&levels, t));
         for (topic, message) in retained {
             let mut qos = message.qos.min(qos);
-            let pkid = if qos > 0 && self.inflight.len() < self.window {
+            let sent = if qos > 0 && self.window.has_room() {
                 let event = Arc::new(Event::new(
                     EventKind::Message,
                     topic.as_str().into(),
@@ -207,13 +207,15 @@ impl Conn {
                     message.text.as_str().into(),
                     None,
                 ));
-                let pkid = self.next_pkid();
-                self.inflight.insert(pkid, event);
-                pkid
+                self.window.send(event)
             } else {
+                None
+            };
+            // Past the window, a retained message goes at QoS 0.
+            let pkid = sent.unwrap_or_else(|| {
                 qos = 0;
                 0
-            };
+            });
             let id = (self.version == Version::V5)
                 .then(|| message.id.clone())
                 .flatten();
