@@ -713,6 +713,21 @@ async fn failed_sign_ins_are_throttled_per_address() {
     server.stop().await;
 }
 
+/// An HTTP/2 (h2c) client of `addr` that grants the server no flow-control window: it reads
+/// answers' headers but never a byte of their bodies.
+async fn h2_granting_no_window(
+    addr: std::net::SocketAddr,
+) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
 /// An HTTP/2 client that grants no flow-control window and asks for page after page: each
 /// answer holds its bytes until it is sent, so past the connection's budget (8 MiB) the
 /// answers are `503 unsent_full` (headers only) instead of more pages in memory (before: 128
@@ -722,13 +737,7 @@ async fn failed_sign_ins_are_throttled_per_address() {
 async fn h2_answers_that_are_never_read_are_bounded_per_connection() {
     let server = support::start_with(support::flood_config()).await;
     fill(&server, "big", 24, 60_000).await;
-    let tcp = tokio::net::TcpStream::connect(server.http()).await.unwrap();
-    let (client, connection) = h2::client::Builder::new()
-        .initial_window_size(0)
-        .handshake::<_, bytes::Bytes>(tcp)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = h2_granting_no_window(server.http()).await;
     let mut pending = Vec::new();
     for _ in 0..60 {
         let mut client = client.clone().ready().await.unwrap();
@@ -775,15 +784,7 @@ async fn h2_answers_that_are_never_read_are_bounded_per_connection() {
 async fn grpc_replies_that_are_never_read_are_bounded_per_connection() {
     let server = support::start_with(support::flood_config()).await;
     fill(&server, "big", 24, 60_000).await;
-    let tcp = tokio::net::TcpStream::connect(server.addrs.grpc.expect("grpc on"))
-        .await
-        .unwrap();
-    let (client, connection) = h2::client::Builder::new()
-        .initial_window_size(0)
-        .handshake::<_, bytes::Bytes>(tcp)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = h2_granting_no_window(server.addrs.grpc.expect("grpc on")).await;
     // HistoryRequest { room: "big", limit: 1000 }, in a gRPC frame.
     let call = bytes::Bytes::from_static(b"\x00\x00\x00\x00\x08\x0a\x03big\x18\xe8\x07");
     let mut pending = Vec::new();

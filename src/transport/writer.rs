@@ -170,14 +170,17 @@ impl Outbox {
         self.batch.iter().map(Delivery::weight).sum()
     }
 
-    /// Records the delivery latency of the batch's first event, on one batch in
-    /// `SAMPLE_EVERY`.
+    /// Records the delivery latency of the batch's first event, on one in `SAMPLE_EVERY` of
+    /// the batches that start with one (so a connection's first event is always sampled,
+    /// whatever answers came before it).
     fn sample(&mut self) {
-        let sampled = self.batches.is_multiple_of(SAMPLE_EVERY);
-        self.batches = self.batches.wrapping_add(1);
-        if sampled && let Some(Delivery::Event(event)) = self.batch.first() {
+        let Some(Delivery::Event(event)) = self.batch.first() else {
+            return;
+        };
+        if self.batches.is_multiple_of(SAMPLE_EVERY) {
             crate::metrics::METRICS.observe_delivery(event.time_ms);
         }
+        self.batches = self.batches.wrapping_add(1);
     }
 
     /// Moves what is queued now into the batch, without waiting; true if there is any.
