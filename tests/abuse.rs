@@ -151,6 +151,8 @@ impl Probe {
     /// Publishes one message over HTTP (with an API key when the server has one) and waits
     /// for it on the TCP reader; panics if either fails within the bound.
     async fn check(&mut self, room: &str) {
+        // A person reading answers the idle notice (an empty line): so does the probe.
+        self.reader.say("").await;
         self.sent += 1;
         let text = format!("probe {}", self.sent);
         // From 127.0.0.2: another address than every attacker here, so another identity.
@@ -974,5 +976,62 @@ async fn closing_many_wildcard_subscribers_holds_no_other_room_and_wildcards_are
         quiet.is_err(),
         "the late subscriber joined no room past the cap"
     );
+    server.stop().await;
+}
+
+/// Idle sockets cannot hold their places: TCP chat connections from one address that never
+/// send a byte fill its cap (`ERR too many connections from your address` for one more),
+/// are told they are idle, and are closed a grace period later; then the address gets in
+/// again. An MQTT connection asking for no keep-alive is held to the same timeout. The probe,
+/// from another address, is served throughout (before this round: idle TCP chat connections
+/// were held for ever, and 21 addresses × 1,000 filled the descriptor budget).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_are_told_then_closed_and_their_places_come_back() {
+    let mut config = support::test_config();
+    config.idle_timeout = Some(std::time::Duration::from_secs(1));
+    config.max_connections_per_ip = 20;
+    let server = support::start_with(config).await;
+    let mut probe = Probe::join(&server, "probe").await;
+    let from = |last: u8| std::net::Ipv4Addr::new(127, 0, 0, last);
+    let connect = async |last: u8| {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((from(last), 0).into()).unwrap();
+        Line::from_stream(socket.connect(server.tcp()).await.unwrap())
+    };
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        let mut line = connect(7).await;
+        assert!(line.line().await.starts_with("* welcome"));
+        idle.push(line);
+    }
+    let mut one_more = connect(7).await;
+    assert_eq!(
+        one_more.line().await,
+        "ERR too many connections from your address"
+    );
+    // An MQTT client with keep-alive 0, from the same address: held to the idle timeout too.
+    let mqtt = tokio::net::TcpSocket::new_v4().unwrap();
+    mqtt.bind((from(8), 0).into()).unwrap();
+    let mut mqtt = mqtt.connect(server.mqtt()).await.unwrap();
+    mqtt.write_all(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    probe.check("probe").await;
+    for line in &mut idle {
+        // Presence lines of the others come first; then the notice, then the close.
+        line.line_where(|l| l.starts_with("* quiet for 1 s")).await;
+        // The probe is told too, and answers (each check sends an empty line).
+        probe.check("probe").await;
+        line.line_where(|l| l == "* closing idle connection").await;
+        assert!(line.closed().await);
+    }
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(TIMEOUT, mqtt.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the MQTT connection is closed, not held");
+    assert_eq!(&rest[..4], b"\x20\x02\x00\x00", "after its CONNACK");
+    // Their places are free again.
+    let mut back = connect(7).await;
+    assert!(back.line().await.starts_with("* welcome"));
+    probe.check("probe").await;
     server.stop().await;
 }
