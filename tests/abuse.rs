@@ -730,6 +730,22 @@ async fn h2_granting_no_window(
     client
 }
 
+/// The answers' heads, each within `TIMEOUT` (they come even with no window); their bodies
+/// are left unread.
+async fn heads(
+    pending: Vec<h2::client::ResponseFuture>,
+) -> Vec<axum::http::Response<h2::RecvStream>> {
+    let mut heads = Vec::new();
+    for response in pending {
+        let response = tokio::time::timeout(TIMEOUT, response)
+            .await
+            .expect("headers come even with no window")
+            .unwrap();
+        heads.push(response);
+    }
+    heads
+}
+
 /// An HTTP/2 client that grants no flow-control window and asks for page after page: each
 /// answer holds its bytes until it is sent, so past the connection's budget (8 MiB) the
 /// answers are `503 unsent_full` (headers only) instead of more pages in memory (before: 128
@@ -752,17 +768,9 @@ async fn h2_answers_that_are_never_read_are_bounded_per_connection() {
         let (response, _) = client.send_request(request, true).unwrap();
         pending.push(response);
     }
-    let mut statuses = Vec::new();
-    let mut bodies = Vec::new();
-    for response in pending {
-        let response = tokio::time::timeout(TIMEOUT, response)
-            .await
-            .expect("headers come even with no window")
-            .unwrap();
-        statuses.push(response.status().as_u16());
-        // Kept unread: their streams stay open, their answers unsent.
-        bodies.push(response.into_body());
-    }
+    // Kept unread: their streams stay open, their answers unsent.
+    let responses = heads(pending).await;
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status().as_u16()).collect();
     let served = statuses.iter().filter(|s| **s == 200).count();
     let refused = statuses.iter().filter(|s| **s == 503).count();
     assert_eq!(served + refused, 60, "{statuses:?}");
@@ -773,7 +781,7 @@ async fn h2_answers_that_are_never_read_are_bounded_per_connection() {
     );
     let page = support::get_json(server.http(), "/rooms/big/messages?limit=1000").await;
     assert!(!page["messages"].as_array().unwrap().is_empty());
-    drop(bodies);
+    drop(responses);
     server.stop().await;
 }
 
@@ -805,25 +813,20 @@ async fn grpc_replies_that_are_never_read_are_bounded_per_connection() {
         pending.push(response);
     }
     let (mut served, mut exhausted) = (0, 0);
-    let mut bodies = Vec::new();
-    for response in pending {
-        let response = tokio::time::timeout(TIMEOUT, response)
-            .await
-            .expect("headers come even with no window")
-            .unwrap();
+    let responses = heads(pending).await;
+    for response in &responses {
         match response.headers().get("grpc-status").map(|s| s.as_bytes()) {
             None => served += 1,
             Some(b"8") => exhausted += 1,
             Some(other) => panic!("grpc-status {other:?}"),
         }
-        bodies.push(response.into_body());
     }
     assert_eq!(served + exhausted, 40);
     assert!(
         (1..=8).contains(&served),
         "{served} replies of up to 1 MiB held unsent"
     );
-    drop(bodies);
+    drop(responses);
     server.stop().await;
 }
 
