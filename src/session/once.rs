@@ -24,7 +24,9 @@ pub const DEFAULT_PAGE: usize = 100;
 /// Who is asking, from where.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller<'a> {
+    /// The hub asked.
     pub hub: &'a Hub,
+    /// Who is asking, as `auth` decided.
     pub principal: &'a Principal,
     /// The client's address (behind a trusted proxy, the one it names).
     pub addr: Option<SocketAddr>,
@@ -36,7 +38,12 @@ pub enum Refused {
     /// The caller's grants do not cover `action` on `room`; the transport says whether
     /// signing in would help (it knows the principal).
     #[error("not allowed to {} in {room}", action.as_str())]
-    NotAllowed { room: String, action: Action },
+    NotAllowed {
+        /// The room asked about.
+        room: String,
+        /// What was asked.
+        action: Action,
+    },
     /// Past the identity's publish rate; it may try again after this long.
     #[error("too many messages; retry in {} ms", .0.as_millis().max(1))]
     RateLimited(Duration),
@@ -64,7 +71,9 @@ pub enum Refused {
 /// empty page).
 #[derive(Debug)]
 pub struct Read {
+    /// The messages, oldest first, within `reply_bytes`.
     pub page: Page,
+    /// The room read, for its cursor.
     pub room: Option<Arc<Room>>,
 }
 
