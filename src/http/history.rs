@@ -17,6 +17,7 @@ use super::{AppError, Path, Query};
 use crate::auth::Action;
 use crate::hub::{MessageId, Page, Room};
 use crate::protocol::names::check_room;
+use crate::session::{Caller, Read};
 use crate::transport::context::Context;
 use crate::wire::{self, Wire};
 
@@ -100,33 +101,32 @@ pub(crate) async fn messages(
             "wait must be 0 to {MAX_WAIT_SECS} seconds"
         )));
     }
+    if wait.is_zero() {
+        let caller = Caller {
+            hub: &shared.hub,
+            principal: &who,
+            addr: Some(addr),
+        };
+        let Read { page, room: found } = caller
+            .read(&room, since, limit)
+            .map_err(|e| AppError::refused(&who, e))?;
+        return Ok(page_response(
+            &room,
+            since,
+            &page,
+            found.map(|r| r.cursor()),
+        ));
+    }
     // A long-poll creates the room so that it can wait on it.
     let reader = crate::hub::pace::Who::of(&who, Some(addr));
-    let found = if wait.is_zero() {
-        shared
-            .hub
-            .room_to_read(&room, reader.as_ref())
-            .map_err(AppError::room)?
-    } else {
-        Some(
-            shared
-                .hub
-                .open_room(&room, reader.as_ref())
-                .map_err(AppError::room)?,
-        )
-    };
-    let page = match &found {
-        Some(r) if !wait.is_zero() => long_poll(&shared, r, since, limit, wait).await,
-        Some(r) => r.page(since, limit),
-        None => Page::empty(),
-    };
-    let page = page.within(shared.config.limits.reply_bytes);
-    Ok(page_response(
-        &room,
-        since,
-        &page,
-        found.map(|r| r.cursor()),
-    ))
+    let found = shared
+        .hub
+        .open_room(&room, reader.as_ref())
+        .map_err(AppError::room)?;
+    let page = long_poll(&shared, &found, since, limit, wait)
+        .await
+        .within(shared.config.limits.reply_bytes);
+    Ok(page_response(&room, since, &page, Some(found.cursor())))
 }
 
 /// `?last=N`: the newest N (after `since`, when given), oldest first.

@@ -87,11 +87,7 @@ async fn read_posted(
                     "direct messages need a token or an API key on this server",
                 ));
             }
-            if let Some(identity) = crate::hub::pace::Who::of(&who, Some(addr))
-                && let Err(wait) = shared.hub.identities().check(&identity)
-            {
-                return Err(AppError::rate_limited(wait));
-            }
+            caller.pace().map_err(|e| AppError::refused(&who, e))?;
         }
     }
     let limit = shared.config.ws_max_message;

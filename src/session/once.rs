@@ -92,12 +92,20 @@ impl Caller<'_> {
                 action: Action::Publish,
             });
         }
-        if let Some(identity) = Who::of(self.principal, self.addr)
-            && let Err(wait) = self.hub.identities().check(&identity)
-        {
-            return Err(Refused::RateLimited(wait));
+        self.pace()
+    }
+
+    /// Takes one token from the caller's identity bucket (a backend has none), or says how
+    /// long to wait: every publish and direct message without a connection passes it.
+    pub fn pace(&self) -> Result<(), Refused> {
+        match Who::of(self.principal, self.addr) {
+            Some(identity) => self
+                .hub
+                .identities()
+                .check(&identity)
+                .map_err(Refused::RateLimited),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Publishes `text` to `room` (made within the caller's room caps) and waits until it
@@ -154,6 +162,17 @@ impl Caller<'_> {
         limit: usize,
     ) -> Result<Read, Refused> {
         self.may(room, Action::History)?;
+        self.read(room, since, limit)
+    }
+
+    /// `history` for a caller whose grant was checked already (HTTP's, where a long-poll
+    /// needs only `subscribe`).
+    pub fn read(
+        &self,
+        room: &str,
+        since: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Read, Refused> {
         let reader = Who::of(self.principal, self.addr);
         let found = self.hub.room_to_read(room, reader.as_ref())?;
         let page = match &found {

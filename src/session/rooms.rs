@@ -28,11 +28,10 @@ impl Session {
             }
             return Ok(joined.cursor());
         }
-        // A backend (an API key) may follow as many rooms as it needs.
-        let cap = self.hub.limits().rooms_per_connection;
-        if self.rooms.len() >= cap && !matches!(self.principal, Principal::Backend) {
-            crate::metrics::METRICS.refuse(RoomError::TooManyJoined(cap).code());
-            return Err(RoomError::TooManyJoined(cap));
+        if self.rooms_left() == 0 {
+            let full = RoomError::TooManyJoined(self.hub.limits().rooms_per_connection);
+            crate::metrics::METRICS.refuse(full.code());
+            return Err(full);
         }
         let creator = Who::of(&self.principal, self.sub.addr);
         let (joined, cursor) = self.hub.enter(
