@@ -8,7 +8,8 @@
 //! - `session`: one client whatever its transport (`Session`), or one request with no
 //!   connection (`session::Caller`).
 //! - `hub`: rooms, subscribers with bounded queues, fan-out of events encoded once.
-//! - `wire`, `protocol`, `event`: sans-IO encoders, parsers and the event itself.
+//! - `wire`, `protocol`, `event`, `reply`: sans-IO encoders, parsers (MQTT's packets
+//!   included), the event itself and a session's typed answers.
 //! - `store`, `broker`: history behind the `History` seam; the cluster behind `Broker`.
 //! - `auth`, `config`, `cli`, `webhook`, `metrics`, `client`: identity, settings, the command
 //!   line, signed webhooks, Prometheus metrics, the terminal client.
@@ -26,6 +27,7 @@ mod http;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;
+pub mod reply;
 pub mod server;
 pub mod session;
 pub mod store;

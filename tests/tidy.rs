@@ -60,7 +60,7 @@ const FORBIDDEN: &[(&[&str], &[&str], &str)] = &[
     (
         &[
             "event", "protocol", "store", "metrics", "broker", "auth", "config", "hub", "session",
-            "wire", "webhook", "cli",
+            "wire", "webhook", "cli", "reply",
         ],
         &["transport", "http", "grpc", "server"],
         "nothing below the edges imports them",

@@ -118,7 +118,7 @@ impl Service {
         let session = Session::open(
             hub,
             Arc::clone(&sub),
-            Wire::Grpc,
+            crate::session::Dialect::Structured,
             nick,
             who.principal.clone(),
             shared.tasks.clone(),

@@ -106,7 +106,7 @@ pub(crate) async fn events(
     let mut session = Session::open(
         hub,
         Arc::clone(&sub),
-        Wire::Sse,
+        crate::session::Dialect::Listener,
         query.nick.as_deref(),
         who,
         shared.tasks.clone(),

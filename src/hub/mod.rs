@@ -476,7 +476,7 @@ mod tests {
                         out.push(line(ev));
                     }
                 }
-                Delivery::Direct(_) => {}
+                Delivery::Direct(_) | Delivery::Reply(_) => {}
             }
         }
         out

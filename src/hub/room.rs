@@ -189,13 +189,13 @@ impl Published {
     pub fn report_failure(
         self,
         sub: &Arc<Subscriber>,
-        error: impl FnOnce(StoreError) -> bytes::Bytes + Send + 'static,
+        error: impl FnOnce(StoreError) -> crate::reply::Reply + Send + 'static,
     ) {
         if let Published::Remote(pending) = self {
             let sub = Arc::clone(sub);
             tokio::spawn(async move {
                 if let Err(e) = pending.wait().await {
-                    sub.offer(Delivery::direct(error(e)));
+                    sub.offer(Delivery::reply(error(e)));
                 }
             });
         }

@@ -23,6 +23,9 @@ pub enum Delivery {
     /// these are rare, and a 16-byte `Delivery` packs four queue slots per cache line
     /// instead of two (see `Delivery::direct`).
     Direct(Box<Bytes>),
+    /// A session's answer to this subscriber, rendered in its dialect by its writer
+    /// (`crate::wire::reply`). Boxed like `Direct`.
+    Reply(Box<crate::reply::Reply>),
     /// History replayed to this subscriber, queued under the room lock ahead of every live
     /// event that follows it: one queue slot however long it is.
     Replay(Box<Replay>),
@@ -37,11 +40,17 @@ impl Delivery {
         Delivery::Direct(Box::new(bytes.into()))
     }
 
+    /// An answer for this subscriber alone.
+    pub fn reply(reply: crate::reply::Reply) -> Self {
+        Delivery::Reply(Box::new(reply))
+    }
+
     /// What it costs the queue, in bytes (`Event::weight`).
     pub fn weight(&self) -> usize {
         match self {
             Delivery::Event(event) => event.weight(),
             Delivery::Direct(bytes) => bytes.len(),
+            Delivery::Reply(reply) => reply.weight(),
             Delivery::Replay(replay) => replay.weight,
         }
     }

@@ -78,30 +78,7 @@ impl ClientFrame {
     }
 }
 
-/// Machine-readable error codes sent in `{"type":"error"}` frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// The frame was not valid JSON or not a known frame.
-    BadFrame,
-    /// A room or nick name broke the naming rules.
-    BadName,
-    /// Publish or leave for a room the connection has not joined, or publish with no room
-    /// while several are joined.
-    NotJoined,
-    /// A direct message named a nick nobody holds.
-    NoSuchUser,
-    /// The message could not be stored (storage busy or failing); it was not published.
-    Unavailable,
-    /// A token was refused (bad, expired, or none where one is needed).
-    Unauthorized,
-    /// The connection's identity may not do this in this room.
-    Forbidden,
-    /// Publishing faster than the limits allow; the message was not sent.
-    RateLimited,
-    /// A server limit (rooms, members, reply size) refused the request.
-    LimitReached,
-}
+pub use crate::reply::ErrorCode;
 
 /// A server frame other than a room event.
 #[derive(Debug, Clone, Serialize)]
@@ -184,6 +161,19 @@ pub enum ServerFrame<'a> {
 }
 
 impl ServerFrame<'_> {
+    /// Its `type`, which names an SSE block too.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerFrame::Welcome { .. } => "welcome",
+            ServerFrame::Ack { .. } => "ack",
+            ServerFrame::Sent { .. } => "sent",
+            ServerFrame::Joined { .. } => "joined",
+            ServerFrame::Left { .. } => "left",
+            ServerFrame::Authenticated { .. } => "authenticated",
+            ServerFrame::Error { .. } => "error",
+        }
+    }
+
     /// The frame as JSON text.
     pub fn encode(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()

@@ -6,5 +6,6 @@
 pub mod command;
 pub mod envelope;
 pub mod line;
+pub mod mqtt;
 pub mod names;
 pub mod topic;

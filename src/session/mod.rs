@@ -3,16 +3,19 @@
 //! Every two-way transport (TCP chat, UDP chat, WebSocket plain and structured) decodes its
 //! input into `Request`s and hands them to `Session::apply`; SSE uses a session that only
 //! joins. So a feature is written once, here: direct messages are one arm of `apply`. Answers
-//! go into the client's own queue (`Delivery::Direct`), ordered with its room events and
-//! bounded like them, in the client's dialect (lines, plain text frames or JSON frames).
+//! are typed (`crate::reply::Reply`) and go into the client's own queue (`Delivery::Reply`),
+//! ordered with its room events and bounded like them; its writer renders them in its wire
+//! form. The session knows only the client's `Dialect` (chat, structured, or a listener its
+//! transport answers for), never a wire form.
 //! Teardown is `Drop`: however a connection ends, it leaves its rooms and frees its nick.
 
 mod once;
 mod publish;
 mod request;
 mod rooms;
+#[cfg(test)]
+mod tests;
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use tokio_util::task::TaskTracker;
@@ -21,10 +24,8 @@ use crate::auth::{Action, Identity, Principal};
 use crate::event::{Author, Disconnect, MessageId};
 use crate::hub::pace::Pace;
 use crate::hub::{Delivery, Hub, Lookback, Room, Subscriber};
-use crate::protocol::command;
-use crate::protocol::envelope::{ErrorCode, ServerFrame};
 use crate::protocol::names::check_nick;
-use crate::wire::Wire;
+use crate::reply::{ErrorCode, Reply};
 
 pub use once::{Caller, DEFAULT_PAGE, MAX_KEY, MAX_PAGE, Read, Refused};
 pub use publish::{NameRefused, Refusal, author};
@@ -32,6 +33,29 @@ pub use request::Request;
 
 /// The room every client starts in unless it names one.
 pub const DEFAULT_ROOM: &str = "lobby";
+
+/// How a client speaks, which decides what its session answers and how; the bytes are its
+/// writer's (`crate::wire`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Chat lines (TCP, UDP): commands, `*` notices and `ERR` lines; signing in puts a
+    /// client in no room into the default one.
+    Lines,
+    /// The seed's WebSocket chat: commands and text, like lines.
+    Plain,
+    /// The structured protocol (JSON WebSocket, gRPC): frames with `ref`s; publishes are
+    /// acknowledged once durable.
+    Structured,
+    /// A client its transport answers (SSE, MQTT): the session joins and publishes for it.
+    Listener,
+}
+
+impl Dialect {
+    /// True for the chat dialects, which type commands.
+    fn is_chat(self) -> bool {
+        matches!(self, Dialect::Lines | Dialect::Plain)
+    }
+}
 
 /// What the transport should do after a request.
 #[derive(Debug, PartialEq, Eq)]
@@ -49,8 +73,8 @@ pub struct Session {
     sub: Arc<Subscriber>,
     nick: Arc<str>,
     rooms: Vec<Arc<Room>>,
-    /// How answers are written.
-    wire: Wire,
+    /// How the client speaks.
+    dialect: Dialect,
     /// Acks wait for durability here, tracked for shutdown.
     tasks: TaskTracker,
     /// Told to the rooms at teardown; `None` when the client left by itself.
@@ -72,7 +96,7 @@ impl Session {
     pub fn open(
         hub: Arc<Hub>,
         sub: Arc<Subscriber>,
-        wire: Wire,
+        dialect: Dialect,
         asked: Option<&str>,
         principal: Principal,
         tasks: TaskTracker,
@@ -87,7 +111,7 @@ impl Session {
             sub,
             nick,
             rooms: Vec::new(),
-            wire,
+            dialect,
             tasks,
             reason: None,
             principal,
@@ -104,21 +128,17 @@ impl Session {
 
     /// A line chat session (TCP, UDP): a generated nick, the default room if it is open to
     /// anonymous clients, a greeting.
-    pub fn start_chat(hub: Arc<Hub>, sub: Arc<Subscriber>, wire: Wire, tasks: TaskTracker) -> Self {
-        let mut session = Self::open(hub, sub, wire, None, Principal::Anonymous, tasks);
-        if session.may(DEFAULT_ROOM, Action::Subscribe) {
-            // Queued before joining, so that it is the first line: once joined, the room's
-            // events (someone leaving, say) can land in the queue at any moment.
-            session.notice(format!(
-                "* welcome {}, you are in {DEFAULT_ROOM} (/help lists commands)",
-                session.nick
-            ));
+    pub fn start_chat(hub: Arc<Hub>, sub: Arc<Subscriber>, tasks: TaskTracker) -> Self {
+        let mut session = Self::open(hub, sub, Dialect::Lines, None, Principal::Anonymous, tasks);
+        let open = session.may(DEFAULT_ROOM, Action::Subscribe);
+        // Queued before joining, so that it is the first line: once joined, the room's
+        // events (someone leaving, say) can land in the queue at any moment.
+        session.reply(Reply::Greeting {
+            nick: Arc::clone(&session.nick),
+            room: open.then(|| DEFAULT_ROOM.into()),
+        });
+        if open {
             session.join_or_refuse(None, DEFAULT_ROOM);
-        } else {
-            session.notice(format!(
-                "* welcome {}; this server needs a token: /auth TOKEN (/help lists commands)",
-                session.nick
-            ));
         }
         session
     }
@@ -146,7 +166,7 @@ impl Session {
             reference,
             ErrorCode::Forbidden,
             format!("not allowed to {action} in {room}{hint}"),
-        );
+        )
     }
 
     /// Disconnects the client when its token runs out (plus the configured leeway).
@@ -197,10 +217,10 @@ impl Session {
     /// Queues the structured protocol's first frame; sent before the first join so that it
     /// is the first frame the client reads.
     pub fn welcome(&self, room: &str) {
-        self.frame(&ServerFrame::Welcome {
-            nick: &self.nick,
-            user: self.principal.user().map(|i| &*i.sub),
-            rooms: vec![room],
+        self.reply(Reply::Welcome {
+            nick: Arc::clone(&self.nick),
+            user: self.principal.user().map(|i| Arc::clone(&i.sub)),
+            room: room.into(),
         });
     }
 
@@ -210,11 +230,11 @@ impl Session {
             .room_index(room)
             .map(|i| self.rooms[i].members())
             .unwrap_or_default();
-        self.frame(&ServerFrame::Joined {
-            reference,
-            room,
-            members: members.iter().map(|m| &*m.nick).collect(),
-            cursor: cursor.to_string(),
+        self.reply(Reply::Joined {
+            reference: reference.map(Box::from),
+            room: room.into(),
+            members: members.into_iter().map(|m| m.nick).collect(),
+            cursor,
         });
     }
 
@@ -247,17 +267,10 @@ impl Session {
                 Ok(id) => self.history(Lookback::Since(id)),
                 Err(e) => self.refuse(None, ErrorCode::BadFrame, e),
             },
-            Request::Help => {
-                let mut out = String::new();
-                for (i, line) in command::HELP.iter().enumerate() {
-                    let sep = if i == 0 { "" } else { "\n" };
-                    let _ = write!(out, "{sep}* {line}");
-                }
-                self.notice(out);
-            }
+            Request::Help => self.reply(Reply::Help),
             Request::Auth { token, reference } => self.authenticate(token, reference),
             Request::Quit => {
-                self.notice("* bye".to_owned());
+                self.reply(Reply::Bye);
                 return Flow::Quit;
             }
             Request::Invalid {
@@ -271,25 +284,22 @@ impl Session {
 
     /// Decodes one chat line and acts on it.
     pub fn handle_line(&mut self, line: &str) -> Flow {
-        let input = command::parse(line);
+        let input = crate::protocol::command::parse(line);
         match Request::from_line(&input) {
             Some(request) => self.apply(request),
             None => Flow::Continue,
         }
     }
 
-    /// Sends the client a notice of its own, in its dialect (lines get their newline).
-    pub fn notice(&self, text: String) {
-        let bytes = match self.wire {
-            Wire::Line => bytes::Bytes::from(text + "\n"),
-            Wire::Mqtt => return,
-            Wire::Grpc => crate::wire::grpc_notice(&text),
-            _ => bytes::Bytes::from(text),
-        };
-        self.sub.offer(Delivery::direct(bytes));
+    /// Queues an answer for the client, ahead of whatever comes to it next; its writer
+    /// renders it (`crate::wire::reply`). A listener's transport answers for itself.
+    pub fn reply(&self, reply: Reply) {
+        if self.dialect != Dialect::Listener {
+            self.sub.offer(Delivery::reply(reply));
+        }
     }
 
-    /// Refuses a request: an `ERR` line or text frame, or a JSON error frame.
+    /// Refuses a request: an `ERR` line, or an error frame with the request's `ref`.
     pub fn refuse(
         &self,
         reference: Option<&str>,
@@ -297,19 +307,7 @@ impl Session {
         message: impl std::fmt::Display,
     ) {
         tracing::debug!(id = self.sub.id, addr = ?self.sub.addr, ?code, %message, "client error");
-        match self.wire {
-            Wire::Json | Wire::Grpc => self.frame(&ServerFrame::Error {
-                reference,
-                code,
-                message: message.to_string(),
-            }),
-            _ => self.notice(format!("ERR {message}")),
-        }
-    }
-
-    fn frame(&self, frame: &ServerFrame<'_>) {
-        self.sub
-            .offer(Delivery::direct(encode_frame(self.wire, frame)));
+        self.reply(Reply::refused(reference, code, message));
     }
 
     fn room_index(&self, name: &str) -> Option<usize> {
@@ -318,7 +316,7 @@ impl Session {
 
     fn rename(&mut self, new: &str) {
         if *new == *self.nick {
-            return self.notice(format!("* you are already {new}"));
+            return self.reply(Reply::SameNick(Arc::clone(&self.nick)));
         }
         // Every rename is told to every room: it is paced like a message.
         if !self.paced(None) {
@@ -331,7 +329,7 @@ impl Session {
             return self.refuse(None, ErrorCode::BadName, e);
         }
         self.take_nick(new.into());
-        self.notice(format!("* you are now {}", self.nick));
+        self.reply(Reply::Renamed(Arc::clone(&self.nick)));
     }
 
     /// Releases the old nick (when its registry key differs) and tells every room.
@@ -383,33 +381,19 @@ impl Session {
         }
         self.arm_expiry();
         self.leave_forbidden();
-        let line_chat = matches!(self.wire, Wire::Line | Wire::Datagram);
-        if line_chat && self.rooms.is_empty() && self.may(DEFAULT_ROOM, Action::Subscribe) {
+        if self.dialect == Dialect::Lines
+            && self.rooms.is_empty()
+            && self.may(DEFAULT_ROOM, Action::Subscribe)
+        {
             self.join_or_refuse(reference, DEFAULT_ROOM);
         }
-        match self.wire {
-            Wire::Json | Wire::Grpc => self.frame(&ServerFrame::Authenticated {
-                reference,
-                user: &identity.sub,
-                nick: &self.nick,
-                expires: identity.expires,
-            }),
-            _ => {
-                let rooms: Vec<&str> = self.rooms.iter().map(|r| &**r.name()).collect();
-                self.notice(format!(
-                    "* signed in as {} (token expires in {} s; /auth again to refresh); rooms: {}",
-                    self.nick,
-                    identity
-                        .expires
-                        .saturating_sub(crate::event::now_ms() / 1000),
-                    if rooms.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        rooms.join(", ")
-                    }
-                ));
-            }
-        }
+        self.reply(Reply::Authenticated {
+            reference: reference.map(Box::from),
+            user: Arc::clone(&identity.sub),
+            nick: Arc::clone(&self.nick),
+            expires: identity.expires,
+            rooms: self.rooms.iter().map(|r| Arc::clone(r.name())).collect(),
+        });
     }
 }
 
@@ -425,14 +409,6 @@ impl Drop for Session {
         }
         self.hub.release_nick(self.sub.id, &self.nick);
         tracing::debug!(id = self.sub.id, transport = self.sub.transport.as_str(), reason = ?self.reason, "session ended");
-    }
-}
-
-/// An answer in the client's form: protobuf on gRPC, JSON everywhere else it is sent.
-fn encode_frame(wire: Wire, frame: &ServerFrame<'_>) -> bytes::Bytes {
-    match wire {
-        Wire::Grpc => crate::wire::grpc_frame(frame),
-        _ => bytes::Bytes::from(frame.encode()),
     }
 }
 

@@ -3,16 +3,13 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
-use super::Session;
+use super::{Dialect, Session};
 use crate::auth::Action;
 use crate::event::Disconnect;
 use crate::hub::pace::{Verdict, Who};
 use crate::hub::{Delivery, Published};
-use crate::protocol::envelope::{ErrorCode, ServerFrame};
+use crate::reply::{ErrorCode, Reply};
 use crate::store::StoreError;
-use crate::wire::Wire;
 
 /// Why `Session::publish_to` refused a message, for transports that answer with a code of
 /// their own (MQTT reason codes) instead of a queued error.
@@ -166,10 +163,9 @@ impl Session {
             None => None,
         };
         let Some(index) = index else {
-            let line_chat = matches!(self.wire, Wire::Line | Wire::Datagram | Wire::Plain);
             let message = match room {
                 Some(name) => format!("not in room {name}; join it first"),
-                None if self.rooms.is_empty() && line_chat => {
+                None if self.rooms.is_empty() && self.dialect.is_chat() => {
                     "you are in no room, so this went nowhere; /join ROOM first".to_owned()
                 }
                 None if self.rooms.is_empty() => {
@@ -195,15 +191,16 @@ impl Session {
                 ErrorCode::Unavailable,
                 format!("message not sent: {e}"),
             ),
-            Ok(published) if self.wire.is_structured() => {
+            Ok(published) if self.dialect == Dialect::Structured => {
                 self.ack(published, Arc::clone(room.name()), reference)
             }
-            Ok(published) => {
-                let newline = if self.wire == Wire::Line { "\n" } else { "" };
-                published.report_failure(&self.sub, move |e: StoreError| {
-                    Bytes::from(format!("ERR message not sent: {e}{newline}"))
-                });
-            }
+            Ok(published) => published.report_failure(&self.sub, move |e: StoreError| {
+                Reply::refused(
+                    None,
+                    ErrorCode::Unavailable,
+                    format!("message not sent: {e}"),
+                )
+            }),
         }
     }
 
@@ -211,24 +208,22 @@ impl Session {
     /// connection's other traffic.
     fn ack(&self, published: Published, room: Arc<str>, reference: Option<&str>) {
         let sub = Arc::clone(&self.sub);
-        let reference = reference.map(str::to_owned);
-        let wire = self.wire;
+        let reference = reference.map(Box::from);
         self.tasks.spawn(async move {
-            let reference = reference.as_deref();
-            let frame = match published.durable().await {
-                Ok(acked) => ServerFrame::Ack {
+            let reply = match published.durable().await {
+                Ok(acked) => Reply::Ack {
                     reference,
-                    room: &room,
-                    id: acked.id.to_string(),
+                    room,
+                    id: acked.id,
                     duplicate: acked.duplicate,
                 },
-                Err(e) => ServerFrame::Error {
+                Err(e) => Reply::Refused {
                     reference,
                     code: ErrorCode::Unavailable,
                     message: format!("message not stored: {e}"),
                 },
             };
-            sub.offer(Delivery::direct(super::encode_frame(wire, &frame)));
+            sub.offer(Delivery::reply(reply));
         });
     }
 
@@ -249,17 +244,11 @@ impl Session {
         let sent = self.hub.direct(self.author(), self.sub.id, to, text);
         match sent {
             Err(e) => self.refuse(reference, ErrorCode::NoSuchUser, e),
-            Ok(()) if self.wire.is_structured() => {
-                self.frame(&ServerFrame::Sent { reference, to });
-            }
-            // One `you -> NICK:` per line, as the recipient sees `NICK -> you:` per line.
-            Ok(()) => {
-                let lines: Vec<String> = text
-                    .split('\n')
-                    .map(|line| format!("you -> {to}: {}", line.trim_end_matches('\r')))
-                    .collect();
-                self.notice(lines.join("\n"));
-            }
+            Ok(()) => self.reply(Reply::Sent {
+                reference: reference.map(Box::from),
+                to: to.into(),
+                text: text.into(),
+            }),
         }
     }
 }

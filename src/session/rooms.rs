@@ -1,7 +1,6 @@
 //! A session's rooms: joining (within the room limits, resuming from a cursor), moving,
 //! leaving, and what it may ask of them: members, the room list a page at a time, history.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::Session;
@@ -9,8 +8,8 @@ use crate::auth::{Action, Principal};
 use crate::event::MessageId;
 use crate::hub::pace::Who;
 use crate::hub::{Delivery, Lookback, MemberInfo, RoomError};
-use crate::protocol::envelope::{ErrorCode, ServerFrame};
 use crate::protocol::names::check_room;
+use crate::reply::{ErrorCode, Reply};
 
 /// Rooms listed per `/rooms` answer.
 const ROOMS_PER_PAGE: usize = 50;
@@ -91,7 +90,7 @@ impl Session {
 
     pub(super) fn move_to(&mut self, name: &str) {
         if self.room_index(name).is_some() {
-            return self.notice(format!("* you are already in {name}"));
+            return self.reply(Reply::AlreadyIn(name.into()));
         }
         if !self.may(name, Action::Subscribe) {
             return self.forbid(None, name, Action::Subscribe);
@@ -109,8 +108,10 @@ impl Session {
             self.hub.leave(&room, &self.sub, None);
         }
         self.rooms.extend(joined);
-        let count = self.rooms[0].member_count();
-        self.notice(format!("* you joined {name} ({count} here)"));
+        self.reply(Reply::Moved {
+            room: Arc::clone(self.rooms[0].name()),
+            count: self.rooms[0].member_count(),
+        });
     }
 
     pub(super) fn leave(&mut self, room: &str, reference: Option<&str>) {
@@ -123,7 +124,10 @@ impl Session {
         };
         let left = self.rooms.swap_remove(index);
         self.hub.leave(&left, &self.sub, None);
-        self.frame(&ServerFrame::Left { reference, room });
+        self.reply(Reply::Left {
+            reference: reference.map(Box::from),
+            room: Arc::clone(left.name()),
+        });
     }
 
     /// Leaves every room the client may no longer subscribe to, saying so.
@@ -148,34 +152,36 @@ impl Session {
             return self.forbid(None, room.name(), Action::Presence);
         }
         if self.hub.broker().is_none() {
-            return self.notice(who_line(room.name(), &room.members()));
+            return self.reply(who(room.name(), room.members()));
         }
         // Members on other nodes are asked of Redis; the answer joins this client's queue
         // when it comes.
         let (hub, sub) = (Arc::clone(&self.hub), Arc::clone(&self.sub));
         let room = Arc::clone(room.name());
         self.tasks.spawn(async move {
-            let line = match hub.members(&room).await {
-                Ok(members) => who_line(&room, &members),
-                Err(e) => format!("ERR cannot list members: {e}"),
+            let reply = match hub.members(&room).await {
+                Ok(members) => who(&room, members),
+                Err(e) => Reply::refused(
+                    None,
+                    ErrorCode::Unavailable,
+                    format!("cannot list members: {e}"),
+                ),
             };
-            sub.offer(Delivery::direct(line + "\n"));
+            sub.offer(Delivery::reply(reply));
         });
     }
 
     pub(super) fn list_rooms(&self, after: Option<&str>) {
-        let mut out = String::from("* rooms:");
         let (rooms, next) = self.hub.rooms_page(after, ROOMS_PER_PAGE, |name| {
             self.may(name, Action::Presence) || self.may(name, Action::Subscribe)
         });
-        for (i, room) in rooms.iter().enumerate() {
-            let sep = if i == 0 { " " } else { ", " };
-            let _ = write!(out, "{sep}{} ({})", room.name(), room.member_count());
-        }
-        if let Some(next) = next {
-            let _ = write!(out, "; more: /rooms {next}");
-        }
-        self.notice(out);
+        self.reply(Reply::Rooms {
+            rooms: rooms
+                .iter()
+                .map(|room| (Arc::clone(room.name()), room.member_count()))
+                .collect(),
+            next,
+        });
     }
 
     pub(super) fn history(&self, lookback: Lookback) {
@@ -186,16 +192,14 @@ impl Session {
             return self.forbid(None, room.name(), Action::History);
         }
         room.replay(&self.sub, lookback);
-        self.notice(format!("* end of history of {}", room.name()));
+        self.reply(Reply::HistoryEnd(Arc::clone(room.name())));
     }
 }
 
-/// The answer to `/who`: `* in ROOM: nick (transport), ...`, without newline.
-fn who_line(room: &str, members: &[MemberInfo]) -> String {
-    let mut out = format!("* in {room}:");
-    for (i, m) in members.iter().enumerate() {
-        let sep = if i == 0 { " " } else { ", " };
-        let _ = write!(out, "{sep}{} ({})", m.nick, m.transport.as_str());
+/// The answer to `/who`: each member's nick and transport.
+fn who(room: &Arc<str>, members: Vec<MemberInfo>) -> Reply {
+    Reply::Who {
+        room: Arc::clone(room),
+        members: members.into_iter().map(|m| (m.nick, m.transport)).collect(),
     }
-    out
 }

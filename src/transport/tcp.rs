@@ -92,12 +92,8 @@ where
         }
     });
 
-    let mut session = Session::start_chat(
-        Arc::clone(&ctx.hub),
-        Arc::clone(&sub),
-        Wire::Line,
-        ctx.tasks.clone(),
-    );
+    let mut session =
+        Session::start_chat(Arc::clone(&ctx.hub), Arc::clone(&sub), ctx.tasks.clone());
     let end = read_loop(&mut reader, &mut session, &ctx, &stop).await;
     let reason = match end {
         End::Idle => {
@@ -192,11 +188,10 @@ async fn read_loop(
                 }
                 warned = true;
                 let idle = config.idle_timeout.unwrap_or_default();
-                session.notice(format!(
-                    "* quiet for {} s: send anything (an empty line will do) within {} s to stay connected",
-                    idle.as_secs(),
-                    idle_grace(idle).as_secs().max(1),
-                ));
+                session.reply(crate::reply::Reply::Idle {
+                    quiet: idle.as_secs(),
+                    grace: idle_grace(idle).as_secs().max(1),
+                });
             }
             read = read_some(reader, &mut buf) => {
                 last_read = Instant::now();

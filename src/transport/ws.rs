@@ -24,7 +24,7 @@ use crate::hub::Delivery;
 use crate::hub::{Disconnect, MessageId, Transport};
 use crate::protocol::envelope::{self, ErrorCode, SUBPROTOCOL};
 use crate::protocol::names::{check_nick, check_room};
-use crate::session::{self, DEFAULT_ROOM, Flow, Session};
+use crate::session::{self, DEFAULT_ROOM, Dialect, Flow, Session};
 use crate::transport::context::Context;
 use crate::wire::{self, Emit, Wire};
 
@@ -534,7 +534,11 @@ impl Connection {
         let mut session = Session::open(
             Arc::clone(hub),
             Arc::clone(&sub),
-            wire,
+            if structured {
+                Dialect::Structured
+            } else {
+                Dialect::Plain
+            },
             nick,
             who,
             shared.tasks.clone(),

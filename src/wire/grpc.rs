@@ -8,7 +8,7 @@ use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, k
 
 use crate::event::{Event, EventKind, Sender};
 use crate::hub::Replay;
-use crate::protocol::envelope::{ErrorCode, ServerFrame};
+use crate::protocol::envelope::ServerFrame;
 
 /// `Event.Kind`, by its numbers in the .proto.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,7 +244,7 @@ pub fn frame(frame: &ServerFrame<'_>) -> Bytes {
             message,
         } => {
             m = Message::new(Kind::Error, message.len() + 48);
-            m.text(tag::CODE, code_str(*code));
+            m.text(tag::CODE, code.as_str());
             m.text(tag::TEXT, message);
             m.opt_text(tag::REF, *reference);
         }
@@ -252,25 +252,11 @@ pub fn frame(frame: &ServerFrame<'_>) -> Bytes {
     m.done()
 }
 
-/// The error code as the structured protocol writes it (`bad_frame`, `forbidden`…).
-fn code_str(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::BadFrame => "bad_frame",
-        ErrorCode::BadName => "bad_name",
-        ErrorCode::NotJoined => "not_joined",
-        ErrorCode::NoSuchUser => "no_such_user",
-        ErrorCode::Unavailable => "unavailable",
-        ErrorCode::Unauthorized => "unauthorized",
-        ErrorCode::Forbidden => "forbidden",
-        ErrorCode::RateLimited => "rate_limited",
-        ErrorCode::LimitReached => "limit_reached",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::MessageId;
+    use crate::protocol::envelope::ErrorCode;
 
     #[test]
     fn a_message_is_its_fields_in_order_without_defaults() {

@@ -9,6 +9,8 @@
 mod grpc;
 mod json;
 mod line;
+mod mqtt;
+mod reply;
 mod sse;
 mod ws;
 
@@ -21,6 +23,8 @@ pub use grpc::{frame as grpc_frame, notice as grpc_notice};
 pub use json::gap as gap_json;
 pub use line::gap as gap_text;
 pub use line::terminal_safe;
+pub(crate) use mqtt::event as mqtt_event;
+pub use reply::{frame as reply_frame, render as reply, text as reply_text};
 
 /// The form a connection's deliveries take on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +93,9 @@ pub fn ws_frames(wire: Wire, delivery: &Delivery, out: &mut Vec<Bytes>) {
     match delivery {
         Delivery::Event(ev) => out.push(ws::text_frame(event(wire, ev))),
         Delivery::Direct(bytes) => out.push(ws::text_frame(bytes)),
+        Delivery::Reply(answer) => {
+            out.extend(reply::render(wire, answer).map(|b| ws::text_frame(&b)))
+        }
         Delivery::Replay(replay) => encode_replay(wire, replay, &mut Framed(out)),
     }
 }
@@ -108,6 +115,11 @@ pub fn encode(wire: Wire, batch: &mut Vec<Delivery>, out: &mut impl Emit) {
         match delivery {
             Delivery::Event(ev) => out.emit(event(wire, &ev), ev.id),
             Delivery::Direct(bytes) => out.emit(&bytes, None),
+            Delivery::Reply(answer) => {
+                if let Some(bytes) = reply::render(wire, &answer) {
+                    out.emit(&bytes, None);
+                }
+            }
             Delivery::Replay(replay) => encode_replay(wire, &replay, out),
         }
     }
@@ -147,6 +159,10 @@ pub fn units(wire: Wire, delivery: Delivery) -> Units {
     match delivery {
         Delivery::Event(ev) => Units::One(event(wire, &ev).clone()),
         Delivery::Direct(bytes) => Units::One(*bytes),
+        Delivery::Reply(answer) => match reply::render(wire, &answer) {
+            Some(bytes) => Units::One(bytes),
+            None => Units::Many(Vec::new()),
+        },
         Delivery::Replay(replay) => {
             let mut many = Vec::with_capacity(replay.events.len() + 1);
             encode_replay(wire, &replay, &mut many);

@@ -3,13 +3,15 @@
 //! reaches that room's members on every transport, and an MQTT subscriber gets the room's
 //! messages whoever sent them, with the same ids and order.
 //!
-//! `codec` is the only file naming the codec crate; `conn` is one connection; `state` what
+//! Packets are `crate::protocol::mqtt`'s (here `codec`, the only file naming the codec crate)
+//! and a message's PUBLISH is `crate::wire`'s; `conn` is one connection; `state` what
 //! connections share (client ids, parked sessions, retained messages); `sys` the `$SYS`
 //! figures.
 
-mod codec;
 mod conn;
 pub(crate) mod state;
+
+use crate::protocol::mqtt as codec;
 mod sys;
 mod window;
 

@@ -211,12 +211,7 @@ fn admit(
         .spawn(async move { outbox.run(&mut out, stopped).await });
     tracing::debug!(%addr, "udp member joined");
     Member {
-        session: Session::start_chat(
-            Arc::clone(&shared.hub),
-            sub,
-            Wire::Datagram,
-            shared.tasks.clone(),
-        ),
+        session: Session::start_chat(Arc::clone(&shared.hub), sub, shared.tasks.clone()),
         last_seen: Instant::now(),
         done,
         _permit: permit,

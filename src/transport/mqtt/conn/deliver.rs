@@ -1,6 +1,7 @@
 //! Deliveries: the queue's batches into PUBLISH packets within the client's window.
 
 use super::*;
+use crate::wire;
 
 impl Conn {
     /// Moves a batch from the queue: messages of joined rooms to `pending`, answers (acks
@@ -27,6 +28,8 @@ impl Conn {
             match delivery {
                 Delivery::Event(event) => keep(&event),
                 Delivery::Direct(bytes) => out.extend_from_slice(&bytes),
+                // An MQTT session answers nothing of its own (`Dialect::Listener`).
+                Delivery::Reply(_) => {}
                 Delivery::Replay(replay) => replay.events.iter().for_each(&mut keep),
             }
         }
@@ -42,12 +45,7 @@ impl Conn {
                 self.pending.pop_front();
                 continue;
             };
-            let version = self.version;
-            let form = match version {
-                Version::V4 => Form::Mqtt,
-                Version::V5 => Form::Mqtt5,
-            };
-            let size = event.encoded(form, |e| shared(e, version)).len();
+            let size = wire::mqtt_event(event, self.version).len();
             if size + if joined.qos > 0 { 2 } else { 0 } > self.client_max_packet {
                 tracing::debug!(
                     client_id = self.client_id,
@@ -67,7 +65,7 @@ impl Conn {
             let Some(event) = self.pending.pop_front() else {
                 return;
             };
-            let packet = event.encoded(form, |e| shared(e, version));
+            let packet = wire::mqtt_event(&event, self.version);
             if pkid == 0 {
                 self.out.extend_from_slice(packet);
             } else {
@@ -78,27 +76,4 @@ impl Conn {
             }
         }
     }
-}
-
-/// PUBLISH for `event`; 5.0 carries its id as the user property `id`.
-fn publish_of(event: &Event, qos: u8, pkid: u16, version: Version) -> Outbound<'_> {
-    Outbound::Publish {
-        topic: &event.room,
-        payload: event.text.as_bytes(),
-        qos,
-        pkid,
-        retain: false,
-        dup: false,
-        id: match version {
-            Version::V5 => event.id.map(|id| id.to_string()),
-            Version::V4 => None,
-        },
-    }
-}
-
-/// An event's QoS 0 PUBLISH in `version`, shared by every subscriber of that version.
-fn shared(event: &Event, version: Version) -> Bytes {
-    let mut out = BytesMut::new();
-    codec::encode(version, &publish_of(event, 0, 0, version), &mut out);
-    out.freeze()
 }

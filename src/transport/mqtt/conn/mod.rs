@@ -32,7 +32,7 @@ use super::state::{Parked, Retained};
 use super::window::Window;
 use super::{Link, sys};
 use crate::auth::{Action, Principal};
-use crate::event::{Disconnect, Event, EventKind, Form, MessageId, now_ms};
+use crate::event::{Disconnect, Event, EventKind, MessageId, now_ms};
 use crate::hub::pace::Verdict;
 use crate::hub::topics::Watcher;
 use crate::hub::{Delivery, Published, Subscriber, Transport};
@@ -274,7 +274,7 @@ async fn admit<L: Link>(
     let session = Session::open(
         Arc::clone(&ctx.hub),
         Arc::clone(&sub),
-        Wire::Mqtt,
+        crate::session::Dialect::Listener,
         nick,
         principal,
         ctx.tasks.clone(),
