@@ -22,7 +22,7 @@ use super::{Caller, Encoded, Service, caller, cursor, not_allowed, room_name};
 use crate::auth::Action;
 use crate::event::{Disconnect, MessageId, Transport};
 use crate::protocol::envelope::ErrorCode;
-use crate::session::{Flow, Request as SessionRequest, Session};
+use crate::session::{Dialect, Flow, Hello, Request as SessionRequest, Session};
 use crate::transport::limits::Permit;
 use crate::transport::writer::{Outbox, Wake};
 use crate::wire::{Emit, Wire};
@@ -70,13 +70,12 @@ impl Service {
                 "since names {stray}, which is not among the rooms"
             )));
         }
-        let mut feed = self.open(&who, nick.as_deref(), None)?;
-        feed.session.welcome(joins[0].0);
+        let mut feed = self.open(&who, nick.as_deref(), joins[0].0, None)?;
         for (room, from) in joins {
-            let at = feed.session.join(room, from).map_err(super::room_refused)?;
-            feed.session.joined(None, room, at);
+            feed.session
+                .enter(room, from)
+                .map_err(super::room_refused)?;
         }
-        tracing::debug!(id = feed.session.subscriber().id, addr = ?who.addr, rooms = rooms.len(), "grpc subscribed");
         Ok(Response::new(Box::pin(futures_util::stream::unfold(
             feed,
             Feed::next,
@@ -89,9 +88,7 @@ impl Service {
     ) -> Result<Response<Events>, Status> {
         let who = caller(&request);
         let nick = super::nick(&request)?;
-        let feed = self.open(&who, nick.as_deref(), Some(request.into_inner()))?;
-        feed.session.welcome("");
-        tracing::debug!(id = feed.session.subscriber().id, addr = ?who.addr, "grpc chat opened");
+        let feed = self.open(&who, nick.as_deref(), "", Some(request.into_inner()))?;
         Ok(Response::new(Box::pin(futures_util::stream::unfold(
             feed,
             Feed::next,
@@ -103,6 +100,7 @@ impl Service {
         &self,
         who: &Caller,
         nick: Option<&str>,
+        room: &str,
         inbound: Option<Streaming<pb::ClientFrame>>,
     ) -> Result<Box<Feed>, Status> {
         let shared = &self.shared;
@@ -113,16 +111,15 @@ impl Service {
             crate::metrics::METRICS.refuse(full.code());
             Status::resource_exhausted(full.to_string())
         })?;
-        let hub = Arc::clone(&shared.hub);
-        let (sub, rx) = hub.subscribe(Transport::Grpc, true, who.addr);
-        let session = Session::open(
-            hub,
-            Arc::clone(&sub),
-            crate::session::Dialect::Structured,
+        let hello = Hello {
+            transport: Transport::Grpc,
+            dialect: Dialect::Structured,
+            addr: who.addr,
             nick,
-            who.principal.clone(),
-            shared.tasks.clone(),
-        );
+            principal: who.principal.clone(),
+        };
+        let (session, rx) = Session::connect(&shared.hub, shared.tasks.clone(), hello, room);
+        let sub = Arc::clone(session.subscriber());
         Ok(Box::new(Feed {
             session,
             outbox: Outbox::new(rx, sub, crate::transport::stop_signal(shared), Wire::Grpc),

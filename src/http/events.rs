@@ -22,7 +22,7 @@ use super::{AppError, Query};
 use crate::auth::Action;
 use crate::hub::{MessageId, Transport};
 use crate::protocol::names::{check_nick, check_room};
-use crate::session::{DEFAULT_ROOM, Session};
+use crate::session::{DEFAULT_ROOM, Dialect, Hello, Session};
 use crate::transport::context::Context;
 use crate::transport::limits::Permit;
 use crate::transport::writer::{Outbox, Output, Wake};
@@ -101,19 +101,16 @@ pub(crate) async fn events(
         .try_acquire(addr.ip())
         .map_err(AppError::full)?;
 
-    let hub = Arc::clone(&shared.hub);
-    let (sub, rx) = hub.subscribe(Transport::Sse, true, Some(addr));
-    let mut session = Session::open(
-        hub,
-        Arc::clone(&sub),
-        crate::session::Dialect::Listener,
-        query.nick.as_deref(),
-        who,
-        shared.tasks.clone(),
-    );
-    let cursor = session.join(&room, since).map_err(AppError::room)?;
-    tracing::debug!(id = sub.id, %addr, nick = %session.nick(), %room, ?since, "sse connected");
-
+    let hello = Hello {
+        transport: Transport::Sse,
+        dialect: Dialect::Listener,
+        addr: Some(addr),
+        nick: query.nick.as_deref(),
+        principal: who,
+    };
+    let (mut session, rx) = Session::connect(&shared.hub, shared.tasks.clone(), hello, &room);
+    let cursor = session.enter(&room, since).map_err(AppError::room)?;
+    let sub = Arc::clone(session.subscriber());
     let stream = EventStream {
         outbox: Outbox::new(rx, sub, crate::transport::stop_signal(&shared), Wire::Sse),
         session,

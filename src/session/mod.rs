@@ -16,14 +16,16 @@ mod rooms;
 #[cfg(test)]
 mod tests;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Action, Identity, Principal};
-use crate::event::{Author, Disconnect, MessageId};
+use crate::event::{Author, Disconnect, MessageId, Transport};
 use crate::hub::pace::Pace;
-use crate::hub::{Delivery, Hub, Lookback, Room, Subscriber};
+use crate::hub::queue::Receiver;
+use crate::hub::{Delivery, Hub, Lookback, Room, RoomError, Subscriber};
 use crate::protocol::names::check_nick;
 use crate::reply::{ErrorCode, Reply};
 
@@ -55,6 +57,22 @@ impl Dialect {
     fn is_chat(self) -> bool {
         matches!(self, Dialect::Lines | Dialect::Plain)
     }
+}
+
+/// Who is connecting, and how: what every streaming transport knows once it has admitted a
+/// client (`Session::connect`).
+#[derive(Debug, Clone)]
+pub struct Hello<'a> {
+    /// The transport it came on.
+    pub transport: Transport,
+    /// How it speaks.
+    pub dialect: Dialect,
+    /// Its address (behind a trusted proxy, the one the proxy names).
+    pub addr: Option<SocketAddr>,
+    /// The nick it asked for.
+    pub nick: Option<&'a str>,
+    /// Who it is.
+    pub principal: Principal,
 }
 
 /// What the transport should do after a request.
@@ -126,10 +144,59 @@ impl Session {
         session
     }
 
+    /// The one entry of every streaming client (WebSocket, SSE, gRPC streams, and line
+    /// chat through `start_chat`): its subscriber, which hears its own messages except on
+    /// line chat, and its session, in no room yet. A structured client is welcomed first,
+    /// naming `room` (its first; "" for none); `enter` joins.
+    pub fn connect(
+        hub: &Arc<Hub>,
+        tasks: TaskTracker,
+        hello: Hello<'_>,
+        room: &str,
+    ) -> (Self, Receiver<Delivery>) {
+        let echo_own = hello.dialect != Dialect::Lines;
+        let (sub, rx) = hub.subscribe(hello.transport, echo_own, hello.addr);
+        let session = Self::open(
+            Arc::clone(hub),
+            sub,
+            hello.dialect,
+            hello.nick,
+            hello.principal,
+            tasks,
+        );
+        if session.dialect == Dialect::Structured {
+            session.welcome(room);
+        }
+        tracing::debug!(id = session.sub.id, addr = ?hello.addr, transport = hello.transport.as_str(), nick = %session.nick, "connected");
+        (session, rx)
+    }
+
+    /// Joins a room the client named when it connected (resuming after `since`); a
+    /// structured client is told `joined`, with the members and the cursor.
+    pub fn enter(&mut self, room: &str, since: Option<MessageId>) -> Result<MessageId, RoomError> {
+        let cursor = self.join(room, since)?;
+        if self.dialect == Dialect::Structured {
+            self.joined(None, room, cursor);
+        }
+        Ok(cursor)
+    }
+
     /// A line chat session (TCP, UDP): a generated nick, the default room if it is open to
     /// anonymous clients, a greeting.
-    pub fn start_chat(hub: Arc<Hub>, sub: Arc<Subscriber>, tasks: TaskTracker) -> Self {
-        let mut session = Self::open(hub, sub, Dialect::Lines, None, Principal::Anonymous, tasks);
+    pub fn start_chat(
+        hub: &Arc<Hub>,
+        transport: Transport,
+        addr: SocketAddr,
+        tasks: TaskTracker,
+    ) -> (Self, Receiver<Delivery>) {
+        let hello = Hello {
+            transport,
+            dialect: Dialect::Lines,
+            addr: Some(addr),
+            nick: None,
+            principal: Principal::Anonymous,
+        };
+        let (mut session, rx) = Self::connect(hub, tasks, hello, "");
         let open = session.may(DEFAULT_ROOM, Action::Subscribe);
         // Queued before joining, so that it is the first line: once joined, the room's
         // events (someone leaving, say) can land in the queue at any moment.
@@ -140,7 +207,7 @@ impl Session {
         if open {
             session.join_or_refuse(None, DEFAULT_ROOM);
         }
-        session
+        (session, rx)
     }
 
     /// True if the client may do `action` in `room`.

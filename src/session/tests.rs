@@ -16,17 +16,17 @@ fn hub() -> Arc<Hub> {
     })
 }
 
-/// A client of `dialect`, in no room yet.
+/// A client of `dialect`, in no room yet, its welcome (if any) read.
 fn client(hub: &Arc<Hub>, dialect: Dialect, nick: &str) -> (Session, Receiver<Delivery>) {
-    let (sub, rx) = hub.subscribe(Transport::Ws, true, None);
-    let session = Session::open(
-        Arc::clone(hub),
-        sub,
+    let hello = Hello {
+        transport: Transport::Ws,
         dialect,
-        Some(nick),
-        Principal::Anonymous,
-        TaskTracker::new(),
-    );
+        addr: None,
+        nick: Some(nick),
+        principal: Principal::Anonymous,
+    };
+    let (session, mut rx) = Session::connect(hub, TaskTracker::new(), hello, "");
+    replies(&mut rx);
     (session, rx)
 }
 
@@ -43,8 +43,8 @@ fn replies(rx: &mut Receiver<Delivery>) -> Vec<Reply> {
 #[tokio::test]
 async fn a_chat_client_is_greeted_then_joined() {
     let hub = hub();
-    let (sub, mut rx) = hub.subscribe(Transport::Tcp, true, None);
-    let session = Session::start_chat(Arc::clone(&hub), sub, TaskTracker::new());
+    let addr = "127.0.0.1:9".parse().unwrap();
+    let (session, mut rx) = Session::start_chat(&hub, Transport::Tcp, addr, TaskTracker::new());
     let said = replies(&mut rx);
     assert_eq!(
         said,
@@ -54,6 +54,39 @@ async fn a_chat_client_is_greeted_then_joined() {
         }]
     );
     assert_eq!(&**session.rooms()[0].name(), DEFAULT_ROOM);
+}
+
+#[tokio::test]
+async fn a_structured_client_is_welcomed_then_told_each_join() {
+    let hub = hub();
+    let hello = Hello {
+        transport: Transport::Grpc,
+        dialect: Dialect::Structured,
+        addr: None,
+        nick: Some("ann"),
+        principal: Principal::Anonymous,
+    };
+    let (mut ann, mut rx) = Session::connect(&hub, TaskTracker::new(), hello, "a");
+    let cursor = ann.enter("a", None).unwrap();
+    ann.enter("b", None).unwrap();
+    let said = replies(&mut rx);
+    assert_eq!(
+        said[..2],
+        [
+            Reply::Welcome {
+                nick: "ann".into(),
+                user: None,
+                room: "a".into()
+            },
+            Reply::Joined {
+                reference: None,
+                room: "a".into(),
+                members: vec!["ann".into()],
+                cursor,
+            },
+        ]
+    );
+    assert!(matches!(&said[2], Reply::Joined { room, .. } if &**room == "b"));
 }
 
 #[tokio::test]

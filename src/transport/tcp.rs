@@ -74,8 +74,8 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (sub, rx) = ctx.hub.subscribe(Transport::Tcp, false, Some(addr));
-    tracing::debug!(id = sub.id, %addr, "tcp chat connected");
+    let (mut session, rx) = Session::start_chat(&ctx.hub, Transport::Tcp, addr, ctx.tasks.clone());
+    let sub = Arc::clone(session.subscriber());
     let done = CancellationToken::new();
     let stop = super::stop_signal(&ctx);
     let outbox = Outbox::new(rx, Arc::clone(&sub), stop.clone(), Wire::Line);
@@ -92,8 +92,6 @@ where
         }
     });
 
-    let mut session =
-        Session::start_chat(Arc::clone(&ctx.hub), Arc::clone(&sub), ctx.tasks.clone());
     let end = read_loop(&mut reader, &mut session, &ctx, &stop).await;
     let reason = match end {
         End::Idle => {

@@ -24,7 +24,7 @@ use crate::hub::Delivery;
 use crate::hub::{Disconnect, MessageId, Transport};
 use crate::protocol::envelope::{self, ErrorCode, SUBPROTOCOL};
 use crate::protocol::names::{check_nick, check_room};
-use crate::session::{self, DEFAULT_ROOM, Dialect, Flow, Session};
+use crate::session::{self, DEFAULT_ROOM, Dialect, Flow, Hello, Session};
 use crate::transport::context::Context;
 use crate::wire::{self, Emit, Wire};
 
@@ -528,30 +528,22 @@ impl Connection {
         room: &str,
         since: Option<MessageId>,
     ) -> Self {
-        let hub = &shared.hub;
-        let (sub, rx) = hub.subscribe(Transport::Ws, true, Some(addr));
-        let wire = if structured { Wire::Json } else { Wire::Plain };
-        let mut session = Session::open(
-            Arc::clone(hub),
-            Arc::clone(&sub),
-            if structured {
-                Dialect::Structured
-            } else {
-                Dialect::Plain
-            },
+        let (wire, dialect) = match structured {
+            true => (Wire::Json, Dialect::Structured),
+            false => (Wire::Plain, Dialect::Plain),
+        };
+        let hello = Hello {
+            transport: Transport::Ws,
+            dialect,
+            addr: Some(addr),
             nick,
-            who,
-            shared.tasks.clone(),
-        );
-        if structured {
-            session.welcome(room);
+            principal: who,
+        };
+        let (mut session, rx) = Session::connect(&shared.hub, shared.tasks.clone(), hello, room);
+        if let Err(e) = session.enter(room, since) {
+            session.refuse(None, ErrorCode::LimitReached, e);
         }
-        tracing::debug!(id = sub.id, %addr, nick = %session.nick(), structured, "websocket chat connected");
-        match session.join(room, since) {
-            Ok(cursor) if structured => session.joined(None, room, cursor),
-            Ok(_) => {}
-            Err(e) => session.refuse(None, ErrorCode::LimitReached, e),
-        }
+        let sub = Arc::clone(session.subscriber());
         Self {
             outbox: Outbox::new(rx, sub, super::stop_signal(&shared), wire),
             session,

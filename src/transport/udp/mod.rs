@@ -191,11 +191,12 @@ fn admit(
     addr: SocketAddr,
     permit: Permit,
 ) -> Member {
-    let (sub, rx) = shared.hub.subscribe(Transport::Udp, false, Some(addr));
+    let (session, rx) =
+        Session::start_chat(&shared.hub, Transport::Udp, addr, shared.tasks.clone());
     let done = CancellationToken::new();
     let outbox = Outbox::new(
         rx,
-        Arc::clone(&sub),
+        Arc::clone(session.subscriber()),
         super::stop_signal(shared),
         Wire::Datagram,
     );
@@ -211,7 +212,7 @@ fn admit(
         .spawn(async move { outbox.run(&mut out, stopped).await });
     tracing::debug!(%addr, "udp member joined");
     Member {
-        session: Session::start_chat(Arc::clone(&shared.hub), sub, shared.tasks.clone()),
+        session,
         last_seen: Instant::now(),
         done,
         _permit: permit,
