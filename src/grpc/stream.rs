@@ -24,7 +24,7 @@ use crate::event::{Disconnect, MessageId, Transport};
 use crate::protocol::envelope::ErrorCode;
 use crate::session::{Dialect, Flow, Hello, Request as SessionRequest, Session};
 use crate::transport::limits::Permit;
-use crate::transport::writer::{Outbox, Wake};
+use crate::transport::writer::Outbox;
 use crate::wire::{Emit, Wire};
 
 /// Most rooms one `Subscribe` names (as MQTT's most filters per SUBSCRIBE).
@@ -161,16 +161,12 @@ impl Feed {
             let reading = inbound.is_some();
             tokio::select! {
                 biased;
-                wake = self.outbox.wait() => match wake {
-                    Wake::Batch => self.outbox.encode(&mut self.units),
-                    Wake::Closed => return None,
-                    Wake::End(reason) => {
-                        tracing::debug!(id = self.session.subscriber().id, reason = reason.as_str(), "grpc stream ended by the server");
+                pulled = self.outbox.pull(&mut self.session, &mut self.units) => {
+                    if let Err(reason) = pulled? {
                         self.done = true;
-                        self.session.end(Some(reason));
                         return Some((Err(ended(reason)), self));
                     }
-                },
+                }
                 _ = crate::transport::sleep_until(self.deadline) => {
                     tracing::debug!(id = self.session.subscriber().id, "grpc stream deadline passed");
                     self.done = true;

@@ -25,7 +25,7 @@ use crate::protocol::names::{check_nick, check_room};
 use crate::session::{DEFAULT_ROOM, Dialect, Hello, Session};
 use crate::transport::context::Context;
 use crate::transport::limits::Permit;
-use crate::transport::writer::{Outbox, Output, Wake};
+use crate::transport::writer::Outbox;
 use crate::wire::{self, Emit, Wire};
 
 /// A comment line every this often keeps proxies and load balancers from timing out.
@@ -166,16 +166,11 @@ impl EventStream {
         }
         let chunk = tokio::select! {
             biased;
-            wake = self.outbox.wait() => match wake {
-                Wake::Batch => {
-                    // Encoding only: hyper writes the chunk as fast as the socket drains.
-                    self.outbox.encode(&mut self.out);
-                    self.out.take()
-                }
-                Wake::Closed => return None,
-                Wake::End(reason) => {
+            // Encoding only: hyper writes the chunk as fast as the socket drains.
+            pulled = self.outbox.pull(&mut self.session, &mut self.out) => match pulled? {
+                Ok(()) => self.out.take(),
+                Err(reason) => {
                     self.done = true;
-                    self.session.end(Some(reason));
                     wire::goodbye(Wire::Sse, reason)?
                 }
             },
@@ -236,16 +231,5 @@ impl Emit for SseOutput {
             self.buf.extend_from_slice(&one);
         }
         self.buf.extend_from_slice(unit);
-    }
-}
-
-impl Output for SseOutput {
-    async fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-
-    fn discard(&mut self) {
-        self.one = None;
-        self.buf.clear();
     }
 }

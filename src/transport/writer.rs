@@ -3,7 +3,8 @@
 //!
 //! Every transport's writer is this code: TCP and UDP run `Outbox::run` as their writer task;
 //! WebSocket, which reads and writes in one task, waits on `Outbox::wait` beside its reads and
-//! calls `Outbox::send`; SSE's response stream does the same. So the batch size, the latency
+//! calls `Outbox::send`; SSE's and gRPC's response streams take encoded batches from
+//! `Outbox::pull`. So the batch size, the latency
 //! samples, the kick and shutdown handling and the goodbye are the same on every transport.
 
 use std::future::Future;
@@ -146,6 +147,33 @@ impl Outbox {
             Err(error) => {
                 tracing::debug!(id = self.sub.id, %error, "write failed");
                 Sent::PeerGone
+            }
+        }
+    }
+
+    /// The next batch encoded into `out`, for a stream its framework writes (an SSE body, a
+    /// gRPC response): `Some(Ok)` with a batch, `Some(Err(reason))` once when the server ends
+    /// the connection (told to the session, for its rooms), `None` when the queue is closed.
+    /// Cancel-safe like `wait`.
+    pub(crate) async fn pull(
+        &mut self,
+        session: &mut crate::session::Session,
+        out: &mut impl Emit,
+    ) -> Option<Result<(), Disconnect>> {
+        match self.wait().await {
+            Wake::Batch => {
+                self.encode(out);
+                Some(Ok(()))
+            }
+            Wake::Closed => None,
+            Wake::End(reason) => {
+                tracing::debug!(
+                    id = self.sub.id,
+                    reason = reason.as_str(),
+                    "stream ended by the server"
+                );
+                session.end(Some(reason));
+                Some(Err(reason))
             }
         }
     }
