@@ -9,7 +9,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -19,7 +19,7 @@ use crate::config::{Config, StoreKind};
 use crate::hub::{Cluster, Hub, HubConfig};
 use crate::transport::context::Context;
 use crate::transport::tls::Tls;
-use crate::transport::{self, limits::Limiter};
+use crate::transport::{self, limits::Limiter, limits::Permit};
 use crate::{BindFailure, Error, grpc, http, store};
 
 /// How often idle rooms are looked for.
@@ -315,44 +315,10 @@ impl Server {
                     transport::echo::handle_tcp,
                 ));
             }
-            (Listener::Tcp, Mode::Chat) => match tls {
-                Some(tls) => {
-                    let acceptor = tls.chat().clone();
-                    tasks.spawn(transport::accept_loop(
-                        listener,
-                        shared,
-                        move |stream, addr, permit, ctx| {
-                            transport::tcp::handle_tls(stream, addr, permit, ctx, acceptor.clone())
-                        },
-                    ));
-                }
-                None => {
-                    tasks.spawn(transport::accept_loop(
-                        listener,
-                        shared,
-                        transport::tcp::handle,
-                    ));
-                }
-            },
-            (Listener::Mqtt, _) => match tls {
-                Some(tls) => {
-                    let acceptor = tls.chat().clone();
-                    tasks.spawn(transport::accept_loop(
-                        listener,
-                        shared,
-                        move |stream, addr, permit, ctx| {
-                            transport::mqtt::handle_tls(stream, addr, permit, ctx, acceptor.clone())
-                        },
-                    ));
-                }
-                None => {
-                    tasks.spawn(transport::accept_loop(
-                        listener,
-                        shared,
-                        transport::mqtt::handle,
-                    ));
-                }
-            },
+            (Listener::Tcp, Mode::Chat) => {
+                spawn_accept(&shared, listener, tls, transport::tcp::handle);
+            }
+            (Listener::Mqtt, _) => spawn_accept(&shared, listener, tls, transport::mqtt::handle),
             (Listener::Udp, _) => unreachable!("UDP is a datagram socket"),
         }
         if let Some(addr) = addr {
@@ -637,4 +603,20 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+/// Accepts a stream transport's connections (TCP chat, MQTT), each served by `serve` with
+/// the TLS acceptor when the server has a certificate.
+fn spawn_accept<F, Fut>(shared: &Arc<Context>, listener: TcpListener, tls: Option<Tls>, serve: F)
+where
+    F: Fn(TcpStream, SocketAddr, Permit, Arc<Context>, Option<tokio_rustls::TlsAcceptor>) -> Fut,
+    F: Copy + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let acceptor = tls.map(|tls| tls.chat().clone());
+    shared.tasks.spawn(transport::accept_loop(
+        listener,
+        Arc::clone(shared),
+        move |stream, addr, permit, ctx| serve(stream, addr, permit, ctx, acceptor.clone()),
+    ));
 }

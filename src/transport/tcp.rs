@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::limits::Permit;
 use super::sleep_until;
+use super::tls::Accepted;
 use super::writer::{Outbox, Output};
 use crate::hub::{Disconnect, MessageId, Transport};
 use crate::protocol::envelope::ErrorCode;
@@ -41,30 +42,24 @@ enum End {
     Error,
 }
 
-/// Serves one TCP chat connection until it ends.
-pub(crate) async fn handle(stream: TcpStream, addr: SocketAddr, permit: Permit, ctx: Arc<Context>) {
-    let _ = stream.set_nodelay(true);
-    let (reader, writer) = stream.into_split();
-    serve(reader, writer, addr, permit, ctx).await;
-}
-
-/// Serves one TLS chat connection: the handshake (bounded in time), then the chat.
-pub(crate) async fn handle_tls(
+/// Serves one chat connection, over TLS when the listener has an acceptor.
+pub(crate) async fn handle(
     stream: TcpStream,
     addr: SocketAddr,
     permit: Permit,
     ctx: Arc<Context>,
-    acceptor: tokio_rustls::TlsAcceptor,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let handshake = acceptor.accept(stream);
-    match tokio::time::timeout(super::tls::HANDSHAKE_TIMEOUT, handshake).await {
-        Ok(Ok(tls)) => {
-            let (reader, writer) = tokio::io::split(tls);
+    match super::tls::accept(stream, addr, tls.as_ref()).await {
+        Some(Accepted::Plain(stream)) => {
+            let (reader, writer) = stream.into_split();
             serve(reader, writer, addr, permit, ctx).await;
         }
-        Ok(Err(error)) => tracing::debug!(%addr, %error, "TLS handshake failed"),
-        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+        Some(Accepted::Tls(stream)) => {
+            let (reader, writer) = tokio::io::split(*stream);
+            serve(reader, writer, addr, permit, ctx).await;
+        }
+        None => {}
     }
 }
 

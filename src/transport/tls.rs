@@ -21,6 +21,39 @@ use tokio_util::sync::CancellationToken;
 /// Longest a client may take to finish its handshake.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A stream socket as its transport reads it: as accepted, or after its TLS handshake.
+pub(crate) enum Accepted {
+    /// No TLS on this listener.
+    Plain(tokio::net::TcpStream),
+    /// The handshake is done.
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+}
+
+/// Readies an accepted socket for a stream transport (TCP chat, MQTT): no Nagle delay, and,
+/// given an acceptor, the TLS handshake within `HANDSHAKE_TIMEOUT`. `None` (logged) when the
+/// handshake fails or times out.
+pub(crate) async fn accept(
+    stream: tokio::net::TcpStream,
+    addr: std::net::SocketAddr,
+    acceptor: Option<&TlsAcceptor>,
+) -> Option<Accepted> {
+    let _ = stream.set_nodelay(true);
+    let Some(acceptor) = acceptor else {
+        return Some(Accepted::Plain(stream));
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(Accepted::Tls(Box::new(tls))),
+        Ok(Err(error)) => {
+            tracing::debug!(%addr, %error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%addr, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
 /// A certificate that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

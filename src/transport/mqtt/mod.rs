@@ -73,32 +73,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Link for Stream<S> {
     }
 }
 
-/// Serves one MQTT connection over TLS (MQTT's listener speaks TLS whenever the server has
-/// a certificate): the handshake, bounded in time, then MQTT.
-pub(crate) async fn handle_tls(
-    stream: TcpStream,
-    addr: SocketAddr,
-    _permit: Permit,
-    ctx: Arc<Context>,
-    acceptor: tokio_rustls::TlsAcceptor,
-) {
-    let _ = stream.set_nodelay(true);
-    match tokio::time::timeout(super::tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => conn::serve(Stream(tls), addr, ctx).await,
-        Ok(Err(error)) => tracing::debug!(%addr, %error, "mqtt TLS handshake failed"),
-        Err(_) => tracing::debug!(%addr, "mqtt TLS handshake timed out"),
-    }
-}
-
-/// Serves one MQTT connection over TCP.
+/// Serves one MQTT connection over TCP, with TLS when the listener has an acceptor.
 pub(crate) async fn handle(
     stream: TcpStream,
     addr: SocketAddr,
     _permit: Permit,
     ctx: Arc<Context>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    let _ = stream.set_nodelay(true);
-    conn::serve(Tcp(stream), addr, ctx).await;
+    match super::tls::accept(stream, addr, tls.as_ref()).await {
+        Some(super::tls::Accepted::Plain(stream)) => conn::serve(Tcp(stream), addr, ctx).await,
+        Some(super::tls::Accepted::Tls(stream)) => conn::serve(Stream(*stream), addr, ctx).await,
+        None => {}
+    }
 }
 
 /// MQTT over WebSocket: binary frames carry the byte stream, split anywhere.
