@@ -150,20 +150,27 @@ impl Server {
         Self::bind_mode(Mode::Chat, config).await
     }
 
-    /// Binds the echo server's listeners (`config.tcp` and `config.udp`; HTTP is ignored).
-    pub async fn bind_echo(mut config: Config) -> Result<Self, Error> {
-        config.http = None;
-        config.mqtt = None;
-        config.grpc = None;
+    /// Binds the echo server's listeners (`config.tcp` and `config.udp`). It keeps nothing:
+    /// no other listener, no store on disk or in Redis, no webhooks, no TLS.
+    pub async fn bind_echo(config: Config) -> Result<Self, Error> {
+        let config = Config {
+            http: None,
+            mqtt: None,
+            grpc: None,
+            store: StoreKind::Memory,
+            redis: None,
+            webhooks: None,
+            tls: None,
+            ..config
+        };
         Self::bind_mode(Mode::Echo, config).await
     }
 
     async fn bind_mode(mode: Mode, config: Config) -> Result<Self, Error> {
         let listeners = bind_all(&config).await?;
         // Before anything opens a file in it: history, kept state, the webhook queue.
-        let uses_data_dir = mode == Mode::Chat
-            && (config.store == StoreKind::Sqlite
-                || (config.webhooks.is_some() && config.store != StoreKind::Memory));
+        let uses_data_dir = config.store == StoreKind::Sqlite
+            || (config.webhooks.is_some() && config.store != StoreKind::Memory);
         let data_lock = if uses_data_dir {
             Some(store::DirLock::take(&config.data_dir)?)
         } else {
@@ -173,16 +180,19 @@ impl Server {
             sqlite,
             cluster,
             history,
-        } = open_stores(mode, &config)?;
+        } = open_stores(&config)?;
         // Retained messages and parked MQTT sessions live beside durable history.
-        let keep = match (mode, config.store) {
-            (Mode::Chat, StoreKind::Sqlite) => store::Keep::open(&config.data_dir)?,
+        let keep = match config.store {
+            StoreKind::Sqlite => store::Keep::open(&config.data_dir)?,
             _ => store::Keep::memory(),
         };
-        let (tls, auth) = trust(mode, &config)?;
+        let (tls, auth) = trust(&config)?;
+        if mode == Mode::Chat {
+            tracing::info!(policy = %config.auth.anonymous_policy(), "who may do what");
+        }
         let shutdown = CancellationToken::new();
-        let observer: Option<Arc<dyn crate::hub::Observer>> = match (&config.webhooks, mode) {
-            (Some(hooks), Mode::Chat) => {
+        let observer: Option<Arc<dyn crate::hub::Observer>> = match &config.webhooks {
+            Some(hooks) => {
                 // Durable beside the history (the directory the lock holds), except when
                 // history itself is throw-away.
                 let dir = data_lock.as_ref().map(|_| config.data_dir.as_path());
@@ -420,7 +430,7 @@ fn spawn_http(
         router,
         acceptor,
         Arc::clone(shared),
-        http::Listener::Http,
+        http::Api::Http,
     ));
 }
 
@@ -443,7 +453,7 @@ fn spawn_grpc(
         router,
         acceptor,
         Arc::clone(shared),
-        http::Listener::Grpc,
+        http::Api::Grpc,
     ));
 }
 
@@ -470,15 +480,15 @@ struct Stores {
     history: store::HistoryFactory,
 }
 
-/// Opens the configured store. The echo server keeps no history, so it opens none.
-fn open_stores(mode: Mode, config: &Config) -> Result<Stores, Error> {
+/// Opens the configured store (the echo server's is always memory).
+fn open_stores(config: &Config) -> Result<Stores, Error> {
     let retention = store::Retention {
         max_messages: config.history_max_messages,
         max_age: config.history_max_age,
         key_window: config.limits.idempotency_window,
     };
-    Ok(match (mode, config.store, &config.redis) {
-        (Mode::Chat, StoreKind::Sqlite, _) => {
+    Ok(match (config.store, &config.redis) {
+        (StoreKind::Sqlite, _) => {
             let store = store::SqliteStore::open(&config.data_dir, retention)?;
             Stores {
                 history: store.factory(),
@@ -486,7 +496,7 @@ fn open_stores(mode: Mode, config: &Config) -> Result<Stores, Error> {
                 cluster: None,
             }
         }
-        (Mode::Chat, StoreKind::Redis, Some(url)) => {
+        (StoreKind::Redis, Some(url)) => {
             let redis = RedisCluster::connect(url, &config.redis_prefix, retention)?;
             Stores {
                 history: redis.factory(),
@@ -505,26 +515,21 @@ fn open_stores(mode: Mode, config: &Config) -> Result<Stores, Error> {
     })
 }
 
-/// The certificate (chat mode only) and the token verifier; warns when tokens would cross
-/// the network in clear.
-fn trust(mode: Mode, config: &Config) -> Result<(Option<Tls>, Arc<Auth>), Error> {
+/// The certificate and the token verifier; warns when tokens would cross the network in
+/// clear.
+fn trust(config: &Config) -> Result<(Option<Tls>, Arc<Auth>), Error> {
     let invalid = |key: &'static str, message: String| {
         Error::Config(crate::config::ConfigError::Invalid { key, message })
     };
-    let tls = match (&config.tls, mode) {
-        (Some((cert, key)), Mode::Chat) => {
-            Some(Tls::load(cert, key).map_err(|e| invalid("tls", e.to_string()))?)
-        }
-        _ => None,
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(Tls::load(cert, key).map_err(|e| invalid("tls", e.to_string()))?),
+        None => None,
     };
     let auth = Arc::new(Auth::new(&config.auth).map_err(|m| invalid("auth", m))?);
     let exposed = [config.tcp, config.http]
         .into_iter()
         .flatten()
         .any(|a| !a.ip().is_loopback());
-    if mode == Mode::Chat {
-        tracing::info!(policy = %config.auth.anonymous_policy(), "who may do what");
-    }
     if exposed && tls.is_none() && !config.auth.is_empty() {
         tracing::warn!(
             "listening beyond loopback without TLS: tokens and API keys cross the network \

@@ -103,7 +103,7 @@ pub(crate) async fn events(
 
     let hello = Hello {
         transport: Transport::Sse,
-        dialect: Dialect::Listener,
+        dialect: Dialect::Quiet,
         addr: Some(addr),
         nick: query.nick.as_deref(),
         principal: who,

@@ -19,7 +19,7 @@ mod unsent;
 mod upgrade;
 
 pub(crate) use fuzz::fuzz_query;
-pub(crate) use serve::{Listener, serve};
+pub(crate) use serve::{Api, serve};
 
 use std::sync::Arc;
 

@@ -24,10 +24,10 @@ use crate::transport::limits::{Full, Permit};
 /// HTTP/2 streams one connection may have open at once.
 const MAX_STREAMS: u32 = 128;
 
-/// Which listener `serve` runs: the HTTP API names its clients through `Forwarded` /
+/// Which API `serve` runs: the HTTP API names its clients through `Forwarded` /
 /// `X-Forwarded-For` from trusted proxies; the gRPC listener through the PROXY protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Listener {
+pub(crate) enum Api {
     /// The HTTP API, pages and WebSockets.
     Http,
     /// gRPC.
@@ -40,7 +40,7 @@ pub(crate) async fn serve(
     router: Router,
     tls: Option<TlsAcceptor>,
     shared: Arc<Context>,
-    kind: Listener,
+    kind: Api,
 ) {
     let builder = Arc::new(builder(&shared));
     let unsent = Arc::new(super::unsent::Unsent::default());
@@ -66,7 +66,7 @@ pub(crate) async fn serve(
             Arc::clone(&shared),
         );
         let budget = unsent.connection();
-        let proxy_header = proxy && kind == Listener::Grpc && shared.config.proxy_protocol;
+        let proxy_header = proxy && kind == Api::Grpc && shared.config.proxy_protocol;
         shared.tasks.spawn(async move {
             let mut stream = stream;
             // The PROXY header comes first, before TLS.

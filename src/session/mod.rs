@@ -48,8 +48,9 @@ pub enum Dialect {
     /// The structured protocol (JSON WebSocket, gRPC): frames with `ref`s; publishes are
     /// acknowledged once durable.
     Structured,
-    /// A client its transport answers (SSE, MQTT): the session joins and publishes for it.
-    Listener,
+    /// A client the session never answers (SSE, MQTT): it joins and publishes for it, and
+    /// the transport says what there is to say (an HTTP status, an MQTT reason code).
+    Quiet,
 }
 
 impl Dialect {
@@ -361,7 +362,7 @@ impl Session {
     /// Queues an answer for the client, ahead of whatever comes to it next; its writer
     /// renders it (`crate::wire::reply`). A listener's transport answers for itself.
     pub fn reply(&self, reply: Reply) {
-        if self.dialect != Dialect::Listener {
+        if self.dialect != Dialect::Quiet {
             self.sub.offer(Delivery::reply(reply));
         }
     }

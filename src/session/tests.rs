@@ -215,9 +215,9 @@ async fn a_direct_message_to_nobody_is_refused_and_to_someone_is_sent() {
 }
 
 #[tokio::test]
-async fn a_listener_is_answered_by_its_transport_not_its_session() {
+async fn a_quiet_client_is_answered_by_its_transport_not_its_session() {
     let hub = hub();
-    let (mut sse, mut rx) = client(&hub, Dialect::Listener, "ann");
+    let (mut sse, mut rx) = client(&hub, Dialect::Quiet, "ann");
     sse.apply(Request::Help);
     sse.apply(Request::Leave {
         room: "dev",

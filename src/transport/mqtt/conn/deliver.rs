@@ -28,7 +28,7 @@ impl Conn {
             match delivery {
                 Delivery::Event(event) => keep(&event),
                 Delivery::Direct(bytes) => out.extend_from_slice(&bytes),
-                // An MQTT session answers nothing of its own (`Dialect::Listener`).
+                // An MQTT session answers nothing of its own (`Dialect::Quiet`).
                 Delivery::Reply(_) => {}
                 Delivery::Replay(replay) => replay.events.iter().for_each(&mut keep),
             }

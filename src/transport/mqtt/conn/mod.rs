@@ -274,7 +274,7 @@ async fn admit<L: Link>(
     let session = Session::open(
         Arc::clone(&ctx.hub),
         Arc::clone(&sub),
-        crate::session::Dialect::Listener,
+        crate::session::Dialect::Quiet,
         nick,
         principal,
         ctx.tasks.clone(),
