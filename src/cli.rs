@@ -167,8 +167,20 @@ pub struct ConnectArgs {
 /// The settings only the config file has (no flag): key, default (from the code's own
 /// defaults), meaning. `[limits]` keys are written with their table.
 fn file_only() -> Vec<(&'static str, String, &'static str)> {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let serve = cli.find_subcommand("serve").expect("serve is a subcommand");
+    // A limit that has a flag is listed with its flag.
+    let flagged: Vec<String> = serve
+        .get_arguments()
+        .filter_map(|arg| toml_key(arg.get_long()?))
+        .collect();
     let mut rows = file_only_settings();
-    rows.extend(file_only_limits());
+    rows.extend(
+        crate::config::Limits::reference()
+            .into_iter()
+            .filter(|(key, ..)| !flagged.iter().any(|f| f == key)),
+    );
     rows
 }
 
@@ -208,88 +220,6 @@ fn file_only_settings() -> Vec<(&'static str, String, &'static str)> {
             "none".into(),
             "A webhook receiver, with the events and rooms it wants and its own signing key \
          (`--webhook URL` adds one for everything).",
-        ),
-    ]
-}
-
-/// `file_only`'s `[limits]` keys.
-fn file_only_limits() -> Vec<(&'static str, String, &'static str)> {
-    let l = crate::config::Limits::default();
-    vec![
-        (
-            "limits.connection_burst",
-            l.connection_burst.to_string(),
-            "Messages a connection may send at once before `connection_rate` paces it.",
-        ),
-        (
-            "limits.flood_refusals",
-            l.flood_refusals.to_string(),
-            "Publishes refused in a row before the connection is cut as a flood.",
-        ),
-        (
-            "limits.reply_bytes",
-            l.reply_bytes.to_string(),
-            "Largest history reply (a page, a resume replay), in bytes.",
-        ),
-        (
-            "limits.http_header_timeout_secs",
-            l.http_header_timeout.as_secs().to_string(),
-            "Time for a request's headers to arrive; also how long an idle keep-alive connection stays.",
-        ),
-        (
-            "limits.http_body_timeout_secs",
-            l.http_body_timeout.as_secs().to_string(),
-            "Time for a request's whole body to arrive.",
-        ),
-        (
-            "limits.http_connections",
-            l.http_connections.to_string(),
-            "HTTP connections at once.",
-        ),
-        (
-            "limits.http_connections_per_ip",
-            l.http_connections_per_ip.to_string(),
-            "HTTP connections from one address at once.",
-        ),
-        (
-            "limits.reserved_fds",
-            l.reserved_fds.to_string(),
-            "File descriptors kept free so that listeners can still accept and refuse.",
-        ),
-        (
-            "limits.max_rooms_per_creator",
-            l.max_rooms_per_creator.to_string(),
-            "Rooms one creator (a user, or an anonymous client's address) may have made and still existing.",
-        ),
-        (
-            "limits.max_members",
-            l.max_members.to_string(),
-            "Members in one room at once.",
-        ),
-        (
-            "limits.rooms_per_connection",
-            l.rooms_per_connection.to_string(),
-            "Rooms one connection may be in at once, an MQTT wildcard's included (API keys exempt).",
-        ),
-        (
-            "limits.memberships_per_ip",
-            l.memberships_per_ip.to_string(),
-            "Rooms the connections from one address may be in at once, together.",
-        ),
-        (
-            "limits.ipv6_prefix",
-            l.ipv6_prefix.to_string(),
-            "Prefix length IPv6 clients are grouped by for every per-address cap and bucket.",
-        ),
-        (
-            "limits.idempotency_window_secs",
-            l.idempotency_window.as_secs().to_string(),
-            "How long an idempotency key is remembered.",
-        ),
-        (
-            "limits.udp_cookie_ttl_secs",
-            l.udp_cookie_ttl.as_secs().to_string(),
-            "Longest a UDP verification cookie is valid.",
         ),
     ]
 }

@@ -3,6 +3,10 @@
 //! Every default is one a person chatting never meets; each bounds what a hostile client can
 //! make the server hold or send. Set in the TOML file's `[limits]` table (every key
 //! optional); the common ones also have flags.
+//!
+//! Each limit is written once, in `limits!` below: its field, type, default, TOML key and the
+//! line `docs/CONFIG.md` gives it. The struct, its `Default`, the file's table and the
+//! reference rows are made from that one list.
 
 use std::time::Duration;
 
@@ -10,110 +14,153 @@ use serde::Deserialize;
 
 use super::ConfigError;
 
-/// The resolved limits.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Limits {
-    /// Messages per second one connection may publish (TCP, UDP, WebSocket), on average;
-    /// 0 = unlimited.
-    pub connection_rate: f64,
-    /// Messages one connection may publish at once before `connection_rate` applies.
-    pub connection_burst: f64,
-    /// Publishes refused in a row before the connection is cut as a flood.
-    pub flood_refusals: u32,
-    /// Bytes one client may have waiting to be written (events, replies, replays) before it
-    /// is cut as a slow consumer.
-    pub queue_bytes: usize,
-    /// Largest history reply (`/history`, a resume replay, an HTTP page), in bytes of text;
-    /// older messages past it are left out and the reply says so.
-    pub reply_bytes: usize,
-    /// Time for a request's headers to arrive, counted from when the connection is ready for
-    /// one: it is also how long an idle keep-alive connection stays open.
-    pub http_header_timeout: Duration,
-    /// Time for a request's whole body to arrive.
-    pub http_body_timeout: Duration,
-    /// HTTP connections at once, in all and from one IP (every request, long-poll, SSE and
-    /// WebSocket rides on one).
-    pub http_connections: usize,
-    /// HTTP connections from one IP address at once.
-    pub http_connections_per_ip: usize,
-    /// File descriptors kept free so that the listeners can still accept and refuse when
-    /// the process is near its limit.
-    pub reserved_fds: usize,
-    /// Rooms that may exist at once.
-    pub max_rooms: usize,
-    /// Rooms one creator (a user, or an anonymous client's IP) may have created and still
-    /// existing.
-    pub max_rooms_per_creator: usize,
-    /// Members in one room at once.
-    pub max_members: usize,
-    /// Rooms one connection may be in at once (an MQTT wildcard joins every room it
-    /// matches); a backend signed in with an API key is not held to it.
-    pub rooms_per_connection: usize,
-    /// Rooms the connections from one address may be in at once, together: what one
-    /// address can make the server hold, and tear down when it leaves, is bounded.
-    pub memberships_per_ip: usize,
-    /// The prefix length IPv6 clients are grouped by for every per-address cap and bucket
-    /// (one host usually holds a whole /64).
-    pub ipv6_prefix: u8,
-    /// How long an idempotency key is remembered.
-    pub idempotency_window: Duration,
-    /// UDP: longest a verification cookie is valid.
-    pub udp_cookie_ttl: Duration,
+/// How a limit's type is written in the file (durations as whole seconds) and shown in the
+/// reference.
+trait Setting: Sized {
+    /// Its form in the TOML file.
+    type File: for<'de> Deserialize<'de>;
+    fn from_file(file: Self::File) -> Self;
+    fn show(&self) -> String;
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            // A fast typist sends a line a second; a bot relaying a burst a few dozen.
-            connection_rate: 20.0,
-            connection_burst: 50.0,
-            flood_refusals: 100,
-            // 4 MiB: a full queue of chat-sized messages, or one full history reply, with
-            // room to spare (Redis's pub/sub soft limit is 8 MiB; Centrifugo's queue 1 MiB).
-            queue_bytes: 4 * 1024 * 1024,
-            reply_bytes: 1024 * 1024,
-            http_header_timeout: Duration::from_secs(10),
-            http_body_timeout: Duration::from_secs(10),
-            http_connections: 100_000,
-            http_connections_per_ip: 1_000,
-            reserved_fds: 64,
-            max_rooms: 100_000,
-            max_rooms_per_creator: 100,
-            max_members: 100_000,
-            // Centrifugo allows 128 channels per client; an MQTT `#` on a busy server
-            // would meet that, so ten times as many.
-            rooms_per_connection: 1_000,
-            // A full house of connections from one address (1,000) in 20 rooms each.
-            memberships_per_ip: 20_000,
-            ipv6_prefix: 64,
-            idempotency_window: Duration::from_secs(24 * 60 * 60),
-            udp_cookie_ttl: Duration::from_secs(120),
+macro_rules! plain_setting {
+    ($($ty:ty),*) => {$(
+        impl Setting for $ty {
+            type File = $ty;
+            fn from_file(file: $ty) -> Self {
+                file
+            }
+            fn show(&self) -> String {
+                self.to_string()
+            }
         }
+    )*};
+}
+plain_setting!(f64, u32, u8, usize);
+
+impl Setting for Duration {
+    type File = u64;
+    fn from_file(secs: u64) -> Self {
+        Duration::from_secs(secs)
+    }
+    fn show(&self) -> String {
+        self.as_secs().to_string()
     }
 }
 
-/// The `[limits]` table of the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct FileLimits {
-    connection_rate: Option<f64>,
-    connection_burst: Option<f64>,
-    flood_refusals: Option<u32>,
-    queue_bytes: Option<usize>,
-    reply_bytes: Option<usize>,
-    http_header_timeout_secs: Option<u64>,
-    http_body_timeout_secs: Option<u64>,
-    http_connections: Option<usize>,
-    http_connections_per_ip: Option<usize>,
-    reserved_fds: Option<usize>,
-    max_rooms: Option<usize>,
-    max_rooms_per_creator: Option<usize>,
-    max_members: Option<usize>,
-    rooms_per_connection: Option<usize>,
-    memberships_per_ip: Option<usize>,
-    ipv6_prefix: Option<u8>,
-    idempotency_window_secs: Option<u64>,
-    udp_cookie_ttl_secs: Option<u64>,
+macro_rules! limits {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident: $ty:ty = $default:expr, $key:literal, $meaning:literal;
+    )*) => {
+        /// The resolved limits.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Limits {
+            $($(#[doc = $doc])* pub $name: $ty,)*
+        }
+
+        impl Default for Limits {
+            fn default() -> Self {
+                Self { $($name: $default,)* }
+            }
+        }
+
+        /// The `[limits]` table of the TOML file: every key optional, unknown keys refused.
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(super) struct FileLimits {
+            $(#[serde(rename = $key)] $name: Option<<$ty as Setting>::File>,)*
+        }
+
+        impl Limits {
+            /// `self` with each key the file gives.
+            fn with_file(mut self, file: FileLimits) -> Self {
+                $(if let Some(given) = file.$name {
+                    self.$name = Setting::from_file(given);
+                })*
+                self
+            }
+
+            /// Every limit for `docs/CONFIG.md`: its key under `[limits]`, its default,
+            /// what it does.
+            pub fn reference() -> Vec<(&'static str, String, &'static str)> {
+                let d = Limits::default();
+                vec![$((concat!("limits.", $key), d.$name.show(), $meaning),)*]
+            }
+        }
+    };
+}
+
+limits! {
+    /// Messages per second one connection may publish (TCP, UDP, WebSocket), on average;
+    /// 0 = unlimited.
+    // A fast typist sends a line a second; a bot relaying a burst a few dozen.
+    connection_rate: f64 = 20.0, "connection_rate",
+        "Messages per second one connection may publish, on average; 0 = unlimited.";
+    /// Messages one connection may publish at once before `connection_rate` applies.
+    connection_burst: f64 = 50.0, "connection_burst",
+        "Messages a connection may send at once before `connection_rate` paces it.";
+    /// Publishes refused in a row before the connection is cut as a flood.
+    flood_refusals: u32 = 100, "flood_refusals",
+        "Publishes refused in a row before the connection is cut as a flood.";
+    /// Bytes one client may have waiting to be written (events, replies, replays) before it
+    /// is cut as a slow consumer. 4 MiB: a full queue of chat-sized messages, or one full
+    /// history reply, with room to spare (Redis's pub/sub soft limit is 8 MiB; Centrifugo's
+    /// queue 1 MiB).
+    queue_bytes: usize = 4 * 1024 * 1024, "queue_bytes",
+        "Bytes one client may have waiting to be written before it is cut as a slow consumer.";
+    /// Largest history reply (`/history`, a resume replay, an HTTP page), in bytes of text;
+    /// older messages past it are left out and the reply says so.
+    reply_bytes: usize = 1024 * 1024, "reply_bytes",
+        "Largest history reply (a page, a resume replay), in bytes.";
+    /// Time for a request's headers to arrive, counted from when the connection is ready for
+    /// one: it is also how long an idle keep-alive connection stays open.
+    http_header_timeout: Duration = Duration::from_secs(10), "http_header_timeout_secs",
+        "Time for a request's headers to arrive; also how long an idle keep-alive connection stays.";
+    /// Time for a request's whole body to arrive.
+    http_body_timeout: Duration = Duration::from_secs(10), "http_body_timeout_secs",
+        "Time for a request's whole body to arrive.";
+    /// HTTP connections at once (every request, long-poll, SSE and WebSocket rides on one).
+    http_connections: usize = 100_000, "http_connections",
+        "HTTP connections at once.";
+    /// HTTP connections from one IP address at once.
+    http_connections_per_ip: usize = 1_000, "http_connections_per_ip",
+        "HTTP connections from one address at once.";
+    /// File descriptors kept free so that the listeners can still accept and refuse when
+    /// the process is near its limit.
+    reserved_fds: usize = 64, "reserved_fds",
+        "File descriptors kept free so that listeners can still accept and refuse.";
+    /// Rooms that may exist at once.
+    max_rooms: usize = 100_000, "max_rooms",
+        "Rooms that may exist at once.";
+    /// Rooms one creator (a user, or an anonymous client's IP) may have created and still
+    /// existing.
+    max_rooms_per_creator: usize = 100, "max_rooms_per_creator",
+        "Rooms one creator (a user, or an anonymous client's address) may have made and still existing.";
+    /// Members in one room at once.
+    max_members: usize = 100_000, "max_members",
+        "Members in one room at once.";
+    /// Rooms one connection may be in at once (an MQTT wildcard joins every room it
+    /// matches); a backend signed in with an API key is not held to it. Centrifugo allows
+    /// 128 channels per client; an MQTT `#` on a busy server would meet that, so ten times
+    /// as many.
+    rooms_per_connection: usize = 1_000, "rooms_per_connection",
+        "Rooms one connection may be in at once, an MQTT wildcard's included (API keys exempt).";
+    /// Rooms the connections from one address may be in at once, together: what one
+    /// address can make the server hold, and tear down when it leaves, is bounded. A full
+    /// house of connections from one address (1,000) in 20 rooms each.
+    memberships_per_ip: usize = 20_000, "memberships_per_ip",
+        "Rooms the connections from one address may be in at once, together.";
+    /// The prefix length IPv6 clients are grouped by for every per-address cap and bucket
+    /// (one host usually holds a whole /64).
+    ipv6_prefix: u8 = 64, "ipv6_prefix",
+        "Prefix length IPv6 clients are grouped by for every per-address cap and bucket.";
+    /// How long an idempotency key is remembered.
+    idempotency_window: Duration = Duration::from_secs(24 * 60 * 60), "idempotency_window_secs",
+        "How long an idempotency key is remembered.";
+    /// UDP: longest a verification cookie is valid.
+    udp_cookie_ttl: Duration = Duration::from_secs(120), "udp_cookie_ttl_secs",
+        "Longest a UDP verification cookie is valid.";
 }
 
 /// The limits with flags: these override the file.
@@ -125,45 +172,18 @@ pub(super) struct FlagLimits {
 }
 
 impl Limits {
+    /// The defaults, then the file's `[limits]`, then the flags; checked.
     pub(super) fn resolve(flags: FlagLimits, file: FileLimits) -> Result<Self, ConfigError> {
-        let d = Limits::default();
-        let secs = Duration::from_secs;
-        let limits = Limits {
-            connection_rate: flags
-                .connection_rate
-                .or(file.connection_rate)
-                .unwrap_or(d.connection_rate),
-            connection_burst: file.connection_burst.unwrap_or(d.connection_burst),
-            flood_refusals: file.flood_refusals.unwrap_or(d.flood_refusals),
-            queue_bytes: flags
-                .queue_bytes
-                .or(file.queue_bytes)
-                .unwrap_or(d.queue_bytes),
-            reply_bytes: file.reply_bytes.unwrap_or(d.reply_bytes),
-            http_header_timeout: file
-                .http_header_timeout_secs
-                .map_or(d.http_header_timeout, secs),
-            http_body_timeout: file
-                .http_body_timeout_secs
-                .map_or(d.http_body_timeout, secs),
-            http_connections: file.http_connections.unwrap_or(d.http_connections),
-            http_connections_per_ip: file
-                .http_connections_per_ip
-                .unwrap_or(d.http_connections_per_ip),
-            reserved_fds: file.reserved_fds.unwrap_or(d.reserved_fds),
-            max_rooms: flags.max_rooms.or(file.max_rooms).unwrap_or(d.max_rooms),
-            max_rooms_per_creator: file
-                .max_rooms_per_creator
-                .unwrap_or(d.max_rooms_per_creator),
-            max_members: file.max_members.unwrap_or(d.max_members),
-            rooms_per_connection: file.rooms_per_connection.unwrap_or(d.rooms_per_connection),
-            memberships_per_ip: file.memberships_per_ip.unwrap_or(d.memberships_per_ip),
-            ipv6_prefix: file.ipv6_prefix.unwrap_or(d.ipv6_prefix),
-            idempotency_window: file
-                .idempotency_window_secs
-                .map_or(d.idempotency_window, secs),
-            udp_cookie_ttl: file.udp_cookie_ttl_secs.map_or(d.udp_cookie_ttl, secs),
-        };
+        let mut limits = Limits::default().with_file(file);
+        if let Some(rate) = flags.connection_rate {
+            limits.connection_rate = rate;
+        }
+        if let Some(bytes) = flags.queue_bytes {
+            limits.queue_bytes = bytes;
+        }
+        if let Some(rooms) = flags.max_rooms {
+            limits.max_rooms = rooms;
+        }
         limits.validate()?;
         Ok(limits)
     }
