@@ -26,7 +26,7 @@ run() { # bin label name url-template args...   (PORT = HTTP, TPORT = TCP chat)
   url=${template//TPORT/$tport}; url=${url//PORT/$port}
   echo "== $label $name"
   "$gen" "$url" "$@" --server-pid "$pid" --duration "$secs" --warmup 2 \
-    | grep -E "deliveries/s|latency|server CPU"
+    | grep -E "deliveries/s|latency|server CPU|server RSS"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 for _ in $(seq 1 "$rounds"); do
@@ -36,5 +36,6 @@ for _ in $(seq 1 "$rounds"); do
     run "$bin" "$side" W2 "ws://127.0.0.1:PORT/ws?room=w2" -c 1000 -p 1 --rate 1000
     run "$bin" "$side" W3 "ws://127.0.0.1:PORT/ws?room=w3" -c 50 -p 50 --window 1
     run "$bin" "$side" "W1 tcp" "tcp://127.0.0.1:TPORT/w1t" -c 100 -p 10 --window 32
+    run "$bin" "$side" idle "ws://127.0.0.1:PORT/ws?room=idle" -c 1000 -p 1 --rate 1
   done
 done

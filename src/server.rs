@@ -316,8 +316,8 @@ impl Server {
         let tasks = &self.shared.tasks;
         let secure = if tls.is_some() { "s" } else { "" };
         match (kind, self.mode) {
-            (Listener::Http, _) => return spawn_http(&shared, listener, tls, addr),
-            (Listener::Grpc, _) => return spawn_grpc(&shared, listener, tls, addr),
+            (Listener::Http, _) => return spawn_api(&shared, listener, tls, addr, http::Api::Http),
+            (Listener::Grpc, _) => return spawn_api(&shared, listener, tls, addr, http::Api::Grpc),
             (Listener::Tcp, Mode::Echo) => {
                 tasks.spawn(transport::accept_loop(
                     listener,
@@ -410,18 +410,27 @@ fn context(
     }
 }
 
-/// Serves the router on `listener`, over TLS when `tls` is set (`http::serve`).
-fn spawn_http(
+/// Serves `api` on `listener` through `http::serve`'s loop (HTTP/2 and HTTP/1.1, the same
+/// caps and timeouts for both), over TLS when `tls` is set.
+fn spawn_api(
     shared: &Arc<Context>,
     listener: TcpListener,
     tls: Option<Tls>,
     addr: Option<SocketAddr>,
+    api: http::Api,
 ) {
-    let router = http::router(Arc::clone(shared));
+    let router = match api {
+        http::Api::Http => http::router(Arc::clone(shared)),
+        http::Api::Grpc => grpc::router(Arc::clone(shared)),
+    };
     if let Some(addr) = addr {
-        match &tls {
-            Some(_) => tracing::info!(%addr, alpn = "h2,http/1.1", "https listening"),
-            None => tracing::info!(%addr, "http listening"),
+        match (api, &tls) {
+            (http::Api::Http, Some(_)) => {
+                tracing::info!(%addr, alpn = "h2,http/1.1", "https listening")
+            }
+            (http::Api::Http, None) => tracing::info!(%addr, "http listening"),
+            (http::Api::Grpc, Some(_)) => tracing::info!(%addr, "grpcs listening"),
+            (http::Api::Grpc, None) => tracing::info!(%addr, "grpc listening"),
         }
     }
     let acceptor = tls.map(|tls| tls.http().clone());
@@ -430,30 +439,7 @@ fn spawn_http(
         router,
         acceptor,
         Arc::clone(shared),
-        http::Api::Http,
-    ));
-}
-
-/// Serves gRPC on `listener` through the HTTP listener's loop (HTTP/2, the same caps and
-/// timeouts), over TLS when `tls` is set.
-fn spawn_grpc(
-    shared: &Arc<Context>,
-    listener: TcpListener,
-    tls: Option<Tls>,
-    addr: Option<SocketAddr>,
-) {
-    let router = grpc::router(Arc::clone(shared));
-    if let Some(addr) = addr {
-        let what = if tls.is_some() { "grpcs" } else { "grpc" };
-        tracing::info!(%addr, "{what} listening");
-    }
-    let acceptor = tls.map(|tls| tls.http().clone());
-    shared.tasks.spawn(http::serve(
-        listener,
-        router,
-        acceptor,
-        Arc::clone(shared),
-        http::Api::Grpc,
+        api,
     ));
 }
 
