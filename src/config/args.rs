@@ -1,14 +1,20 @@
-//! The flags of `serve` (each with its `SWITCHBOARD_*` environment variable); `Config::resolve`
-//! merges them over the file and the defaults.
+//! The settings of `serve`, written once: each is a flag (with its `SWITCHBOARD_*`
+//! environment variable) and a key of the TOML file, from the same field. The flags are
+//! parsed by clap, the file by serde into the same struct (renamed keys say so; file-only
+//! keys are `arg(skip)`, flag-only ones `serde(skip)`); `Config::resolve` merges the two
+//! over the defaults.
 
 use std::path::PathBuf;
 
 use clap::Args;
+use serde::Deserialize;
 
 use super::{Listen, StoreKind};
+use crate::auth::RoomRule;
 
-/// Options of `serve`.
-#[derive(Debug, Args)]
+/// Options of `serve`, and the keys of its TOML file.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServeArgs {
     /// TCP chat address, or `off` [default: 127.0.0.1:12345].
     #[arg(long, value_name = "ADDR", env = "SWITCHBOARD_TCP")]
@@ -57,6 +63,7 @@ pub struct ServeArgs {
 
     /// TOML file with settings; flags and environment variables override it.
     #[arg(long, value_name = "FILE", env = "SWITCHBOARD_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
 
     /// Connections across all transports at once [default: 100000].
@@ -124,15 +131,18 @@ pub struct ServeArgs {
     /// Publishes per second per connection (TCP, UDP, WebSocket); 0 = unlimited; more
     /// limits in the file's [limits] table (docs/PROTOCOL.md, "Limits") [default: 20].
     #[arg(long, value_name = "N", env = "SWITCHBOARD_CONNECTION_RATE")]
+    #[serde(skip)]
     pub connection_rate: Option<f64>,
 
     /// Bytes waiting to be written to one client before it is cut as a slow consumer
     /// [default: 4194304].
     #[arg(long, value_name = "BYTES", env = "SWITCHBOARD_QUEUE_BYTES")]
+    #[serde(skip)]
     pub queue_bytes: Option<usize>,
 
     /// Rooms that may exist at once [default: 100000].
     #[arg(long, value_name = "N", env = "SWITCHBOARD_MAX_ROOMS")]
+    #[serde(skip)]
     pub max_rooms: Option<usize>,
 
     /// Most messages each room keeps for history and resume [default: 1000].
@@ -152,6 +162,7 @@ pub struct ServeArgs {
         env = "SWITCHBOARD_ALLOWED_ORIGINS",
         value_delimiter = ','
     )]
+    #[serde(rename = "allowed_origin")]
     pub allowed_origins: Vec<String>,
 
     /// HS256 secret that signs tokens (repeatable for rotation: every one verifies, the first
@@ -161,6 +172,7 @@ pub struct ServeArgs {
         value_name = "SECRET",
         env = "SWITCHBOARD_AUTH_SECRET"
     )]
+    #[serde(rename = "auth_secret")]
     pub auth_secrets: Vec<String>,
 
     /// RSA or EC public key (PEM file) that verifies RS256/ES256 tokens (repeatable).
@@ -169,6 +181,7 @@ pub struct ServeArgs {
         value_name = "FILE",
         env = "SWITCHBOARD_AUTH_PUBLIC_KEY"
     )]
+    #[serde(rename = "auth_public_key")]
     pub auth_public_keys: Vec<PathBuf>,
 
     /// URL of a JWKS document whose keys verify tokens (fetched only from here, refreshed
@@ -188,6 +201,7 @@ pub struct ServeArgs {
         env = "SWITCHBOARD_API_KEYS",
         value_delimiter = ','
     )]
+    #[serde(rename = "api_key")]
     pub api_keys: Vec<String>,
 
     /// POST signed webhooks here (repeatable; comma-separated in the environment): rooms
@@ -200,6 +214,7 @@ pub struct ServeArgs {
         env = "SWITCHBOARD_WEBHOOKS",
         value_delimiter = ','
     )]
+    #[serde(skip)]
     pub webhooks: Vec<String>,
 
     /// Key of the HMAC-SHA256 signature on every webhook (`X-Switchboard-Signature`), at
@@ -220,6 +235,7 @@ pub struct ServeArgs {
         env = "SWITCHBOARD_ALLOWED_HOSTS",
         value_delimiter = ','
     )]
+    #[serde(rename = "allowed_host")]
     pub allowed_hosts: Vec<String>,
 
     /// Reverse proxies whose word on the client's address is taken: addresses or CIDR
@@ -234,6 +250,7 @@ pub struct ServeArgs {
         value_delimiter = ',',
         value_parser = super::parse_net
     )]
+    #[serde(deserialize_with = "nets")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
     /// Connections from --trusted-proxies to the TCP chat, MQTT and gRPC listeners start with
@@ -260,4 +277,36 @@ pub struct ServeArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+
+    // The keys only the file has (docs/CONFIG.md lists them from `cli::file_only`).
+    /// Seconds a WebSocket client has to answer a ping.
+    #[arg(skip)]
+    pub ws_pong_timeout_secs: Option<u64>,
+    /// Largest message on `/echo`, in bytes.
+    #[arg(skip)]
+    pub ws_echo_max_message: Option<usize>,
+    /// `[[rooms]]`: who may do what where no token grant applies.
+    #[arg(skip)]
+    pub rooms: Vec<RoomRule>,
+    /// `[limits]`.
+    #[arg(skip)]
+    pub(super) limits: super::limits::FileLimits,
+    /// Events one webhook endpoint may have queued.
+    #[arg(skip)]
+    pub webhook_queue_max: Option<usize>,
+    /// Bytes of events one webhook endpoint may have queued.
+    #[arg(skip)]
+    pub webhook_queue_max_bytes: Option<usize>,
+    /// `[[webhooks]]`: receivers with their filters and secrets.
+    #[arg(skip)]
+    #[serde(rename = "webhooks")]
+    pub(super) hooks: Vec<super::FileWebhook>,
+}
+
+/// The file's `trusted_proxies`: each an address or a CIDR network.
+fn nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    list.iter()
+        .map(|n| super::parse_net(n).map_err(serde::de::Error::custom))
+        .collect()
 }

@@ -2,14 +2,16 @@
 //! optional TOML file and defaults, in that order of precedence.
 //!
 //! clap already merges flags over environment variables (both land in `ServeArgs` as `Some`),
-//! so resolving is: the argument if given, else the file's value, else the default below.
+//! and the file is read into a `ServeArgs` too (`args.rs`: one field per setting serves as
+//! flag and as key), so resolving is: the argument if given, else the file's value, else the
+//! default below.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::auth::{AuthConfig, RoomRule};
+use crate::auth::AuthConfig;
 use serde::Deserialize;
 
 mod args;
@@ -257,68 +259,10 @@ impl Default for Config {
     }
 }
 
-/// The TOML file: every key optional, unknown keys refused so that typos are caught.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    tcp: Option<Listen>,
-    udp: Option<Listen>,
-    http: Option<Listen>,
-    mqtt: Option<Listen>,
-    grpc: Option<Listen>,
-    mqtt_max_packet: Option<usize>,
-    store: Option<StoreKind>,
-    data_dir: Option<PathBuf>,
-    redis: Option<String>,
-    redis_prefix: Option<String>,
-    max_connections: Option<usize>,
-    max_connections_per_ip: Option<usize>,
-    max_line_bytes: Option<usize>,
-    idle_timeout: Option<u64>,
-    queue_capacity: Option<usize>,
-    line_flush_ms: Option<u64>,
-    udp_ttl: Option<u64>,
-    udp_max_in: Option<usize>,
-    udp_max_out: Option<usize>,
-    ws_max_message: Option<usize>,
-    ws_echo_max_message: Option<usize>,
-    ws_ping_interval: Option<u64>,
-    ws_pong_timeout_secs: Option<u64>,
-    ws_deflate: Option<bool>,
-    allowed_origin: Option<Vec<String>>,
-    history_max_messages: Option<usize>,
-    history_max_age: Option<u64>,
-    publish_rate: Option<f64>,
-    publish_burst: Option<f64>,
-    sse_max_lifetime: Option<u64>,
-    auth_secret: Option<Vec<String>>,
-    auth_public_key: Option<Vec<PathBuf>>,
-    auth_jwks_url: Option<String>,
-    auth_leeway: Option<u64>,
-    api_key: Option<Vec<String>>,
-    allow_anonymous: Option<bool>,
-    allowed_host: Option<Vec<String>>,
-    trusted_proxies: Option<Vec<String>>,
-    proxy_protocol: Option<bool>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    #[serde(default)]
-    rooms: Vec<RoomRule>,
-    #[serde(default)]
-    limits: limits::FileLimits,
-    webhook_secret: Option<String>,
-    /// Events one endpoint may have queued (default 10,000).
-    webhook_queue_max: Option<usize>,
-    /// Bytes of events one endpoint may have queued (default 64 MiB).
-    webhook_queue_max_bytes: Option<usize>,
-    #[serde(default)]
-    webhooks: Vec<FileWebhook>,
-}
-
 /// `[[webhooks]]`: one receiver, with optional filters and its own secret.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileWebhook {
+pub(super) struct FileWebhook {
     url: String,
     /// Event names (room_occupied, room_vacated, member_joined, member_left, message);
     /// absent = all.
@@ -373,7 +317,7 @@ fn endpoint_secret(url: &str, secret: Option<String>) -> Result<String, ConfigEr
 
 fn resolve_webhooks(
     args: &ServeArgs,
-    file: &mut FileConfig,
+    file: &mut ServeArgs,
 ) -> Result<Option<self::webhooks::WebhookConfig>, ConfigError> {
     use self::webhooks::{Endpoint, WebhookConfig};
     let invalid = |message: String| ConfigError::Invalid {
@@ -382,7 +326,7 @@ fn resolve_webhooks(
     };
     // One key for the endpoints that have none of their own.
     let shared = args.webhook_secret.clone().or(file.webhook_secret.take());
-    let from_file = std::mem::take(&mut file.webhooks)
+    let from_file = std::mem::take(&mut file.hooks)
         .into_iter()
         .map(|w| (w.url, w.events, w.rooms, w.secret));
     let from_flags = args
@@ -453,7 +397,9 @@ pub const RENAMED_KEYS: &[(&str, &str)] = &[
     ("allowed_hosts", "allowed_host"),
 ];
 
-impl FileConfig {
+impl ServeArgs {
+    /// The TOML file's settings: every key optional, unknown keys refused (typos are
+    /// caught), old names taken with a warning, relative paths made relative to the file.
     fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -468,7 +414,7 @@ impl FileConfig {
             .iter()
             .filter(|(old, _)| table.contains_key(*old))
             .collect();
-        let mut file: FileConfig = if old.is_empty() {
+        let mut file: ServeArgs = if old.is_empty() {
             // Straight from the text, so that an error names its line and column.
             toml::from_str(&text).map_err(|e| parse_error(e.to_string()))?
         } else {
@@ -499,7 +445,7 @@ impl FileConfig {
         for path in paths.into_iter().flatten() {
             beside(path);
         }
-        for key in file.auth_public_key.iter_mut().flatten() {
+        for key in &mut file.auth_public_keys {
             beside(key);
         }
         Ok(file)
@@ -510,9 +456,7 @@ impl FileConfig {
 /// the first of the file's `auth_secrets`.
 pub fn signing_secret(flag: Option<String>, file: Option<&Path>) -> Result<String, ConfigError> {
     let from_file = match file {
-        Some(path) => FileConfig::load(path)?
-            .auth_secret
-            .and_then(|s| s.into_iter().next()),
+        Some(path) => ServeArgs::load(path)?.auth_secrets.into_iter().next(),
         None => None,
     };
     let secret = flag.or(from_file).ok_or(ConfigError::Invalid {
@@ -533,15 +477,15 @@ pub fn signing_secret(flag: Option<String>, file: Option<&Path>) -> Result<Strin
 /// The token, key and certificate settings, taken out of `file`.
 fn resolve_trust(
     args: &ServeArgs,
-    file: &mut FileConfig,
+    file: &mut ServeArgs,
     d: &Config,
 ) -> Result<(AuthConfig, Option<(PathBuf, PathBuf)>), ConfigError> {
     let auth = AuthConfig {
-        secrets: pick_list(&args.auth_secrets, file.auth_secret.take()),
-        public_keys: pick_list(&args.auth_public_keys, file.auth_public_key.take()),
+        secrets: pick_list(&args.auth_secrets, &mut file.auth_secrets),
+        public_keys: pick_list(&args.auth_public_keys, &mut file.auth_public_keys),
         jwks_url: args.auth_jwks_url.clone().or(file.auth_jwks_url.take()),
         leeway_secs: pick(args.auth_leeway, file.auth_leeway, d.auth.leeway_secs),
-        api_keys: pick_list(&args.api_keys, file.api_key.take()),
+        api_keys: pick_list(&args.api_keys, &mut file.api_keys),
         rooms: std::mem::take(&mut file.rooms),
     };
     let tls = match (
@@ -571,9 +515,9 @@ pub(crate) fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
         })
 }
 
-fn pick_list<T: Clone>(flag: &[T], file: Option<Vec<T>>) -> Vec<T> {
+fn pick_list<T: Clone>(flag: &[T], file: &mut Vec<T>) -> Vec<T> {
     if flag.is_empty() {
-        file.unwrap_or_default()
+        std::mem::take(file)
     } else {
         flag.to_vec()
     }
@@ -592,23 +536,11 @@ impl From<&ServeArgs> for limits::FlagLimits {
 }
 
 /// `--trusted-proxies`, else the file's `trusted_proxies`, each a CIDR or an address.
-fn resolve_proxies(
-    args: &ServeArgs,
-    file: &mut FileConfig,
-) -> Result<crate::auth::proxies::TrustedProxies, ConfigError> {
-    let from_file = file
-        .trusted_proxies
-        .take()
-        .map(|list| list.iter().map(|n| parse_net(n)).collect())
-        .transpose()
-        .map_err(|message| ConfigError::Invalid {
-            key: "trusted_proxies",
-            message,
-        })?;
-    Ok(crate::auth::proxies::TrustedProxies::new(pick_list(
+fn resolve_proxies(args: &ServeArgs, file: &mut ServeArgs) -> crate::auth::proxies::TrustedProxies {
+    crate::auth::proxies::TrustedProxies::new(pick_list(
         &args.trusted_proxies,
-        from_file,
-    )))
+        &mut file.trusted_proxies,
+    ))
 }
 
 /// A duration in seconds where 0 turns the thing off; `default` when none is given.
@@ -628,8 +560,8 @@ impl Config {
     /// Resolves flags and environment (already merged by clap) over the file over defaults.
     pub fn resolve(args: &ServeArgs) -> Result<Self, ConfigError> {
         let mut file = match &args.config {
-            Some(path) => FileConfig::load(path)?,
-            None => FileConfig::default(),
+            Some(path) => ServeArgs::load(path)?,
+            None => ServeArgs::default(),
         };
         let d = Config::default();
         let (auth, tls) = resolve_trust(args, &mut file, &d)?;
@@ -643,7 +575,7 @@ impl Config {
                 pick(args.$field, file.$field, d.$field)
             };
         }
-        let trusted_proxies = resolve_proxies(args, &mut file)?;
+        let trusted_proxies = resolve_proxies(args, &mut file);
         let config = Config {
             tcp: args.tcp.or(file.tcp).map_or(d.tcp, |l| l.0),
             udp: args.udp.or(file.udp).map_or(d.udp, |l| l.0),
@@ -680,7 +612,7 @@ impl Config {
                 .map_or(d.ws_ping_interval, secs),
             ws_pong_timeout: file.ws_pong_timeout_secs.map_or(d.ws_pong_timeout, secs),
             ws_deflate: pick!(ws_deflate),
-            allowed_origins: pick_list(&args.allowed_origins, file.allowed_origin),
+            allowed_origins: pick_list(&args.allowed_origins, &mut file.allowed_origins),
             history_max_messages: pick!(history_max_messages),
             history_max_age: args
                 .history_max_age
@@ -694,10 +626,10 @@ impl Config {
             publish_burst: pick!(publish_burst),
             shutdown_grace: d.shutdown_grace,
             auth,
-            allow_anonymous: args.allow_anonymous || file.allow_anonymous.unwrap_or(false),
-            allowed_hosts: pick_list(&args.allowed_hosts, file.allowed_host),
+            allow_anonymous: args.allow_anonymous || file.allow_anonymous,
+            allowed_hosts: pick_list(&args.allowed_hosts, &mut file.allowed_hosts),
             trusted_proxies,
-            proxy_protocol: args.proxy_protocol || file.proxy_protocol.unwrap_or(false),
+            proxy_protocol: args.proxy_protocol || file.proxy_protocol,
             tls,
             limits,
             webhooks,
@@ -955,6 +887,31 @@ mod tests {
         assert_eq!(c.udp, None);
         assert_eq!(c.max_line_bytes, 10);
         assert_eq!(c.queue_capacity, Config::default().queue_capacity);
+    }
+
+    #[test]
+    fn the_file_takes_keys_not_flags_and_checks_each_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sb.toml");
+        let resolve = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Config::resolve(&args(&["--config", path.to_str().unwrap()]))
+        };
+        // Flag-only settings have no key, and limits live under [limits].
+        for text in ["config = \"other.toml\"\n", "connection_rate = 1.0\n"] {
+            let err = resolve(text).unwrap_err().to_string();
+            assert!(err.contains("unknown field"), "{text}: {err}");
+        }
+        let err = resolve("trusted_proxies = [\"10.0.0.0/8\", \"nope\"]\n").unwrap_err();
+        assert!(err.to_string().contains("\"nope\""), "{err}");
+        let config = resolve(
+            "trusted_proxies = [\"127.0.0.1\"]\nallowed_origin = [\"https://a.example\"]\n\
+             [limits]\nconnection_rate = 2.0\n",
+        )
+        .unwrap();
+        assert!(config.trusted_proxies.trusts("127.0.0.1".parse().unwrap()));
+        assert_eq!(config.allowed_origins, ["https://a.example"]);
+        assert_eq!(config.limits.connection_rate, 2.0);
     }
 
     #[test]
