@@ -189,10 +189,12 @@ impl Reply {
         }
     }
 
-    /// What it costs a queue, in bytes: a bound on any rendering of it (`Delivery::weight`).
+    /// What it costs a queue, in bytes (`Delivery::weight`): about the size of its largest
+    /// rendering (the fixed words of a line or a frame are within the 128), counted before
+    /// it is rendered.
     pub fn weight(&self) -> usize {
         let names = |v: &[Arc<str>]| v.iter().map(|n| n.len() + 8).sum::<usize>();
-        64 + match self {
+        128 + match self {
             Reply::Greeting { nick, room } => nick.len() + room.as_ref().map_or(0, |r| r.len()),
             Reply::Welcome { nick, user, room } => {
                 nick.len() + user.as_ref().map_or(0, |u| u.len()) + room.len()
