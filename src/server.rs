@@ -40,13 +40,6 @@ pub struct Addrs {
     pub grpc: Option<SocketAddr>,
 }
 
-/// Which service the listeners provide.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Chat,
-    Echo,
-}
-
 /// The listeners a server can have, in the order they are bound and started. Binding,
 /// addresses, the log line and the task each runs are looked up by kind, so a new transport
 /// is one more arm here.
@@ -60,12 +53,16 @@ pub enum Listener {
     Mqtt,
     /// gRPC.
     Grpc,
-    /// UDP chat (or the echo server's UDP).
+    /// UDP chat.
     Udp,
+    /// The echo server's TCP (`echo-server`): every byte back to its sender.
+    EchoTcp,
+    /// The echo server's UDP: every datagram back to its sender.
+    EchoUdp,
 }
 
 impl Listener {
-    /// Every kind, in binding order.
+    /// The chat server's kinds, in binding order.
     pub const ALL: [Listener; 5] = [
         Listener::Tcp,
         Listener::Http,
@@ -74,6 +71,9 @@ impl Listener {
         Listener::Udp,
     ];
 
+    /// The echo server's kinds.
+    pub const ECHO: [Listener; 2] = [Listener::EchoTcp, Listener::EchoUdp];
+
     /// Its name, which is also the flag that sets its address (`--tcp`).
     pub fn name(self) -> &'static str {
         match self {
@@ -81,24 +81,25 @@ impl Listener {
             Listener::Http => "http",
             Listener::Mqtt => "mqtt",
             Listener::Grpc => "grpc",
-            Listener::Udp => "udp",
+            Listener::Udp | Listener::EchoUdp => "udp",
+            Listener::EchoTcp => "tcp",
         }
     }
 
     /// Where `config` puts it; `None` when it is off.
     pub fn addr(self, config: &Config) -> Option<SocketAddr> {
         match self {
-            Listener::Tcp => config.tcp,
+            Listener::Tcp | Listener::EchoTcp => config.tcp,
             Listener::Http => config.http,
             Listener::Mqtt => config.mqtt,
             Listener::Grpc => config.grpc,
-            Listener::Udp => config.udp,
+            Listener::Udp | Listener::EchoUdp => config.udp,
         }
     }
 
     async fn bind(self, addr: SocketAddr) -> Result<Socket, BindFailure> {
         match self {
-            Listener::Udp => UdpSocket::bind(addr)
+            Listener::Udp | Listener::EchoUdp => UdpSocket::bind(addr)
                 .await
                 .map(Socket::Datagram)
                 .map_err(|error| BindFailure {
@@ -130,7 +131,6 @@ impl Socket {
 /// A bound, not yet running server.
 #[derive(Debug)]
 pub struct Server {
-    mode: Mode,
     /// Closed last, after every connection, so that the store is marked cleanly shut down.
     sqlite: Option<Arc<store::SqliteStore>>,
     /// Set in a cluster: its run loop runs while the server does.
@@ -147,7 +147,7 @@ pub struct Server {
 impl Server {
     /// Binds the chat server's listeners.
     pub async fn bind(config: Config) -> Result<Self, Error> {
-        Self::bind_mode(Mode::Chat, config).await
+        Self::bind_kinds(&Listener::ALL, config).await
     }
 
     /// Binds the echo server's listeners (`config.tcp` and `config.udp`). It keeps nothing:
@@ -163,11 +163,11 @@ impl Server {
             tls: None,
             ..config
         };
-        Self::bind_mode(Mode::Echo, config).await
+        Self::bind_kinds(&Listener::ECHO, config).await
     }
 
-    async fn bind_mode(mode: Mode, config: Config) -> Result<Self, Error> {
-        let listeners = bind_all(&config).await?;
+    async fn bind_kinds(kinds: &[Listener], config: Config) -> Result<Self, Error> {
+        let listeners = bind_all(kinds, &config).await?;
         // Before anything opens a file in it: history, kept state, the webhook queue.
         let uses_data_dir = config.store == StoreKind::Sqlite
             || (config.webhooks.is_some() && config.store != StoreKind::Memory);
@@ -187,7 +187,7 @@ impl Server {
             _ => store::Keep::memory(),
         };
         let (tls, auth) = trust(&config)?;
-        if mode == Mode::Chat {
+        if kinds == Listener::ALL {
             tracing::info!(policy = %config.auth.anonymous_policy(), "who may do what");
         }
         let shutdown = CancellationToken::new();
@@ -224,7 +224,6 @@ impl Server {
         }
         let shared = context(hub, config, shutdown, keep);
         Ok(Self {
-            mode,
             _data_lock: data_lock,
             sqlite,
             broker: cluster.map(|c| c.broker),
@@ -240,11 +239,11 @@ impl Server {
         for (kind, socket) in &self.listeners {
             let addr = socket.local_addr();
             match kind {
-                Listener::Tcp => addrs.tcp = addr,
+                Listener::Tcp | Listener::EchoTcp => addrs.tcp = addr,
                 Listener::Http => addrs.http = addr,
                 Listener::Mqtt => addrs.mqtt = addr,
                 Listener::Grpc => addrs.grpc = addr,
-                Listener::Udp => addrs.udp = addr,
+                Listener::Udp | Listener::EchoUdp => addrs.udp = addr,
             }
         }
         addrs
@@ -304,53 +303,53 @@ impl Server {
             let addr = socket.local_addr();
             match socket {
                 Socket::Stream(listener) => self.spawn_stream(kind, listener, addr),
-                Socket::Datagram(socket) => self.spawn_datagram(socket, addr),
+                Socket::Datagram(socket) => self.spawn_datagram(kind, socket, addr),
             }
         }
     }
 
     /// Starts a TCP listener of `kind`, over TLS where the server has a certificate.
     fn spawn_stream(&self, kind: Listener, listener: TcpListener, addr: Option<SocketAddr>) {
-        let shared = Arc::clone(&self.shared);
+        let shared = &self.shared;
         let tls = self.tls.clone();
-        let tasks = &self.shared.tasks;
-        let secure = if tls.is_some() { "s" } else { "" };
-        match (kind, self.mode) {
-            (Listener::Http, _) => return spawn_api(&shared, listener, tls, addr, http::Api::Http),
-            (Listener::Grpc, _) => return spawn_api(&shared, listener, tls, addr, http::Api::Grpc),
-            (Listener::Tcp, Mode::Echo) => {
-                tasks.spawn(transport::accept_loop(
-                    listener,
-                    shared,
-                    transport::echo::handle_tcp,
-                ));
-            }
-            (Listener::Tcp, Mode::Chat) => {
-                spawn_accept(&shared, listener, tls, transport::tcp::handle);
-            }
-            (Listener::Mqtt, _) => spawn_accept(&shared, listener, tls, transport::mqtt::handle),
-            (Listener::Udp, _) => unreachable!("UDP is a datagram socket"),
-        }
         if let Some(addr) = addr {
+            let secure = if tls.is_some() { "s" } else { "" };
             match kind {
-                Listener::Tcp => tracing::info!(%addr, "tcp {} listening", mode_name(self.mode)),
+                Listener::Http | Listener::Grpc => {}
+                Listener::Tcp => tracing::info!(%addr, "tcp chat listening"),
+                Listener::EchoTcp => tracing::info!(%addr, "tcp echo listening"),
                 _ => tracing::info!(%addr, "{}{secure} listening", kind.name()),
             }
         }
+        match kind {
+            Listener::Http => spawn_api(shared, listener, tls, addr, http::Api::Http),
+            Listener::Grpc => spawn_api(shared, listener, tls, addr, http::Api::Grpc),
+            Listener::Tcp => spawn_accept(shared, listener, tls, transport::tcp::handle),
+            Listener::Mqtt => spawn_accept(shared, listener, tls, transport::mqtt::handle),
+            Listener::EchoTcp => {
+                shared.tasks.spawn(transport::accept_loop(
+                    listener,
+                    Arc::clone(shared),
+                    transport::echo::handle_tcp,
+                ));
+            }
+            Listener::Udp | Listener::EchoUdp => unreachable!("UDP is a datagram socket"),
+        }
     }
 
-    /// Starts the UDP socket: chat, or the echo server's.
-    fn spawn_datagram(&self, socket: UdpSocket, addr: Option<SocketAddr>) {
-        if let Some(addr) = addr {
-            tracing::info!(%addr, "udp {} listening", mode_name(self.mode));
-        }
+    /// Starts a UDP socket: chat, or the echo server's.
+    fn spawn_datagram(&self, kind: Listener, socket: UdpSocket, addr: Option<SocketAddr>) {
         let shared = Arc::clone(&self.shared);
-        match self.mode {
-            Mode::Chat => self
+        let echo = kind == Listener::EchoUdp;
+        if let Some(addr) = addr {
+            tracing::info!(%addr, "udp {} listening", if echo { "echo" } else { "chat" });
+        }
+        match echo {
+            false => self
                 .shared
                 .tasks
                 .spawn(transport::udp::serve(socket, shared)),
-            Mode::Echo => self
+            true => self
                 .shared
                 .tasks
                 .spawn(transport::echo::serve_udp(socket, shared)),
@@ -360,10 +359,10 @@ impl Server {
 
 /// Binds every listener `config` turns on. Every one is tried before a failure is reported,
 /// so that one start names every taken port rather than one per attempt.
-async fn bind_all(config: &Config) -> Result<Vec<(Listener, Socket)>, Error> {
+async fn bind_all(kinds: &[Listener], config: &Config) -> Result<Vec<(Listener, Socket)>, Error> {
     let mut bound = Vec::new();
     let mut failed = Vec::new();
-    for kind in Listener::ALL {
+    for &kind in kinds {
         let Some(addr) = kind.addr(config) else {
             continue;
         };
@@ -549,13 +548,6 @@ async fn sweep_loop(shared: Arc<Context>) {
                 }
             }
         }
-    }
-}
-
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Chat => "chat",
-        Mode::Echo => "echo",
     }
 }
 
