@@ -76,9 +76,24 @@ pub(super) async fn run(url: &str) -> Result<(), ClientError> {
     }
     let mut lines = input_lines();
     let mut input_open = true;
+    // rumqttc's `poll` is not cancel-safe while it connects: dropped by the other branch of
+    // a `select!` mid-handshake, the next call connects again with the same client id, and
+    // the server ends the first connection as replaced. So it runs in its own task, and the
+    // loop below waits on a channel, which is cancel-safe.
+    let (tx, mut polled) = tokio::sync::mpsc::channel(64);
+    let poller = tokio::spawn(async move {
+        loop {
+            let event = events.poll().await;
+            let failed = event.is_err();
+            if tx.send(event).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    let _stop_polling = AbortOnDrop(poller);
     loop {
         tokio::select! {
-            event = events.poll() => match event {
+            Some(event) = polled.recv() => match event {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let payload = String::from_utf8_lossy(&p.payload);
                     let mut out = std::io::stdout();
@@ -109,6 +124,15 @@ pub(super) async fn run(url: &str) -> Result<(), ClientError> {
                 }
             },
         }
+    }
+}
+
+/// Stops the event loop's task when the client is done.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

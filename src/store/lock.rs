@@ -11,6 +11,24 @@ use super::StoreError;
 /// The lock file, in the data directory.
 const FILE: &str = "switchboard.lock";
 
+/// How long a lock just let go of may take to be free: a process forked at the moment the
+/// holder let go shares its lock until it execs (`flock` follows the open file, which the
+/// child holds until its close-on-exec), which on a loaded machine takes a while.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Takes the lock on `file`, trying again for `wait` while another holds it.
+fn lock_within(file: &File, wait: std::time::Duration) -> Result<(), std::fs::TryLockError> {
+    let until = std::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Holds the data directory for as long as it lives; the operating system lets go of it
 /// when the process ends, however it ends (`kill -9` included).
 #[derive(Debug)]
@@ -31,7 +49,7 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| failed(format!("cannot open {}: {e}", path.display())))?;
-        match file.try_lock() {
+        match lock_within(&file, RELEASE_WAIT) {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut holder = String::new();
