@@ -109,6 +109,11 @@ const FORBIDDEN: &[(&[&str], &[&str], &str)] = &[
         &["session", "webhook"],
         "the hub names no session and no backend",
     ),
+    (
+        &["session", "reply"],
+        &["wire"],
+        "a session answers with Replies; only wire/ renders them",
+    ),
 ];
 
 #[test]

@@ -360,7 +360,7 @@ impl Session {
     }
 
     /// Queues an answer for the client, ahead of whatever comes to it next; its writer
-    /// renders it (`crate::wire::reply`). A listener's transport answers for itself.
+    /// renders it (`crate::wire::reply`). A quiet client's transport answers for itself.
     pub fn reply(&self, reply: Reply) {
         if self.dialect != Dialect::Quiet {
             self.sub.offer(Delivery::reply(reply));
