@@ -235,6 +235,44 @@ mod tests {
     }
 
     #[test]
+    fn every_rendering_is_within_its_weight() {
+        let replies = [
+            Reply::Help,
+            Reply::Bye,
+            Reply::Idle {
+                quiet: 900,
+                grace: 60,
+            },
+            Reply::Greeting {
+                nick: "ann".into(),
+                room: None,
+            },
+            Reply::Authenticated {
+                reference: Some("r".into()),
+                user: "u-1".into(),
+                nick: "ann".into(),
+                expires: u64::MAX,
+                rooms: vec!["a".into(), "b".into()],
+            },
+            Reply::Ack {
+                reference: Some("r".into()),
+                room: "lobby".into(),
+                id: MessageId {
+                    epoch: u32::MAX,
+                    seq: u64::MAX,
+                },
+                duplicate: true,
+            },
+        ];
+        for reply in &replies {
+            for wire in [Wire::Line, Wire::Json, Wire::Grpc, Wire::Sse] {
+                let len = render(wire, reply).map_or(0, |b| b.len());
+                assert!(len <= reply.weight(), "{reply:?} on {wire:?}: {len}");
+            }
+        }
+    }
+
+    #[test]
     fn a_structured_join_names_members_and_cursor() {
         let joined = Reply::Joined {
             reference: None,
