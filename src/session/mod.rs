@@ -5,8 +5,8 @@
 //! joins. So a feature is written once, here: direct messages are one arm of `apply`. Answers
 //! are typed (`crate::reply::Reply`) and go into the client's own queue (`Delivery::Reply`),
 //! ordered with its room events and bounded like them; its writer renders them in its wire
-//! form. The session knows only the client's `Dialect` (chat, structured, or a listener its
-//! transport answers for), never a wire form.
+//! form. The session knows only the client's `Dialect` (chat, structured, or quiet: answered
+//! by its transport), never a wire form.
 //! Teardown is `Drop`: however a connection ends, it leaves its rooms and frees its nick.
 
 mod once;
@@ -284,7 +284,7 @@ impl Session {
 
     /// Queues the structured protocol's first frame; sent before the first join so that it
     /// is the first frame the client reads.
-    pub fn welcome(&self, room: &str) {
+    fn welcome(&self, room: &str) {
         self.reply(Reply::Welcome {
             nick: Arc::clone(&self.nick),
             user: self.principal.user().map(|i| Arc::clone(&i.sub)),
@@ -293,7 +293,7 @@ impl Session {
     }
 
     /// Queues `{"type":"joined"}` for a room this session is in.
-    pub fn joined(&self, reference: Option<&str>, room: &str, cursor: MessageId) {
+    fn joined(&self, reference: Option<&str>, room: &str, cursor: MessageId) {
         let members = self
             .room_index(room)
             .map(|i| self.rooms[i].members())

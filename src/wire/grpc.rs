@@ -171,14 +171,14 @@ pub(super) fn gap(replay: &Replay) -> Option<Bytes> {
 }
 
 /// A notice for one client.
-pub fn notice(text: &str) -> Bytes {
+pub(super) fn notice(text: &str) -> Bytes {
     let mut m = Message::new(Kind::Notice, text.len() + 8);
     m.text(tag::TEXT, text);
     m.done()
 }
 
 /// An answer of the structured protocol as an `Event` of the matching kind.
-pub fn frame(frame: &ServerFrame<'_>) -> Bytes {
+pub(super) fn frame(frame: &ServerFrame<'_>) -> Bytes {
     let mut m;
     match frame {
         ServerFrame::Welcome { nick, user, rooms } => {

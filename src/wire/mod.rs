@@ -19,12 +19,11 @@ use bytes::Bytes;
 use crate::event::{Disconnect, Event, Form, MessageId};
 use crate::hub::{Delivery, Replay};
 
-pub use grpc::{frame as grpc_frame, notice as grpc_notice};
 pub use json::gap as gap_json;
 pub use line::gap as gap_text;
 pub use line::terminal_safe;
 pub(crate) use mqtt::event as mqtt_event;
-pub use reply::{frame as reply_frame, render as reply, text as reply_text};
+pub use reply::render as reply;
 
 /// The form a connection's deliveries take on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,14 +43,6 @@ pub enum Wire {
     Mqtt,
     /// gRPC streams: `switchboard.v1.Event` protobuf messages, answers included.
     Grpc,
-}
-
-impl Wire {
-    /// True for the forms whose answers are frames of the structured protocol (acks,
-    /// `joined`, errors with codes) rather than text lines.
-    pub fn is_structured(self) -> bool {
-        matches!(self, Wire::Json | Wire::Grpc)
-    }
 }
 
 /// Where encoded units go: a transport's output buffer.

@@ -31,7 +31,7 @@ pub fn render(wire: Wire, reply: &Reply) -> Option<Bytes> {
 }
 
 /// The structured protocol's frame for the reply; `None` for what only chat asks.
-pub fn frame(reply: &Reply) -> Option<ServerFrame<'_>> {
+fn frame(reply: &Reply) -> Option<ServerFrame<'_>> {
     Some(match reply {
         Reply::Welcome { nick, user, room } => ServerFrame::Welcome {
             nick,
@@ -95,7 +95,7 @@ pub fn frame(reply: &Reply) -> Option<ServerFrame<'_>> {
 
 /// The reply as chat text, without the last newline: `* …` for what went well, `ERR …`
 /// for a refusal.
-pub fn text(reply: &Reply) -> String {
+fn text(reply: &Reply) -> String {
     match reply {
         Reply::Greeting {
             nick,
