@@ -90,7 +90,8 @@ pub(super) async fn run(url: &str) -> Result<(), ClientError> {
             }
         }
     });
-    let _stop_polling = AbortOnDrop(poller);
+    // Stops the event loop's task when the client is done.
+    let _stop_polling = tokio_util::task::AbortOnDropHandle::new(poller);
     loop {
         tokio::select! {
             Some(event) = polled.recv() => match event {
@@ -124,15 +125,6 @@ pub(super) async fn run(url: &str) -> Result<(), ClientError> {
                 }
             },
         }
-    }
-}
-
-/// Stops the event loop's task when the client is done.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
