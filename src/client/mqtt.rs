@@ -57,7 +57,7 @@ pub(super) async fn run(url: &str) -> Result<(), ClientError> {
     if let Some((user, password)) = &target.login {
         options.set_credentials(user, password);
     }
-    let (client, mut events) = AsyncClient::new(options, 64);
+    let (client, events) = AsyncClient::new(options, 64);
     client
         .subscribe(&target.topic, QoS::AtLeastOnce)
         .await
@@ -76,22 +76,7 @@ pub(super) async fn run(url: &str) -> Result<(), ClientError> {
     }
     let mut lines = input_lines();
     let mut input_open = true;
-    // rumqttc's `poll` is not cancel-safe while it connects: dropped by the other branch of
-    // a `select!` mid-handshake, the next call connects again with the same client id, and
-    // the server ends the first connection as replaced. So it runs in its own task, and the
-    // loop below waits on a channel, which is cancel-safe.
-    let (tx, mut polled) = tokio::sync::mpsc::channel(64);
-    let poller = tokio::spawn(async move {
-        loop {
-            let event = events.poll().await;
-            let failed = event.is_err();
-            if tx.send(event).await.is_err() || failed {
-                return;
-            }
-        }
-    });
-    // Stops the event loop's task when the client is done.
-    let _stop_polling = tokio_util::task::AbortOnDropHandle::new(poller);
+    let (mut polled, _stop_polling) = poll_apart(events);
     loop {
         tokio::select! {
             Some(event) = polled.recv() => match event {
@@ -126,6 +111,29 @@ pub(super) async fn run(url: &str) -> Result<(), ClientError> {
             },
         }
     }
+}
+
+/// rumqttc's `poll` is not cancel-safe while it connects: dropped by the other branch of a
+/// `select!` mid-handshake, the next call connects again with the same client id, and the
+/// server ends the first connection as replaced. So it runs in its own task (stopped when
+/// the handle is dropped), and the client waits on a channel, which is cancel-safe.
+fn poll_apart(
+    mut events: rumqttc::EventLoop,
+) -> (
+    tokio::sync::mpsc::Receiver<Result<Event, rumqttc::ConnectionError>>,
+    tokio_util::task::AbortOnDropHandle<()>,
+) {
+    let (tx, polled) = tokio::sync::mpsc::channel(64);
+    let poller = tokio::spawn(async move {
+        loop {
+            let event = events.poll().await;
+            let failed = event.is_err();
+            if tx.send(event).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    (polled, tokio_util::task::AbortOnDropHandle::new(poller))
 }
 
 #[cfg(test)]
