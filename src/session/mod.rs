@@ -112,7 +112,7 @@ impl Session {
     /// generated one. It is in no room yet.
     /// A verified user gets the token's name instead (suffixed likewise if another user
     /// holds it).
-    pub fn open(
+    fn open(
         hub: Arc<Hub>,
         sub: Arc<Subscriber>,
         dialect: Dialect,
@@ -157,6 +157,19 @@ impl Session {
     ) -> (Self, Receiver<Delivery>) {
         let echo_own = hello.dialect != Dialect::Lines;
         let (sub, rx) = hub.subscribe(hello.transport, echo_own, hello.addr);
+        (Self::connect_as(hub, tasks, hello, sub, room), rx)
+    }
+
+    /// `connect` for a subscriber made already: MQTT makes it first, because the client id
+    /// (which may be made from the subscriber's id) must be taken over from an earlier
+    /// connection before the session claims it as its nick.
+    pub fn connect_as(
+        hub: &Arc<Hub>,
+        tasks: TaskTracker,
+        hello: Hello<'_>,
+        sub: Arc<Subscriber>,
+        room: &str,
+    ) -> Self {
         let session = Self::open(
             Arc::clone(hub),
             sub,
@@ -169,7 +182,7 @@ impl Session {
             session.welcome(room);
         }
         tracing::debug!(id = session.sub.id, addr = ?hello.addr, transport = hello.transport.as_str(), nick = %session.nick, "connected");
-        (session, rx)
+        session
     }
 
     /// Joins a room the client named when it connected (resuming after `since`); a

@@ -7,6 +7,7 @@ pub(crate) mod context;
 pub mod echo;
 pub mod fds;
 pub mod limits;
+pub(crate) mod link;
 pub mod mqtt;
 pub(crate) mod proxy;
 pub mod tcp;

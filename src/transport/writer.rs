@@ -1,10 +1,10 @@
 //! The one writer driver: drains a subscriber's queue in batches, encodes each batch in the
 //! connection's wire form (`crate::wire`) and hands it to the transport's `Output`.
 //!
-//! Every transport's writer is this code: TCP and UDP run `Outbox::run` as their writer task;
-//! WebSocket, which reads and writes in one task, waits on `Outbox::wait` beside its reads and
-//! calls `Outbox::send`; SSE's and gRPC's response streams take encoded batches from
-//! `Outbox::pull`. So the batch size, the latency
+//! Every transport's writer is this code: the connection driver (`super::link::drive`) waits
+//! on `Outbox::wait` beside the link's reads and writes with `Outbox::send` (MQTT takes the
+//! batch with `Outbox::take` and paces it against the client's window); SSE's and gRPC's
+//! response streams take encoded batches from `Outbox::pull`. So the batch size, the latency
 //! samples, the kick and shutdown handling and the goodbye are the same on every transport.
 
 use std::future::Future;
@@ -21,8 +21,6 @@ use crate::wire::{self, Emit, Wire};
 /// Most queued deliveries taken into one batch (one write, one flush). Large enough that a
 /// burst leaves in a few syscalls, small enough that a batch's encoding stays in cache.
 pub(crate) const BATCH: usize = 64;
-/// How long a closing connection may take to flush its last lines.
-const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
 /// How long a goodbye may take to reach a client that may not be reading.
 const GOODBYE: Duration = Duration::from_secs(1);
 
@@ -121,6 +119,16 @@ impl Outbox {
             n = self.rx.recv_many(&mut self.batch, BATCH) => {
                 if n == 0 { Wake::Closed } else { Wake::Batch }
             }
+        }
+    }
+
+    /// Waits for a kick or shutdown only: what ends a connection even while it takes no
+    /// batch. Cancel-safe.
+    pub(crate) async fn cut(&self) -> Disconnect {
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => Disconnect::Shutdown,
+            _ = self.sub.kicked() => self.sub.kick_reason().unwrap_or(Disconnect::SlowConsumer),
         }
     }
 
@@ -225,34 +233,6 @@ impl Outbox {
         if let Some(bytes) = wire::goodbye(self.wire, reason) {
             out.emit(&bytes, None);
             let _ = tokio::time::timeout(GOODBYE, out.flush()).await;
-        }
-    }
-
-    /// The whole writer for transports whose writer is its own task (TCP, UDP): sends
-    /// batches until the peer is gone, the hub ends the connection (then the goodbye), or
-    /// `done` says the reader finished (then what is queued is flushed, bounded in time).
-    pub(crate) async fn run<O: Output>(mut self, out: &mut O, done: CancellationToken) {
-        loop {
-            let wake = tokio::select! {
-                biased;
-                wake = self.wait() => wake,
-                _ = done.cancelled() => {
-                    if self.take_queued() {
-                        self.encode(out);
-                        let _ = tokio::time::timeout(FLUSH_ON_CLOSE, out.flush()).await;
-                    }
-                    return;
-                }
-            };
-            match wake {
-                Wake::Batch => {
-                    if self.send(out).await == Sent::PeerGone {
-                        return;
-                    }
-                }
-                Wake::Closed => return,
-                Wake::End(reason) => return self.goodbye(out, reason).await,
-            }
         }
     }
 }

@@ -17,7 +17,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::writer::{BATCH, Outbox, Output, Sent, Wake};
+use super::link::{self, Link, Step};
+use super::writer::{BATCH, Outbox, Output};
 use super::ws_socket::{Deflate, WsLimits, WsMessage, WsSocket, negotiate_deflate};
 use crate::auth::{Action, Principal};
 use crate::hub::Delivery;
@@ -512,12 +513,6 @@ async fn write_frames(ws: &mut WsSocket, wire: Wire, batch: &[Delivery]) -> std:
         .map_err(std::io::Error::other)
 }
 
-/// What woke the connection task.
-enum Woke {
-    Frame(Option<Result<WsMessage, super::ws_socket::WsError>>),
-    Queue(Wake),
-}
-
 impl Connection {
     fn start(
         shared: Arc<Context>,
@@ -551,78 +546,87 @@ impl Connection {
         }
     }
 
-    async fn run(mut self, mut ws: WsSocket) {
-        let (code, reason) = loop {
-            let wake = tokio::select! {
-                biased;
-                wake = self.outbox.wait() => Woke::Queue(wake),
-                frame = ws.recv() => Woke::Frame(frame),
-            };
-            match wake {
-                Woke::Queue(Wake::End(reason)) => {
-                    let code = match reason {
-                        Disconnect::Shutdown => close::GOING_AWAY,
-                        Disconnect::TokenExpired => close::TOKEN_EXPIRED,
-                        Disconnect::Kicked => close::KICKED,
-                        Disconnect::SlowConsumer
-                        | Disconnect::TimedOut
-                        | Disconnect::Flooding
-                        | Disconnect::Replaced => close::POLICY_VIOLATION,
-                    };
-                    break (Some(code), Some(reason));
-                }
-                Woke::Queue(Wake::Closed) => break (None, None),
-                Woke::Queue(Wake::Batch) => {
-                    let mut out = FrameOutput {
-                        ws: &mut ws,
-                        pending: Vec::new(),
-                    };
-                    // An interrupted write: the loop's next turn sees the kick or the
-                    // shutdown and closes.
-                    if self.outbox.send(&mut out).await == Sent::PeerGone {
-                        break (None, None);
-                    }
-                }
-                Woke::Frame(None) | Woke::Frame(Some(Ok(WsMessage::Close))) => break (None, None),
-                Woke::Frame(Some(Err(error))) => {
-                    tracing::debug!(id = self.session.subscriber().id, %error, "websocket read ended");
-                    break (None, None);
-                }
-                Woke::Frame(Some(Ok(WsMessage::Control))) => {}
-                Woke::Frame(Some(Ok(WsMessage::Binary(_)))) => {
-                    ws.close(
+    async fn run(self, ws: WsSocket) {
+        let Connection {
+            session,
+            mut outbox,
+            structured,
+        } = self;
+        let mut chat = Chat {
+            ws,
+            session,
+            structured,
+        };
+        let reason = link::drive(&mut chat, &mut outbox).await;
+        chat.session.end(reason);
+    }
+}
+
+/// A chat connection's side of the driver: text frames in, a batch of frames out.
+struct Chat {
+    ws: WsSocket,
+    session: Session,
+    structured: bool,
+}
+
+impl Link for Chat {
+    type Input = Option<Result<WsMessage, super::ws_socket::WsError>>;
+
+    async fn recv(&mut self) -> Self::Input {
+        self.ws.recv().await
+    }
+
+    async fn act(&mut self, frame: Self::Input) -> Step {
+        match frame {
+            None | Some(Ok(WsMessage::Close)) => Step::Gone,
+            Some(Err(error)) => {
+                tracing::debug!(id = self.session.subscriber().id, %error, "websocket read ended");
+                Step::Gone
+            }
+            Some(Ok(WsMessage::Control)) => Step::Continue,
+            Some(Ok(WsMessage::Binary(_))) => {
+                self.ws
+                    .close(
                         close::UNSUPPORTED_DATA,
                         "binary messages are not supported on /ws",
                     )
                     .await;
-                    break (None, None);
-                }
-                Woke::Frame(Some(Ok(WsMessage::Text(bytes)))) => {
-                    if self.handle_text(&bytes) == Flow::Quit {
-                        // The goodbye notice is queued: send it, then close normally.
-                        let mut out = FrameOutput {
-                            ws: &mut ws,
-                            pending: Vec::new(),
-                        };
-                        if self.outbox.take_queued() {
-                            let _ = tokio::time::timeout(
-                                std::time::Duration::from_secs(2),
-                                self.outbox.send(&mut out),
-                            )
-                            .await;
-                        }
-                        ws.close(close::NORMAL, "bye").await;
-                        break (None, None);
-                    }
-                }
+                Step::Gone
             }
-        };
-        if let (Some(code), Some(reason)) = (code, reason) {
-            ws.close(code, reason.as_str()).await;
+            // After `/quit` the goodbye notice is queued: the driver sends it, then closes.
+            Some(Ok(WsMessage::Text(bytes))) => match self.handle_text(&bytes) {
+                Flow::Quit => Step::Done,
+                Flow::Continue => Step::Continue,
+            },
         }
-        self.session.end(reason);
     }
 
+    async fn deliver(&mut self, outbox: &mut Outbox) -> Step {
+        let mut out = FrameOutput {
+            ws: &mut self.ws,
+            pending: Vec::new(),
+        };
+        link::sent(outbox.send(&mut out).await)
+    }
+
+    async fn close(&mut self, _: &Outbox, reason: Option<Disconnect>) {
+        let Some(reason) = reason else {
+            return self.ws.close(close::NORMAL, "bye").await;
+        };
+        let code = match reason {
+            Disconnect::Shutdown => close::GOING_AWAY,
+            Disconnect::TokenExpired => close::TOKEN_EXPIRED,
+            Disconnect::Kicked => close::KICKED,
+            Disconnect::SlowConsumer
+            | Disconnect::TimedOut
+            | Disconnect::Flooding
+            | Disconnect::Replaced => close::POLICY_VIOLATION,
+        };
+        self.ws.close(code, reason.as_str()).await;
+    }
+}
+
+impl Chat {
     /// Lowers a text frame into a request for the session; `Flow::Quit` after `/quit`.
     fn handle_text(&mut self, bytes: &[u8]) -> Flow {
         // The library has validated UTF-8 already.

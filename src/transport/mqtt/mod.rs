@@ -31,7 +31,7 @@ use crate::transport::context::Context;
 pub(crate) use state::Mqtt;
 
 /// The byte stream MQTT runs over: a TCP socket, or WebSocket binary frames.
-pub(crate) trait Link: Send {
+pub(crate) trait Pipe: Send {
     /// Reads more bytes into `buf`; 0 at the end. Cancel-safe.
     fn read(&mut self, buf: &mut BytesMut) -> impl Future<Output = io::Result<usize>> + Send;
     /// Writes all of `bytes`.
@@ -42,7 +42,7 @@ pub(crate) trait Link: Send {
 /// quiet connection holds none (the connection drops its buffer whenever it is empty).
 struct Tcp(TcpStream);
 
-impl Link for Tcp {
+impl Pipe for Tcp {
     async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         loop {
             self.0.readable().await?;
@@ -62,7 +62,7 @@ impl Link for Tcp {
 /// Any other byte stream (TLS).
 struct Stream<S>(S);
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Link for Stream<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Pipe for Stream<S> {
     async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         buf.reserve(4096);
         self.0.read_buf(buf).await
@@ -91,7 +91,7 @@ pub(crate) async fn handle(
 /// MQTT over WebSocket: binary frames carry the byte stream, split anywhere.
 struct Frames(WsSocket);
 
-impl Link for Frames {
+impl Pipe for Frames {
     async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         loop {
             match self.0.recv().await {

@@ -4,9 +4,10 @@
 //! as the answer, so that nobody can aim the server at a third party and get more bytes out
 //! than they put in) is answered with `COOKIE X` and nothing else; it becomes a member when
 //! it sends `/cookie X` back (`cookie`), and stays one until it has been silent for
-//! `udp_ttl`. Nothing else is sent to an address before that. One task owns the socket's receive side and the member table (no lock); each
-//! member has a small writer task that drains its queue into `send_to`, best effort, so a
-//! member never blocks its room.
+//! `udp_ttl`. Nothing else is sent to an address before that. One task owns the socket's
+//! receive side and the member table (no lock) and hands each member's datagrams to the
+//! member's own task, the connection driver (`super::link`), which also drains its queue into
+//! `send_to`, best effort, so a member never blocks its room.
 
 mod cookie;
 
@@ -16,12 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use bytes::Bytes;
 
 use super::limits::Permit;
+use super::link::{self, Link, Step};
 use super::writer::{Outbox, Output};
 use crate::hub::{Disconnect, MessageId, Transport};
 use crate::protocol::envelope::ErrorCode;
@@ -29,20 +31,18 @@ use crate::session::{Flow, Session};
 use crate::transport::context::Context;
 use crate::wire::{Emit, Wire};
 
-#[derive(Debug)]
-struct Member {
-    session: Session,
-    last_seen: Instant,
-    /// Stops the member's writer task.
-    done: CancellationToken,
-    _permit: Permit,
-}
+/// Datagrams one member may have waiting for its task; past it they are dropped, as a full
+/// socket buffer would. A channel takes memory in blocks as it fills, so an idle member holds
+/// little of it; a flood fills it faster than its task answers only on a busy server, and
+/// the session's pace cuts the flooder anyway.
+const INBOX: usize = 256;
 
-/// The receive side: the socket, the member table and the limits it applies.
+/// The receive side: the socket, each member's inbox and the limits it applies.
 struct Chat {
     socket: Arc<UdpSocket>,
     shared: Arc<Context>,
-    members: HashMap<SocketAddr, Member>,
+    /// Each member's datagrams, to its own task (`Member`); closed once the task has ended.
+    members: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
     cookies: cookie::Cookies,
 }
 
@@ -63,7 +63,7 @@ pub(crate) async fn serve(socket: UdpSocket, shared: Arc<Context>) {
         let (len, addr) = tokio::select! {
             _ = chat.shared.shutdown.cancelled() => break,
             _ = sweep.tick() => {
-                chat.sweep(config.udp_ttl);
+                chat.members.retain(|_, inbox| !inbox.is_closed());
                 continue;
             }
             received = chat.socket.recv_from(&mut buf) => match received {
@@ -77,73 +77,100 @@ pub(crate) async fn serve(socket: UdpSocket, shared: Arc<Context>) {
         };
         chat.receive(addr, &buf[..len]).await;
     }
-    // Each member's writer says goodbye as it sees the shutdown.
-    for (_, mut member) in chat.members.drain() {
-        member.session.end(Some(Disconnect::Shutdown));
-    }
+    // Each member's task says goodbye as it sees the shutdown.
 }
 
 impl Chat {
-    /// Removes members silent for `ttl` and those the hub cut.
-    fn sweep(&mut self, ttl: Duration) {
-        let now = Instant::now();
-        let expired: Vec<SocketAddr> = self
-            .members
-            .iter()
-            .filter(|(_, m)| now - m.last_seen >= ttl || m.session.subscriber().is_gone())
-            .map(|(a, _)| *a)
-            .collect();
-        for addr in expired {
-            if let Some(mut member) = self.members.remove(&addr) {
-                let reason = member
-                    .session
-                    .subscriber()
-                    .kick_reason()
-                    .unwrap_or(Disconnect::TimedOut);
-                tracing::debug!(%addr, reason = reason.as_str(), "udp member removed");
-                member.done.cancel();
-                member.session.end(Some(reason));
+    /// Hands one datagram from `addr` to its member, making its sender one first if it is new.
+    async fn receive(&mut self, addr: SocketAddr, datagram: &[u8]) {
+        let Some(inbox) = self.members.get(&addr) else {
+            return self.verify(addr, datagram).await;
+        };
+        match inbox.try_send(Bytes::copy_from_slice(datagram)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                crate::metrics::METRICS.refuse("udp_inbox_full");
+                tracing::debug!(%addr, "udp datagram dropped: the member's inbox is full");
+            }
+            // Its task has ended (silent, cut or gone): a stranger again.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.members.remove(&addr);
+                self.verify(addr, datagram).await;
             }
         }
     }
+}
 
-    /// Acts on one datagram from `addr`, making its sender a member first if it is new.
-    async fn receive(&mut self, addr: SocketAddr, datagram: &[u8]) {
-        if !self.members.contains_key(&addr) {
-            return self.verify(addr, datagram).await;
+/// One member: its session and the datagrams the receive side hands it, driven by
+/// `link::drive` in a task of its own that also drains its queue into `send_to`, best effort,
+/// so a member never blocks its room.
+struct Member {
+    session: Session,
+    inbox: mpsc::Receiver<Bytes>,
+    out: DatagramOutput,
+    last_seen: Instant,
+    ttl: Duration,
+    max_in: usize,
+}
+
+/// What woke a member's task.
+enum Input {
+    /// A datagram, or `None` when the receive side has stopped.
+    Datagram(Option<Bytes>),
+    /// Silent for `udp_ttl`.
+    Silent,
+}
+
+impl Link for Member {
+    type Input = Input;
+
+    async fn recv(&mut self) -> Input {
+        tokio::select! {
+            datagram = self.inbox.recv() => Input::Datagram(datagram),
+            _ = tokio::time::sleep_until(self.last_seen + self.ttl) => Input::Silent,
         }
-        let max_in = self.shared.config.udp_max_in;
-        if datagram.len() > max_in {
-            let message = format!("ERR datagram larger than {max_in} bytes");
-            let _ = self.socket.send_to(message.as_bytes(), addr).await;
-            if let Some(member) = self.members.get_mut(&addr) {
-                member.last_seen = Instant::now();
-            }
-            return;
-        }
-        let Some(member) = self.members.get_mut(&addr) else {
-            return;
+    }
+
+    async fn act(&mut self, input: Input) -> Step {
+        let datagram = match input {
+            Input::Datagram(Some(datagram)) => datagram,
+            Input::Datagram(None) => return Step::Cut(Disconnect::Shutdown),
+            Input::Silent => return Step::Cut(Disconnect::TimedOut),
         };
-        member.last_seen = Instant::now();
-        let flow = match std::str::from_utf8(datagram) {
+        self.last_seen = Instant::now();
+        if datagram.len() > self.max_in {
+            let message = format!("ERR datagram larger than {} bytes", self.max_in);
+            let out = &self.out;
+            send_one(&out.socket, out.addr, message.as_bytes(), None, usize::MAX).await;
+            return Step::Continue;
+        }
+        let flow = match std::str::from_utf8(&datagram) {
             Ok(text) => {
                 let text = text.strip_suffix('\n').unwrap_or(text);
                 let text = text.strip_suffix('\r').unwrap_or(text);
-                member.session.handle_line(text)
+                self.session.handle_line(text)
             }
             Err(_) => {
-                member
-                    .session
+                self.session
                     .refuse(None, ErrorCode::BadFrame, "invalid UTF-8");
                 Flow::Continue
             }
         };
-        if flow == Flow::Quit
-            && let Some(member) = self.members.remove(&addr)
-        {
-            drop(member.session);
-            // The writer flushes the goodbye before it stops.
-            member.done.cancel();
+        match flow {
+            Flow::Quit => Step::Done,
+            Flow::Continue => Step::Continue,
+        }
+    }
+
+    async fn deliver(&mut self, outbox: &mut Outbox) -> Step {
+        link::sent(outbox.send(&mut self.out).await)
+    }
+
+    async fn close(&mut self, outbox: &Outbox, reason: Option<Disconnect>) {
+        // A member silent for its time to live is told nothing: it is likely gone, and the
+        // address is not written to unasked.
+        if let Some(reason) = reason.filter(|r| *r != Disconnect::TimedOut) {
+            outbox.goodbye(&mut self.out, reason).await;
         }
     }
 }
@@ -170,8 +197,8 @@ impl Chat {
                     return;
                 }
             };
-            let member = admit(&self.socket, &self.shared, addr, permit);
-            self.members.insert(addr, member);
+            let inbox = admit(&self.socket, &self.shared, addr, permit);
+            self.members.insert(addr, inbox);
             return;
         }
         let challenge = self.cookies.challenge(addr);
@@ -184,39 +211,44 @@ impl Chat {
     }
 }
 
-/// A new member: its session (greeted, in the default room) and its writer task.
+/// A new member: its session (greeted, in the default room) and its task; the sender of its
+/// inbox.
 fn admit(
     socket: &Arc<UdpSocket>,
     shared: &Arc<Context>,
     addr: SocketAddr,
     permit: Permit,
-) -> Member {
+) -> mpsc::Sender<Bytes> {
     let (session, rx) =
         Session::start_chat(&shared.hub, Transport::Udp, addr, shared.tasks.clone());
-    let done = CancellationToken::new();
-    let outbox = Outbox::new(
+    let mut outbox = Outbox::new(
         rx,
         Arc::clone(session.subscriber()),
         super::stop_signal(shared),
         Wire::Datagram,
     );
-    let mut out = DatagramOutput {
-        socket: Arc::clone(socket),
-        addr,
-        max_out: shared.config.udp_max_out,
-        units: Vec::new(),
-    };
-    let stopped = done.clone();
-    shared
-        .tasks
-        .spawn(async move { outbox.run(&mut out, stopped).await });
-    tracing::debug!(%addr, "udp member joined");
-    Member {
+    let (inbox_tx, inbox) = mpsc::channel(INBOX);
+    let mut member = Member {
         session,
+        inbox,
+        out: DatagramOutput {
+            socket: Arc::clone(socket),
+            addr,
+            max_out: shared.config.udp_max_out,
+            units: Vec::new(),
+        },
         last_seen: Instant::now(),
-        done,
-        _permit: permit,
-    }
+        ttl: shared.config.udp_ttl,
+        max_in: shared.config.udp_max_in,
+    };
+    shared.tasks.spawn(async move {
+        let _permit = permit;
+        let reason = link::drive(&mut member, &mut outbox).await;
+        tracing::debug!(%addr, ?reason, "udp member removed");
+        member.session.end(reason);
+    });
+    tracing::debug!(%addr, "udp member joined");
+    inbox_tx
 }
 
 /// A UDP member's output: each unit is one datagram, sent best effort (a failed send is

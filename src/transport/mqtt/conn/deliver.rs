@@ -6,10 +6,9 @@ use crate::wire;
 impl Conn {
     /// Moves a batch from the queue: messages of joined rooms to `pending`, answers (acks
     /// from the ack task) straight into the write buffer.
-    pub(super) fn take(&mut self) {
+    pub(super) fn take(&mut self, outbox: &mut Outbox) {
         let own = self.sub.id;
         let Conn {
-            outbox,
             pending,
             out,
             rooms,

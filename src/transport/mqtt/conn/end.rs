@@ -43,7 +43,7 @@ impl Conn {
 
     /// Ends the connection: says why (5.0), publishes the will unless the client said
     /// goodbye, parks or forgets the session, and lets go of the client id.
-    pub(super) async fn finish<L: Link>(mut self, link: &mut L, end: End) {
+    pub(super) async fn finish<P: Pipe>(mut self, pipe: &mut P, end: End) {
         let reason = match end {
             End::Disconnected(_) | End::Gone => None,
             End::Violation(reason) => Some(reason),
@@ -62,7 +62,7 @@ impl Conn {
             self.write(&Outbound::Disconnect(reason));
         }
         if !self.out.is_empty() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), link.write(&self.out)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), pipe.write(&self.out)).await;
         }
         if !matches!(end, End::Disconnected(false))
             && let Some(will) = self.will.take()

@@ -30,17 +30,19 @@ mod subscribe;
 use super::codec::{self, Connect, Inbound, Outbound, Publish, Reason, Version};
 use super::state::{Parked, Retained};
 use super::window::Window;
-use super::{Link, sys};
+use super::{Pipe, sys};
 use crate::auth::{Action, Principal};
 use crate::event::{Disconnect, Event, EventKind, MessageId, now_ms};
 use crate::hub::pace::Verdict;
 use crate::hub::topics::Watcher;
 use crate::hub::{Delivery, Published, Subscriber, Transport};
 use crate::protocol::envelope::ErrorCode;
+use crate::protocol::names::check_nick;
 use crate::protocol::topic;
-use crate::session::{Refusal, Session};
+use crate::session::{Dialect, Hello, Refusal, Session};
 use crate::transport::context::Context;
-use crate::transport::writer::{Outbox, Wake};
+use crate::transport::link::{self, Link, Step};
+use crate::transport::writer::Outbox;
 use crate::wire::Wire;
 
 /// QoS 1 and 2 publishes a client may have unacknowledged (our Receive Maximum).
@@ -94,7 +96,6 @@ pub(crate) struct Conn {
     client_id: String,
     session: Session,
     sub: Arc<Subscriber>,
-    outbox: Outbox,
     out: BytesMut,
     filters: BTreeMap<String, (u8, bool)>,
     rooms: HashMap<Arc<str>, Joined>,
@@ -134,22 +135,39 @@ async fn next_room(rooms: &mut Option<mpsc::Receiver<Arc<str>>>) -> Option<Arc<s
 }
 
 /// Serves one MQTT connection from its CONNECT to its end.
-pub(crate) async fn serve<L: Link>(mut link: L, addr: SocketAddr, ctx: Arc<Context>) {
+pub(crate) async fn serve<P: Pipe>(mut pipe: P, addr: SocketAddr, ctx: Arc<Context>) {
     let mut buf = BytesMut::with_capacity(512);
-    let Some(connect) = read_connect(&mut link, &mut buf, &ctx, addr).await else {
+    let Some(connect) = read_connect(&mut pipe, &mut buf, &ctx, addr).await else {
         return;
     };
-    let Some(mut conn) = admit(&mut link, *connect, addr, &ctx).await else {
+    let Some(conn) = admit(&mut pipe, *connect, addr, &ctx).await else {
         return;
     };
-    let end = conn.run(&mut link, &mut buf).await;
+    let (mut conn, mut outbox) = conn;
+    let mut driven = Driven {
+        conn: &mut conn,
+        pipe: &mut pipe,
+        buf: &mut buf,
+        sys_tick: tokio::time::interval(sys::EVERY),
+        end: None,
+    };
+    driven.sys_tick.reset();
+    // Packets that came in the CONNECT's read, and the CONNACK.
+    match driven.settle_read().await {
+        Step::Continue => {
+            link::drive(&mut driven, &mut outbox).await;
+        }
+        Step::Cut(reason) => driven.end = Some(End::Cut(reason)),
+        Step::Done | Step::Gone => {}
+    }
+    let end = driven.end.unwrap_or(End::Gone);
     tracing::debug!(client_id = conn.client_id, %addr, ?end, "mqtt connection closed");
-    conn.finish(&mut link, end).await;
+    conn.finish(&mut pipe, end).await;
 }
 
 /// Reads the CONNECT, within the header timeout; anything else first ends the connection.
-async fn read_connect<L: Link>(
-    link: &mut L,
+async fn read_connect<P: Pipe>(
+    pipe: &mut P,
     buf: &mut BytesMut,
     ctx: &Context,
     addr: SocketAddr,
@@ -169,7 +187,7 @@ async fn read_connect<L: Link>(
                     &connack(false, Reason::UnsupportedVersion),
                     &mut out,
                 );
-                let _ = tokio::time::timeout(Duration::from_secs(1), link.write(&out)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), pipe.write(&out)).await;
                 return None;
             }
             Err(error) => {
@@ -177,7 +195,7 @@ async fn read_connect<L: Link>(
                 return None;
             }
         }
-        match tokio::time::timeout_at(deadline, link.read(buf)).await {
+        match tokio::time::timeout_at(deadline, pipe.read(buf)).await {
             Ok(Ok(n)) if n > 0 => {}
             Ok(_) => return None,
             Err(_) => {
@@ -226,31 +244,14 @@ fn principal(ctx: &Context, connect: &Connect, addr: SocketAddr) -> Result<Princ
         })
 }
 
-/// Checks credentials and the client id, takes the id over, resumes or clears its session,
-/// and answers CONNACK. `None` when refused (the CONNACK said why).
-async fn admit<L: Link>(
-    link: &mut L,
-    connect: Connect,
-    addr: SocketAddr,
-    ctx: &Arc<Context>,
-) -> Option<Conn> {
-    let version = connect.version;
-    let refuse = |reason: Reason| {
-        let mut out = BytesMut::new();
-        codec::encode(version, &connack(false, reason), &mut out);
-        out
-    };
-    let principal = match principal(ctx, &connect, addr) {
-        Ok(p) => p,
-        Err(reason) => {
-            tracing::debug!(%addr, ?reason, "mqtt credentials refused");
-            let _ = link.write(&refuse(reason)).await;
-            return None;
-        }
-    };
+/// Checks what the CONNECT carries before anything is taken: credentials, the client id, the
+/// will's size. The reason for the CONNACK when refused.
+fn check(ctx: &Context, connect: &Connect, addr: SocketAddr) -> Result<Principal, Reason> {
+    let principal = principal(ctx, connect, addr).inspect_err(|reason| {
+        tracing::debug!(%addr, ?reason, "mqtt credentials refused");
+    })?;
     if connect.client_id.len() > 128 || (connect.client_id.is_empty() && !connect.clean) {
-        let _ = link.write(&refuse(Reason::ClientIdInvalid)).await;
-        return None;
+        return Err(Reason::ClientIdInvalid);
     }
     // A will is a publish said at the end, by a client that may reconnect and say another:
     // its size is capped on its own, far below a message's.
@@ -258,9 +259,29 @@ async fn admit<L: Link>(
         && will.payload.len() > MAX_WILL_BYTES
     {
         tracing::info!(%addr, bytes = will.payload.len(), "mqtt will over the size limit refused");
-        let _ = link.write(&refuse(Reason::PacketTooLarge)).await;
-        return None;
+        return Err(Reason::PacketTooLarge);
     }
+    Ok(principal)
+}
+
+/// Checks credentials and the client id, takes the id over, enters the session
+/// (`Session::connect_as`), resumes or clears what was parked, and answers CONNACK. `None`
+/// when refused (the CONNACK said why).
+async fn admit<P: Pipe>(
+    pipe: &mut P,
+    connect: Connect,
+    addr: SocketAddr,
+    ctx: &Arc<Context>,
+) -> Option<(Conn, Outbox)> {
+    let principal = match check(ctx, &connect, addr) {
+        Ok(principal) => principal,
+        Err(reason) => {
+            let mut out = BytesMut::new();
+            codec::encode(connect.version, &connack(false, reason), &mut out);
+            let _ = pipe.write(&out).await;
+            return None;
+        }
+    };
     let (sub, rx) = ctx.hub.subscribe(Transport::Mqtt, true, Some(addr));
     let assigned = connect
         .client_id
@@ -268,45 +289,43 @@ async fn admit<L: Link>(
         .then(|| format!("auto-{}", sub.id));
     let client_id = assigned.clone().unwrap_or(connect.client_id.clone());
     let gone = ctx.mqtt.claim(&client_id, &sub).await;
-    let nick = crate::protocol::names::check_nick(&client_id)
-        .is_ok()
-        .then_some(&*client_id);
-    let session = Session::open(
-        Arc::clone(&ctx.hub),
-        Arc::clone(&sub),
-        crate::session::Dialect::Quiet,
-        nick,
+    let hello = Hello {
+        transport: Transport::Mqtt,
+        dialect: Dialect::Quiet,
+        addr: Some(addr),
+        nick: check_nick(&client_id).is_ok().then_some(&*client_id),
         principal,
-        ctx.tasks.clone(),
-    );
+    };
+    let session = Session::connect_as(&ctx.hub, ctx.tasks.clone(), hello, Arc::clone(&sub), "");
     let parked = if connect.clean {
         let _ = ctx.mqtt.park(&client_id, None);
         None
     } else {
         ctx.mqtt.unpark(&client_id)
     };
-    let mut conn = Conn::new(ctx, &connect, client_id, session, sub, rx, gone);
-    let mut out = BytesMut::new();
-    codec::encode(
-        version,
-        &Outbound::ConnAck {
-            session_present: parked.is_some(),
-            reason: Reason::Success,
-            receive_maximum: RECEIVE_MAXIMUM,
-            max_packet: ctx.config.mqtt_max_packet as u32,
-            assigned_id: assigned.as_deref(),
-            server_keep_alive: (connect.keep_alive == 0)
-                .then(|| silent_limit(ctx))
-                .flatten()
-                .map(|idle| idle.as_secs().clamp(1, u64::from(u16::MAX)) as u16),
-        },
-        &mut out,
+    let outbox = Outbox::new(
+        rx,
+        Arc::clone(&sub),
+        crate::transport::stop_signal(ctx),
+        Wire::Mqtt,
     );
-    conn.out = out;
+    let mut conn = Conn::new(ctx, &connect, client_id, session, sub, gone);
+    let welcome = Outbound::ConnAck {
+        session_present: parked.is_some(),
+        reason: Reason::Success,
+        receive_maximum: RECEIVE_MAXIMUM,
+        max_packet: ctx.config.mqtt_max_packet as u32,
+        assigned_id: assigned.as_deref(),
+        server_keep_alive: (connect.keep_alive == 0)
+            .then(|| silent_limit(ctx))
+            .flatten()
+            .map(|idle| idle.as_secs().clamp(1, u64::from(u16::MAX)) as u16),
+    };
+    conn.write(&welcome);
     if let Some(parked) = parked {
         conn.resume(parked);
     }
-    Some(conn)
+    Some((conn, outbox))
 }
 
 impl Conn {
@@ -316,7 +335,6 @@ impl Conn {
         client_id: String,
         session: Session,
         sub: Arc<Subscriber>,
-        rx: crate::hub::queue::Receiver<Delivery>,
         gone: CancellationToken,
     ) -> Self {
         let stop = crate::transport::stop_signal(ctx);
@@ -337,7 +355,6 @@ impl Conn {
             version: connect.version,
             client_id,
             session,
-            outbox: Outbox::new(rx, Arc::clone(&sub), stop.clone(), Wire::Mqtt),
             watcher: None,
             sub,
             out: BytesMut::new(),
@@ -361,61 +378,124 @@ impl Conn {
     }
 }
 
-impl Conn {
-    /// Reads, delivers and writes until the connection ends.
-    async fn run<L: Link>(&mut self, link: &mut L, buf: &mut BytesMut) -> End {
-        let mut sys_tick = tokio::time::interval(sys::EVERY);
-        sys_tick.reset();
-        // Packets that came in the CONNECT's read.
-        if let Err(end) = self.on_bytes(buf).await {
-            return end;
+/// A connection's side of the connection driver (`link::drive`): packets in, the queue's
+/// messages out as PUBLISH packets within the client's window. How it ended, when it ended
+/// on its own, is kept in `end` for `Conn::finish`.
+struct Driven<'a, P> {
+    conn: &'a mut Conn,
+    pipe: &'a mut P,
+    buf: &'a mut BytesMut,
+    sys_tick: tokio::time::Interval,
+    end: Option<End>,
+}
+
+/// What woke an MQTT connection.
+enum Input {
+    Read(std::io::Result<usize>),
+    /// Silent past its keep-alive.
+    Idle,
+    /// A new room for a wildcard filter.
+    NewRoom(Option<Arc<str>>),
+    /// Time to send `$SYS` again.
+    Sys,
+}
+
+impl<P: Pipe> Driven<'_, P> {
+    /// Acts on every whole packet read, then writes.
+    async fn settle_read(&mut self) -> Step {
+        match self.conn.on_bytes(self.buf).await {
+            Ok(()) => self.settle().await,
+            Err(end) => self.ended(end),
         }
-        loop {
-            self.pump();
-            if !self.out.is_empty()
-                && let Err(end) = self.flush(link).await
-            {
-                return end;
+    }
+
+    /// Encodes what the window allows and writes what is buffered.
+    async fn settle(&mut self) -> Step {
+        self.conn.pump();
+        if self.conn.out.is_empty() {
+            return Step::Continue;
+        }
+        match self.conn.flush(self.pipe).await {
+            Ok(()) => Step::Continue,
+            Err(end) => self.ended(end),
+        }
+    }
+
+    /// The step for an end: the server's cuts go through the driver (`Link::close`), the rest
+    /// are kept for `Conn::finish`.
+    fn ended(&mut self, end: End) -> Step {
+        if let End::Cut(reason) = end {
+            return Step::Cut(reason);
+        }
+        self.end = Some(end);
+        Step::Gone
+    }
+}
+
+impl<P: Pipe> Link for Driven<'_, P> {
+    type Input = Input;
+
+    async fn recv(&mut self) -> Input {
+        let idle_at = self.conn.keep_alive.map(|k| self.conn.last_read + k);
+        let sys = self.conn.has_sys();
+        tokio::select! {
+            biased;
+            _ = crate::transport::sleep_until(idle_at) => Input::Idle,
+            read = self.pipe.read(self.buf) => Input::Read(read),
+            room = next_room(&mut self.conn.new_rooms) => Input::NewRoom(room),
+            _ = self.sys_tick.tick(), if sys => Input::Sys,
+        }
+    }
+
+    async fn act(&mut self, input: Input) -> Step {
+        match input {
+            Input::Idle => Step::Cut(Disconnect::TimedOut),
+            Input::Read(Ok(n)) if n > 0 => {
+                self.conn.last_read = Instant::now();
+                self.settle_read().await
             }
-            let idle_at = self.keep_alive.map(|k| self.last_read + k);
-            let drained = self.pending.is_empty();
-            let sys = self.has_sys();
-            tokio::select! {
-                biased;
-                _ = self.stop.cancelled() => return End::Cut(Disconnect::Shutdown),
-                _ = self.sub.kicked() => {
-                    return End::Cut(self.sub.kick_reason().unwrap_or(Disconnect::SlowConsumer));
+            Input::Read(_) => self.ended(End::Gone),
+            Input::NewRoom(room) => {
+                if let Some(room) = room {
+                    self.conn.join_new(room);
                 }
-                _ = crate::transport::sleep_until(idle_at) => return End::Cut(Disconnect::TimedOut),
-                read = link.read(buf) => {
-                    if !matches!(read, Ok(n) if n > 0) {
-                        return End::Gone;
-                    }
-                    self.last_read = Instant::now();
-                    if let Err(end) = self.on_bytes(buf).await {
-                        return end;
-                    }
-                }
-                wake = self.outbox.wait(), if drained => match wake {
-                    Wake::Batch => self.take(),
-                    Wake::Closed => return End::Gone,
-                    Wake::End(reason) => return End::Cut(reason),
-                },
-                Some(room) = next_room(&mut self.new_rooms) => self.join_new(room),
-                _ = sys_tick.tick(), if sys => self.send_sys(None),
+                self.settle().await
+            }
+            Input::Sys => {
+                self.conn.send_sys(None);
+                self.settle().await
             }
         }
     }
 
+    async fn deliver(&mut self, outbox: &mut Outbox) -> Step {
+        self.conn.take(outbox);
+        self.settle().await
+    }
+
+    /// Only notes the reason: `Conn::finish` says it (5.0) after the connection's own end.
+    async fn close(&mut self, _: &Outbox, reason: Option<Disconnect>) {
+        if let Some(reason) = reason {
+            self.end = Some(End::Cut(reason));
+        }
+    }
+
+    /// Messages wait in the queue while earlier ones wait for the client's window.
+    fn ready(&self) -> bool {
+        self.conn.pending.is_empty()
+    }
+}
+
+impl Conn {
     /// Writes what is buffered, giving up if the client is cut or the server stops.
-    async fn flush<L: Link>(&mut self, link: &mut L) -> Result<(), End> {
+    async fn flush<P: Pipe>(&mut self, pipe: &mut P) -> Result<(), End> {
         let written = tokio::select! {
             biased;
             _ = self.stop.cancelled() => return Err(End::Cut(Disconnect::Shutdown)),
             _ = self.sub.kicked() => {
                 return Err(End::Cut(self.sub.kick_reason().unwrap_or(Disconnect::SlowConsumer)));
             }
-            written = link.write(&self.out) => written,
+            written = pipe.write(&self.out) => written,
         };
         self.out.clear();
         if self.out.capacity() > KEEP_BUFFER {
