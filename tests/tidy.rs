@@ -1,7 +1,8 @@
 //! The layering docs/ARCHITECTURE.md promises ("Architecture invariant" lines), checked
 //! against the source: which module may name which (`crate::X` paths in code, comments
-//! left out), that the sans-IO modules name no runtime, and that no function outside tests
-//! is longer than a screen (80 lines). A change that breaks one fails here with the file and line.
+//! left out), that the sans-IO modules name no runtime, that only the connection driver waits
+//! on a client's queue, and that no function outside tests is longer than a screen (80
+//! lines). A change that breaks one fails here with the file and line.
 
 use std::path::{Path, PathBuf};
 
@@ -156,6 +157,31 @@ fn protocol_and_wire_do_no_io() {
     assert!(
         broken.is_empty(),
         "sans-IO code names IO:\n{}",
+        broken.join("\n")
+    );
+}
+
+/// "No transport writes its own loop around `Outbox::wait`": only the connection driver
+/// (`transport/link.rs`) and the writer itself wait on a client's queue.
+#[test]
+fn only_the_connection_driver_waits_on_a_queue() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let allowed = [src.join("transport/link.rs"), src.join("transport/writer.rs")];
+    let mut broken = Vec::new();
+    for file in sources(&src) {
+        if allowed.contains(&file) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (number, line) in code_lines(&text) {
+            if line.contains("outbox.wait()") || line.contains("Wake::") {
+                broken.push(format!("{}:{number}: {}", file.display(), line.trim()));
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "a loop of its own around Outbox::wait; implement link::Link instead:\n{}",
         broken.join("\n")
     );
 }

@@ -1,7 +1,8 @@
 //! Transports: thin adapters between sockets and the hub.
 //!
-//! Each decodes bytes with `protocol/`, calls the `Hub`, and drains its subscriber's queue
-//! back into bytes. Room logic never lives here.
+//! Each decodes bytes with `protocol/`, calls the session, and drains its subscriber's queue
+//! back into bytes, as a `link::Link` the one connection driver (`link::drive`) runs. Room
+//! logic never lives here.
 
 pub(crate) mod context;
 pub mod echo;
