@@ -166,7 +166,10 @@ fn protocol_and_wire_do_no_io() {
 #[test]
 fn only_the_connection_driver_waits_on_a_queue() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let allowed = [src.join("transport/link.rs"), src.join("transport/writer.rs")];
+    let allowed = [
+        src.join("transport/link.rs"),
+        src.join("transport/writer.rs"),
+    ];
     let mut broken = Vec::new();
     for file in sources(&src) {
         if allowed.contains(&file) {

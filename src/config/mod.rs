@@ -207,55 +207,11 @@ pub struct Config {
     pub proxy_protocol: bool,
 }
 
+/// The defaults are `resolve`'s with no flag and no file: each default is written once, in
+/// the line of `resolve` that picks its setting.
 impl Default for Config {
     fn default() -> Self {
-        Self {
-            tcp: DEFAULT_TCP.parse().ok(),
-            udp: DEFAULT_UDP.parse().ok(),
-            http: DEFAULT_HTTP.parse().ok(),
-            mqtt: DEFAULT_MQTT.parse().ok(),
-            grpc: DEFAULT_GRPC.parse().ok(),
-            mqtt_max_packet: 64 * 1024 + 1024,
-            store: StoreKind::Sqlite,
-            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
-            redis: None,
-            redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
-            max_connections: 100_000,
-            max_connections_per_ip: 1_000,
-            max_line_bytes: 64 * 1024,
-            idle_timeout: Some(Duration::from_secs(15 * 60)),
-            // 1,024 events is about a second of a busy room at 1,000 msg/s: enough to ride out
-            // a scheduling hiccup, small enough that a stalled client is noticed quickly and
-            // costs at most ~16 KiB of queue slots.
-            queue_capacity: 1024,
-            line_flush: Duration::from_millis(50),
-            udp_ttl: Duration::from_secs(60),
-            udp_max_in: 64 * 1024,
-            udp_max_out: 1200,
-            ws_max_message: 64 * 1024,
-            ws_echo_max_message: 16 * 1024 * 1024 + 1024,
-            ws_ping_interval: Duration::from_secs(30),
-            ws_pong_timeout: Duration::from_secs(10),
-            ws_deflate: true,
-            allowed_origins: Vec::new(),
-            sse_max_lifetime: None,
-            publish_rate: 20.0,
-            publish_burst: 50.0,
-            history_max_messages: 1_000,
-            history_max_age: Duration::from_secs(24 * 60 * 60),
-            shutdown_grace: Duration::from_secs(5),
-            auth: AuthConfig {
-                leeway_secs: 30,
-                ..AuthConfig::default()
-            },
-            allow_anonymous: false,
-            allowed_hosts: Vec::new(),
-            trusted_proxies: Default::default(),
-            proxy_protocol: false,
-            tls: None,
-            limits: Limits::default(),
-            webhooks: None,
-        }
+        Config::resolve(&ServeArgs::default()).expect("the defaults are a valid configuration")
     }
 }
 
@@ -478,13 +434,12 @@ pub fn signing_secret(flag: Option<String>, file: Option<&Path>) -> Result<Strin
 fn resolve_trust(
     args: &ServeArgs,
     file: &mut ServeArgs,
-    d: &Config,
 ) -> Result<(AuthConfig, Option<(PathBuf, PathBuf)>), ConfigError> {
     let auth = AuthConfig {
         secrets: pick_list(&args.auth_secrets, &mut file.auth_secrets),
         public_keys: pick_list(&args.auth_public_keys, &mut file.auth_public_keys),
         jwks_url: args.auth_jwks_url.clone().or(file.auth_jwks_url.take()),
-        leeway_secs: pick(args.auth_leeway, file.auth_leeway, d.auth.leeway_secs),
+        leeway_secs: pick(args.auth_leeway, file.auth_leeway, 30),
         api_keys: pick_list(&args.api_keys, &mut file.api_keys),
         rooms: std::mem::take(&mut file.rooms),
     };
@@ -563,68 +518,77 @@ impl Config {
             Some(path) => ServeArgs::load(path)?,
             None => ServeArgs::default(),
         };
-        let d = Config::default();
-        let (auth, tls) = resolve_trust(args, &mut file, &d)?;
+        let (auth, tls) = resolve_trust(args, &mut file)?;
         let secs = Duration::from_secs;
         let redis = args.redis.clone().or(file.redis.clone());
         let limits = Limits::resolve(args.into(), std::mem::take(&mut file.limits))?;
         let webhooks = resolve_webhooks(args, &mut file)?;
-        // A setting given as a flag, else in the file, else its default.
+        // A setting given as a flag, else in the file, else its default (written here, once).
         macro_rules! pick {
-            ($field:ident) => {
-                pick(args.$field, file.$field, d.$field)
+            ($field:ident, $default:expr) => {
+                pick(args.$field, file.$field, $default)
+            };
+        }
+        // A listener's address, `off`, or its default.
+        macro_rules! listen {
+            ($field:ident, $default:expr) => {
+                args.$field
+                    .or(file.$field)
+                    .map_or($default.parse().ok(), |l| l.0)
             };
         }
         let trusted_proxies = resolve_proxies(args, &mut file);
         let config = Config {
-            tcp: args.tcp.or(file.tcp).map_or(d.tcp, |l| l.0),
-            udp: args.udp.or(file.udp).map_or(d.udp, |l| l.0),
-            http: args.http.or(file.http).map_or(d.http, |l| l.0),
-            mqtt: args.mqtt.or(file.mqtt).map_or(d.mqtt, |l| l.0),
-            grpc: args.grpc.or(file.grpc).map_or(d.grpc, |l| l.0),
-            mqtt_max_packet: pick!(mqtt_max_packet),
+            tcp: listen!(tcp, DEFAULT_TCP),
+            udp: listen!(udp, DEFAULT_UDP),
+            http: listen!(http, DEFAULT_HTTP),
+            mqtt: listen!(mqtt, DEFAULT_MQTT),
+            grpc: listen!(grpc, DEFAULT_GRPC),
+            // A 64 KiB message and room for its topic and properties.
+            mqtt_max_packet: pick!(mqtt_max_packet, 64 * 1024 + 1024),
             store: match (args.store.or(file.store), &redis) {
                 (Some(store), _) => store,
                 // `--redis` alone means history lives there too.
                 (None, Some(_)) => StoreKind::Redis,
-                (None, None) => d.store,
+                (None, None) => StoreKind::Sqlite,
             },
-            data_dir: pick(args.data_dir.clone(), file.data_dir, d.data_dir),
-            redis,
-            redis_prefix: pick(args.redis_prefix.clone(), file.redis_prefix, d.redis_prefix),
-            max_connections: pick!(max_connections),
-            max_connections_per_ip: pick!(max_connections_per_ip),
-            max_line_bytes: pick!(max_line_bytes),
-            idle_timeout: off_or_secs(args.idle_timeout.or(file.idle_timeout), d.idle_timeout),
-            queue_capacity: pick!(queue_capacity),
-            line_flush: args
-                .line_flush_ms
-                .or(file.line_flush_ms)
-                .map_or(d.line_flush, Duration::from_millis),
-            udp_ttl: args.udp_ttl.or(file.udp_ttl).map_or(d.udp_ttl, secs),
-            udp_max_in: pick!(udp_max_in),
-            udp_max_out: pick!(udp_max_out),
-            ws_max_message: pick!(ws_max_message),
-            ws_echo_max_message: file.ws_echo_max_message.unwrap_or(d.ws_echo_max_message),
-            ws_ping_interval: args
-                .ws_ping_interval
-                .or(file.ws_ping_interval)
-                .map_or(d.ws_ping_interval, secs),
-            ws_pong_timeout: file.ws_pong_timeout_secs.map_or(d.ws_pong_timeout, secs),
-            ws_deflate: pick!(ws_deflate),
-            allowed_origins: pick_list(&args.allowed_origins, &mut file.allowed_origins),
-            history_max_messages: pick!(history_max_messages),
-            history_max_age: args
-                .history_max_age
-                .or(file.history_max_age)
-                .map_or(d.history_max_age, secs),
-            sse_max_lifetime: off_or_secs(
-                args.sse_max_lifetime.or(file.sse_max_lifetime),
-                d.sse_max_lifetime,
+            data_dir: pick(
+                args.data_dir.clone(),
+                file.data_dir,
+                PathBuf::from(DEFAULT_DATA_DIR),
             ),
-            publish_rate: pick!(publish_rate),
-            publish_burst: pick!(publish_burst),
-            shutdown_grace: d.shutdown_grace,
+            redis,
+            redis_prefix: pick(
+                args.redis_prefix.clone(),
+                file.redis_prefix,
+                DEFAULT_REDIS_PREFIX.to_owned(),
+            ),
+            max_connections: pick!(max_connections, 100_000),
+            max_connections_per_ip: pick!(max_connections_per_ip, 1_000),
+            max_line_bytes: pick!(max_line_bytes, 64 * 1024),
+            // 15 minutes, so that idle sockets cannot hold the descriptor budget for ever.
+            idle_timeout: off_or_secs(args.idle_timeout.or(file.idle_timeout), Some(secs(900))),
+            // 1,024 events is about a second of a busy room at 1,000 msg/s: enough to ride out
+            // a scheduling hiccup, small enough that a stalled client is noticed quickly and
+            // costs at most ~16 KiB of queue slots.
+            queue_capacity: pick!(queue_capacity, 1024),
+            line_flush: Duration::from_millis(pick!(line_flush_ms, 50)),
+            udp_ttl: secs(pick!(udp_ttl, 60)),
+            udp_max_in: pick!(udp_max_in, 64 * 1024),
+            udp_max_out: pick!(udp_max_out, 1200),
+            ws_max_message: pick!(ws_max_message, 64 * 1024),
+            // The conformance suite sends messages up to 16 MiB to /echo.
+            ws_echo_max_message: file.ws_echo_max_message.unwrap_or(16 * 1024 * 1024 + 1024),
+            ws_ping_interval: secs(pick!(ws_ping_interval, 30)),
+            ws_pong_timeout: secs(file.ws_pong_timeout_secs.unwrap_or(10)),
+            ws_deflate: pick!(ws_deflate, true),
+            allowed_origins: pick_list(&args.allowed_origins, &mut file.allowed_origins),
+            history_max_messages: pick!(history_max_messages, 1_000),
+            history_max_age: secs(pick!(history_max_age, 24 * 60 * 60)),
+            sse_max_lifetime: off_or_secs(args.sse_max_lifetime.or(file.sse_max_lifetime), None),
+            publish_rate: pick!(publish_rate, 20.0),
+            publish_burst: pick!(publish_burst, 50.0),
+            shutdown_grace: secs(5),
             auth,
             allow_anonymous: args.allow_anonymous || file.allow_anonymous,
             allowed_hosts: pick_list(&args.allowed_hosts, &mut file.allowed_hosts),
