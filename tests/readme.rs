@@ -69,19 +69,21 @@ fn the_readme_many_nodes_example_runs_as_written() {
     let log = |i: usize| std::fs::read_to_string(dir.path().join(format!("node{i}.log"))).unwrap();
     for (i, port) in [8000u16, 8001].into_iter().enumerate() {
         let deadline = Instant::now() + TIMEOUT;
-        // The documented ports lie in the kernel's ephemeral range, so a connection of the
-        // other node's (to Redis, say) can hold one for a moment: a node that found its port
-        // taken is started again, a few times at most.
+        // The documented ports lie in the kernel's ephemeral range, so a connection left by
+        // an earlier test (or the other node's, to Redis) can hold one: a node that found its
+        // port taken is started again once the port is free, within a bound.
         let mut retries = 3;
         loop {
             if let Some(status) = nodes[i].0.try_wait().unwrap() {
-                if retries > 0 && log(i).contains("is in use") {
+                let taken = port_in_use(&log(i));
+                if let Some(port) = taken.filter(|_| retries > 0) {
                     retries -= 1;
-                    std::thread::sleep(Duration::from_millis(200));
+                    wait_until_free(port);
                     nodes[i] = spawn(i);
                     continue;
                 }
-                panic!("node {} exited ({status}):\n{}", i + 1, log(i));
+                let holders = taken.map(sockets_on).unwrap_or_default();
+                panic!("node {} exited ({status}):\n{}{holders}", i + 1, log(i));
             }
             let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
                 && log(i).contains("grpc listening");
@@ -175,4 +177,34 @@ switchboard() {{
     );
     // The message was taken (a refusal would be an ERR line; a sender sees no echo).
     assert!(!stdout.contains("ERR"), "{stdout}\n{stderr}");
+}
+
+/// The port a node said was in use ("--grpc 127.0.0.1:50052 is in use"), if it said so.
+fn port_in_use(log: &str) -> Option<u16> {
+    let before = &log[..log.find(" is in use")?];
+    before.rsplit(':').next()?.parse().ok()
+}
+
+/// Waits until `port` can be bound on loopback (std sets `SO_REUSEADDR`, as the server does),
+/// for at most 70 s: longer than a socket lingers in TIME_WAIT or FIN_WAIT2.
+fn wait_until_free(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(70);
+    while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// What holds `port` (`ss`), for the failure message.
+fn sockets_on(port: u16) -> String {
+    let filter = format!("( sport = :{port} or dport = :{port} )");
+    Command::new("ss")
+        .args(["-tanp", &filter])
+        .output()
+        .map(|out| {
+            format!(
+                "\nsockets on port {port}:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+        .unwrap_or_default()
 }

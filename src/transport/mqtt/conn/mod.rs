@@ -140,10 +140,9 @@ pub(crate) async fn serve<P: Pipe>(mut pipe: P, addr: SocketAddr, ctx: Arc<Conte
     let Some(connect) = read_connect(&mut pipe, &mut buf, &ctx, addr).await else {
         return;
     };
-    let Some(conn) = admit(&mut pipe, *connect, addr, &ctx).await else {
+    let Some((mut conn, mut outbox)) = admit(&mut pipe, *connect, addr, &ctx).await else {
         return;
     };
-    let (mut conn, mut outbox) = conn;
     let mut driven = Driven {
         conn: &mut conn,
         pipe: &mut pipe,
