@@ -511,6 +511,16 @@ fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
     flag.or(file).unwrap_or(default)
 }
 
+/// The store asked for, else Redis when `--redis` is given (history lives there too), else
+/// SQLite.
+fn store_kind(given: Option<StoreKind>, redis: bool) -> StoreKind {
+    match (given, redis) {
+        (Some(store), _) => store,
+        (None, true) => StoreKind::Redis,
+        (None, false) => StoreKind::Sqlite,
+    }
+}
+
 impl Config {
     /// Resolves flags and environment (already merged by clap) over the file over defaults.
     pub fn resolve(args: &ServeArgs) -> Result<Self, ConfigError> {
@@ -526,7 +536,7 @@ impl Config {
         // A setting given as a flag, else in the file, else its default (written here, once).
         macro_rules! pick {
             ($field:ident, $default:expr) => {
-                pick(args.$field, file.$field, $default)
+                pick(args.$field.clone(), file.$field.take(), $default)
             };
         }
         // A listener's address, `off`, or its default.
@@ -546,23 +556,10 @@ impl Config {
             grpc: listen!(grpc, DEFAULT_GRPC),
             // A 64 KiB message and room for its topic and properties.
             mqtt_max_packet: pick!(mqtt_max_packet, 64 * 1024 + 1024),
-            store: match (args.store.or(file.store), &redis) {
-                (Some(store), _) => store,
-                // `--redis` alone means history lives there too.
-                (None, Some(_)) => StoreKind::Redis,
-                (None, None) => StoreKind::Sqlite,
-            },
-            data_dir: pick(
-                args.data_dir.clone(),
-                file.data_dir,
-                PathBuf::from(DEFAULT_DATA_DIR),
-            ),
+            store: store_kind(args.store.or(file.store), redis.is_some()),
+            data_dir: pick!(data_dir, PathBuf::from(DEFAULT_DATA_DIR)),
             redis,
-            redis_prefix: pick(
-                args.redis_prefix.clone(),
-                file.redis_prefix,
-                DEFAULT_REDIS_PREFIX.to_owned(),
-            ),
+            redis_prefix: pick!(redis_prefix, DEFAULT_REDIS_PREFIX.to_owned()),
             max_connections: pick!(max_connections, 100_000),
             max_connections_per_ip: pick!(max_connections_per_ip, 1_000),
             max_line_bytes: pick!(max_line_bytes, 64 * 1024),
