@@ -739,6 +739,73 @@ mod tests {
         Wrap::parse_from(full).serve
     }
 
+    /// Each flag's `[default: …]` in `--help` is what `resolve` gives with no flag and no
+    /// file, so the help cannot drift from the defaults written in `resolve`; a new flag that
+    /// names a default must be added here.
+    #[test]
+    fn the_help_says_the_defaults_resolve_gives() {
+        use clap::Args;
+        let d = Config::default();
+        let secs = |t: Duration| t.as_secs().to_string();
+        let off_or_secs = |t: Option<Duration>| t.map_or("0".to_owned(), secs);
+        let addr = |a: Option<SocketAddr>| a.map_or("off".to_owned(), |a| a.to_string());
+        let command = ServeArgs::augment_args(clap::Command::new("serve"));
+        let mut checked = 0;
+        for arg in command.get_arguments() {
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            let Some(at) = help.find("[default: ") else {
+                continue;
+            };
+            let said = &help[at + "[default: ".len()..];
+            let said = &said[..said.find(']').unwrap()];
+            let id = arg.get_id().as_str();
+            let given = match id {
+                "tcp" => addr(d.tcp),
+                "udp" => addr(d.udp),
+                "http" => addr(d.http),
+                "mqtt" => addr(d.mqtt),
+                "grpc" => addr(d.grpc),
+                "mqtt_max_packet" => {
+                    assert_eq!(said, "65536 plus room for the topic");
+                    assert!(d.mqtt_max_packet > 65536);
+                    said.to_owned()
+                }
+                "store" => format!("{:?}", d.store).to_lowercase(),
+                "data_dir" => format!("./{}", d.data_dir.display()),
+                "redis_prefix" => d.redis_prefix.clone(),
+                "max_connections" => d.max_connections.to_string(),
+                "max_connections_per_ip" => d.max_connections_per_ip.to_string(),
+                "max_line_bytes" => d.max_line_bytes.to_string(),
+                "idle_timeout" => off_or_secs(d.idle_timeout),
+                "queue_capacity" => d.queue_capacity.to_string(),
+                "line_flush_ms" => d.line_flush.as_millis().to_string(),
+                "udp_ttl" => secs(d.udp_ttl),
+                "udp_max_in" => d.udp_max_in.to_string(),
+                "udp_max_out" => d.udp_max_out.to_string(),
+                "ws_max_message" => d.ws_max_message.to_string(),
+                "ws_ping_interval" => secs(d.ws_ping_interval),
+                "ws_deflate" => d.ws_deflate.to_string(),
+                "sse_max_lifetime" => off_or_secs(d.sse_max_lifetime),
+                "publish_rate" => d.publish_rate.to_string(),
+                "publish_burst" => d.publish_burst.to_string(),
+                "connection_rate" => d.limits.connection_rate.to_string(),
+                "queue_bytes" => d.limits.queue_bytes.to_string(),
+                "max_rooms" => d.limits.max_rooms.to_string(),
+                "history_max_messages" => d.history_max_messages.to_string(),
+                "history_max_age" => secs(d.history_max_age),
+                "auth_leeway" => d.auth.leeway_secs.to_string(),
+                "trusted_proxies" if d.trusted_proxies.is_empty() => "none".to_owned(),
+                other => panic!("--{other} says [default: {said}]: check it here"),
+            };
+            assert_eq!(
+                said, given,
+                "--{id}'s help says one default, resolve gives another"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 30, "only {checked} defaults found in the help");
+    }
+
     #[test]
     fn defaults_are_the_seeds_ports() {
         let c = Config::resolve(&args(&[])).unwrap();
