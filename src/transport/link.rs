@@ -74,20 +74,11 @@ async fn woke<L: Link>(link: &mut L, outbox: &mut Outbox, wake: Wake) -> Step {
 /// session's `end`).
 pub(crate) async fn drive<L: Link>(link: &mut L, outbox: &mut Outbox) -> Option<Disconnect> {
     let end = loop {
-        // `Outbox::wait` hears kicks and shutdown first; a link that takes no batch now still
-        // hears them through `Outbox::cut`.
-        let step = if link.ready() {
-            tokio::select! {
-                biased;
-                wake = outbox.wait() => woke(link, outbox, wake).await,
-                input = link.recv() => link.act(input).await,
-            }
-        } else {
-            tokio::select! {
-                biased;
-                reason = outbox.cut() => Step::Cut(reason),
-                input = link.recv() => link.act(input).await,
-            }
+        // Kicks and shutdown first; a link that takes no batch now still hears them.
+        let step = tokio::select! {
+            biased;
+            wake = outbox.wait_for(link.ready()) => woke(link, outbox, wake).await,
+            input = link.recv() => link.act(input).await,
         };
         if step != Step::Continue {
             break step;

@@ -110,25 +110,18 @@ impl Outbox {
     /// Waits for a batch, a kick or shutdown. Cancel-safe: nothing is lost if another branch
     /// of a `select!` wins.
     pub(crate) async fn wait(&mut self) -> Wake {
-        tokio::select! {
-            biased;
-            _ = self.stop.cancelled() => Wake::End(Disconnect::Shutdown),
-            _ = self.sub.kicked() => {
-                Wake::End(self.sub.kick_reason().unwrap_or(Disconnect::SlowConsumer))
-            }
-            n = self.rx.recv_many(&mut self.batch, BATCH) => {
-                if n == 0 { Wake::Closed } else { Wake::Batch }
-            }
-        }
+        self.wait_for(true).await
     }
 
-    /// Waits for a kick or shutdown only: what ends a connection even while it takes no
-    /// batch. Cancel-safe.
-    pub(crate) async fn cut(&self) -> Disconnect {
+    /// `wait`, or with `batches` false only a kick or shutdown: what ends a connection even
+    /// while it takes no batch (MQTT with a full window). Cancel-safe.
+    pub(crate) async fn wait_for(&mut self, batches: bool) -> Wake {
         tokio::select! {
             biased;
-            _ = self.stop.cancelled() => Disconnect::Shutdown,
-            _ = self.sub.kicked() => self.sub.kick_reason().unwrap_or(Disconnect::SlowConsumer),
+            reason = cut(&self.stop, &self.sub) => Wake::End(reason),
+            n = self.rx.recv_many(&mut self.batch, BATCH), if batches => {
+                if n == 0 { Wake::Closed } else { Wake::Batch }
+            }
         }
     }
 
@@ -139,8 +132,7 @@ impl Outbox {
         let weight = self.weight();
         let flushed = tokio::select! {
             biased;
-            _ = self.sub.kicked() => None,
-            _ = self.stop.cancelled() => None,
+            _ = cut(&self.stop, &self.sub) => None,
             flushed = out.write(self.wire, &mut self.batch) => Some(flushed),
         };
         let Some(flushed) = flushed else {
@@ -234,5 +226,15 @@ impl Outbox {
             out.emit(&bytes, None);
             let _ = tokio::time::timeout(GOODBYE, out.flush()).await;
         }
+    }
+}
+
+/// Resolves when the connection must end: the server stops, or the hub kicked the client
+/// (for the reason it gave). Cancel-safe.
+async fn cut(stop: &CancellationToken, sub: &Subscriber) -> Disconnect {
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => Disconnect::Shutdown,
+        _ = sub.kicked() => sub.kick_reason().unwrap_or(Disconnect::SlowConsumer),
     }
 }
