@@ -659,6 +659,17 @@ async fn a_cursor_from_an_empty_room_on_another_node_is_no_gap() {
     for text in ["one", "two"] {
         post(a.http(), "fresh", text, None).await;
     }
+    // A publish is read-your-writes on its own node; another node hears it over the bus a
+    // moment later (bounded here, so a loaded machine does not read `b` before it has).
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let page = get_json(b.http(), "/rooms/fresh/messages").await;
+        let heard = page["messages"].as_array().map_or(0, Vec::len);
+        if heard >= 2 || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for since in [cursor.as_str(), "00000000-0"] {
         for node in [&a, &b] {
             let page = get_json(node.http(), &format!("/rooms/fresh/messages?since={since}")).await;
